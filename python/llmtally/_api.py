@@ -1,0 +1,102 @@
+"""The public API: one set of types, two backends (Rust or pure Python)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from . import fallback
+
+try:
+    from . import _native
+except ImportError:  # pragma: no cover - exercised by installs without the extension
+    _native = None
+
+PROVIDERS = ("openai", "azure", "anthropic", "gemini", "vertex-ai", "bedrock", "mistral", "ollama", "auto")
+BACKENDS = ("native", "python")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What the request body tells."""
+
+    model: str | None = None
+    streaming: bool = False
+    include_usage: bool = False
+    prompt_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage of one response."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    model: str | None = None
+    provider_model: str | None = None
+    streaming: bool = False
+    source: str = "none"
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def backend() -> str:
+    """The default backend: ``native`` when the extension imports, else
+    ``python``; ``LLMTALLY_BACKEND=python`` forces the fallback."""
+    env = os.environ.get("LLMTALLY_BACKEND", "").strip().lower()
+    if env == "python" or _native is None:
+        return "python"
+    return "native"
+
+
+def _impl(name: str | None):
+    b = backend() if name is None else name
+    if b == "native":
+        if _native is None:
+            raise ImportError("llmtally._native is not available; use backend='python'")
+        return _native
+    if b == "python":
+        return fallback
+    raise ValueError(f"unknown backend {name!r}; expected one of {BACKENDS}")
+
+
+def parse_request(body: bytes, provider: str, path: str = "", *, backend: str | None = None) -> RequestInfo:
+    """Model, streaming flag and prompt estimate from a request body."""
+    return RequestInfo(*_impl(backend).parse_request(body, provider, path))
+
+
+class ResponseScanner:
+    """Scans a response body fed in chunks; ``finish()`` returns its Usage.
+
+    ``feed(chunk: bytes)`` accepts any split of the body and does work
+    proportional to ``len(chunk)``; it never raises on bad input.
+    """
+
+    __slots__ = ("_impl", "feed", "backend")
+
+    def __init__(self, provider: str, request: RequestInfo | None = None, *, content_type: str = "",
+                 content_encoding: str = "", status: int = 200, path: str = "", backend: str | None = None):
+        if not isinstance(provider, str):
+            raise TypeError("provider must be a str")
+        if not 0 <= status <= 65535:
+            raise ValueError(f"status out of range: {status}")
+        module = _impl(backend)
+        req = None
+        if request is not None:
+            req = (request.model, request.streaming, request.include_usage, request.prompt_tokens)
+        self._impl = module.ResponseScanner(provider, req, content_type, content_encoding, status, path)
+        self.feed = self._impl.feed
+        self.backend = "native" if module is _native else "python"
+
+    def finish(self) -> Usage:
+        """The usage so far; call at end of stream (idempotent)."""
+        return Usage(*self._impl.finish())
+
+    def stats(self) -> dict:
+        """Counters: bytes fed, JSON documents complete and broken, error objects seen."""
+        return dict(zip(("bytes", "docs", "broken_docs", "errors"), self._impl.stats()))

@@ -1,0 +1,68 @@
+"""The ``llmtally`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import BACKENDS, ResponseScanner, parse_request
+
+CHUNK = 64 * 1024
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        self.exit(2, f"llmtally: error: {message}\n")
+
+
+def _open(path: str):
+    return sys.stdin.buffer if path == "-" else open(path, "rb")
+
+
+def _scan(args) -> int:
+    request = None
+    if args.request:
+        with open(args.request, "rb") as f:
+            request = parse_request(f.read(), args.provider, args.path)
+    sc = ResponseScanner(args.provider, request, content_type=args.content_type,
+                         content_encoding=args.content_encoding, status=args.status, path=args.path,
+                         backend=args.backend)
+    f = _open(args.response)
+    try:
+        while chunk := f.read(CHUNK):
+            sc.feed(chunk)
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+    print(json.dumps(sc.finish().as_dict()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="llmtally", description="Exact token accounting for LLM traffic.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    s = sub.add_parser("scan", help="scan a response body and print its usage as JSON")
+    s.add_argument("--provider", default="auto", help="provider id (default: auto)")
+    s.add_argument("--request", metavar="FILE", help="the request body, for the model and streaming flag")
+    s.add_argument("--path", default="", help="request path, e.g. /v1/chat/completions")
+    s.add_argument("--content-type", default="", help="response content type")
+    s.add_argument("--content-encoding", default="", help="response content encoding")
+    s.add_argument("--status", type=int, default=200, help="response status (default 200)")
+    s.add_argument("--backend", choices=BACKENDS, help="force a backend")
+    s.add_argument("response", metavar="RESPONSE_FILE|-", help="response body file, or - for stdin")
+    s.set_defaults(func=_scan)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (OSError, ValueError, ImportError) as e:
+        print(f"llmtally: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

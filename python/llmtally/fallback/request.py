@@ -1,0 +1,48 @@
+"""What the request body tells (mirror of request.rs)."""
+
+from __future__ import annotations
+
+from .json_scan import JsonScanner, Leaf, Obj, Sink
+from .usage import INCLUDE_USAGE, MODEL, STREAM, ShortString
+
+REQUEST = Obj(None, {
+    "model": Leaf(MODEL),
+    "stream": Leaf(STREAM),
+    "stream_options": Obj(None, {"include_usage": Leaf(INCLUDE_USAGE)}),
+})
+
+
+class _Collect(Sink):
+    def __init__(self):
+        self.model = None
+        self.streaming = False
+        self.include_usage = False
+        self.buf = ShortString()
+
+    def boolean(self, f: int, v: bool) -> None:
+        if f == STREAM:
+            self.streaming = v
+        elif f == INCLUDE_USAGE:
+            self.include_usage = v
+
+    def str_start(self, f: int) -> None:
+        self.buf.start()
+
+    def str_piece(self, f: int, s: bytes) -> None:
+        self.buf.push(s)
+
+    def str_end(self, f: int) -> None:
+        m = self.buf.take()
+        if m is not None:
+            self.model = m
+
+
+def parse_request(body: bytes, provider: str, path: str = "") -> tuple:
+    """(model, streaming, include_usage, prompt_tokens); never fails."""
+    if not isinstance(body, bytes):
+        raise TypeError("body must be bytes")
+    sc = JsonScanner(REQUEST)
+    c = _Collect()
+    sc.feed(body, c)
+    sc.end_doc(c)
+    return c.model, c.streaming, c.include_usage, 0

@@ -1,0 +1,94 @@
+"""Usage numbers: what formats report and how they combine (mirror of usage.rs)."""
+
+from __future__ import annotations
+
+from .json_scan import Sink
+
+# usage slots
+INPUT, OUTPUT, TOTAL, CACHED, CACHE_WRITE, REASONING = range(6)
+SLOTS = 6
+# other leaves and marks
+MODEL = 16
+ERROR = 17
+STREAM = 18
+INCLUDE_USAGE = 19
+
+MODEL_MAX = 256
+U64_MAX = (1 << 64) - 1
+
+
+class ShortString:
+    __slots__ = ("buf", "over")
+
+    def __init__(self):
+        self.buf = b""
+        self.over = False
+
+    def start(self) -> None:
+        self.buf = b""
+        self.over = False
+
+    def push(self, s: bytes) -> None:
+        if len(self.buf) + len(s) > MODEL_MAX:
+            self.over = True
+        else:
+            self.buf += s
+
+    def take(self) -> str | None:
+        if self.over or not self.buf:
+            return None
+        return self.buf.decode("utf-8", "replace")
+
+
+def sat_add(a: int, b: int) -> int:
+    return min(a + b, U64_MAX)
+
+
+class UsageAcc(Sink):
+    __slots__ = ("slots", "provider_model", "errors", "model_buf")
+
+    def __init__(self):
+        self.slots: list[int | None] = [None] * SLOTS
+        self.provider_model: str | None = None
+        self.errors = 0
+        self.model_buf = ShortString()
+
+    def reported(self) -> bool:
+        return any(v is not None for v in self.slots)
+
+    def _get(self, f: int) -> int:
+        v = self.slots[f]
+        return 0 if v is None else v
+
+    def numbers(self, prompt_adds_cache: bool) -> tuple[int, int, int, int, int]:
+        cached = self._get(CACHED)
+        prompt = self._get(INPUT)
+        if prompt_adds_cache:
+            prompt = sat_add(sat_add(prompt, cached), self._get(CACHE_WRITE))
+        completion = self._get(OUTPUT)
+        total = self.slots[TOTAL]
+        if total is None:
+            total = sat_add(prompt, completion)
+        return prompt, completion, total, cached, self._get(REASONING)
+
+    def int(self, f: int, v: int) -> None:
+        if f < SLOTS:
+            self.slots[f] = v
+
+    def str_start(self, f: int) -> None:
+        if f == MODEL:
+            self.model_buf.start()
+
+    def str_piece(self, f: int, s: bytes) -> None:
+        if f == MODEL:
+            self.model_buf.push(s)
+
+    def str_end(self, f: int) -> None:
+        if f == MODEL:
+            m = self.model_buf.take()
+            if m is not None:
+                self.provider_model = m
+
+    def enter(self, mark: int) -> None:
+        if mark == ERROR:
+            self.errors += 1

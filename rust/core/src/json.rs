@@ -1,0 +1,665 @@
+//! A streaming, pattern-directed JSON scanner.
+//!
+//! A format declares the few paths it cares about as a static [`Pat`] tree;
+//! the scanner walks any JSON document fed to it in pieces of any size and
+//! reports the values at those paths to a [`Sink`] as soon as each is
+//! complete. Everything else is skipped by bracket counting (string-aware),
+//! without allocation. Memory is fixed: the frame stack is bounded by the
+//! pattern's depth, keys and bare tokens by small caps.
+//!
+//! Rules (mirrored exactly by `llmtally.fallback.json_scan`):
+//! - structure is validated along matched paths; a syntax error there stops
+//!   the document (values already reported stay reported); skipped subtrees
+//!   are only bracket-balanced;
+//! - a leaf receives an integer (`0|[1-9][0-9]*`, at most `u64::MAX`), a
+//!   boolean, or a string delivered as decoded UTF-8 pieces; any other value
+//!   at a leaf (float, null, object...) is ignored;
+//! - a `\u` escape of a lone surrogate decodes to U+FFFD; other bytes of
+//!   strings are passed through unchanged.
+
+use memchr::memchr2;
+
+/// Identifier a format gives to a leaf or to a marked object.
+pub type Field = u16;
+
+/// Shape of the interesting part of a document.
+pub enum Pat {
+    /// A scalar of interest.
+    Leaf(Field),
+    /// An object; `Some(mark)` makes the scanner report entering and leaving it.
+    Obj(Option<Field>, &'static [(&'static str, Pat)]),
+    /// An array whose every element has the given shape.
+    Arr(&'static Pat),
+}
+
+/// Receiver of the values found at the pattern's leaves.
+pub trait Sink {
+    fn int(&mut self, _f: Field, _v: u64) {}
+    fn boolean(&mut self, _f: Field, _v: bool) {}
+    fn str_start(&mut self, _f: Field) {}
+    fn str_piece(&mut self, _f: Field, _s: &[u8]) {}
+    fn str_end(&mut self, _f: Field) {}
+    fn enter(&mut self, _mark: Field) {}
+    fn exit(&mut self, _mark: Field) {}
+}
+
+/// How a document ended, as reported by [`JsonScanner::end_doc`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocEnd {
+    /// Only whitespace was seen.
+    Empty,
+    /// One complete JSON value.
+    Complete,
+    /// Cut short, or a syntax error on a matched path.
+    Broken,
+}
+
+const KEY_MAX: usize = 64;
+const BARE_MAX: usize = 24;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum St {
+    Value,
+    ArrFirst,
+    ObjFirst,
+    ObjKey,
+    Colon,
+    CommaOrEnd,
+    Key,
+    Leaf,
+    Bare,
+    Skip,
+    Done,
+    Error,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Esc {
+    None,
+    Backslash,
+    Unicode(u8, u16),
+}
+
+struct Frame {
+    pat: &'static Pat,
+}
+
+pub struct JsonScanner {
+    root: &'static Pat,
+    stack: Vec<Frame>,
+    st: St,
+    /// Pattern of the value about to start (state Value/ArrFirst).
+    value_pat: Option<&'static Pat>,
+    key: [u8; KEY_MAX],
+    key_len: usize,
+    key_over: bool,
+    bare: [u8; BARE_MAX],
+    bare_len: usize,
+    bare_over: bool,
+    leaf: Field,
+    leaf_bare: Option<Field>,
+    esc: Esc,
+    high: Option<u16>,
+    skip_depth: u32,
+    skip_in_str: bool,
+    skip_esc: bool,
+    seen: bool,
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn is_bare(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')
+}
+
+fn hex(b: u8) -> Option<u16> {
+    (b as char).to_digit(16).map(|d| d as u16)
+}
+
+/// Parse a bare token as a non-negative integer without leading zeros.
+pub fn parse_uint(tok: &[u8]) -> Option<u64> {
+    if tok.is_empty() || (tok.len() > 1 && tok[0] == b'0') {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in tok {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add((b - b'0') as u64)?;
+    }
+    Some(v)
+}
+
+const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
+
+impl JsonScanner {
+    pub fn new(root: &'static Pat) -> Self {
+        JsonScanner {
+            root,
+            stack: Vec::with_capacity(8),
+            st: St::Value,
+            value_pat: Some(root),
+            key: [0; KEY_MAX],
+            key_len: 0,
+            key_over: false,
+            bare: [0; BARE_MAX],
+            bare_len: 0,
+            bare_over: false,
+            leaf: 0,
+            leaf_bare: None,
+            esc: Esc::None,
+            high: None,
+            skip_depth: 0,
+            skip_in_str: false,
+            skip_esc: false,
+            seen: false,
+        }
+    }
+
+    /// Forget the current document and expect a new one.
+    pub fn reset(&mut self) {
+        self.stack.clear();
+        self.st = St::Value;
+        self.value_pat = Some(self.root);
+        self.seen = false;
+        self.high = None;
+        self.esc = Esc::None;
+    }
+
+    /// True once the root value is complete.
+    pub fn is_done(&self) -> bool {
+        self.st == St::Done
+    }
+
+    /// Close the current document (completing a trailing bare token) and reset.
+    pub fn end_doc<S: Sink>(&mut self, sink: &mut S) -> DocEnd {
+        if self.st == St::Bare {
+            self.finish_bare(sink);
+        }
+        let end = match self.st {
+            St::Done => DocEnd::Complete,
+            St::Value if !self.seen => DocEnd::Empty,
+            _ => DocEnd::Broken,
+        };
+        self.reset();
+        end
+    }
+
+    fn after_value(&mut self) {
+        self.st = if self.stack.is_empty() { St::Done } else { St::CommaOrEnd };
+    }
+
+    fn lookup_key(&self) -> Option<&'static Pat> {
+        if self.key_over {
+            return None;
+        }
+        let key = &self.key[..self.key_len];
+        match self.stack.last()?.pat {
+            Pat::Obj(_, kids) => kids.iter().find(|(k, _)| k.as_bytes() == key).map(|(_, p)| p),
+            _ => None,
+        }
+    }
+
+    fn elem_pat(&self) -> Option<&'static Pat> {
+        match self.stack.last()?.pat {
+            Pat::Arr(elem) => Some(elem),
+            _ => None,
+        }
+    }
+
+    fn close<S: Sink>(&mut self, sink: &mut S) {
+        if let Some(Frame { pat: Pat::Obj(Some(mark), _) }) = self.stack.pop() {
+            sink.exit(*mark);
+        }
+        self.after_value();
+    }
+
+    fn finish_bare<S: Sink>(&mut self, sink: &mut S) {
+        if let (Some(f), false) = (self.leaf_bare, self.bare_over) {
+            let tok = &self.bare[..self.bare_len];
+            match tok {
+                b"true" => sink.boolean(f, true),
+                b"false" => sink.boolean(f, false),
+                _ => {
+                    if let Some(v) = parse_uint(tok) {
+                        sink.int(f, v)
+                    }
+                }
+            }
+        }
+        self.after_value();
+    }
+
+    /// Start a value at byte `b`; returns false on a syntax error.
+    fn start_value<S: Sink>(&mut self, b: u8, sink: &mut S) -> bool {
+        let pat = self.value_pat;
+        self.seen = true;
+        match b {
+            b'{' => match pat {
+                Some(p @ Pat::Obj(mark, _)) => {
+                    self.stack.push(Frame { pat: p });
+                    if let Some(m) = mark {
+                        sink.enter(*m);
+                    }
+                    self.st = St::ObjFirst;
+                }
+                _ => self.start_skip(1, false),
+            },
+            b'[' => match pat {
+                Some(p @ Pat::Arr(elem)) => {
+                    self.stack.push(Frame { pat: p });
+                    self.value_pat = Some(elem);
+                    self.st = St::ArrFirst;
+                }
+                _ => self.start_skip(1, false),
+            },
+            b'"' => match pat {
+                Some(Pat::Leaf(f)) => {
+                    self.leaf = *f;
+                    self.esc = Esc::None;
+                    self.high = None;
+                    sink.str_start(*f);
+                    self.st = St::Leaf;
+                }
+                _ => self.start_skip(0, true),
+            },
+            _ if is_bare(b) => {
+                self.leaf_bare = match pat {
+                    Some(Pat::Leaf(f)) => Some(*f),
+                    _ => None,
+                };
+                self.bare[0] = b;
+                self.bare_len = 1;
+                self.bare_over = false;
+                self.st = St::Bare;
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn start_skip(&mut self, depth: u32, in_str: bool) {
+        self.skip_depth = depth;
+        self.skip_in_str = in_str;
+        self.skip_esc = false;
+        self.st = St::Skip;
+    }
+
+    /// Emit decoded bytes of the current string (key or leaf).
+    fn emit<S: Sink>(&mut self, bytes: &[u8], sink: &mut S) {
+        if self.st == St::Key {
+            let room = KEY_MAX - self.key_len;
+            if bytes.len() > room {
+                self.key_over = true;
+            } else {
+                self.key[self.key_len..self.key_len + bytes.len()].copy_from_slice(bytes);
+                self.key_len += bytes.len();
+            }
+        } else {
+            sink.str_piece(self.leaf, bytes);
+        }
+    }
+
+    fn flush_high<S: Sink>(&mut self, sink: &mut S) {
+        if self.high.take().is_some() {
+            self.emit(REPLACEMENT, sink);
+        }
+    }
+
+    fn emit_char<S: Sink>(&mut self, c: char, sink: &mut S) {
+        let mut buf = [0u8; 4];
+        let s = c.encode_utf8(&mut buf);
+        self.emit(s.as_bytes(), sink);
+    }
+
+    fn emit_unit<S: Sink>(&mut self, u: u16, sink: &mut S) {
+        match u {
+            0xD800..=0xDBFF => {
+                self.flush_high(sink);
+                self.high = Some(u);
+            }
+            0xDC00..=0xDFFF => match self.high.take() {
+                Some(h) => {
+                    let c = 0x10000 + (((h as u32) - 0xD800) << 10) + ((u as u32) - 0xDC00);
+                    self.emit_char(char::from_u32(c).unwrap_or('\u{FFFD}'), sink);
+                }
+                None => self.emit(REPLACEMENT, sink),
+            },
+            _ => {
+                self.flush_high(sink);
+                self.emit_char(char::from_u32(u as u32).unwrap_or('\u{FFFD}'), sink);
+            }
+        }
+    }
+
+    /// Consume string bytes from `data[i..]`; returns the new index.
+    fn string<S: Sink>(&mut self, data: &[u8], mut i: usize, sink: &mut S) -> usize {
+        while i < data.len() {
+            match self.esc {
+                Esc::None => {
+                    let rest = &data[i..];
+                    match memchr2(b'"', b'\\', rest) {
+                        None => {
+                            if !rest.is_empty() {
+                                self.flush_high(sink);
+                                self.emit(rest, sink);
+                            }
+                            return data.len();
+                        }
+                        Some(n) => {
+                            if n > 0 {
+                                self.flush_high(sink);
+                                self.emit(&rest[..n], sink);
+                            }
+                            i += n + 1;
+                            if rest[n] == b'\\' {
+                                self.esc = Esc::Backslash;
+                            } else {
+                                self.flush_high(sink);
+                                if self.st == St::Key {
+                                    self.st = St::Colon;
+                                } else {
+                                    sink.str_end(self.leaf);
+                                    self.after_value();
+                                }
+                                return i;
+                            }
+                        }
+                    }
+                }
+                Esc::Backslash => {
+                    let b = data[i];
+                    i += 1;
+                    self.esc = Esc::None;
+                    let c = match b {
+                        b'"' => b'"',
+                        b'\\' => b'\\',
+                        b'/' => b'/',
+                        b'b' => 8,
+                        b'f' => 12,
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'u' => {
+                            self.esc = Esc::Unicode(0, 0);
+                            continue;
+                        }
+                        _ => {
+                            self.st = St::Error;
+                            return data.len();
+                        }
+                    };
+                    self.flush_high(sink);
+                    self.emit(&[c], sink);
+                }
+                Esc::Unicode(n, acc) => {
+                    let Some(d) = hex(data[i]) else {
+                        self.st = St::Error;
+                        return data.len();
+                    };
+                    i += 1;
+                    let acc = (acc << 4) | d;
+                    if n == 3 {
+                        self.esc = Esc::None;
+                        self.emit_unit(acc, sink);
+                    } else {
+                        self.esc = Esc::Unicode(n + 1, acc);
+                    }
+                }
+            }
+        }
+        i
+    }
+
+    /// Skip an uninteresting value; returns the new index.
+    fn skip<S: Sink>(&mut self, data: &[u8], mut i: usize, _sink: &mut S) -> usize {
+        while i < data.len() {
+            if self.skip_in_str {
+                if self.skip_esc {
+                    self.skip_esc = false;
+                    i += 1;
+                    continue;
+                }
+                match memchr2(b'"', b'\\', &data[i..]) {
+                    None => return data.len(),
+                    Some(n) => {
+                        i += n + 1;
+                        if data[i - 1] == b'\\' {
+                            self.skip_esc = true;
+                        } else {
+                            self.skip_in_str = false;
+                            if self.skip_depth == 0 {
+                                self.after_value();
+                                return i;
+                            }
+                        }
+                    }
+                }
+            } else {
+                match data[i..].iter().position(|&b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']')) {
+                    None => return data.len(),
+                    Some(n) => {
+                        i += n + 1;
+                        match data[i - 1] {
+                            b'"' => self.skip_in_str = true,
+                            b'{' | b'[' => self.skip_depth += 1,
+                            _ => {
+                                self.skip_depth -= 1;
+                                if self.skip_depth == 0 {
+                                    self.after_value();
+                                    return i;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        i
+    }
+
+    /// Feed the next piece of the document.
+    pub fn feed<S: Sink>(&mut self, data: &[u8], sink: &mut S) {
+        let mut i = 0;
+        while i < data.len() {
+            match self.st {
+                St::Error => return,
+                St::Key | St::Leaf => {
+                    i = self.string(data, i, sink);
+                    continue;
+                }
+                St::Skip => {
+                    i = self.skip(data, i, sink);
+                    continue;
+                }
+                St::Bare => {
+                    let b = data[i];
+                    if is_bare(b) {
+                        if self.bare_len < BARE_MAX {
+                            self.bare[self.bare_len] = b;
+                            self.bare_len += 1;
+                        } else {
+                            self.bare_over = true;
+                        }
+                        i += 1;
+                    } else {
+                        self.finish_bare(sink);
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let b = data[i];
+            i += 1;
+            if is_ws(b) {
+                continue;
+            }
+            let ok = match self.st {
+                St::Value => self.start_value(b, sink),
+                St::ArrFirst => {
+                    if b == b']' {
+                        self.close(sink);
+                        true
+                    } else {
+                        self.start_value(b, sink)
+                    }
+                }
+                St::ObjFirst | St::ObjKey => {
+                    if b == b'"' {
+                        self.key_len = 0;
+                        self.key_over = false;
+                        self.esc = Esc::None;
+                        self.high = None;
+                        self.st = St::Key;
+                        true
+                    } else if b == b'}' && self.st == St::ObjFirst {
+                        self.close(sink);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                St::Colon => {
+                    if b == b':' {
+                        self.value_pat = self.lookup_key();
+                        self.st = St::Value;
+                        true
+                    } else {
+                        false
+                    }
+                }
+                St::CommaOrEnd => {
+                    let in_obj = matches!(self.stack.last().map(|f| f.pat), Some(Pat::Obj(..)));
+                    match (b, in_obj) {
+                        (b',', true) => {
+                            self.st = St::ObjKey;
+                            true
+                        }
+                        (b',', false) => {
+                            self.value_pat = self.elem_pat();
+                            self.st = St::Value;
+                            true
+                        }
+                        (b'}', true) | (b']', false) => {
+                            self.close(sink);
+                            true
+                        }
+                        _ => false,
+                    }
+                }
+                _ => false, // Done: only whitespace may follow
+            };
+            if !ok {
+                self.st = St::Error;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Rec(Vec<String>);
+    impl Sink for Rec {
+        fn int(&mut self, f: Field, v: u64) {
+            self.0.push(format!("int {f} {v}"));
+        }
+        fn boolean(&mut self, f: Field, v: bool) {
+            self.0.push(format!("bool {f} {v}"));
+        }
+        fn str_start(&mut self, f: Field) {
+            self.0.push(format!("str {f} "));
+        }
+        fn str_piece(&mut self, _f: Field, s: &[u8]) {
+            self.0.last_mut().unwrap().push_str(&String::from_utf8_lossy(s));
+        }
+        fn enter(&mut self, m: Field) {
+            self.0.push(format!("enter {m}"));
+        }
+        fn exit(&mut self, m: Field) {
+            self.0.push(format!("exit {m}"));
+        }
+    }
+
+    static P: Pat = Pat::Obj(
+        None,
+        &[
+            ("n", Pat::Leaf(1)),
+            ("s", Pat::Leaf(2)),
+            ("o", Pat::Obj(Some(9), &[("b", Pat::Leaf(3))])),
+            ("a", Pat::Arr(&Pat::Obj(None, &[("t", Pat::Leaf(4))]))),
+        ],
+    );
+
+    fn run(doc: &[u8], step: usize) -> (Vec<String>, DocEnd) {
+        let mut sc = JsonScanner::new(&P);
+        let mut rec = Rec::default();
+        for c in doc.chunks(step.max(1)) {
+            sc.feed(c, &mut rec);
+        }
+        let end = sc.end_doc(&mut rec);
+        (rec.0, end)
+    }
+
+    #[test]
+    fn values_at_paths_under_every_split() {
+        let doc = br#" {"x":{"n":5,"s":"no"},"n":18446744073709551615,"s":"h\u00e9\ud83d\ude00\"","o":{"b":true,"z":[1,{"b":2}]},"a":[{"t":"p"},7,{"t":"q","u":"]"}],"q":"}"} "#;
+        let want = vec![
+            "int 1 18446744073709551615",
+            "str 2 hé😀\"",
+            "enter 9",
+            "bool 3 true",
+            "exit 9",
+            "str 4 p",
+            "str 4 q",
+        ];
+        for step in 1..doc.len() {
+            let (got, end) = run(doc, step);
+            assert_eq!(got, want, "step {step}");
+            assert_eq!(end, DocEnd::Complete);
+        }
+    }
+
+    #[test]
+    fn leaves_ignore_non_integers_and_overflow() {
+        let (got, end) = run(br#"{"n":1.5,"n":-1,"n":01,"n":18446744073709551616,"n":null,"n":{"n":1},"n":7}"#, 3);
+        assert_eq!(got, vec!["int 1 7"]);
+        assert_eq!(end, DocEnd::Complete);
+    }
+
+    #[test]
+    fn errors_stop_the_document_but_keep_earlier_values() {
+        let (got, end) = run(br#"{"n":1,"s" "x","n":2}"#, 1);
+        assert_eq!(got, vec!["int 1 1"]);
+        assert_eq!(end, DocEnd::Broken);
+        let (got, end) = run(br#"{"n":3"#, 2);
+        assert_eq!(got, vec!["int 1 3"]);
+        assert_eq!(end, DocEnd::Broken);
+        let (_, end) = run(b"  \n", 1);
+        assert_eq!(end, DocEnd::Empty);
+        let (_, end) = run(b"[DONE]", 1);
+        assert_eq!(end, DocEnd::Complete);
+        let (got, end) = run(br#"{"s":"\x"}"#, 1);
+        assert_eq!(got, vec!["str 2 "]);
+        assert_eq!(end, DocEnd::Broken);
+    }
+
+    #[test]
+    fn lone_surrogates_become_replacement_chars() {
+        let (got, _) = run(br#"{"s":"a\ud800b\udc00c\ud800"}"#, 1);
+        assert_eq!(got, vec!["str 2 a\u{FFFD}b\u{FFFD}c\u{FFFD}"]);
+    }
+
+    #[test]
+    fn escaped_and_long_keys() {
+        let long = format!(r#"{{"{}":1,"\u006e":4}}"#, "n".repeat(100));
+        let (got, _) = run(long.as_bytes(), 1);
+        assert_eq!(got, vec!["int 1 4"]);
+    }
+}

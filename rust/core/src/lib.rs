@@ -1,0 +1,18 @@
+//! llmtally-core: exact token accounting for LLM API traffic.
+//!
+//! Feed a response body in pieces of any size to a [`ResponseScanner`] and
+//! get the [`Usage`] the provider reported. Memory per scanner is fixed and
+//! the work per chunk is proportional to its length.
+
+pub mod formats;
+pub mod json;
+pub mod provider;
+pub mod request;
+pub mod scanner;
+pub mod sse;
+pub mod usage;
+
+pub use provider::Provider;
+pub use request::{parse_request, RequestInfo};
+pub use scanner::{ResponseMeta, ResponseScanner, Stats};
+pub use usage::{Source, Usage};

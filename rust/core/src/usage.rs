@@ -1,0 +1,146 @@
+//! Usage numbers: what formats report, and how they combine.
+
+use crate::json::{Field, Sink};
+
+/// Leaf and mark ids shared by every format's pattern.
+pub mod field {
+    use crate::json::Field;
+    /// Usage slots (index into [`super::UsageAcc::slots`]).
+    pub const INPUT: Field = 0;
+    pub const OUTPUT: Field = 1;
+    pub const TOTAL: Field = 2;
+    pub const CACHED: Field = 3;
+    pub const CACHE_WRITE: Field = 4;
+    pub const REASONING: Field = 5;
+    pub const SLOTS: usize = 6;
+    /// A model name (string leaf).
+    pub const MODEL: Field = 16;
+    /// Mark: an error object.
+    pub const ERROR: Field = 17;
+    /// Request leaves.
+    pub const STREAM: Field = 18;
+    pub const INCLUDE_USAGE: Field = 19;
+}
+
+/// Where the numbers came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Source {
+    #[default]
+    None,
+    Provider,
+    Tokenizer,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::None => "none",
+            Source::Provider => "provider",
+            Source::Tokenizer => "tokenizer",
+        }
+    }
+}
+
+/// The result of scanning one response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub cached_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub model: Option<String>,
+    pub provider_model: Option<String>,
+    pub streaming: bool,
+    pub source: Source,
+}
+
+/// Longest model name kept; longer ones are ignored.
+pub const MODEL_MAX: usize = 256;
+
+/// Collects a short string leaf (a model name) with a cap.
+#[derive(Default)]
+pub struct ShortString {
+    buf: Vec<u8>,
+    over: bool,
+}
+
+impl ShortString {
+    pub fn start(&mut self) {
+        self.buf.clear();
+        self.over = false;
+    }
+    pub fn push(&mut self, s: &[u8]) {
+        if self.buf.len() + s.len() > MODEL_MAX {
+            self.over = true;
+        } else {
+            self.buf.extend_from_slice(s);
+        }
+    }
+    /// The value, unless empty or too long.
+    pub fn take(&mut self) -> Option<String> {
+        if self.over || self.buf.is_empty() {
+            return None;
+        }
+        Some(String::from_utf8_lossy(&self.buf).into_owned())
+    }
+}
+
+/// Latest value of each usage slot, and the provider's model.
+#[derive(Default)]
+pub struct UsageAcc {
+    pub slots: [Option<u64>; field::SLOTS],
+    pub provider_model: Option<String>,
+    pub errors: u64,
+    model_buf: ShortString,
+}
+
+impl UsageAcc {
+    pub fn reported(&self) -> bool {
+        self.slots.iter().any(Option::is_some)
+    }
+    fn get(&self, f: Field) -> u64 {
+        self.slots[f as usize].unwrap_or(0)
+    }
+    /// prompt, completion, total, cached, reasoning.
+    pub fn numbers(&self, prompt_adds_cache: bool) -> [u64; 5] {
+        let cached = self.get(field::CACHED);
+        let mut prompt = self.get(field::INPUT);
+        if prompt_adds_cache {
+            prompt = prompt.saturating_add(cached).saturating_add(self.get(field::CACHE_WRITE));
+        }
+        let completion = self.get(field::OUTPUT);
+        let total = self.slots[field::TOTAL as usize].unwrap_or(prompt.saturating_add(completion));
+        [prompt, completion, total, cached, self.get(field::REASONING)]
+    }
+}
+
+impl Sink for UsageAcc {
+    fn int(&mut self, f: Field, v: u64) {
+        if (f as usize) < field::SLOTS {
+            self.slots[f as usize] = Some(v);
+        }
+    }
+    fn str_start(&mut self, f: Field) {
+        if f == field::MODEL {
+            self.model_buf.start();
+        }
+    }
+    fn str_piece(&mut self, f: Field, s: &[u8]) {
+        if f == field::MODEL {
+            self.model_buf.push(s);
+        }
+    }
+    fn str_end(&mut self, f: Field) {
+        if f == field::MODEL {
+            if let Some(m) = self.model_buf.take() {
+                self.provider_model = Some(m);
+            }
+        }
+    }
+    fn enter(&mut self, mark: Field) {
+        if mark == field::ERROR {
+            self.errors += 1;
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Thin PyO3 bindings: `llmtally._native`. All logic lives in llmtally-core;
+//! the Python package wraps these into its public types.
+
+use llmtally_core::{self as core, RequestInfo, ResponseMeta};
+use pyo3::prelude::*;
+
+type RequestTuple = (Option<String>, bool, bool, u64);
+type UsageTuple = (u64, u64, u64, u64, u64, Option<String>, Option<String>, bool, &'static str);
+
+#[pyclass(module = "llmtally._native")]
+struct ResponseScanner {
+    inner: core::ResponseScanner,
+}
+
+#[pymethods]
+impl ResponseScanner {
+    #[new]
+    #[pyo3(signature = (provider, request, content_type, content_encoding, status, path))]
+    fn new(
+        provider: &str,
+        request: Option<RequestTuple>,
+        content_type: String,
+        content_encoding: String,
+        status: u16,
+        path: String,
+    ) -> Self {
+        let request = request.map(|(model, streaming, include_usage, prompt_tokens)| RequestInfo {
+            model,
+            streaming,
+            include_usage,
+            prompt_tokens,
+        });
+        let meta = ResponseMeta { content_type, content_encoding, status, path };
+        ResponseScanner { inner: core::ResponseScanner::new(provider, request, &meta) }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        self.inner.feed(chunk);
+    }
+
+    fn finish(&mut self) -> UsageTuple {
+        let u = self.inner.finish();
+        (
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.total_tokens,
+            u.cached_tokens,
+            u.reasoning_tokens,
+            u.model,
+            u.provider_model,
+            u.streaming,
+            u.source.as_str(),
+        )
+    }
+
+    /// (bytes, docs, broken_docs, errors)
+    fn stats(&self) -> (u64, u64, u64, u64) {
+        let s = self.inner.stats();
+        (s.bytes, s.docs, s.broken_docs, s.errors)
+    }
+}
+
+#[pyfunction]
+fn parse_request(body: &[u8], provider: &str, path: &str) -> RequestTuple {
+    let r = core::parse_request(body, provider, path);
+    (r.model, r.streaming, r.include_usage, r.prompt_tokens)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ResponseScanner>()?;
+    m.add_function(wrap_pyfunction!(parse_request, m)?)?;
+    Ok(())
+}
