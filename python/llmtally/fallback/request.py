@@ -26,15 +26,18 @@ class _Collect(Sink):
             self.include_usage = v
 
     def str_start(self, f: int) -> None:
-        self.buf.start()
+        if f == MODEL:
+            self.buf.start()
 
     def str_piece(self, f: int, s: bytes) -> None:
-        self.buf.push(s)
+        if f == MODEL:
+            self.buf.push(s)
 
     def str_end(self, f: int) -> None:
-        m = self.buf.take()
-        if m is not None:
-            self.model = m
+        if f == MODEL:
+            m = self.buf.take()
+            if m is not None:
+                self.model = m
 
 
 def parse_request(body: bytes, provider: str, path: str = "") -> tuple:

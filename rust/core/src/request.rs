@@ -34,15 +34,21 @@ impl Sink for Collect {
             _ => {}
         }
     }
-    fn str_start(&mut self, _f: Field) {
-        self.model.start();
+    fn str_start(&mut self, f: Field) {
+        if f == field::MODEL {
+            self.model.start();
+        }
     }
-    fn str_piece(&mut self, _f: Field, s: &[u8]) {
-        self.model.push(s);
+    fn str_piece(&mut self, f: Field, s: &[u8]) {
+        if f == field::MODEL {
+            self.model.push(s);
+        }
     }
-    fn str_end(&mut self, _f: Field) {
-        if let Some(m) = self.model.take() {
-            self.info.model = Some(m);
+    fn str_end(&mut self, f: Field) {
+        if f == field::MODEL {
+            if let Some(m) = self.model.take() {
+                self.info.model = Some(m);
+            }
         }
     }
 }

@@ -1,0 +1,18 @@
+# Multi-stage: build the abi3 wheel with the Rust toolchain, run it on a slim Python.
+FROM rust:1-slim-bookworm AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-dev python3-pip \
+ && rm -rf /var/lib/apt/lists/*
+RUN pip3 install --break-system-packages "maturin>=1.9,<2"
+WORKDIR /src
+COPY Cargo.toml Cargo.lock pyproject.toml README.md ./
+COPY rust ./rust
+COPY python ./python
+RUN maturin build --release --locked --out /dist
+
+FROM python:3.12-slim-bookworm
+COPY --from=build /dist/*.whl /tmp/
+RUN pip install --no-cache-dir /tmp/*.whl && rm /tmp/*.whl
+USER 65532:65532
+ENTRYPOINT ["llmtally"]
+CMD ["--help"]

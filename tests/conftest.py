@@ -1,0 +1,34 @@
+import json
+import pathlib
+
+import pytest
+
+import llmtally
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+CASES = json.loads((FIXTURES / "cases.json").read_text())
+BACKENDS = ["native", "python"]
+
+
+def load(rel: str) -> bytes:
+    return (FIXTURES / rel).read_bytes()
+
+
+def request_of(case):
+    if "request" not in case:
+        return None
+    return llmtally.parse_request(load(case["request"]), case["provider"], case.get("path", ""))
+
+
+def scan(case, chunks, backend, body=None):
+    """Scan `chunks` (an iterable of bytes) with the case's settings."""
+    sc = llmtally.ResponseScanner(case["provider"], request_of(case), content_type=case.get("content_type", ""),
+                                  status=case.get("status", 200), path=case.get("path", ""), backend=backend)
+    for c in chunks:
+        sc.feed(c)
+    return sc.finish().as_dict()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param

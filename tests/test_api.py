@@ -1,0 +1,100 @@
+"""The public API contract: names, types, backend choice, errors."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import llmtally
+from conftest import CASES, load
+
+
+def test_native_backend_is_built_and_default():
+    assert llmtally._api._native is not None, "the Rust extension did not import"
+    env = {k: v for k, v in os.environ.items() if k != "LLMTALLY_BACKEND"}
+    code = "import llmtally; print(llmtally.backend())"
+    assert subprocess.check_output([sys.executable, "-c", code], env=env, text=True) == "native\n"
+    env["LLMTALLY_BACKEND"] = "python"
+    assert subprocess.check_output([sys.executable, "-c", code], env=env, text=True) == "python\n"
+    env["LLMTALLY_BACKEND"] = "python"
+    code = "import llmtally; print(llmtally.ResponseScanner('openai').backend)"
+    assert subprocess.check_output([sys.executable, "-c", code], env=env, text=True) == "python\n"
+
+
+def test_constructor_backend_argument(backend):
+    assert llmtally.ResponseScanner("openai", backend=backend).backend == backend
+    with pytest.raises(ValueError, match="unknown backend"):
+        llmtally.ResponseScanner("openai", backend="fortran")
+    with pytest.raises(ValueError, match="unknown backend"):
+        llmtally.parse_request(b"{}", "openai", backend="fortran")
+
+
+def test_parse_request(backend):
+    info = llmtally.parse_request(load("openai/chat_stream_usage.request.json"), "openai", "/v1/chat/completions",
+                                  backend=backend)
+    assert info == llmtally.RequestInfo(model="gpt-3.5-turbo", streaming=True, include_usage=True, prompt_tokens=0)
+    info = llmtally.parse_request(b'{"model":"m","stream":false,"stream_options":{"include_usage":false}}',
+                                  "openai", backend=backend)
+    assert info == llmtally.RequestInfo(model="m", streaming=False, include_usage=False)
+    assert llmtally.parse_request(b"\x00junk{", "openai", backend=backend) == llmtally.RequestInfo()
+    assert llmtally.parse_request(b'{"model":"a","stream":"yes"}', "anthropic", backend=backend) == \
+        llmtally.RequestInfo(model="a")
+    with pytest.raises(TypeError):
+        llmtally.parse_request("{}", "openai", backend=backend)
+
+
+def test_feed_rejects_non_bytes_and_ignores_after_finish(backend):
+    sc = llmtally.ResponseScanner("openai", content_type="application/json", backend=backend)
+    with pytest.raises(TypeError):
+        sc.feed("text")
+    sc.feed(b'{"usage":{"prompt_tokens":1,"completion_tokens":2}}')
+    first = sc.finish()
+    sc.feed(b'{"usage":{"prompt_tokens":9}}')
+    assert sc.finish() == first == llmtally.Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3,
+                                                  streaming=False, source="provider")
+
+
+def test_usage_as_dict_and_stats(backend):
+    case = CASES[1]
+    sc = llmtally.ResponseScanner("openai", content_type="text/event-stream", backend=backend)
+    body = load(case["response"])
+    sc.feed(body)
+    u = sc.finish()
+    assert list(u.as_dict()) == ["prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens",
+                                 "reasoning_tokens", "model", "provider_model", "streaming", "source"]
+    assert sc.stats() == {"bytes": len(body), "docs": 6, "broken_docs": 0, "errors": 0}
+
+
+def test_broken_documents_and_errors_are_counted(backend):
+    sc = llmtally.ResponseScanner("openai", content_type="text/event-stream", backend=backend)
+    # a broken event (unclosed), an error event, and a complete event cut before its blank line
+    body = b'data: {"usage":{"prompt_tokens":5}\n\ndata: {"error":{"type":"x"}}\n\ndata: {"usage":{"completion_tokens":3}}'
+    sc.feed(body)
+    u = sc.finish()
+    assert (u.prompt_tokens, u.completion_tokens, u.total_tokens, u.source) == (5, 3, 8, "provider")
+    assert sc.stats() == {"bytes": len(body), "docs": 2, "broken_docs": 1, "errors": 1}
+
+
+def test_unreadable_encoding_reports_nothing(backend):
+    sc = llmtally.ResponseScanner("openai", content_encoding="snappy", backend=backend)
+    sc.feed(load("openai/chat.json"))
+    assert sc.finish() == llmtally.Usage()
+
+
+def test_empty_response_uses_request(backend):
+    req = llmtally.RequestInfo(model="gpt-4o", streaming=True)
+    sc = llmtally.ResponseScanner("openai", req, backend=backend)
+    assert sc.finish() == llmtally.Usage(model="gpt-4o", streaming=True)
+
+
+def test_bad_constructor_arguments(backend):
+    with pytest.raises(TypeError):
+        llmtally.ResponseScanner(None, backend=backend)
+    with pytest.raises(ValueError):
+        llmtally.ResponseScanner("openai", status=70000, backend=backend)
+
+
+def test_provider_ids():
+    assert llmtally.PROVIDERS == ("openai", "azure", "anthropic", "gemini", "vertex-ai", "bedrock", "mistral",
+                                  "ollama", "auto")

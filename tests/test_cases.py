@@ -1,0 +1,58 @@
+"""Every fixture, both backends, split at every kind of boundary: exact values."""
+
+import random
+import re
+
+import pytest
+
+from conftest import CASES, load, scan
+
+ids = [c["name"] for c in CASES]
+
+
+def line_ends(body: bytes, eol: bytes) -> bytes:
+    return body.replace(b"\n", eol)
+
+
+def random_chunks(body: bytes, seed: int):
+    rng = random.Random(seed)
+    i = 0
+    while i < len(body):
+        n = rng.choice((1, 2, 3, 7, 64, 500, 4096))
+        yield body[i:i + n]
+        i += n
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
+def test_whole_bytewise_and_random(case, eol, backend):
+    body = line_ends(load(case["response"]), eol)
+    want = case["usage"]
+    assert scan(case, [body], backend) == want
+    assert scan(case, [body[i:i + 1] for i in range(len(body))], backend) == want
+    for seed in range(5):
+        assert scan(case, random_chunks(body, seed), backend) == want
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_two_pieces_at_every_position(case, backend):
+    body = load(case["response"])
+    want = case["usage"]
+    for i in range(len(body) + 1):
+        assert scan(case, [body[:i], body[i:]], backend) == want, f"split at {i}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_split_inside_every_crlf_and_utf8_sequence(case, backend):
+    body = line_ends(load(case["response"]), b"\r\n")
+    # cut between every CR and LF, and after the first byte of every multi-byte character
+    cuts = [m.start() + 1 for m in re.finditer(rb"\r\n|[\xc0-\xff]", body)]
+    assert cuts
+    pieces = [body[a:b] for a, b in zip([0] + cuts, cuts + [len(body)])]
+    assert scan(case, pieces, backend) == case["usage"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_bom_split_across_chunks(case, backend):
+    body = b"\xef\xbb\xbf" + load(case["response"])
+    assert scan(case, [body[:1], body[1:2], body[2:5], body[5:]], backend) == case["usage"]

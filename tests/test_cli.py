@@ -1,0 +1,52 @@
+"""The llmtally command line, run as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CASES, FIXTURES
+
+
+def llmtally(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "llmtally.cli", *args], input=stdin, capture_output=True)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_scan_prints_usage(case, backend):
+    args = ["scan", "--provider", case["provider"], "--backend", backend, "--status", str(case.get("status", 200))]
+    if "request" in case:
+        args += ["--request", str(FIXTURES / case["request"])]
+    if case.get("path"):
+        args += ["--path", case["path"]]
+    if case.get("content_type"):
+        args += ["--content-type", case["content_type"]]
+    r = llmtally(*args, str(FIXTURES / case["response"]))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == case["usage"]
+    assert r.stdout.count(b"\n") == 1
+
+
+def test_scan_from_stdin():
+    body = (FIXTURES / "openai/chat.json").read_bytes()
+    r = llmtally("scan", "--provider", "openai", "-", stdin=body)
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["total_tokens"] == 43
+
+
+@pytest.mark.parametrize("args, message", [
+    (["scan", "/nonexistent/file"], b"No such file or directory"),
+    (["scan", "--status", "abc", "x"], b"invalid int value"),
+    (["scan", "--backend", "gpu", "x"], b"invalid choice"),
+    (["scan", "--status", "99999", str(FIXTURES / "openai/chat.json")], b"status out of range"),
+    (["scan", "--request", "/nonexistent", str(FIXTURES / "openai/chat.json")], b"No such file"),
+    (["frobnicate"], b"invalid choice"),
+    ([], b"required"),
+])
+def test_bad_arguments_one_line_exit_2(args, message):
+    r = llmtally(*args)
+    assert r.returncode == 2
+    assert r.stdout == b""
+    assert r.stderr.count(b"\n") == 1 and r.stderr.startswith(b"llmtally: error: ")
+    assert message in r.stderr

@@ -1,0 +1,176 @@
+"""Hypothesis: native and fallback agree on any input and any split, and the
+streaming JSON scanner agrees with json.loads on valid documents."""
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import llmtally
+from conftest import CASES, load
+
+U64_MAX = (1 << 64) - 1
+PROVIDERS = ["openai", "anthropic", "auto", "mistral"]
+CONTENT_TYPES = ["", "text/event-stream", "application/json", "application/x-ndjson"]
+
+
+def run(body_chunks, backend, provider="openai", content_type="", request=None):
+    sc = llmtally.ResponseScanner(provider, request, content_type=content_type, backend=backend)
+    for c in body_chunks:
+        sc.feed(c)
+    return sc.finish(), sc.stats()
+
+
+def split(body: bytes, cuts):
+    cuts = sorted({c % (len(body) + 1) for c in cuts})
+    return [body[a:b] for a, b in zip([0] + cuts, cuts + [len(body)])]
+
+
+@st.composite
+def fixture_and_cuts(draw):
+    case = draw(st.sampled_from(CASES))
+    body = load(case["response"])
+    eol = draw(st.sampled_from([b"\n", b"\r\n", b"\r"]))
+    body = body.replace(b"\n", eol)
+    cuts = draw(st.lists(st.integers(min_value=0, max_value=len(body)), max_size=40))
+    return case, body, cuts
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fixture_and_cuts())
+def test_fixture_random_splits_both_backends_exact(data):
+    case, body, cuts = data
+    pieces = split(body, cuts)
+    for backend in ("native", "python"):
+        sc = llmtally.ResponseScanner(case["provider"], None, content_type=case.get("content_type", ""),
+                                      path=case.get("path", ""), backend=backend)
+        for p in pieces:
+            sc.feed(p)
+        got = sc.finish().as_dict()
+        want = dict(case["usage"])
+        if "request" in case:  # without the request, the model falls back to the provider's
+            want["model"] = want["provider_model"]
+        if case.get("content_type", "") == "" or "request" in case:
+            want["streaming"] = got["streaming"]  # checked with the request in test_cases
+        assert got == want
+
+
+@st.composite
+def mutated(draw):
+    """A fixture with random bytes inserted, deleted or flipped."""
+    case = draw(st.sampled_from(CASES))
+    body = bytearray(load(case["response"]))
+    for _ in range(draw(st.integers(0, 8))):
+        pos = draw(st.integers(0, len(body)))
+        op = draw(st.sampled_from(["ins", "del", "flip"]))
+        if op == "ins":
+            body[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+        elif body and pos < len(body):
+            if op == "del":
+                del body[pos:pos + draw(st.integers(1, 16))]
+            else:
+                body[pos] ^= draw(st.integers(1, 255))
+    return bytes(body)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(mutated(), st.binary(max_size=600)), st.lists(st.integers(0, 700), max_size=20),
+       st.sampled_from(PROVIDERS), st.sampled_from(CONTENT_TYPES))
+def test_any_bytes_native_equals_fallback(body, cuts, provider, content_type):
+    pieces = split(body, cuts)
+    native = run(pieces, "native", provider, content_type)
+    python = run(pieces, "python", provider, content_type)
+    assert native == python
+    assert run([body], "native", provider, content_type) == native
+
+
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, U64_MAX + 5), st.floats(allow_nan=False),
+                         st.text(max_size=20))
+json_values = st.recursive(json_scalars, lambda kids: st.lists(kids, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=12)
+usage_values = st.one_of(st.integers(-3, U64_MAX + 3), st.floats(allow_nan=False), st.booleans(), st.none(),
+                         st.text(max_size=3), json_values)
+
+
+@st.composite
+def openai_doc(draw):
+    doc = draw(st.dictionaries(st.text(max_size=8).filter(lambda k: k not in ("usage", "model", "error")),
+                               json_values, max_size=4))
+    if draw(st.booleans()):
+        doc["model"] = draw(st.one_of(st.text(max_size=300), json_values))
+    if draw(st.booleans()):
+        keys = ["prompt_tokens", "completion_tokens", "total_tokens", "other"]
+        usage = draw(st.dictionaries(st.sampled_from(keys), usage_values, max_size=4))
+        if draw(st.booleans()):
+            usage["prompt_tokens_details"] = {"cached_tokens": draw(usage_values)}
+        if draw(st.booleans()):
+            usage["completion_tokens_details"] = {"reasoning_tokens": draw(usage_values)}
+        doc["usage"] = usage
+    items = list(doc.items())
+    draw(st.randoms()).shuffle(items)
+    return dict(items)
+
+
+def is_count(v):
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= U64_MAX
+
+
+def extract(doc):
+    """The usage fields and model a valid OpenAI document carries."""
+    usage = doc.get("usage")
+    slots = {}
+    if isinstance(usage, dict):
+        for k in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            if is_count(usage.get(k)):
+                slots[k] = usage[k]
+        for outer, inner in (("prompt_tokens_details", "cached_tokens"),
+                             ("completion_tokens_details", "reasoning_tokens")):
+            d = usage.get(outer)
+            if isinstance(d, dict) and is_count(d.get(inner)):
+                slots[inner] = d[inner]
+    model = doc.get("model")
+    return slots, model if isinstance(model, str) and 0 < len(model.encode()) <= 256 else None
+
+
+def expected(slots, model, streaming):
+    p, c = slots.get("prompt_tokens", 0), slots.get("completion_tokens", 0)
+    return {
+        "prompt_tokens": p, "completion_tokens": c, "total_tokens": slots.get("total_tokens", min(p + c, U64_MAX)),
+        "cached_tokens": slots.get("cached_tokens", 0), "reasoning_tokens": slots.get("reasoning_tokens", 0),
+        "model": model, "provider_model": model, "streaming": streaming, "source": "provider" if slots else "none",
+    }
+
+
+@settings(max_examples=400, deadline=None)
+@given(openai_doc(), st.booleans(), st.integers(0, 2), st.lists(st.integers(0, 5000), max_size=10))
+def test_json_body_matches_json_loads(doc, ascii_only, indent, cuts):
+    body = json.dumps(doc, ensure_ascii=ascii_only, indent=indent or None).encode()
+    want = expected(*extract(json.loads(body)), streaming=False)
+    for backend in ("native", "python"):
+        got, _ = run(split(body, cuts), backend, "openai", "application/json")
+        assert got.as_dict() == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(openai_doc(), min_size=1, max_size=5), st.lists(st.integers(0, 5000), max_size=10))
+def test_sse_events_latest_value_wins(docs, cuts):
+    body = b"".join(b"data: " + json.dumps(d).encode() + b"\n\n" for d in docs) + b"data: [DONE]\n\n"
+    for backend in ("native", "python"):
+        got, stats = run(split(body, cuts), backend, "openai", "text/event-stream")
+        assert stats["docs"] == len(docs) + 1 and stats["broken_docs"] == 0
+        # each usage field takes the value of the last event that carried it
+        slots, model = {}, None
+        for d in docs:
+            one, m = extract(d)
+            slots.update(one)
+            model = m if m is not None else model
+        assert got.as_dict() == expected(slots, model, streaming=True)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(min_size=1, max_size=40).map(lambda b: b.replace(b'"', b"").replace(b"\\", b"")).filter(bool))
+def test_invalid_utf8_in_strings_decodes_alike(raw):
+    body = b'{"model":"' + raw + b'"}'
+    native, _ = run([body], "native", "openai", "application/json")
+    python, _ = run([body], "python", "openai", "application/json")
+    assert native.provider_model == python.provider_model == raw.decode("utf-8", "replace")
