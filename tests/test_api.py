@@ -10,6 +10,13 @@ import llmtally
 from conftest import CASES, load
 
 
+def stats(**kw):
+    base = {"bytes": 0, "decoded_bytes": 0, "docs": 0, "broken_docs": 0, "errors": 0, "corrupt_frames": 0,
+            "oversized_events": 0, "decode_capped": False, "decode_failed": False, "undecodable": False}
+    assert set(kw) <= set(base)
+    return {**base, **kw}
+
+
 def test_native_backend_is_built_and_default():
     assert llmtally._api._native is not None, "the Rust extension did not import"
     env = {k: v for k, v in os.environ.items() if k != "LLMTALLY_BACKEND"}
@@ -63,7 +70,7 @@ def test_usage_as_dict_and_stats(backend):
     u = sc.finish()
     assert list(u.as_dict()) == ["prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens",
                                  "reasoning_tokens", "model", "provider_model", "streaming", "source"]
-    assert sc.stats() == {"bytes": len(body), "docs": 6, "broken_docs": 0, "errors": 0}
+    assert sc.stats() == stats(bytes=len(body), decoded_bytes=len(body), docs=6)
 
 
 def test_broken_documents_and_errors_are_counted(backend):
@@ -73,13 +80,21 @@ def test_broken_documents_and_errors_are_counted(backend):
     sc.feed(body)
     u = sc.finish()
     assert (u.prompt_tokens, u.completion_tokens, u.total_tokens, u.source) == (5, 3, 8, "provider")
-    assert sc.stats() == {"bytes": len(body), "docs": 2, "broken_docs": 1, "errors": 1}
+    assert sc.stats() == stats(bytes=len(body), decoded_bytes=len(body), docs=2, broken_docs=1, errors=1)
 
 
 def test_unreadable_encoding_reports_nothing(backend):
     sc = llmtally.ResponseScanner("openai", content_encoding="snappy", backend=backend)
-    sc.feed(load("openai/chat.json"))
+    body = load("openai/chat.json")
+    sc.feed(body)
     assert sc.finish() == llmtally.Usage()
+    assert sc.stats() == stats(bytes=len(body), undecodable=True)
+
+
+def test_limits_defaults_agree():
+    from llmtally import _native, fallback
+    assert _native.DEFAULT_MAX_DECODED_BYTES == fallback.scanner.DEFAULT_MAX_DECODED_BYTES == 64 << 20
+    assert _native.DEFAULT_MAX_EVENT_BYTES == fallback.scanner.DEFAULT_MAX_EVENT_BYTES == 1 << 20
 
 
 def test_empty_response_uses_request(backend):

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from . import fallback
+from .fallback.scanner import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES, STATS
 
 try:
     from . import _native
@@ -80,16 +81,20 @@ class ResponseScanner:
     __slots__ = ("_impl", "feed", "backend")
 
     def __init__(self, provider: str, request: RequestInfo | None = None, *, content_type: str = "",
-                 content_encoding: str = "", status: int = 200, path: str = "", backend: str | None = None):
+                 content_encoding: str = "", status: int = 200, path: str = "", backend: str | None = None,
+                 max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
         if not isinstance(provider, str):
             raise TypeError("provider must be a str")
         if not 0 <= status <= 65535:
             raise ValueError(f"status out of range: {status}")
+        if max_decoded_bytes < 0 or max_event_bytes < 0:
+            raise ValueError("limits must be >= 0")
         module = _impl(backend)
         req = None
         if request is not None:
             req = (request.model, request.streaming, request.include_usage, request.prompt_tokens)
-        self._impl = module.ResponseScanner(provider, req, content_type, content_encoding, status, path)
+        self._impl = module.ResponseScanner(provider, req, content_type, content_encoding, status, path,
+                                            max_decoded_bytes, max_event_bytes)
         self.feed = self._impl.feed
         self.backend = "native" if module is _native else "python"
 
@@ -98,5 +103,7 @@ class ResponseScanner:
         return Usage(*self._impl.finish())
 
     def stats(self) -> dict:
-        """Counters: bytes fed, JSON documents complete and broken, error objects seen."""
-        return dict(zip(("bytes", "docs", "broken_docs", "errors"), self._impl.stats()))
+        """What the scanner saw: bytes fed and decoded, JSON documents complete and
+        broken, error objects, corrupt and oversized event-stream frames, and
+        whether decoding was capped, failed, or impossible (see README)."""
+        return dict(zip(STATS, self._impl.stats()))

@@ -1,8 +1,9 @@
-"""What the request body tells (mirror of request.rs)."""
+"""What the request tells (mirror of request.rs)."""
 
 from __future__ import annotations
 
 from .json_scan import JsonScanner, Leaf, Obj, Sink
+from .provider import path_model, path_only, path_streams, resolve
 from .usage import INCLUDE_USAGE, MODEL, STREAM, ShortString
 
 REQUEST = Obj(None, {
@@ -15,13 +16,13 @@ REQUEST = Obj(None, {
 class _Collect(Sink):
     def __init__(self):
         self.model = None
-        self.streaming = False
+        self.stream = None
         self.include_usage = False
         self.buf = ShortString()
 
     def boolean(self, f: int, v: bool) -> None:
         if f == STREAM:
-            self.streaming = v
+            self.stream = v
         elif f == INCLUDE_USAGE:
             self.include_usage = v
 
@@ -41,11 +42,19 @@ class _Collect(Sink):
 
 
 def parse_request(body: bytes, provider: str, path: str = "") -> tuple:
-    """(model, streaming, include_usage, prompt_tokens); never fails."""
+    """(model, streaming, include_usage, prompt_tokens); never fails on bad input."""
     if not isinstance(body, bytes):
         raise TypeError("body must be bytes")
+    p = resolve(provider, path)
     sc = JsonScanner(REQUEST)
     c = _Collect()
     sc.feed(body, c)
     sc.end_doc(c)
-    return c.model, c.streaming, c.include_usage, 0
+    streaming = c.stream
+    if streaming is None:
+        streaming = path_streams(p, path)
+    if streaming is None:
+        bare = path_only(path)
+        streaming = p == "ollama" and (bare.endswith("/api/chat") or bare.endswith("/api/generate"))
+    model = c.model if c.model is not None else path_model(p, path)
+    return model, streaming, c.include_usage, 0

@@ -2,137 +2,237 @@
 
 from __future__ import annotations
 
-from .formats import anthropic, openai
+from . import decode, ndjson
+from .base64 import Base64
+from .eventstream import EventStream
+from .formats import for_provider
+from .formats.bedrock import FORMAT as BEDROCK
+from .formats.ollama import FORMAT as OLLAMA
 from .json_scan import BROKEN, COMPLETE, JsonScanner
 from .provider import resolve
 from .sse import SseFramer
-from .usage import UsageAcc
+from .usage import BYTES, UsageAcc
 
-UNDECIDED, SSE, JSON, OPAQUE = range(4)
+DEFAULT_MAX_DECODED_BYTES = 64 << 20
+DEFAULT_MAX_EVENT_BYTES = 1 << 20
 SNIFF_MAX = 4096
 BOM = b"\xef\xbb\xbf"
 _WS = b" \t\n\r\x0c"  # Rust u8::is_ascii_whitespace
 
+SSE, JSON, NDJSON, EVENTSTREAM = "sse", "json", "ndjson", "eventstream"
+STATS = ("bytes", "decoded_bytes", "docs", "broken_docs", "errors", "corrupt_frames", "oversized_events",
+         "decode_capped", "decode_failed", "undecodable")
+
+
+class _Collector(UsageAcc):
+    """Usage, plus base64-wrapped inner documents (Bedrock chunks). Inner
+    patterns have no `bytes` leaf, so the collector is their sink too."""
+
+    __slots__ = ("b64", "inner")
+
+    def __init__(self, inner):
+        super().__init__()
+        self.b64 = Base64() if inner is not None else None
+        self.inner = JsonScanner(inner) if inner is not None else None
+
+    def _feed_inner(self, d: bytes) -> None:
+        self.inner.feed(d, self)
+
+    def str_start(self, f: int) -> None:
+        if f == BYTES and self.b64 is not None:
+            self.b64.reset()
+            self.inner.reset()
+        else:
+            super().str_start(f)
+
+    def str_piece(self, f: int, s: bytes) -> None:
+        if f == BYTES and self.b64 is not None:
+            self.b64.push(s, self._feed_inner)
+        else:
+            super().str_piece(f, s)
+
+    def str_end(self, f: int) -> None:
+        if f == BYTES and self.b64 is not None:
+            self.b64.finish(self._feed_inner)
+            self.inner.end_doc(self)
+        else:
+            super().str_end(f)
+
 
 class _Docs:
-    """Routes SSE data lines into the JSON scanner."""
+    """One JSON document at a time, fed by whichever framing is in use."""
 
-    __slots__ = ("json", "acc", "stats")
+    __slots__ = ("json", "col", "docs", "broken")
 
-    def __init__(self, json, acc, stats):
+    def __init__(self, json, col):
         self.json = json
-        self.acc = acc
-        self.stats = stats
+        self.col = col
+        self.docs = 0
+        self.broken = 0
+
+    def feed(self, b: bytes) -> None:
+        self.json.feed(b, self.col)
 
     def end(self) -> None:
-        end = self.json.end_doc(self.acc)
+        end = self.json.end_doc(self.col)
         if end == COMPLETE:
-            self.stats[1] += 1
+            self.docs += 1
         elif end == BROKEN:
-            self.stats[2] += 1
+            self.broken += 1
 
+    # SSE handler
     def data_start(self, first: bool) -> None:
         if first:
             self.json.reset()
         else:
-            self.json.feed(b"\n", self.acc)
+            self.feed(b"\n")
 
     def data(self, b: bytes) -> None:
-        self.json.feed(b, self.acc)
+        self.feed(b)
 
     def dispatch(self) -> None:
         self.end()
 
 
-def _format_for(provider: str):
-    return anthropic.FORMAT if provider == "anthropic" else openai.FORMAT
-
-
 class ResponseScanner:
     """Same constructor and results as llmtally._native.ResponseScanner."""
 
-    __slots__ = ("format", "request", "framing", "held", "bom_checked", "sse", "json", "acc", "counts",
-                 "docs", "result")
+    __slots__ = ("format", "request", "kind", "hint", "array", "framer", "held", "max_event", "docs", "decoder",
+                 "bytes", "result")
 
-    def __init__(self, provider: str, request, content_type: str, content_encoding: str, status: int, path: str):
-        self.format = _format_for(resolve(provider, path))
+    def __init__(self, provider: str, request, content_type: str, content_encoding: str, status: int, path: str,
+                 max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+        self.format = for_provider(resolve(provider, path, content_type))
         self.request = request
         ct = content_type.lower()
-        enc = content_encoding.strip().lower()
-        if enc not in ("", "identity"):
-            self.framing = OPAQUE
-        elif "text/event-stream" in ct:
-            self.framing = SSE
+        if ct.startswith("application/vnd.amazon.eventstream"):
+            hint = EVENTSTREAM
+        elif "event-stream" in ct:
+            hint = SSE
+        elif "ndjson" in ct or "jsonl" in ct:
+            hint = NDJSON
         elif "json" in ct:
-            self.framing = JSON
+            hint = JSON
         else:
-            self.framing = UNDECIDED
+            hint = None
+        codecs = decode.parse(content_encoding)
+        if codecs is None:
+            self.decoder = False  # undecodable
+        elif not codecs:
+            self.decoder = None
+        else:
+            self.decoder = decode.Decoder(codecs, max_decoded_bytes)
+        self.hint = hint
+        self.kind = None  # undecided
+        self.array = False
+        self.framer = None
         self.held = b""
-        self.bom_checked = False
-        self.sse = SseFramer()
-        self.json = JsonScanner(self.format.pat)
-        self.acc = UsageAcc()
-        self.counts = [0, 0, 0]  # bytes, docs, broken docs
-        self.docs = _Docs(self.json, self.acc, self.counts)
+        self.max_event = max_event_bytes
+        self.docs = _Docs(JsonScanner(self.format.pat), _Collector(self.format.inner))
+        self.bytes = 0
         self.result = None
+        if hint == EVENTSTREAM:
+            self._decide(None)
 
-    def stats(self) -> tuple[int, int, int, int]:
-        """(bytes, docs, broken_docs, errors)"""
-        return self.counts[0], self.counts[1], self.counts[2], self.acc.errors
+    def _decide(self, first) -> None:
+        kind = self.hint
+        if kind is None:
+            if first == 0x7B and self.format is OLLAMA:
+                kind = NDJSON
+            elif first in (0x7B, 0x5B):
+                kind = JSON
+            elif first == 0 and self.format is BEDROCK:
+                kind = EVENTSTREAM
+            else:
+                kind = SSE
+        self.kind = kind
+        if kind == SSE:
+            self.framer = SseFramer()
+        elif kind == EVENTSTREAM:
+            self.framer = EventStream(self.max_event)
+        elif kind == JSON and first == 0x5B:
+            self.array = True
+            self.docs.json = JsonScanner(self.format.array)
 
     def feed(self, chunk: bytes) -> None:
         if not isinstance(chunk, bytes):
             raise TypeError("chunk must be bytes")
         if self.result is not None or not chunk:
             return
-        self.counts[0] += len(chunk)
-        if self.framing == OPAQUE:
-            return
-        if not self.bom_checked or self.framing == UNDECIDED:
-            self.held += chunk
-            if not self.bom_checked:
-                if len(self.held) < len(BOM) and BOM.startswith(self.held):
-                    return
-                self.bom_checked = True
-                if self.held.startswith(BOM):
-                    self.held = self.held[len(BOM):]
-            if self.framing == UNDECIDED:
-                rest = self.held.lstrip(_WS)
-                if rest:
-                    self.framing = JSON if rest[0] in b"{[" else SSE
-                elif len(self.held) > SNIFF_MAX:
-                    self.framing = SSE
-                else:
-                    return
-            held, self.held = self.held, b""
-            self._dispatch(held)
-            return
-        self._dispatch(chunk)
+        self.bytes += len(chunk)
+        dec = self.decoder
+        if dec is None:
+            self._body(chunk)
+        elif dec is not False:
+            dec.push(chunk, self._body)
 
-    def _dispatch(self, data: bytes) -> None:
-        if self.framing == SSE:
-            self.sse.feed(data, self.docs)
-        elif self.framing == JSON:
-            self.json.feed(data, self.acc)
+    def _body(self, data: bytes) -> None:
+        if self.kind is None:
+            self.held += data
+            held = self.held
+            if len(held) < 3 and BOM.startswith(held):
+                return
+            start = 3 if held.startswith(BOM) else 0
+            rest = held[start:].lstrip(_WS)
+            if not rest and len(held) <= SNIFF_MAX:
+                return
+            self._decide(rest[0] if rest else None)
+            self.held = b""
+            data = held[start:]
+        kind = self.kind
+        if kind == SSE:
+            self.framer.feed(data, self.docs)
+        elif kind == JSON:
+            self.docs.feed(data)
+        elif kind == NDJSON:
+            ndjson.feed(data, self.docs)
+        else:
+            self.framer.feed(data, self._message)
+
+    def _message(self, event_type: bytes, message_type: bytes, payload: bytes) -> None:
+        if message_type == b"exception":
+            self.docs.col.errors += 1
+            return
+        self.docs.json.reset()
+        self.docs.feed(payload)
+        self.docs.end()
+
+    def stats(self) -> tuple:
+        dec = self.decoder
+        es = self.framer if self.kind == EVENTSTREAM else None
+        return (
+            self.bytes,
+            self.bytes if dec is None else (0 if dec is False else dec.produced),
+            self.docs.docs,
+            self.docs.broken,
+            self.docs.col.errors,
+            es.corrupt if es else 0,
+            es.oversized if es else 0,
+            bool(dec) and dec.stopped,
+            bool(dec) and dec.failed,
+            dec is False,
+        )
 
     def finish(self) -> tuple:
         if self.result is not None:
             return self.result
-        if self.framing == SSE:
-            streaming = True
-        elif self.framing == JSON:
-            streaming = False
-        else:
-            streaming = bool(self.request is not None and self.request[1])
-        if self.framing == JSON or (self.framing == SSE and self.sse.pending()):
+        kind = self.kind
+        if kind in (JSON, NDJSON) or (kind == SSE and self.framer.pending()):
             self.docs.end()
-        req_model = self.request[0] if self.request is not None else None
-        pm = self.acc.provider_model
-        model = req_model if req_model is not None else pm
+        elif kind == EVENTSTREAM and self.framer.pending():
+            self.docs.broken += 1
+        acc = self.docs.col
+        pm = acc.provider_model
+        req = self.request
+        model = req[0] if req is not None and req[0] is not None else pm
+        if req is not None:
+            streaming = bool(req[1])
+        else:
+            streaming = kind in (SSE, NDJSON, EVENTSTREAM) or (kind == JSON and self.array)
         nums = (0, 0, 0, 0, 0)
         source = "none"
-        if self.acc.reported():
-            nums = self.acc.numbers(self.format.prompt_adds_cache)
+        if acc.reported():
+            nums = acc.numbers(self.format)
             source = "provider"
         self.result = (*nums, model, pm, streaming, source)
         return self.result

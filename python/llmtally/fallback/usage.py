@@ -5,13 +5,15 @@ from __future__ import annotations
 from .json_scan import Sink
 
 # usage slots
-INPUT, OUTPUT, TOTAL, CACHED, CACHE_WRITE, REASONING = range(6)
-SLOTS = 6
+INPUT, OUTPUT, TOTAL, CACHED, CACHE_WRITE, REASONING, EXTRA_INPUT = range(7)
+SLOTS = 7
 # other leaves and marks
 MODEL = 16
 ERROR = 17
 STREAM = 18
 INCLUDE_USAGE = 19
+USAGE_RESET = 20  # mark: this usage object replaces all earlier usage
+BYTES = 21  # a base64 string wrapping a nested document
 
 MODEL_MAX = 256
 U64_MAX = (1 << 64) - 1
@@ -60,16 +62,20 @@ class UsageAcc(Sink):
         v = self.slots[f]
         return 0 if v is None else v
 
-    def numbers(self, prompt_adds_cache: bool) -> tuple[int, int, int, int, int]:
+    def numbers(self, fmt) -> tuple[int, int, int, int, int]:
+        """prompt, completion, total, cached, reasoning, by the format's rules."""
         cached = self._get(CACHED)
-        prompt = self._get(INPUT)
-        if prompt_adds_cache:
+        reasoning = self._get(REASONING)
+        prompt = sat_add(self._get(INPUT), self._get(EXTRA_INPUT))
+        if fmt.prompt_adds_cache:
             prompt = sat_add(sat_add(prompt, cached), self._get(CACHE_WRITE))
         completion = self._get(OUTPUT)
+        if fmt.completion_adds_reasoning:
+            completion = sat_add(completion, reasoning)
         total = self.slots[TOTAL]
         if total is None:
             total = sat_add(prompt, completion)
-        return prompt, completion, total, cached, self._get(REASONING)
+        return prompt, completion, total, cached, reasoning
 
     def int(self, f: int, v: int) -> None:
         if f < SLOTS:
@@ -92,3 +98,5 @@ class UsageAcc(Sink):
     def enter(self, mark: int) -> None:
         if mark == ERROR:
             self.errors += 1
+        elif mark == USAGE_RESET:
+            self.slots = [None] * SLOTS

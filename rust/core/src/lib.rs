@@ -4,8 +4,12 @@
 //! get the [`Usage`] the provider reported. Memory per scanner is fixed and
 //! the work per chunk is proportional to its length.
 
+pub mod base64;
+pub mod decode;
+pub mod eventstream;
 pub mod formats;
 pub mod json;
+pub mod ndjson;
 pub mod provider;
 pub mod request;
 pub mod scanner;
@@ -14,5 +18,5 @@ pub mod usage;
 
 pub use provider::Provider;
 pub use request::{parse_request, RequestInfo};
-pub use scanner::{ResponseMeta, ResponseScanner, Stats};
+pub use scanner::{ResponseMeta, ResponseScanner, Stats, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES};
 pub use usage::{Source, Usage};

@@ -1,132 +1,310 @@
-//! The response scanner: framing detection, then a format's usage paths.
+//! The response scanner: content decoding, framing, then a format's usage paths.
 
-use crate::formats::{anthropic, openai, Format};
-use crate::json::{DocEnd, JsonScanner};
+use crate::base64::Base64;
+use crate::decode::{self, Decoder};
+use crate::eventstream::EventStream;
+use crate::formats::{self, Format};
+use crate::json::{DocEnd, Field, JsonScanner, Sink};
+use crate::ndjson::{self, LineHandler};
 use crate::provider::Provider;
 use crate::request::RequestInfo;
 use crate::sse::{SseFramer, SseHandler};
-use crate::usage::{Source, Usage, UsageAcc};
+use crate::usage::{field, Source, Usage, UsageAcc};
 
-/// Response metadata known from the headers.
-#[derive(Debug, Clone, Default)]
+/// Default cap on decoded bytes per response (a compression bomb stops here).
+pub const DEFAULT_MAX_DECODED_BYTES: u64 = 64 << 20;
+/// Default cap on one buffered event-stream message (Bedrock).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// What the response headers and the configuration say.
+#[derive(Debug, Clone)]
 pub struct ResponseMeta {
     pub content_type: String,
     pub content_encoding: String,
     pub status: u16,
     pub path: String,
+    pub max_decoded_bytes: u64,
+    pub max_event_bytes: usize,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Framing {
-    /// Not known yet: waiting for the first byte that is not whitespace.
-    Undecided,
-    Sse,
-    Json,
-    /// A content encoding we cannot read: bytes are ignored.
-    Opaque,
+impl Default for ResponseMeta {
+    fn default() -> Self {
+        ResponseMeta {
+            content_type: String::new(),
+            content_encoding: String::new(),
+            status: 200,
+            path: String::new(),
+            max_decoded_bytes: DEFAULT_MAX_DECODED_BYTES,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+        }
+    }
 }
-
-/// Bytes held while the framing is undecided (leading whitespace only).
-const SNIFF_MAX: usize = 4096;
-const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Counters about what the scanner saw (for metrics and debugging).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Body bytes fed (before decoding).
     pub bytes: u64,
-    /// JSON documents (SSE events with data, or the whole body) completed.
+    /// Bytes after content decoding.
+    pub decoded_bytes: u64,
+    /// JSON documents completed (SSE events with data, NDJSON lines,
+    /// event-stream payloads, the whole body).
     pub docs: u64,
-    /// Documents cut short or with a syntax error on a path of interest.
+    /// Documents cut short, or with a syntax error on a path of interest.
     pub broken_docs: u64,
-    /// Error objects seen (`{"error": ...}`, Anthropic `error` events).
+    /// Error objects seen (`{"error": ...}`, event-stream exceptions).
     pub errors: u64,
+    /// Event-stream bytes skipped to resync and messages failing their CRC.
+    pub corrupt_frames: u64,
+    /// Event-stream messages over `max_event_bytes`, skipped unread.
+    pub oversized_events: u64,
+    /// Decoding stopped at `max_decoded_bytes`.
+    pub decode_capped: bool,
+    /// The compressed data was corrupt.
+    pub decode_failed: bool,
+    /// The content encoding is not one we decode; the body was not read.
+    pub undecodable: bool,
 }
 
-struct Docs<'a> {
-    json: &'a mut JsonScanner,
-    acc: &'a mut UsageAcc,
-    stats: &'a mut Stats,
+/// The sink for every document: usage, plus base64-wrapped inner documents.
+struct Collector {
+    acc: UsageAcc,
+    nested: Option<(Base64, JsonScanner)>,
 }
 
-impl Docs<'_> {
+impl Sink for Collector {
+    fn int(&mut self, f: Field, v: u64) {
+        self.acc.int(f, v);
+    }
+    fn str_start(&mut self, f: Field) {
+        match (&mut self.nested, f) {
+            (Some((b64, json)), field::BYTES) => {
+                b64.reset();
+                json.reset();
+            }
+            _ => self.acc.str_start(f),
+        }
+    }
+    fn str_piece(&mut self, f: Field, s: &[u8]) {
+        match (&mut self.nested, f) {
+            (Some((b64, json)), field::BYTES) => {
+                let acc = &mut self.acc;
+                b64.push(s, &mut |d| json.feed(d, acc));
+            }
+            _ => self.acc.str_piece(f, s),
+        }
+    }
+    fn str_end(&mut self, f: Field) {
+        match (&mut self.nested, f) {
+            (Some((b64, json)), field::BYTES) => {
+                let acc = &mut self.acc;
+                b64.finish(&mut |d| json.feed(d, acc));
+                json.end_doc(acc);
+            }
+            _ => self.acc.str_end(f),
+        }
+    }
+    fn enter(&mut self, mark: Field) {
+        self.acc.enter(mark);
+    }
+}
+
+/// One JSON document at a time, fed by whichever framing is in use.
+struct Docs {
+    json: JsonScanner,
+    col: Collector,
+    docs: u64,
+    broken: u64,
+}
+
+impl Docs {
+    fn feed(&mut self, b: &[u8]) {
+        self.json.feed(b, &mut self.col);
+    }
     fn end(&mut self) {
-        match self.json.end_doc(self.acc) {
-            DocEnd::Complete => self.stats.docs += 1,
-            DocEnd::Broken => self.stats.broken_docs += 1,
+        match self.json.end_doc(&mut self.col) {
+            DocEnd::Complete => self.docs += 1,
+            DocEnd::Broken => self.broken += 1,
             DocEnd::Empty => {}
         }
     }
 }
 
-impl SseHandler for Docs<'_> {
+impl SseHandler for Docs {
     fn data_start(&mut self, first: bool) {
         if first {
             self.json.reset();
         } else {
-            self.json.feed(b"\n", self.acc);
+            self.feed(b"\n");
         }
     }
     fn data(&mut self, bytes: &[u8]) {
-        self.json.feed(bytes, self.acc);
+        self.feed(bytes);
     }
     fn dispatch(&mut self) {
         self.end();
     }
 }
 
-pub struct ResponseScanner {
-    format: &'static Format,
-    request: Option<RequestInfo>,
-    framing: Framing,
-    /// Leading bytes held while undecided (BOM prefix and whitespace).
-    held: Vec<u8>,
-    bom_checked: bool,
-    sse: SseFramer,
-    json: JsonScanner,
-    acc: UsageAcc,
-    stats: Stats,
-    result: Option<Usage>,
+impl LineHandler for Docs {
+    fn feed(&mut self, bytes: &[u8]) {
+        Docs::feed(self, bytes);
+    }
+    fn end(&mut self) {
+        Docs::end(self);
+    }
 }
 
-fn format_for(p: Provider) -> &'static Format {
-    match p {
-        Provider::Anthropic => &anthropic::FORMAT,
-        _ => &openai::FORMAT,
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Sse,
+    Json,
+    Ndjson,
+    EventStream,
+}
+
+enum Framing {
+    /// Waiting for the first byte that is not whitespace (after a BOM).
+    Undecided(Option<Kind>),
+    Sse(SseFramer),
+    Json { array: bool },
+    Ndjson,
+    EventStream(EventStream),
+}
+
+/// Bytes held while the framing is undecided (a BOM prefix and whitespace).
+const SNIFF_MAX: usize = 4096;
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The decoded body: framing detection and documents.
+struct Body {
+    format: &'static Format,
+    framing: Framing,
+    held: Vec<u8>,
+    max_event: usize,
+    docs: Docs,
+}
+
+impl Body {
+    fn feed(&mut self, data: &[u8]) {
+        if let Framing::Undecided(hint) = self.framing {
+            self.held.extend_from_slice(data);
+            if self.held.len() < BOM.len() && BOM.starts_with(&self.held) {
+                return;
+            }
+            let start = if self.held.starts_with(BOM) { BOM.len() } else { 0 };
+            let first = self.held[start..].iter().find(|b| !b.is_ascii_whitespace()).copied();
+            if first.is_none() && self.held.len() <= SNIFF_MAX {
+                return;
+            }
+            self.decide(hint, first);
+            let held = std::mem::take(&mut self.held);
+            self.frame(&held[start..]);
+        } else {
+            self.frame(data);
+        }
     }
+
+    fn decide(&mut self, hint: Option<Kind>, first: Option<u8>) {
+        let kind = hint.unwrap_or(match first {
+            Some(b'{') if std::ptr::eq(self.format, &formats::ollama::FORMAT) => Kind::Ndjson,
+            Some(b'{') | Some(b'[') => Kind::Json,
+            Some(0) if std::ptr::eq(self.format, &formats::bedrock::FORMAT) => Kind::EventStream,
+            _ => Kind::Sse,
+        });
+        self.framing = match kind {
+            Kind::Sse => Framing::Sse(SseFramer::default()),
+            Kind::Ndjson => Framing::Ndjson,
+            Kind::EventStream => Framing::EventStream(EventStream::new(self.max_event)),
+            Kind::Json => {
+                let array = first == Some(b'[');
+                if array {
+                    self.docs.json = JsonScanner::new(self.format.array);
+                }
+                Framing::Json { array }
+            }
+        };
+    }
+
+    fn frame(&mut self, data: &[u8]) {
+        let docs = &mut self.docs;
+        match &mut self.framing {
+            Framing::Undecided(_) => {}
+            Framing::Sse(f) => f.feed(data, docs),
+            Framing::Json { .. } => docs.feed(data),
+            Framing::Ndjson => ndjson::feed(data, docs),
+            Framing::EventStream(es) => es.feed(data, &mut |m| {
+                if m.message_type == b"exception" {
+                    docs.col.acc.errors += 1;
+                    return;
+                }
+                docs.json.reset();
+                docs.feed(m.payload);
+                docs.end();
+            }),
+        }
+    }
+
+    /// End of body: close what is open.
+    fn finish(&mut self) {
+        match &self.framing {
+            Framing::Json { .. } | Framing::Ndjson => self.docs.end(),
+            Framing::Sse(f) if f.pending() => self.docs.end(),
+            Framing::EventStream(es) if es.pending() => self.docs.broken += 1,
+            _ => {}
+        }
+    }
+
+    fn is_stream(&self) -> bool {
+        !matches!(self.framing, Framing::Json { array: false } | Framing::Undecided(_))
+    }
+}
+
+pub struct ResponseScanner {
+    request: Option<RequestInfo>,
+    /// None: identity. Some(None): an encoding we cannot decode.
+    decoder: Option<Option<Decoder>>,
+    body: Body,
+    bytes: u64,
+    result: Option<Usage>,
 }
 
 impl ResponseScanner {
     pub fn new(provider: &str, request: Option<RequestInfo>, meta: &ResponseMeta) -> Self {
-        let format = format_for(Provider::resolve(provider, &meta.path));
+        let format = formats::for_provider(Provider::resolve(provider, &meta.path, &meta.content_type));
         let ct = meta.content_type.to_ascii_lowercase();
-        let enc = meta.content_encoding.trim().to_ascii_lowercase();
-        let framing = if !(enc.is_empty() || enc == "identity") {
-            Framing::Opaque
-        } else if ct.contains("text/event-stream") {
-            Framing::Sse
+        let hint = if ct.starts_with("application/vnd.amazon.eventstream") {
+            Some(Kind::EventStream)
+        } else if ct.contains("event-stream") {
+            Some(Kind::Sse)
+        } else if ct.contains("ndjson") || ct.contains("jsonl") {
+            Some(Kind::Ndjson)
         } else if ct.contains("json") {
-            Framing::Json
+            Some(Kind::Json)
         } else {
-            Framing::Undecided
+            None
         };
-        ResponseScanner {
+        let decoder = match decode::parse(&meta.content_encoding) {
+            None => Some(None),
+            Some(c) if c.is_empty() => None,
+            Some(c) => Some(Some(Decoder::new(&c, meta.max_decoded_bytes))),
+        };
+        let mut body = Body {
             format,
-            request,
-            framing,
+            framing: Framing::Undecided(hint),
             held: Vec::new(),
-            bom_checked: false,
-            sse: SseFramer::default(),
-            json: JsonScanner::new(format.pat),
-            acc: UsageAcc::default(),
-            stats: Stats::default(),
-            result: None,
+            max_event: meta.max_event_bytes,
+            docs: Docs {
+                json: JsonScanner::new(format.pat),
+                col: Collector { acc: UsageAcc::default(), nested: format.inner.map(|p| (Base64::default(), JsonScanner::new(p))) },
+                docs: 0,
+                broken: 0,
+            },
+        };
+        if hint == Some(Kind::EventStream) {
+            body.decide(hint, None); // binary: no BOM or whitespace sniffing
         }
-    }
-
-    pub fn stats(&self) -> Stats {
-        let mut s = self.stats.clone();
-        s.errors = self.acc.errors;
-        s
+        ResponseScanner { request, decoder, body, bytes: 0, result: None }
     }
 
     /// Feed the next chunk of the response body.
@@ -134,45 +312,38 @@ impl ResponseScanner {
         if self.result.is_some() || chunk.is_empty() {
             return;
         }
-        self.stats.bytes += chunk.len() as u64;
-        if self.framing == Framing::Opaque {
-            return;
-        }
-        if !self.bom_checked || self.framing == Framing::Undecided {
-            self.held.extend_from_slice(chunk);
-            if !self.bom_checked {
-                if self.held.len() < BOM.len() && BOM.starts_with(&self.held) {
-                    return;
-                }
-                self.bom_checked = true;
-                if self.held.starts_with(BOM) {
-                    self.held.drain(..BOM.len());
-                }
+        self.bytes += chunk.len() as u64;
+        match &mut self.decoder {
+            None => self.body.feed(chunk),
+            Some(Some(d)) => {
+                let body = &mut self.body;
+                d.push(chunk, &mut |b| body.feed(b));
             }
-            if self.framing == Framing::Undecided {
-                match self.held.iter().find(|b| !b.is_ascii_whitespace()) {
-                    Some(b'{') | Some(b'[') => self.framing = Framing::Json,
-                    Some(_) => self.framing = Framing::Sse,
-                    None if self.held.len() > SNIFF_MAX => self.framing = Framing::Sse,
-                    None => return,
-                }
-            }
-            let held = std::mem::take(&mut self.held);
-            self.dispatch(&held);
-            return;
+            Some(None) => {}
         }
-        self.dispatch(chunk);
     }
 
-    fn dispatch(&mut self, data: &[u8]) {
-        match self.framing {
-            Framing::Sse => {
-                let mut docs = Docs { json: &mut self.json, acc: &mut self.acc, stats: &mut self.stats };
-                self.sse.feed(data, &mut docs);
-            }
-            Framing::Json => self.json.feed(data, &mut self.acc),
-            Framing::Undecided | Framing::Opaque => {}
+    pub fn stats(&self) -> Stats {
+        let (mut s, d) = (Stats::default(), &self.body.docs);
+        s.bytes = self.bytes;
+        s.decoded_bytes = match &self.decoder {
+            None => self.bytes,
+            Some(Some(dec)) => dec.produced,
+            Some(None) => 0,
+        };
+        s.docs = d.docs;
+        s.broken_docs = d.broken;
+        s.errors = d.col.acc.errors;
+        if let Framing::EventStream(es) = &self.body.framing {
+            s.corrupt_frames = es.counters.corrupt;
+            s.oversized_events = es.counters.oversized;
         }
+        if let Some(dec) = &self.decoder {
+            s.decode_capped = dec.as_ref().is_some_and(|d| d.stopped);
+            s.decode_failed = dec.as_ref().is_some_and(|d| d.failed);
+            s.undecodable = dec.is_none();
+        }
+        s
     }
 
     /// End of the response: the usage (idempotent; later feeds are ignored).
@@ -180,25 +351,17 @@ impl ResponseScanner {
         if let Some(u) = &self.result {
             return u.clone();
         }
-        let streaming = match self.framing {
-            Framing::Sse => true,
-            Framing::Json => false,
-            _ => self.request.as_ref().is_some_and(|r| r.streaming),
-        };
-        let cut_event = self.framing == Framing::Sse && self.sse.pending();
-        if self.framing == Framing::Json || cut_event {
-            Docs { json: &mut self.json, acc: &mut self.acc, stats: &mut self.stats }.end();
-        }
-        let req_model = self.request.as_ref().and_then(|r| r.model.clone());
-        let provider_model = self.acc.provider_model.clone();
+        self.body.finish();
+        let acc = &self.body.docs.col.acc;
+        let provider_model = acc.provider_model.clone();
         let mut u = Usage {
-            model: req_model.or_else(|| provider_model.clone()),
+            model: self.request.as_ref().and_then(|r| r.model.clone()).or_else(|| provider_model.clone()),
             provider_model,
-            streaming,
+            streaming: self.request.as_ref().map_or_else(|| self.body.is_stream(), |r| r.streaming),
             ..Usage::default()
         };
-        if self.acc.reported() {
-            let [p, c, t, ca, r] = self.acc.numbers(self.format.prompt_adds_cache);
+        if acc.reported() {
+            let [p, c, t, ca, r] = acc.numbers(self.body.format);
             u.prompt_tokens = p;
             u.completion_tokens = c;
             u.total_tokens = t;

@@ -1,5 +1,6 @@
 //! Usage numbers: what formats report, and how they combine.
 
+use crate::formats::Format;
 use crate::json::{Field, Sink};
 
 /// Leaf and mark ids shared by every format's pattern.
@@ -12,7 +13,9 @@ pub mod field {
     pub const CACHED: Field = 3;
     pub const CACHE_WRITE: Field = 4;
     pub const REASONING: Field = 5;
-    pub const SLOTS: usize = 6;
+    /// Input billed besides the prompt (Gemini `toolUsePromptTokenCount`).
+    pub const EXTRA_INPUT: Field = 6;
+    pub const SLOTS: usize = 7;
     /// A model name (string leaf).
     pub const MODEL: Field = 16;
     /// Mark: an error object.
@@ -20,6 +23,10 @@ pub mod field {
     /// Request leaves.
     pub const STREAM: Field = 18;
     pub const INCLUDE_USAGE: Field = 19;
+    /// Mark: a usage object that replaces all earlier usage (Gemini's cumulative `usageMetadata`).
+    pub const USAGE_RESET: Field = 20;
+    /// A base64 string wrapping a nested document (Bedrock `chunk` payloads).
+    pub const BYTES: Field = 21;
 }
 
 /// Where the numbers came from.
@@ -102,16 +109,20 @@ impl UsageAcc {
     fn get(&self, f: Field) -> u64 {
         self.slots[f as usize].unwrap_or(0)
     }
-    /// prompt, completion, total, cached, reasoning.
-    pub fn numbers(&self, prompt_adds_cache: bool) -> [u64; 5] {
+    /// prompt, completion, total, cached, reasoning, by the format's rules.
+    pub fn numbers(&self, f: &Format) -> [u64; 5] {
         let cached = self.get(field::CACHED);
-        let mut prompt = self.get(field::INPUT);
-        if prompt_adds_cache {
+        let reasoning = self.get(field::REASONING);
+        let mut prompt = self.get(field::INPUT).saturating_add(self.get(field::EXTRA_INPUT));
+        if f.prompt_adds_cache {
             prompt = prompt.saturating_add(cached).saturating_add(self.get(field::CACHE_WRITE));
         }
-        let completion = self.get(field::OUTPUT);
+        let mut completion = self.get(field::OUTPUT);
+        if f.completion_adds_reasoning {
+            completion = completion.saturating_add(reasoning);
+        }
         let total = self.slots[field::TOTAL as usize].unwrap_or(prompt.saturating_add(completion));
-        [prompt, completion, total, cached, self.get(field::REASONING)]
+        [prompt, completion, total, cached, reasoning]
     }
 }
 
@@ -139,8 +150,10 @@ impl Sink for UsageAcc {
         }
     }
     fn enter(&mut self, mark: Field) {
-        if mark == field::ERROR {
-            self.errors += 1;
+        match mark {
+            field::ERROR => self.errors += 1,
+            field::USAGE_RESET => self.slots = [None; field::SLOTS],
+            _ => {}
         }
     }
 }

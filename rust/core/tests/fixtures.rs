@@ -27,9 +27,9 @@ fn scan(case: &Value, pieces: &[&[u8]]) -> Value {
         .map(|r| parse_request(&std::fs::read(fixtures().join(r)).unwrap(), &provider, &s("path")));
     let meta = ResponseMeta {
         content_type: s("content_type"),
-        content_encoding: String::new(),
         status: case.get("status").and_then(Value::as_u64).unwrap_or(200) as u16,
         path: s("path"),
+        ..ResponseMeta::default()
     };
     let mut sc = ResponseScanner::new(&provider, request, &meta);
     for p in pieces {

@@ -15,7 +15,8 @@ struct ResponseScanner {
 #[pymethods]
 impl ResponseScanner {
     #[new]
-    #[pyo3(signature = (provider, request, content_type, content_encoding, status, path))]
+    #[pyo3(signature = (provider, request, content_type, content_encoding, status, path, max_decoded_bytes, max_event_bytes))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         provider: &str,
         request: Option<RequestTuple>,
@@ -23,6 +24,8 @@ impl ResponseScanner {
         content_encoding: String,
         status: u16,
         path: String,
+        max_decoded_bytes: u64,
+        max_event_bytes: usize,
     ) -> Self {
         let request = request.map(|(model, streaming, include_usage, prompt_tokens)| RequestInfo {
             model,
@@ -30,7 +33,7 @@ impl ResponseScanner {
             include_usage,
             prompt_tokens,
         });
-        let meta = ResponseMeta { content_type, content_encoding, status, path };
+        let meta = ResponseMeta { content_type, content_encoding, status, path, max_decoded_bytes, max_event_bytes };
         ResponseScanner { inner: core::ResponseScanner::new(provider, request, &meta) }
     }
 
@@ -53,10 +56,21 @@ impl ResponseScanner {
         )
     }
 
-    /// (bytes, docs, broken_docs, errors)
-    fn stats(&self) -> (u64, u64, u64, u64) {
+    /// In the order of llmtally.fallback.scanner.STATS.
+    fn stats(&self) -> (u64, u64, u64, u64, u64, u64, u64, bool, bool, bool) {
         let s = self.inner.stats();
-        (s.bytes, s.docs, s.broken_docs, s.errors)
+        (
+            s.bytes,
+            s.decoded_bytes,
+            s.docs,
+            s.broken_docs,
+            s.errors,
+            s.corrupt_frames,
+            s.oversized_events,
+            s.decode_capped,
+            s.decode_failed,
+            s.undecodable,
+        )
     }
 }
 
@@ -70,5 +84,7 @@ fn parse_request(body: &[u8], provider: &str, path: &str) -> RequestTuple {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ResponseScanner>()?;
     m.add_function(wrap_pyfunction!(parse_request, m)?)?;
+    m.add("DEFAULT_MAX_DECODED_BYTES", core::DEFAULT_MAX_DECODED_BYTES)?;
+    m.add("DEFAULT_MAX_EVENT_BYTES", core::DEFAULT_MAX_EVENT_BYTES)?;
     Ok(())
 }

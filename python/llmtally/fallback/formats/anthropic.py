@@ -1,8 +1,9 @@
 """Anthropic Messages (mirror of anthropic.rs)."""
 
 from ..json_scan import Leaf, Obj
-from ..usage import CACHE_WRITE, CACHED, ERROR, INPUT, MODEL, OUTPUT
+from ..usage import CACHE_WRITE, CACHED, INPUT, MODEL, OUTPUT
 from . import Format
+from .openai import ERROR_OBJ
 
 USAGE = Obj(None, {
     "input_tokens": Leaf(INPUT),
@@ -11,11 +12,8 @@ USAGE = Obj(None, {
     "cache_creation_input_tokens": Leaf(CACHE_WRITE),
 })
 
-MESSAGES = Obj(None, {
-    "model": Leaf(MODEL),
-    "usage": USAGE,
-    "message": Obj(None, {"model": Leaf(MODEL), "usage": USAGE}),
-    "error": Obj(ERROR, {}),
-})
+MESSAGE = Obj(None, {"model": Leaf(MODEL), "usage": USAGE})
 
-FORMAT = Format(pat=MESSAGES, prompt_adds_cache=True)
+DOC = Obj(None, {"model": Leaf(MODEL), "usage": USAGE, "message": MESSAGE, "error": ERROR_OBJ})
+
+FORMAT = Format(pat=DOC, prompt_adds_cache=True)

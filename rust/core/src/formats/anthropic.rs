@@ -6,11 +6,12 @@
 //! Non-streaming: `usage` at the top level. `input_tokens` excludes cache
 //! reads and writes, which are added to make `prompt_tokens`.
 
+use super::openai::ERROR_OBJ;
 use super::Format;
-use crate::json::Pat::{self, Leaf, Obj};
+use crate::json::Pat::{self, Arr, Leaf, Obj};
 use crate::usage::field::*;
 
-const USAGE: Pat = Obj(
+pub(crate) const USAGE: Pat = Obj(
     None,
     &[
         ("input_tokens", Leaf(INPUT)),
@@ -20,14 +21,18 @@ const USAGE: Pat = Obj(
     ],
 );
 
-static MESSAGES: Pat = Obj(
-    None,
-    &[
-        ("model", Leaf(MODEL)),
-        ("usage", USAGE),
-        ("message", Obj(None, &[("model", Leaf(MODEL)), ("usage", USAGE)])),
-        ("error", Obj(Some(ERROR), &[])),
-    ],
-);
+pub(crate) const MESSAGE: Pat = Obj(None, &[("model", Leaf(MODEL)), ("usage", USAGE)]);
 
-pub static FORMAT: Format = Format { pat: &MESSAGES, prompt_adds_cache: true };
+static DOC: Pat = Obj(
+    None,
+    &[("model", Leaf(MODEL)), ("usage", USAGE), ("message", MESSAGE), ("error", ERROR_OBJ)],
+);
+static ARRAY: Pat = Arr(&DOC);
+
+pub static FORMAT: Format = Format {
+    pat: &DOC,
+    array: &ARRAY,
+    inner: None,
+    prompt_adds_cache: true,
+    completion_adds_reasoning: false,
+};

@@ -1,12 +1,20 @@
-//! OpenAI chat completions (and every OpenAI-compatible server).
+//! OpenAI and every OpenAI-compatible server (Azure, Mistral, vLLM, ...).
 //!
-//! `usage` sits at the top level of the non-streaming body and of the
-//! streaming usage chunk (sent with `stream_options.include_usage`).
-//! `prompt_tokens` already includes `prompt_tokens_details.cached_tokens`;
-//! `completion_tokens` already includes the reasoning tokens.
+//! - Chat Completions and legacy completions: `usage` at the top level of the
+//!   body, of the streaming usage chunk (`stream_options.include_usage`), of
+//!   Mistral's last content chunk, or of every chunk (vLLM
+//!   `continuous_usage_stats`, cumulative: the latest wins).
+//! - Responses API: `response.usage` in `response.completed`,
+//!   `response.incomplete` and `response.failed` events, or `usage` at the
+//!   top of the non-streaming body, with `input_tokens`/`output_tokens`.
+//! - Embeddings: `usage.prompt_tokens` and `total_tokens`; the (large)
+//!   `data` array is skipped.
+//!
+//! `prompt_tokens`/`input_tokens` already include the cached tokens, and
+//! `completion_tokens`/`output_tokens` the reasoning tokens.
 
 use super::Format;
-use crate::json::Pat::{self, Leaf, Obj};
+use crate::json::Pat::{self, Arr, Leaf, Obj};
 use crate::usage::field::*;
 
 const USAGE: Pat = Obj(
@@ -14,12 +22,33 @@ const USAGE: Pat = Obj(
     &[
         ("prompt_tokens", Leaf(INPUT)),
         ("completion_tokens", Leaf(OUTPUT)),
+        ("input_tokens", Leaf(INPUT)),
+        ("output_tokens", Leaf(OUTPUT)),
         ("total_tokens", Leaf(TOTAL)),
         ("prompt_tokens_details", Obj(None, &[("cached_tokens", Leaf(CACHED))])),
+        ("input_tokens_details", Obj(None, &[("cached_tokens", Leaf(CACHED))])),
         ("completion_tokens_details", Obj(None, &[("reasoning_tokens", Leaf(REASONING))])),
+        ("output_tokens_details", Obj(None, &[("reasoning_tokens", Leaf(REASONING))])),
     ],
 );
 
-static CHAT: Pat = Obj(None, &[("model", Leaf(MODEL)), ("usage", USAGE), ("error", Obj(Some(ERROR), &[]))]);
+pub(crate) const ERROR_OBJ: Pat = Obj(Some(ERROR), &[]);
 
-pub static FORMAT: Format = Format { pat: &CHAT, prompt_adds_cache: false };
+static DOC: Pat = Obj(
+    None,
+    &[
+        ("model", Leaf(MODEL)),
+        ("usage", USAGE),
+        ("error", ERROR_OBJ),
+        ("response", Obj(None, &[("model", Leaf(MODEL)), ("usage", USAGE), ("error", ERROR_OBJ)])),
+    ],
+);
+static ARRAY: Pat = Arr(&DOC);
+
+pub static FORMAT: Format = Format {
+    pat: &DOC,
+    array: &ARRAY,
+    inner: None,
+    prompt_adds_cache: false,
+    completion_adds_reasoning: false,
+};

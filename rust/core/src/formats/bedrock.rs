@@ -1,0 +1,83 @@
+//! Amazon Bedrock.
+//!
+//! - ConverseStream: the `metadata` event's payload has
+//!   `usage.{inputTokens, outputTokens, totalTokens, cacheReadInputTokens,
+//!   cacheWriteInputTokens}`; Converse (non-streaming) has the same `usage`.
+//! - InvokeModelWithResponseStream: `chunk` events whose payload
+//!   `{"bytes": "<base64>"}` wraps the model's own event (for Anthropic
+//!   models, the Messages events); the last adds
+//!   `amazon-bedrock-invocationMetrics.{inputTokenCount, outputTokenCount,
+//!   cacheReadInputTokenCount, cacheWriteInputTokenCount}`.
+//! - InvokeModel (non-streaming): the model's own body (Anthropic `usage`,
+//!   Llama `prompt_token_count`/`generation_token_count`).
+//!
+//! Bedrock's input counts exclude cache reads and writes: they are added.
+
+use super::anthropic;
+use super::openai::ERROR_OBJ;
+use super::Format;
+use crate::json::Pat::{self, Arr, Leaf, Obj};
+use crate::usage::field::*;
+
+const USAGE: Pat = Obj(
+    None,
+    &[
+        ("inputTokens", Leaf(INPUT)),
+        ("outputTokens", Leaf(OUTPUT)),
+        ("totalTokens", Leaf(TOTAL)),
+        ("cacheReadInputTokens", Leaf(CACHED)),
+        ("cacheWriteInputTokens", Leaf(CACHE_WRITE)),
+        ("input_tokens", Leaf(INPUT)),
+        ("output_tokens", Leaf(OUTPUT)),
+        ("cache_read_input_tokens", Leaf(CACHED)),
+        ("cache_creation_input_tokens", Leaf(CACHE_WRITE)),
+    ],
+);
+
+const METRICS: Pat = Obj(
+    None,
+    &[
+        ("inputTokenCount", Leaf(INPUT)),
+        ("outputTokenCount", Leaf(OUTPUT)),
+        ("cacheReadInputTokenCount", Leaf(CACHED)),
+        ("cacheWriteInputTokenCount", Leaf(CACHE_WRITE)),
+    ],
+);
+
+/// A model's own event or body (inside a chunk, or an InvokeModel body).
+static INNER: Pat = Obj(
+    None,
+    &[
+        ("model", Leaf(MODEL)),
+        ("usage", USAGE),
+        ("message", anthropic::MESSAGE),
+        ("amazon-bedrock-invocationMetrics", METRICS),
+        ("prompt_token_count", Leaf(INPUT)),
+        ("generation_token_count", Leaf(OUTPUT)),
+        ("error", ERROR_OBJ),
+    ],
+);
+
+static DOC: Pat = Obj(
+    None,
+    &[
+        ("bytes", Leaf(BYTES)),
+        ("usage", USAGE),
+        ("metadata", Obj(None, &[("usage", USAGE)])),
+        ("model", Leaf(MODEL)),
+        ("message", anthropic::MESSAGE),
+        ("amazon-bedrock-invocationMetrics", METRICS),
+        ("prompt_token_count", Leaf(INPUT)),
+        ("generation_token_count", Leaf(OUTPUT)),
+        ("error", ERROR_OBJ),
+    ],
+);
+static ARRAY: Pat = Arr(&DOC);
+
+pub static FORMAT: Format = Format {
+    pat: &DOC,
+    array: &ARRAY,
+    inner: Some(&INNER),
+    prompt_adds_cache: true,
+    completion_adds_reasoning: false,
+};

@@ -1,0 +1,37 @@
+//! Gemini API and Vertex AI: `generateContent` and `streamGenerateContent`
+//! (SSE with `alt=sse`, otherwise one JSON array whose elements arrive over
+//! time).
+//!
+//! Every chunk may carry a cumulative `usageMetadata`: the latest object
+//! replaces all earlier ones. `promptTokenCount` includes the cached tokens;
+//! `toolUsePromptTokenCount` is billed input too and is added to the prompt;
+//! `thoughtsTokenCount` (reasoning) is not part of `candidatesTokenCount`
+//! and is added to the completion. `modelVersion` is the provider's model.
+
+use super::openai::ERROR_OBJ;
+use super::Format;
+use crate::json::Pat::{self, Arr, Leaf, Obj};
+use crate::usage::field::*;
+
+const USAGE: Pat = Obj(
+    Some(USAGE_RESET),
+    &[
+        ("promptTokenCount", Leaf(INPUT)),
+        ("candidatesTokenCount", Leaf(OUTPUT)),
+        ("totalTokenCount", Leaf(TOTAL)),
+        ("thoughtsTokenCount", Leaf(REASONING)),
+        ("cachedContentTokenCount", Leaf(CACHED)),
+        ("toolUsePromptTokenCount", Leaf(EXTRA_INPUT)),
+    ],
+);
+
+static DOC: Pat = Obj(None, &[("usageMetadata", USAGE), ("modelVersion", Leaf(MODEL)), ("error", ERROR_OBJ)]);
+static ARRAY: Pat = Arr(&DOC);
+
+pub static FORMAT: Format = Format {
+    pat: &DOC,
+    array: &ARRAY,
+    inner: None,
+    prompt_adds_cache: false,
+    completion_adds_reasoning: true,
+};
