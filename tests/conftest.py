@@ -14,6 +14,13 @@ def load(rel: str) -> bytes:
     return (FIXTURES / rel).read_bytes()
 
 
+def eols(case) -> list[bytes]:
+    """Line ends a case can be rewritten to (binary fixtures: none)."""
+    if case.get("binary"):
+        return [b"\n"]
+    return [e.encode() for e in case.get("eols", ["\n", "\r\n", "\r"])]
+
+
 def request_of(case):
     if "request" not in case:
         return None

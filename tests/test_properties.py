@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import llmtally
-from conftest import CASES, load
+from conftest import CASES, eols, load
 
 U64_MAX = (1 << 64) - 1
 PROVIDERS = ["openai", "anthropic", "auto", "mistral"]
@@ -30,7 +30,7 @@ def split(body: bytes, cuts):
 def fixture_and_cuts(draw):
     case = draw(st.sampled_from(CASES))
     body = load(case["response"])
-    eol = draw(st.sampled_from([b"\n", b"\r\n", b"\r"]))
+    eol = draw(st.sampled_from(eols(case)))
     body = body.replace(b"\n", eol)
     cuts = draw(st.lists(st.integers(min_value=0, max_value=len(body)), max_size=40))
     return case, body, cuts
