@@ -1,5 +1,7 @@
 """llmtally: exact token accounting for LLM traffic through Envoy."""
 
-from ._api import BACKENDS, PROVIDERS, RequestInfo, ResponseScanner, Usage, backend, parse_request
+from ._api import (BACKENDS, ENCODINGS, PROVIDERS, RequestInfo, ResponseScanner, Usage, backend, count_tokens,
+                   default_encoding, encoding_for_model, parse_request, set_default_encoding)
 
-__all__ = ["BACKENDS", "PROVIDERS", "RequestInfo", "ResponseScanner", "Usage", "backend", "parse_request"]
+__all__ = ["BACKENDS", "ENCODINGS", "PROVIDERS", "RequestInfo", "ResponseScanner", "Usage", "backend", "count_tokens",
+           "default_encoding", "encoding_for_model", "parse_request", "set_default_encoding"]

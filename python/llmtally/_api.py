@@ -71,6 +71,37 @@ def parse_request(body: bytes, provider: str, path: str = "", *, backend: str | 
     return RequestInfo(*_impl(backend).parse_request(body, provider, path))
 
 
+ENCODINGS = ("o200k_base", "cl100k_base")
+
+
+def count_tokens(text: str, *, model: str | None = None, encoding: str | None = None,
+                 backend: str | None = None) -> int:
+    """Tokens of `text` as tiktoken counts them (``len(encode_ordinary(text))``):
+    with `encoding` if given, else the encoding tiktoken maps `model` to, else
+    the default encoding (models without a public tokenizer: an estimate)."""
+    if not isinstance(text, str):
+        raise TypeError("text must be a str")
+    return _impl(backend).count_tokens(text, model, encoding)
+
+
+def encoding_for_model(model: str) -> str | None:
+    """`o200k_base` or `cl100k_base` as tiktoken maps `model`; None when the
+    model has no public tokenizer (the default encoding is used for it)."""
+    return fallback.encoding_for_model(model)
+
+
+def default_encoding() -> str:
+    return fallback.default_encoding()
+
+
+def set_default_encoding(name: str) -> None:
+    """Encoding for models without a public tokenizer (Claude, Gemini, Llama,
+    Mistral, ...), for both backends; ``LLMTALLY_DEFAULT_ENCODING`` sets it at import."""
+    fallback.set_default_encoding(name)
+    if _native is not None:
+        _native.set_default_encoding(name)
+
+
 class ResponseScanner:
     """Scans a response body fed in chunks; ``finish()`` returns its Usage.
 
@@ -107,3 +138,7 @@ class ResponseScanner:
         broken, error objects, corrupt and oversized event-stream frames, and
         whether decoding was capped, failed, or impossible (see README)."""
         return dict(zip(STATS, self._impl.stats()))
+
+
+if os.environ.get("LLMTALLY_DEFAULT_ENCODING"):
+    set_default_encoding(os.environ["LLMTALLY_DEFAULT_ENCODING"].strip())

@@ -4,5 +4,7 @@ return tuples. The public API in :mod:`llmtally` wraps either one."""
 
 from .request import parse_request
 from .scanner import ResponseScanner
+from .tokens import count_tokens, default_encoding, encoding_for_model, set_default_encoding
 
-__all__ = ["ResponseScanner", "parse_request"]
+__all__ = ["ResponseScanner", "count_tokens", "default_encoding", "encoding_for_model", "parse_request",
+           "set_default_encoding"]

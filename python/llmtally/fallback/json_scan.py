@@ -46,6 +46,22 @@ class Arr:
         self.elem = elem
 
 
+class Or:
+    """The first alternative whose kind fits the value ({ an Obj, [ an Arr, else a Leaf)."""
+
+    __slots__ = ("alts",)
+
+    def __init__(self, *alts):
+        self.alts = alts
+
+    def pick(self, b: int):
+        for p in self.alts:
+            kind = type(p)
+            if (kind is Obj and b == 0x7B) or (kind is Arr and b == 0x5B) or (kind is Leaf and b not in (0x7B, 0x5B)):
+                return p
+        return None
+
+
 class Sink:
     """Receiver of values; override what you need."""
 
@@ -144,6 +160,8 @@ class JsonScanner:
 
     def _start_value(self, b: int, sink) -> bool:
         pat = self.value_pat
+        if type(pat) is Or:
+            pat = pat.pick(b)
         self.seen = True
         kind = type(pat)
         if b == 0x7B:  # {

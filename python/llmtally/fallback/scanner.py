@@ -11,7 +11,8 @@ from .formats.ollama import FORMAT as OLLAMA
 from .json_scan import BROKEN, COMPLETE, JsonScanner
 from .provider import resolve
 from .sse import SseFramer
-from .usage import BYTES, UsageAcc
+from .text import TextState
+from .usage import BYTES, CHOICE_INDEX, TOOL_INDEX, UsageAcc, is_text
 
 DEFAULT_MAX_DECODED_BYTES = 64 << 20
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
@@ -25,29 +26,40 @@ STATS = ("bytes", "decoded_bytes", "docs", "broken_docs", "errors", "corrupt_fra
 
 
 class _Collector(UsageAcc):
-    """Usage, plus base64-wrapped inner documents (Bedrock chunks). Inner
-    patterns have no `bytes` leaf, so the collector is their sink too."""
+    """Usage and text, plus base64-wrapped inner documents (Bedrock chunks).
+    Inner patterns have no `bytes` leaf, so the collector is their sink too."""
 
-    __slots__ = ("b64", "inner")
+    __slots__ = ("text", "b64", "inner")
 
-    def __init__(self, inner):
+    def __init__(self, inner, model):
         super().__init__()
+        self.text = TextState(model)
         self.b64 = Base64() if inner is not None else None
         self.inner = JsonScanner(inner) if inner is not None else None
 
     def _feed_inner(self, d: bytes) -> None:
         self.inner.feed(d, self)
 
+    def int(self, f: int, v: int) -> None:
+        if f == CHOICE_INDEX or f == TOOL_INDEX:
+            self.text.index(f, v)
+        else:
+            super().int(f, v)
+
     def str_start(self, f: int) -> None:
         if f == BYTES and self.b64 is not None:
             self.b64.reset()
             self.inner.reset()
+        elif is_text(f):
+            self.text.start(f, self.provider_model)
         else:
             super().str_start(f)
 
     def str_piece(self, f: int, s: bytes) -> None:
         if f == BYTES and self.b64 is not None:
             self.b64.push(s, self._feed_inner)
+        elif is_text(f):
+            self.text.piece(s)
         else:
             super().str_piece(f, s)
 
@@ -55,8 +67,14 @@ class _Collector(UsageAcc):
         if f == BYTES and self.b64 is not None:
             self.b64.finish(self._feed_inner)
             self.inner.end_doc(self)
+        elif is_text(f):
+            self.text.end()
         else:
             super().str_end(f)
+
+    def enter(self, mark: int) -> None:
+        super().enter(mark)
+        self.text.enter(mark)
 
 
 class _Docs:
@@ -128,7 +146,7 @@ class ResponseScanner:
         self.framer = None
         self.held = b""
         self.max_event = max_event_bytes
-        self.docs = _Docs(JsonScanner(self.format.pat), _Collector(self.format.inner))
+        self.docs = _Docs(JsonScanner(self.format.pat), _Collector(self.format.inner, request[0] if request else None))
         self.bytes = 0
         self.result = None
         if hint == EVENTSTREAM:
@@ -234,5 +252,10 @@ class ResponseScanner:
         if acc.reported():
             nums = acc.numbers(self.format)
             source = "provider"
+        elif acc.text.seen():
+            completion, reasoning = acc.text.totals()
+            prompt = req[3] if req is not None else 0
+            nums = (prompt, completion, min(prompt + completion, (1 << 64) - 1), 0, reasoning)
+            source = "tokenizer"
         self.result = (*nums, model, pm, streaming, source)
         return self.result

@@ -14,6 +14,14 @@ STREAM = 18
 INCLUDE_USAGE = 19
 USAGE_RESET = 20  # mark: this usage object replaces all earlier usage
 BYTES = 21  # a base64 string wrapping a nested document
+ROOT, CHOICE, TOOL = 22, 23, 24  # marks: a document's root, a choice, a tool call
+CHOICE_INDEX, TOOL_INDEX = 25, 26  # leaves naming the current choice / tool call
+T_CONTENT, T_REFUSAL, T_REASONING, T_TOOL_NAME, T_TOOL_ARGS = 30, 31, 32, 33, 34  # output text kinds
+R_MSG, R_TEXT, R_NAME = 40, 41, 42  # request: a chat message (mark), a counted string, a name
+
+
+def is_text(f: int) -> bool:
+    return T_CONTENT <= f <= T_TOOL_ARGS
 
 MODEL_MAX = 256
 U64_MAX = (1 << 64) - 1

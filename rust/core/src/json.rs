@@ -30,6 +30,22 @@ pub enum Pat {
     Obj(Option<Field>, &'static [(&'static str, Pat)]),
     /// An array whose every element has the given shape.
     Arr(&'static Pat),
+    /// The first alternative whose kind fits the value (`{` an Obj, `[` an
+    /// Arr, anything else a Leaf); e.g. a content that is a string or an array.
+    Or(&'static [Pat]),
+}
+
+/// Resolve `Or` by the value's first byte.
+fn pick(pat: Option<&'static Pat>, b: u8) -> Option<&'static Pat> {
+    match pat {
+        Some(Pat::Or(alts)) => alts.iter().find(|p| match p {
+            Pat::Obj(..) => b == b'{',
+            Pat::Arr(_) => b == b'[',
+            Pat::Leaf(_) => b != b'{' && b != b'[',
+            Pat::Or(_) => false,
+        }),
+        other => other,
+    }
 }
 
 /// Receiver of the values found at the pattern's leaves.
@@ -235,7 +251,7 @@ impl JsonScanner {
 
     /// Start a value at byte `b`; returns false on a syntax error.
     fn start_value<S: Sink>(&mut self, b: u8, sink: &mut S) -> bool {
-        let pat = self.value_pat;
+        let pat = pick(self.value_pat, b);
         self.seen = true;
         match b {
             b'{' => match pat {

@@ -9,6 +9,7 @@ use crate::ndjson::{self, LineHandler};
 use crate::provider::Provider;
 use crate::request::RequestInfo;
 use crate::sse::{SseFramer, SseHandler};
+use crate::text::TextState;
 use crate::usage::{field, Source, Usage, UsageAcc};
 
 /// Default cap on decoded bytes per response (a compression bomb stops here).
@@ -66,15 +67,62 @@ pub struct Stats {
     pub undecodable: bool,
 }
 
-/// The sink for every document: usage, plus base64-wrapped inner documents.
+/// Usage and text: the sink for every leaf except base64 `bytes`.
+struct Leaves<'a> {
+    acc: &'a mut UsageAcc,
+    text: &'a mut TextState,
+}
+
+impl Sink for Leaves<'_> {
+    fn int(&mut self, f: Field, v: u64) {
+        match f {
+            field::CHOICE_INDEX | field::TOOL_INDEX => self.text.index(f, v),
+            _ => self.acc.int(f, v),
+        }
+    }
+    fn str_start(&mut self, f: Field) {
+        if field::is_text(f) {
+            self.text.start(f, self.acc.provider_model.as_deref());
+        } else {
+            self.acc.str_start(f);
+        }
+    }
+    fn str_piece(&mut self, f: Field, s: &[u8]) {
+        if field::is_text(f) {
+            self.text.piece(s);
+        } else {
+            self.acc.str_piece(f, s);
+        }
+    }
+    fn str_end(&mut self, f: Field) {
+        if field::is_text(f) {
+            self.text.end();
+        } else {
+            self.acc.str_end(f);
+        }
+    }
+    fn enter(&mut self, mark: Field) {
+        self.acc.enter(mark);
+        self.text.enter(mark);
+    }
+}
+
+/// The sink for every document: usage and text, plus base64-wrapped inner documents.
 struct Collector {
     acc: UsageAcc,
+    text: TextState,
     nested: Option<(Base64, JsonScanner)>,
+}
+
+impl Collector {
+    fn leaves(&mut self) -> Leaves<'_> {
+        Leaves { acc: &mut self.acc, text: &mut self.text }
+    }
 }
 
 impl Sink for Collector {
     fn int(&mut self, f: Field, v: u64) {
-        self.acc.int(f, v);
+        self.leaves().int(f, v);
     }
     fn str_start(&mut self, f: Field) {
         match (&mut self.nested, f) {
@@ -82,30 +130,30 @@ impl Sink for Collector {
                 b64.reset();
                 json.reset();
             }
-            _ => self.acc.str_start(f),
+            _ => self.leaves().str_start(f),
         }
     }
     fn str_piece(&mut self, f: Field, s: &[u8]) {
         match (&mut self.nested, f) {
             (Some((b64, json)), field::BYTES) => {
-                let acc = &mut self.acc;
-                b64.push(s, &mut |d| json.feed(d, acc));
+                let mut leaves = Leaves { acc: &mut self.acc, text: &mut self.text };
+                b64.push(s, &mut |d| json.feed(d, &mut leaves));
             }
-            _ => self.acc.str_piece(f, s),
+            _ => self.leaves().str_piece(f, s),
         }
     }
     fn str_end(&mut self, f: Field) {
         match (&mut self.nested, f) {
             (Some((b64, json)), field::BYTES) => {
-                let acc = &mut self.acc;
-                b64.finish(&mut |d| json.feed(d, acc));
-                json.end_doc(acc);
+                let mut leaves = Leaves { acc: &mut self.acc, text: &mut self.text };
+                b64.finish(&mut |d| json.feed(d, &mut leaves));
+                json.end_doc(&mut leaves);
             }
-            _ => self.acc.str_end(f),
+            _ => self.leaves().str_end(f),
         }
     }
     fn enter(&mut self, mark: Field) {
-        self.acc.enter(mark);
+        self.leaves().enter(mark);
     }
 }
 
@@ -296,7 +344,11 @@ impl ResponseScanner {
             max_event: meta.max_event_bytes,
             docs: Docs {
                 json: JsonScanner::new(format.pat),
-                col: Collector { acc: UsageAcc::default(), nested: format.inner.map(|p| (Base64::default(), JsonScanner::new(p))) },
+                col: Collector {
+                    acc: UsageAcc::default(),
+                    text: TextState::new(request.as_ref().and_then(|r| r.model.clone())),
+                    nested: format.inner.map(|p| (Base64::default(), JsonScanner::new(p))),
+                },
                 docs: 0,
                 broken: 0,
             },
@@ -360,6 +412,7 @@ impl ResponseScanner {
             streaming: self.request.as_ref().map_or_else(|| self.body.is_stream(), |r| r.streaming),
             ..Usage::default()
         };
+        let text = &self.body.docs.col.text;
         if acc.reported() {
             let [p, c, t, ca, r] = acc.numbers(self.body.format);
             u.prompt_tokens = p;
@@ -368,6 +421,13 @@ impl ResponseScanner {
             u.cached_tokens = ca;
             u.reasoning_tokens = r;
             u.source = Source::Provider;
+        } else if text.seen() {
+            let (completion, reasoning) = text.totals();
+            u.prompt_tokens = self.request.as_ref().map_or(0, |r| r.prompt_tokens);
+            u.completion_tokens = completion;
+            u.reasoning_tokens = reasoning;
+            u.total_tokens = u.prompt_tokens.saturating_add(completion);
+            u.source = Source::Tokenizer;
         }
         self.result = Some(u.clone());
         u

@@ -27,6 +27,29 @@ pub mod field {
     pub const USAGE_RESET: Field = 20;
     /// A base64 string wrapping a nested document (Bedrock `chunk` payloads).
     pub const BYTES: Field = 21;
+    /// Marks: a document's root, a choice (array element), a tool call.
+    pub const ROOT: Field = 22;
+    pub const CHOICE: Field = 23;
+    pub const TOOL: Field = 24;
+    /// Leaves naming the current choice / tool call (else their position).
+    pub const CHOICE_INDEX: Field = 25;
+    pub const TOOL_INDEX: Field = 26;
+    /// Streamed output text, by kind (each kind of each choice and tool call
+    /// is its own text).
+    pub const T_CONTENT: Field = 30;
+    pub const T_REFUSAL: Field = 31;
+    pub const T_REASONING: Field = 32;
+    pub const T_TOOL_NAME: Field = 33;
+    pub const T_TOOL_ARGS: Field = 34;
+    /// Request side: a chat message (mark), a counted string (an integer
+    /// there is one token id), a `name` (counted, plus one token).
+    pub const R_MSG: Field = 40;
+    pub const R_TEXT: Field = 41;
+    pub const R_NAME: Field = 42;
+
+    pub fn is_text(f: Field) -> bool {
+        (T_CONTENT..=T_TOOL_ARGS).contains(&f)
+    }
 }
 
 /// Where the numbers came from.

@@ -1,7 +1,9 @@
 //! Thin PyO3 bindings: `llmtally._native`. All logic lives in llmtally-core;
 //! the Python package wraps these into its public types.
 
+use llmtally_core::tokens::{self, Encoding, ENCODINGS};
 use llmtally_core::{self as core, RequestInfo, ResponseMeta};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 type RequestTuple = (Option<String>, bool, bool, u64);
@@ -80,10 +82,44 @@ fn parse_request(body: &[u8], provider: &str, path: &str) -> RequestTuple {
     (r.model, r.streaming, r.include_usage, r.prompt_tokens)
 }
 
+/// Tokens of `text`: an explicit encoding, else the model's, else the default.
+#[pyfunction]
+#[pyo3(signature = (text, model=None, encoding=None))]
+fn count_tokens(py: Python<'_>, text: &str, model: Option<&str>, encoding: Option<&str>) -> PyResult<u64> {
+    let result = if text.len() > 1 << 16 {
+        py.detach(|| core::count_tokens(text, model, encoding))
+    } else {
+        core::count_tokens(text, model, encoding)
+    };
+    result.map_err(|name| PyValueError::new_err(format!("unknown encoding {name:?}; expected one of {:?}", ENCODINGS)))
+}
+
+#[pyfunction]
+fn encoding_for_model(model: &str) -> Option<&'static str> {
+    tokens::encoding_for_model(model).map(Encoding::name)
+}
+
+#[pyfunction]
+fn set_default_encoding(name: &str) -> PyResult<()> {
+    let e = Encoding::from_name(name)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown encoding {name:?}; expected one of {:?}", ENCODINGS)))?;
+    tokens::set_default_encoding(e);
+    Ok(())
+}
+
+#[pyfunction]
+fn default_encoding() -> &'static str {
+    tokens::default_encoding().name()
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ResponseScanner>()?;
     m.add_function(wrap_pyfunction!(parse_request, m)?)?;
+    m.add_function(wrap_pyfunction!(count_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(encoding_for_model, m)?)?;
+    m.add_function(wrap_pyfunction!(set_default_encoding, m)?)?;
+    m.add_function(wrap_pyfunction!(default_encoding, m)?)?;
     m.add("DEFAULT_MAX_DECODED_BYTES", core::DEFAULT_MAX_DECODED_BYTES)?;
     m.add("DEFAULT_MAX_EVENT_BYTES", core::DEFAULT_MAX_EVENT_BYTES)?;
     Ok(())

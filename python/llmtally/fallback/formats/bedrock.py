@@ -1,9 +1,9 @@
 """Amazon Bedrock: Converse(Stream), InvokeModel(WithResponseStream) (mirror of bedrock.rs)."""
 
 from ..json_scan import Leaf, Obj
-from ..usage import BYTES, CACHE_WRITE, CACHED, INPUT, MODEL, OUTPUT, TOTAL
+from ..usage import BYTES, CACHE_WRITE, CACHED, CHOICE_INDEX, INPUT, MODEL, OUTPUT, ROOT, T_TOOL_NAME, TOTAL
 from . import Format
-from .anthropic import MESSAGE
+from .anthropic import BLOCK_START, DELTA, MESSAGE
 from .openai import ERROR_OBJ
 
 USAGE = Obj(None, {
@@ -26,6 +26,9 @@ METRICS = Obj(None, {
 })
 
 _MODEL_DOC = {
+    "index": Leaf(CHOICE_INDEX),
+    "delta": DELTA,
+    "content_block": BLOCK_START,
     "model": Leaf(MODEL),
     "usage": USAGE,
     "message": MESSAGE,
@@ -35,7 +38,13 @@ _MODEL_DOC = {
     "error": ERROR_OBJ,
 }
 
-INNER = Obj(None, _MODEL_DOC)
-DOC = Obj(None, {"bytes": Leaf(BYTES), "metadata": Obj(None, {"usage": USAGE}), **_MODEL_DOC})
+INNER = Obj(ROOT, _MODEL_DOC)
+DOC = Obj(ROOT, {
+    "bytes": Leaf(BYTES),
+    "contentBlockIndex": Leaf(CHOICE_INDEX),
+    "start": Obj(None, {"toolUse": Obj(None, {"name": Leaf(T_TOOL_NAME)})}),
+    "metadata": Obj(None, {"usage": USAGE}),
+    **_MODEL_DOC,
+})
 
 FORMAT = Format(pat=DOC, prompt_adds_cache=True, inner=INNER)

@@ -12,6 +12,10 @@
 //!   Llama `prompt_token_count`/`generation_token_count`).
 //!
 //! Bedrock's input counts exclude cache reads and writes: they are added.
+//! Text for counting: ConverseStream `contentBlockDelta` (`delta.text`,
+//! `delta.toolUse.input`, `delta.reasoningContent.text`, per
+//! `contentBlockIndex`), tool names from `contentBlockStart`, and the
+//! Anthropic deltas inside InvokeModel chunks.
 
 use super::anthropic;
 use super::openai::ERROR_OBJ;
@@ -46,8 +50,11 @@ const METRICS: Pat = Obj(
 
 /// A model's own event or body (inside a chunk, or an InvokeModel body).
 static INNER: Pat = Obj(
-    None,
+    Some(ROOT),
     &[
+        ("index", Leaf(CHOICE_INDEX)),
+        ("delta", anthropic::DELTA),
+        ("content_block", anthropic::BLOCK_START),
         ("model", Leaf(MODEL)),
         ("usage", USAGE),
         ("message", anthropic::MESSAGE),
@@ -59,9 +66,14 @@ static INNER: Pat = Obj(
 );
 
 static DOC: Pat = Obj(
-    None,
+    Some(ROOT),
     &[
         ("bytes", Leaf(BYTES)),
+        ("contentBlockIndex", Leaf(CHOICE_INDEX)),
+        ("index", Leaf(CHOICE_INDEX)),
+        ("delta", anthropic::DELTA),
+        ("start", Obj(None, &[("toolUse", Obj(None, &[("name", Leaf(T_TOOL_NAME))]))])),
+        ("content_block", anthropic::BLOCK_START),
         ("usage", USAGE),
         ("metadata", Obj(None, &[("usage", USAGE)])),
         ("model", Leaf(MODEL)),

@@ -7,6 +7,7 @@
 //! `toolUsePromptTokenCount` is billed input too and is added to the prompt;
 //! `thoughtsTokenCount` (reasoning) is not part of `candidatesTokenCount`
 //! and is added to the completion. `modelVersion` is the provider's model.
+//! Text for counting: `candidates[].content.parts[].text`, per candidate.
 
 use super::openai::ERROR_OBJ;
 use super::Format;
@@ -25,7 +26,23 @@ const USAGE: Pat = Obj(
     ],
 );
 
-static DOC: Pat = Obj(None, &[("usageMetadata", USAGE), ("modelVersion", Leaf(MODEL)), ("error", ERROR_OBJ)]);
+const CANDIDATE: Pat = Obj(
+    Some(CHOICE),
+    &[
+        ("index", Leaf(CHOICE_INDEX)),
+        ("content", Obj(None, &[("parts", Arr(&Obj(None, &[("text", Leaf(T_CONTENT))])))])),
+    ],
+);
+
+static DOC: Pat = Obj(
+    Some(ROOT),
+    &[
+        ("usageMetadata", USAGE),
+        ("modelVersion", Leaf(MODEL)),
+        ("error", ERROR_OBJ),
+        ("candidates", Arr(&CANDIDATE)),
+    ],
+);
 static ARRAY: Pat = Arr(&DOC);
 
 pub static FORMAT: Format = Format {

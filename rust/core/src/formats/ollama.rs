@@ -2,7 +2,8 @@
 //! streaming (the default), one JSON object otherwise. The final object has
 //! `"done": true` with `prompt_eval_count` and `eval_count`. Ollama's
 //! OpenAI-compatible endpoints (`/v1/...`) carry OpenAI's `usage`, which is
-//! read too.
+//! read too. Text for counting: `message.content`, `message.thinking`
+//! (chat), `response`, `thinking` (generate).
 
 use super::openai::ERROR_OBJ;
 use super::Format;
@@ -10,8 +11,12 @@ use crate::json::Pat::{self, Arr, Leaf, Obj};
 use crate::usage::field::*;
 
 static DOC: Pat = Obj(
-    None,
+    Some(ROOT),
     &[
+        ("message", Obj(None, &[("content", Leaf(T_CONTENT)), ("thinking", Leaf(T_REASONING))])),
+        ("response", Leaf(T_CONTENT)),
+        ("choices", Arr(&super::openai::CHOICE_OBJ)),
+        ("thinking", Leaf(T_REASONING)),
         ("model", Leaf(MODEL)),
         ("prompt_eval_count", Leaf(INPUT)),
         ("eval_count", Leaf(OUTPUT)),

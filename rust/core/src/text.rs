@@ -1,0 +1,92 @@
+//! Output text of a response, counted while it streams, for responses
+//! without provider usage. Each kind of text (content, refusal, reasoning,
+//! tool name, tool arguments) of each choice (or content block) and each
+//! tool call is its own text: tokens never join across them.
+
+use crate::json::Field;
+use crate::tokens::{encoding_for, Encoding, TextCounter};
+use crate::usage::field::*;
+
+/// Most texts tracked per response; more share the last one (bounded memory).
+pub const MAX_TEXTS: usize = 64;
+
+pub struct TextState {
+    /// The request's model, which picks the encoding when known.
+    model: Option<String>,
+    enc: Option<Encoding>,
+    texts: Vec<((u64, u64, Field), TextCounter)>,
+    choice: u64,
+    choice_pos: u64,
+    tool: u64,
+    tool_pos: u64,
+    cur: Option<usize>,
+}
+
+impl TextState {
+    pub fn new(model: Option<String>) -> Self {
+        TextState { model, enc: None, texts: Vec::new(), choice: 0, choice_pos: 0, tool: 0, tool_pos: 0, cur: None }
+    }
+
+    pub fn enter(&mut self, mark: Field) {
+        match mark {
+            ROOT => {
+                (self.choice, self.choice_pos, self.tool, self.tool_pos) = (0, 0, 0, 0);
+            }
+            CHOICE => {
+                self.choice = self.choice_pos;
+                self.choice_pos += 1;
+                (self.tool, self.tool_pos) = (0, 0);
+            }
+            TOOL => {
+                self.tool = self.tool_pos;
+                self.tool_pos += 1;
+            }
+            _ => {}
+        }
+    }
+
+    pub fn index(&mut self, f: Field, v: u64) {
+        match f {
+            CHOICE_INDEX => self.choice = v,
+            TOOL_INDEX => self.tool = v,
+            _ => {}
+        }
+    }
+
+    /// A text string starts; `provider_model` picks the encoding if the request named none.
+    pub fn start(&mut self, f: Field, provider_model: Option<&str>) {
+        let enc = *self.enc.get_or_insert_with(|| encoding_for(self.model.as_deref().or(provider_model)));
+        let key = (self.choice, self.tool, f);
+        let i = match self.texts.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None if self.texts.len() < MAX_TEXTS => {
+                self.texts.push((key, TextCounter::new(enc)));
+                self.texts.len() - 1
+            }
+            None => MAX_TEXTS - 1,
+        };
+        self.cur = Some(i);
+    }
+
+    pub fn piece(&mut self, s: &[u8]) {
+        if let Some(i) = self.cur {
+            self.texts[i].1.push(s);
+        }
+    }
+
+    pub fn end(&mut self) {
+        self.cur = None;
+    }
+
+    pub fn seen(&self) -> bool {
+        !self.texts.is_empty()
+    }
+
+    /// (all output tokens, reasoning tokens).
+    pub fn totals(&self) -> (u64, u64) {
+        self.texts.iter().fold((0, 0), |(all, reasoning), ((_, _, f), c)| {
+            let n = c.total();
+            (all + n, reasoning + if *f == T_REASONING { n } else { 0 })
+        })
+    }
+}

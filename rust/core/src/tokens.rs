@@ -1,0 +1,296 @@
+//! Exact token counting with OpenAI's BPE encodings, as tiktoken counts.
+//!
+//! - [`Encoding::count`]: the count of a whole text (`len(tiktoken.encode_ordinary(text))`).
+//! - [`TextCounter`]: the same count for text that arrives in pieces of any
+//!   size (split inside words, inside UTF-8 sequences). The pre-tokenizer
+//!   splits the held text; every piece but the last two is final (appending
+//!   text can only change the last two: a word that grows, a contraction that
+//!   joins its word, whitespace whose look-ahead changes), so those are
+//!   counted and dropped. The held text is re-split only after as many new
+//!   bytes arrived as it holds (at least [`MIN_BATCH`]), which keeps the
+//!   total work linear in the text length.
+
+use bpe_openai::Tokenizer;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Cl100k,
+    O200k,
+}
+
+pub const ENCODINGS: [&str; 2] = ["o200k_base", "cl100k_base"];
+
+impl Encoding {
+    pub fn from_name(name: &str) -> Option<Encoding> {
+        match name {
+            "cl100k_base" => Some(Encoding::Cl100k),
+            "o200k_base" => Some(Encoding::O200k),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Cl100k => "cl100k_base",
+            Encoding::O200k => "o200k_base",
+        }
+    }
+
+    fn tokenizer(self) -> &'static Tokenizer {
+        match self {
+            Encoding::Cl100k => bpe_openai::cl100k_base(),
+            Encoding::O200k => bpe_openai::o200k_base(),
+        }
+    }
+
+    /// Tokens of `text`, as `len(tiktoken.get_encoding(name).encode_ordinary(text))`.
+    pub fn count(self, text: &str) -> u64 {
+        self.tokenizer().count(text) as u64
+    }
+}
+
+/// Exact model names, then prefixes, as tiktoken maps them (cl100k/o200k only).
+const MODELS: [(&str, Encoding); 15] = [
+    ("o1", Encoding::O200k),
+    ("o3", Encoding::O200k),
+    ("o4-mini", Encoding::O200k),
+    ("gpt-5", Encoding::O200k),
+    ("gpt-4.1", Encoding::O200k),
+    ("gpt-4o", Encoding::O200k),
+    ("gpt-4", Encoding::Cl100k),
+    ("gpt-3.5-turbo", Encoding::Cl100k),
+    ("gpt-3.5", Encoding::Cl100k),
+    ("gpt-35-turbo", Encoding::Cl100k),
+    ("davinci-002", Encoding::Cl100k),
+    ("babbage-002", Encoding::Cl100k),
+    ("text-embedding-ada-002", Encoding::Cl100k),
+    ("text-embedding-3-small", Encoding::Cl100k),
+    ("text-embedding-3-large", Encoding::Cl100k),
+];
+const PREFIXES: [(&str, Encoding); 16] = [
+    ("o1-", Encoding::O200k),
+    ("o3-", Encoding::O200k),
+    ("o4-mini-", Encoding::O200k),
+    ("gpt-5", Encoding::O200k),
+    ("gpt-4.5-", Encoding::O200k),
+    ("gpt-4.1-", Encoding::O200k),
+    ("chatgpt-4o-", Encoding::O200k),
+    ("gpt-4o-", Encoding::O200k),
+    ("gpt-4-", Encoding::Cl100k),
+    ("gpt-3.5-turbo-", Encoding::Cl100k),
+    ("gpt-35-turbo-", Encoding::Cl100k),
+    ("ft:gpt-4o", Encoding::O200k),
+    ("ft:gpt-4", Encoding::Cl100k),
+    ("ft:gpt-3.5-turbo", Encoding::Cl100k),
+    ("ft:davinci-002", Encoding::Cl100k),
+    ("ft:babbage-002", Encoding::Cl100k),
+];
+
+/// The encoding tiktoken uses for `model`, or None (no public tokenizer).
+pub fn encoding_for_model(model: &str) -> Option<Encoding> {
+    MODELS
+        .iter()
+        .find(|(m, _)| *m == model)
+        .or_else(|| PREFIXES.iter().find(|(p, _)| model.starts_with(p)))
+        .map(|(_, e)| *e)
+}
+
+static DEFAULT: AtomicU8 = AtomicU8::new(0); // 0: o200k_base, 1: cl100k_base
+
+/// The encoding for models without a public tokenizer (process-wide).
+pub fn default_encoding() -> Encoding {
+    if DEFAULT.load(Ordering::Relaxed) == 1 {
+        Encoding::Cl100k
+    } else {
+        Encoding::O200k
+    }
+}
+
+pub fn set_default_encoding(e: Encoding) {
+    DEFAULT.store(if e == Encoding::Cl100k { 1 } else { 0 }, Ordering::Relaxed);
+}
+
+/// The encoding for an optional model name.
+pub fn encoding_for(model: Option<&str>) -> Encoding {
+    model.and_then(encoding_for_model).unwrap_or_else(default_encoding)
+}
+
+/// Count `text` with an explicit encoding name, else the model's encoding,
+/// else the default. Err(name) for an unknown encoding name.
+pub fn count_tokens(text: &str, model: Option<&str>, encoding: Option<&str>) -> Result<u64, String> {
+    let enc = match encoding {
+        Some(name) => Encoding::from_name(name).ok_or_else(|| name.to_string())?,
+        None => encoding_for(model),
+    };
+    Ok(enc.count(text))
+}
+
+/// Re-split the held text after at least this many new bytes.
+pub const MIN_BATCH: usize = 4096;
+/// Longest text held back; past it (one pre-tokenizer piece over 1 MiB)
+/// pieces are counted as they stand, the only case that may differ from tiktoken.
+pub const MAX_HELD: usize = 1 << 20;
+
+/// Counts text that arrives in pieces; equal to counting the whole.
+pub struct TextCounter {
+    enc: Encoding,
+    held: String,
+    /// Bytes of an incomplete UTF-8 sequence at the end of the input.
+    partial: Vec<u8>,
+    /// Bytes pushed since the last settle, and the held length it left.
+    fresh: usize,
+    settled_len: usize,
+    tokens: u64,
+}
+
+impl TextCounter {
+    pub fn new(enc: Encoding) -> Self {
+        TextCounter { enc, held: String::new(), partial: Vec::new(), fresh: 0, settled_len: 0, tokens: 0 }
+    }
+
+    /// Append UTF-8 bytes (invalid sequences count as U+FFFD, as a lossy decode of the whole would).
+    pub fn push(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.fresh += bytes.len();
+        let joined;
+        let mut rest = if self.partial.is_empty() {
+            bytes
+        } else {
+            let mut v = std::mem::take(&mut self.partial);
+            v.extend_from_slice(bytes);
+            joined = v;
+            &joined[..]
+        };
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(s) => {
+                    self.held.push_str(s);
+                    break;
+                }
+                Err(e) => {
+                    let (ok, tail) = rest.split_at(e.valid_up_to());
+                    self.held.push_str(std::str::from_utf8(ok).unwrap_or_default());
+                    match e.error_len() {
+                        None => {
+                            self.partial = tail.to_vec();
+                            break;
+                        }
+                        Some(n) => {
+                            self.held.push('\u{FFFD}');
+                            rest = &tail[n..];
+                        }
+                    }
+                }
+            }
+        }
+        if self.fresh >= self.settled_len.max(MIN_BATCH) {
+            self.settle();
+        }
+    }
+
+    /// Count every piece that can no longer change.
+    fn settle(&mut self) {
+        self.fresh = 0;
+        let tok = self.enc.tokenizer();
+        let base = self.held.as_ptr() as usize;
+        let (mut older, mut last): (Option<&str>, Option<&str>) = (None, None);
+        let mut counted = 0u64;
+        for piece in tok.split(&self.held) {
+            if let Some(p) = older {
+                counted += tok.bpe.count(p.as_bytes()) as u64;
+            }
+            older = last;
+            last = Some(piece);
+        }
+        let keep = older.or(last).map_or(self.held.len(), |p| p.as_ptr() as usize - base);
+        self.tokens += counted;
+        self.held.drain(..keep);
+        if self.held.len() > MAX_HELD {
+            self.tokens += self.enc.count(&self.held);
+            self.held.clear();
+        }
+        self.settled_len = self.held.len();
+    }
+
+    /// Tokens so far, counting what is held as if the text ended here.
+    pub fn total(&self) -> u64 {
+        if self.partial.is_empty() {
+            self.tokens + self.enc.count(&self.held)
+        } else {
+            // an incomplete UTF-8 sequence at the end decodes to one U+FFFD, part of the last piece
+            self.tokens + self.enc.count(&format!("{}\u{FFFD}", self.held))
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens == 0 && self.held.is_empty() && self.partial.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_utf8_sequence_at_the_end_counts_as_one_replacement() {
+        for enc in [Encoding::Cl100k, Encoding::O200k] {
+            let mut c = TextCounter::new(enc);
+            c.push("naïve é".as_bytes());
+            c.push(&"€".as_bytes()[..2]);
+            assert_eq!(c.total(), enc.count("naïve é\u{FFFD}"));
+        }
+    }
+
+    const TEXT: &str = "Hello, world! It's 2024: don't   stop…\n\n  naïve café 中文分词 😀👍🏽 12345 HELLOworld\r\n\tend  ";
+
+    #[test]
+    fn incremental_equals_one_shot_for_every_split() {
+        for enc in [Encoding::Cl100k, Encoding::O200k] {
+            let want = enc.count(TEXT);
+            let bytes = TEXT.as_bytes();
+            for step in 1..12 {
+                let mut c = TextCounter::new(enc);
+                for chunk in bytes.chunks(step) {
+                    c.push(chunk);
+                }
+                assert_eq!(c.total(), want, "{enc:?} step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn long_text_settles_and_stays_exact() {
+        let text = TEXT.repeat(500);
+        for enc in [Encoding::Cl100k, Encoding::O200k] {
+            let mut c = TextCounter::new(enc);
+            for chunk in text.as_bytes().chunks(7) {
+                c.push(chunk);
+            }
+            assert!(c.held.len() < 2 * MIN_BATCH + 200, "held {}", c.held.len());
+            assert_eq!(c.total(), enc.count(&text));
+        }
+    }
+
+    #[test]
+    fn model_mapping_as_tiktoken() {
+        let cases = [
+            ("gpt-4o-mini", Some(Encoding::O200k)),
+            ("gpt-4o", Some(Encoding::O200k)),
+            ("gpt-4.1-nano", Some(Encoding::O200k)),
+            ("gpt-5-mini", Some(Encoding::O200k)),
+            ("o3-mini", Some(Encoding::O200k)),
+            ("gpt-4-turbo", Some(Encoding::Cl100k)),
+            ("gpt-3.5-turbo", Some(Encoding::Cl100k)),
+            ("gpt-35-turbo-16k", Some(Encoding::Cl100k)),
+            ("text-embedding-3-small", Some(Encoding::Cl100k)),
+            ("claude-sonnet-4-5", None),
+            ("gemini-2.5-flash", None),
+        ];
+        for (m, e) in cases {
+            assert_eq!(encoding_for_model(m), e, "{m}");
+        }
+    }
+}
