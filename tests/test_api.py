@@ -40,7 +40,7 @@ def test_constructor_backend_argument(backend):
 def test_parse_request(backend):
     info = llmtally.parse_request(load("openai/chat_stream_usage.request.json"), "openai", "/v1/chat/completions",
                                   backend=backend)
-    assert info == llmtally.RequestInfo(model="gpt-3.5-turbo", streaming=True, include_usage=True, prompt_tokens=0)
+    assert info == llmtally.RequestInfo(model="gpt-3.5-turbo", streaming=True, include_usage=True, prompt_tokens=21)
     info = llmtally.parse_request(b'{"model":"m","stream":false,"stream_options":{"include_usage":false}}',
                                   "openai", backend=backend)
     assert info == llmtally.RequestInfo(model="m", streaming=False, include_usage=False)

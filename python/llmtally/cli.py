@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from . import BACKENDS, ResponseScanner, parse_request
+from . import BACKENDS, ResponseScanner, count_tokens, parse_request
 
 CHUNK = 64 * 1024
 
@@ -39,6 +39,17 @@ def _scan(args) -> int:
     return 0
 
 
+def _count(args) -> int:
+    f = _open(args.file)
+    try:
+        text = f.read().decode("utf-8", "replace")
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+    print(count_tokens(text, model=args.model, encoding=args.encoding))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="llmtally", description="Exact token accounting for LLM traffic.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -52,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", choices=BACKENDS, help="force a backend")
     s.add_argument("response", metavar="RESPONSE_FILE|-", help="response body file, or - for stdin")
     s.set_defaults(func=_scan)
+    c = sub.add_parser("count", help="count the tokens of a text file as tiktoken does")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--model", help="model name; its tiktoken encoding (else the default encoding)")
+    g.add_argument("--encoding", help="o200k_base or cl100k_base")
+    c.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="UTF-8 text file, or - for stdin (default)")
+    c.set_defaults(func=_count)
     return p
 
 

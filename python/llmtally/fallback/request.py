@@ -32,7 +32,7 @@ MESSAGES = Obj(None, {
 })
 
 GEMINI_CONTENT = Obj(None, {"parts": TEXT_BLOCKS})
-GEMINI = Obj(None, {"contents": Arr(GEMINI_CONTENT), "systemInstruction": GEMINI_CONTENT,
+GEMINI = Obj(None, {"model": Leaf(MODEL), "stream": Leaf(STREAM), "contents": Arr(GEMINI_CONTENT), "systemInstruction": GEMINI_CONTENT,
                     "system_instruction": GEMINI_CONTENT})
 
 OLLAMA = Obj(None, {

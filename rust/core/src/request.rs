@@ -74,6 +74,8 @@ const GEMINI_CONTENT: Pat = Obj(None, &[("parts", TEXT_BLOCKS)]);
 static GEMINI: Pat = Obj(
     None,
     &[
+        ("model", Leaf(MODEL)),
+        ("stream", Leaf(STREAM)),
         ("contents", Arr(&GEMINI_CONTENT)),
         ("systemInstruction", GEMINI_CONTENT),
         ("system_instruction", GEMINI_CONTENT),

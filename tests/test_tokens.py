@@ -1,0 +1,270 @@
+"""Exact token counting: parity with tiktoken, incremental == one-shot, prompt
+estimates. The reference is the real tiktoken (tests/oracle.py)."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import llmtally
+import oracle
+
+ENCS = ["o200k_base", "cl100k_base"]
+
+CORPUS = [
+    "", " ", "Hello, world!", "The quick brown fox jumps over the lazy dog.",
+    "It's, we'll, they're, I'd, you've, don't DON'T Don'T", "HELLOworld helloWORLD HeLLo mIxEd",
+    "中文分词测试，这是一个句子。日本語のテキスト、カタカナ。한국어 문장입니다.",
+    "😀👍🏽👨‍👩‍👧‍👦 🇫🇷 emoji ✨ ☢️", "naïve café résumé Ωmega Ελληνικά Кириллица עברית العربية हिन्दी",
+    "def f(x):\n    return {'a': [1, 2, 3]}  # comment\n\n\tif x != 0: pass\r\n",
+    "    leading spaces\n\n\n   \n\t\t trailing   ", "a" * 5000, " " * 3000 + "x", "\n" * 100,
+    "1234567890 3.14159 1,000,000 0x1F2E", "<|endoftext|> <|fim_prefix|> special tokens as text",
+    "https://example.com/path?q=1&x=%20 user@example.com", "word " * 2000 + "\n" + "x" * 10000,
+    "\u200b\u200d\ufeff zero width \u00a0nbsp\u2028line sep", "A\r\nB\rC\nD\r\n\r\nE",
+]
+
+
+@pytest.mark.parametrize("enc", ENCS)
+def test_corpus_matches_tiktoken(enc, backend):
+    for text in CORPUS:
+        assert llmtally.count_tokens(text, encoding=enc, backend=backend) == oracle.count(text, enc), text[:40]
+
+
+# fragments that stress the pre-tokenizer: contractions, case changes, whitespace runs, CJK, emoji, marks
+TEXT = st.lists(st.one_of(
+    st.sampled_from(list("aAbBzZ09 '\t\n\r.,!?-_/\\\"'{}[]()")),
+    st.sampled_from(["'s", "'t", "'ll", "'re", "  ", "\r\n", "中", "文", "é", "😀", "👍🏽", "\u0301", "ℕ", "١"]),
+    st.characters(codec="utf-8"),
+), max_size=120).map("".join)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(TEXT, st.sampled_from(ENCS))
+def test_any_text_matches_tiktoken(text, enc):
+    want = oracle.count(text, enc)
+    assert llmtally.count_tokens(text, encoding=enc, backend="native") == want
+    assert llmtally.count_tokens(text, encoding=enc, backend="python") == want
+
+
+@pytest.mark.parametrize("model, enc", [
+    ("gpt-4o", "o200k_base"), ("gpt-4o-mini-2024-07-18", "o200k_base"), ("gpt-4.1-nano", "o200k_base"),
+    ("gpt-4.5-preview", "o200k_base"), ("gpt-5", "o200k_base"), ("gpt-5-mini", "o200k_base"), ("o1", "o200k_base"),
+    ("o3-mini", "o200k_base"), ("o4-mini-2025-04-16", "o200k_base"), ("chatgpt-4o-latest", "o200k_base"),
+    ("gpt-4", "cl100k_base"), ("gpt-4-turbo", "cl100k_base"), ("gpt-3.5-turbo", "cl100k_base"),
+    ("gpt-3.5-turbo-0125", "cl100k_base"), ("gpt-35-turbo", "cl100k_base"), ("text-embedding-3-small", "cl100k_base"),
+    ("ft:gpt-4o-mini:org::id", "o200k_base"),
+    ("claude-sonnet-4-5", None), ("gemini-2.5-flash", None), ("llama3.2", None), ("mistral-large-latest", None),
+])
+def test_model_to_encoding_as_tiktoken(model, enc, backend):
+    assert llmtally.encoding_for_model(model) == enc
+    assert oracle.encoding_for(model) == (enc or "o200k_base")
+    text = "Model mapping decides the vocabulary: 中文 and emoji 😀."
+    assert llmtally.count_tokens(text, model=model, backend=backend) == oracle.count(text, enc or "o200k_base")
+
+
+def test_unknown_encoding_and_default(backend):
+    with pytest.raises(ValueError, match="unknown encoding"):
+        llmtally.count_tokens("x", encoding="p50k_base", backend=backend)
+    with pytest.raises(TypeError):
+        llmtally.count_tokens(b"x", backend=backend)
+    code = ("import llmtally; print(llmtally.default_encoding(), "
+            "llmtally.count_tokens('Ünïcödé 中文', model='claude-3', backend='native'), "
+            "llmtally.count_tokens('Ünïcödé 中文', model='claude-3', backend='python'))")
+    env = dict(os.environ, LLMTALLY_DEFAULT_ENCODING="cl100k_base")
+    out = subprocess.check_output([sys.executable, "-c", code], env=env, text=True).split()
+    n = oracle.count("Ünïcödé 中文", "cl100k_base")
+    assert out == ["cl100k_base", str(n), str(n)]
+
+
+def _escape(b: bytes) -> bytes:
+    out = bytearray()
+    for c in b:
+        if c in (0x22, 0x5C):
+            out += b"\\" + bytes([c])
+        elif c < 0x20:
+            out += b"\\u%04x" % c
+        else:
+            out.append(c)
+    return bytes(out)
+
+
+def openai_stream(deltas_by_choice: dict, model="gpt-4o-mini", seed=0) -> bytes:
+    """Interleave content deltas (raw bytes, split anywhere) of several choices."""
+    rng = random.Random(seed)
+    queues = {c: list(d) for c, d in deltas_by_choice.items()}
+    out = []
+    while any(queues.values()):
+        c = rng.choice([c for c, q in queues.items() if q])
+        piece = queues[c].pop(0)
+        out.append(b'data: {"id":"x","object":"chat.completion.chunk","model":"' + model.encode() +
+                   b'","choices":[{"index":%d,"delta":{"content":"' % c + _escape(piece) + b'"},"finish_reason":null}]}\n\n')
+    out.append(b"data: [DONE]\n\n")
+    return b"".join(out)
+
+
+def byte_splits(text: str, seed: int):
+    """The text's UTF-8 bytes in random pieces (cutting inside characters)."""
+    return chunk_bytes(text.encode(), seed)
+
+
+def chunk_bytes(b: bytes, seed: int, sizes=(1, 2, 3, 5, 17, 400)):
+    rng = random.Random(seed)
+    i, out = 0, []
+    while i < len(b):
+        n = rng.choice(sizes)
+        out.append(b[i:i + n])
+        i += n
+    return out
+
+
+def scan(body: bytes, backend, provider="openai", request=None, cuts_seed=None):
+    sc = llmtally.ResponseScanner(provider, request, content_type="text/event-stream", backend=backend)
+    if cuts_seed is None:
+        sc.feed(body)
+    else:
+        for p in chunk_bytes(body, cuts_seed):
+            sc.feed(p)
+    return sc.finish()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(TEXT, TEXT, st.integers(0, 10_000))
+def test_stream_without_usage_counts_each_choice_exactly(a, b, seed):
+    body = openai_stream({0: byte_splits(a, seed), 1: byte_splits(b, seed + 1)}, seed=seed)
+    want = oracle.count(a, "o200k_base") + oracle.count(b, "o200k_base")
+    for backend in ("native", "python"):
+        u = scan(body, backend)
+        # no delta at all (both texts empty) means nothing is known
+        assert (u.completion_tokens, u.source) == ((want, "tokenizer") if (a or b) else (0, "none"))
+
+
+@pytest.mark.parametrize("size", [20_000, 300_000])
+def test_long_stream_incremental_equals_one_shot(size, backend):
+    rng = random.Random(size)
+    words = ["token", "counting", " ", "\n", "中文", "😀", "it's", "HELLO", "x" * 50, "  ", "1234567"]
+    text = "".join(rng.choice(words) for _ in range(size // 5))
+    body = openai_stream({0: byte_splits(text, 3)}, model="gpt-4")
+    req = llmtally.RequestInfo(model="gpt-4", streaming=True, prompt_tokens=11)
+    u = scan(body, backend, request=req, cuts_seed=9)
+    want = oracle.count(text, "cl100k_base")
+    assert (u.prompt_tokens, u.completion_tokens, u.total_tokens, u.source) == (11, want, 11 + want, "tokenizer")
+
+
+def test_tool_calls_refusal_and_reasoning_are_separate_texts(backend):
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "Think: 2+2"}}]},
+        {"choices": [{"index": 0, "delta": {"reasoning_content": "=4."}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "c1", "type": "function",
+                                                             "function": {"name": "get_weather", "arguments": ""}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "id": "c2", "type": "function",
+                                                             "function": {"name": "get_time", "arguments": "{\"tz\""}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": \"Par"}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "function": {"arguments": ": \"UTC\"}"}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "is\"}"}}]}}]},
+        {"choices": [{"index": 1, "delta": {"refusal": "I can't"}}]},
+        {"choices": [{"index": 1, "delta": {"refusal": " help with that."}}]},
+    ]
+    body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+    c = lambda s: oracle.count(s, "cl100k_base")
+    texts = ["Think: 2+2=4.", "get_weather", '{"city": "Paris"}', "get_time", '{"tz": "UTC"}', "I can't help with that."]
+    req = llmtally.RequestInfo(model="gpt-4-turbo", streaming=True)
+    u = scan(body, backend, request=req, cuts_seed=4)
+    assert (u.completion_tokens, u.reasoning_tokens, u.source) == (sum(map(c, texts)), c("Think: 2+2=4."), "tokenizer")
+
+
+REQUESTS = [
+    ("openai", "/v1/chat/completions", {"model": "gpt-4o", "messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "name": "alice", "content": [{"type": "text", "text": "Describe"},
+                                                      {"type": "image_url", "image_url": {"url": "data:,"}},
+                                                      {"type": "text", "text": " this picture, briefly."}]},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+            "name": "lookup", "arguments": "{\"q\": \"picture\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "A cat on a mat."}]}),
+    ("openai", "/v1/responses", {"model": "gpt-4.1", "instructions": "Be brief.", "input": "Tell me a joke 😀"}),
+    ("openai", "/v1/responses", {"model": "o3", "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "What is 2+2?"}]},
+        {"role": "assistant", "content": "4"}]}),
+    ("openai", "/v1/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": ["Say this", "is a test"]}),
+    ("openai", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "The food was delicious"}),
+    ("openai", "/v1/embeddings", {"model": "text-embedding-3-large", "input": [[1, 2, 3], [4, 5]]}),
+    ("azure", "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+     {"messages": [{"role": "user", "content": "Hallo Welt"}]}),
+    ("anthropic", "/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 100,
+                                   "system": [{"type": "text", "text": "You are Claude."}],
+                                   "messages": [{"role": "user", "content": "Hello, Claude"},
+                                                {"role": "assistant", "content": [{"type": "text", "text": "Hi!"}]},
+                                                {"role": "user", "content": [
+                                                    {"type": "tool_result", "tool_use_id": "t1",
+                                                     "content": [{"type": "text", "text": "15 degrees"}]}]}]}),
+    ("gemini", "/v1beta/models/gemini-2.5-flash:generateContent",
+     {"systemInstruction": {"parts": [{"text": "You are a cat."}]},
+      "contents": [{"role": "user", "parts": [{"text": "Hello there"}, {"text": " and again"}]}]}),
+    ("bedrock", "/model/amazon.nova-lite-v1%3A0/converse",
+     {"system": [{"text": "Answer in French."}], "messages": [{"role": "user", "content": [{"text": "Good morning"}]}]}),
+    ("ollama", "/api/generate", {"model": "llama3.2", "prompt": "Why is the sky blue?", "system": "Be short."}),
+    ("ollama", "/api/chat", {"model": "llama3.2", "messages": [{"role": "user", "content": "why is the sky blue?"}]}),
+]
+
+
+@pytest.mark.parametrize("provider, path, body", REQUESTS, ids=[f"{p}{u}" for p, u, _ in REQUESTS])
+def test_prompt_estimates_per_format(provider, path, body, backend):
+    info = llmtally.parse_request(json.dumps(body).encode(), provider, path, backend=backend)
+    enc = oracle.encoding_for(info.model)
+    assert info.prompt_tokens == oracle.prompt_estimate(body, provider, enc) > 0
+
+
+def test_the_seed_prompt_is_21(backend):
+    body = b'''{
+    "model": "gpt-3.5-turbo",
+    "messages": [
+      {
+        "role": "user",
+        "content": "Please explain the movie Dr. Strangelove in 1 sentence."
+      }
+    ]
+   }'''
+    assert llmtally.parse_request(body, "openai", "/v1/chat/completions", backend=backend).prompt_tokens == 21
+
+
+def test_count_cli(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("Please explain the movie Dr. Strangelove in 1 sentence.")
+    run = lambda *a, **kw: subprocess.run([sys.executable, "-m", "llmtally.cli", "count", *a], capture_output=True, **kw)
+    want = oracle.count(f.read_text(), "cl100k_base")
+    r = run("--model", "gpt-3.5-turbo", str(f))
+    assert (r.returncode, r.stdout) == (0, f"{want}\n".encode())
+    r = run("--encoding", "o200k_base", "-", input=f.read_bytes())
+    assert (r.returncode, r.stdout) == (0, f"{oracle.count(f.read_text(), 'o200k_base')}\n".encode())
+    r = run("--encoding", "r50k_base", str(f))
+    assert r.returncode == 2 and r.stderr.startswith(b"llmtally: error: ")
+    r = run("--model", "x", "--encoding", "o200k_base", str(f))
+    assert r.returncode == 2 and b"not allowed with" in r.stderr
+
+
+def oracle_usage(case):
+    """Expected usage of a case without provider usage, from the oracle alone."""
+    from conftest import load
+    body = load(case["response"])
+    req = json.loads(load(case["request"])) if "request" in case else None
+    want = dict(case["usage"])
+    model = want["model"] or want["provider_model"]
+    enc = oracle.encoding_for(model)
+    completion, reasoning = oracle.completion(oracle.docs(case, body), enc)
+    prompt = oracle.prompt_estimate(req, case["provider"], enc) if req is not None else 0
+    want.update(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                reasoning_tokens=reasoning, cached_tokens=0, source="tokenizer")
+    return want
+
+
+def test_tokenizer_cases_are_the_oracles():
+    from conftest import CASES
+    cases = [c for c in CASES if c["usage"]["source"] == "tokenizer"]
+    assert len(cases) >= 3
+    for case in cases:
+        assert case["usage"] == oracle_usage(case), case["name"]
