@@ -1,5 +1,6 @@
 """Scanner throughput, native vs fallback, on ~1k-token answers chunked like
-Envoy delivers them. Writes JSON results; `--short` is the CI mode.
+Envoy delivers them, and count_tokens native vs the tiktoken package (counts
+asserted equal). Writes JSON results; `--short` is the CI mode.
 
     python benches/scan_throughput.py [--short] [--out bench-results.json]
 """
@@ -59,6 +60,43 @@ def measure(body: bytes, provider: str, ct: str, backend: str, min_seconds: floa
     return {"bytes": len(body), "best_seconds": best, "mb_per_s": len(body) / best / 1e6, "runs": runs}
 
 
+COUNT_TEXTS = {
+    "prose": lambda: (FIX.parent.parent / "README.md").read_text() * 10,
+    "code": lambda: "".join(p.read_text() for p in sorted((FIX.parent.parent / "rust/core/src").glob("*.rs"))) * 2,
+    "cjk": lambda: "中文分词测试，这是一个句子。日本語のテキスト、カタカナ。한국어 문장입니다. " * 2000,
+}
+
+
+def best_of(f, min_seconds: float) -> tuple[float, object]:
+    best, runs, deadline = float("inf"), 0, time.perf_counter() + min_seconds
+    while runs < 3 or time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        out = f()
+        best = min(best, time.perf_counter() - t0)
+        runs += 1
+    return best, out
+
+
+def count_bench(min_seconds: float) -> dict:
+    from llmtally.fallback.tokens import encoding
+
+    rows = {}
+    for enc_name in ("o200k_base", "cl100k_base"):
+        tk = encoding(enc_name)[0]
+        llmtally.count_tokens("warm up", encoding=enc_name, backend="native")
+        for kind, make in COUNT_TEXTS.items():
+            text = make()
+            t_native, n_native = best_of(lambda: llmtally.count_tokens(text, encoding=enc_name, backend="native"),
+                                         min_seconds)
+            t_tk, tokens = best_of(lambda: tk.encode_ordinary(text), min_seconds)
+            assert n_native == len(tokens), (enc_name, kind)
+            rows[f"{enc_name}/{kind}"] = {"bytes": len(text.encode()), "tokens": n_native, "native_s": t_native,
+                                          "tiktoken_s": t_tk, "native_over_tiktoken": t_tk / t_native}
+            print(f"count {enc_name:11} {kind:5} native {len(text.encode()) / t_native / 1e6:7.1f} MB/s   "
+                  f"tiktoken {len(text.encode()) / t_tk / 1e6:6.1f} MB/s   ratio {t_tk / t_native:5.2f}x")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--short", action="store_true", help="CI mode: fewer repetitions")
@@ -74,6 +112,7 @@ def main() -> None:
         results["scan"][name] = row
         print(f"{name:18} native {row['native']['mb_per_s']:9.1f} MB/s   python {row['python']['mb_per_s']:7.2f} MB/s"
               f"   ratio {row['native_over_python']:6.1f}x")
+    results["count_tokens"] = count_bench(min_seconds)
     pathlib.Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
 

@@ -268,3 +268,94 @@ def test_tokenizer_cases_are_the_oracles():
     assert len(cases) >= 3
     for case in cases:
         assert case["usage"] == oracle_usage(case), case["name"]
+
+
+USAGE_KEYS = {"usage", "usageMetadata", "amazon-bedrock-invocationMetrics", "prompt_eval_count", "eval_count"}
+
+
+def strip_usage(v):
+    if isinstance(v, dict):
+        return {k: strip_usage(x) for k, x in v.items() if k not in USAGE_KEYS}
+    if isinstance(v, list):
+        return [strip_usage(x) for x in v]
+    return v
+
+
+def _message(headers, payload: bytes) -> bytes:
+    import struct
+    import zlib
+    h = b"".join(bytes([len(k)]) + k.encode() + b"\x07" + len(v).to_bytes(2, "big") + v.encode() for k, v in headers)
+    prelude = struct.pack(">II", 12 + len(h) + len(payload) + 4, len(h))
+    m = prelude + zlib.crc32(prelude).to_bytes(4, "big") + h + payload
+    return m + zlib.crc32(m).to_bytes(4, "big")
+
+
+def without_usage(case, body: bytes) -> bytes:
+    """The same response with every usage field removed, in the same framing."""
+    import base64
+    docs = oracle.docs(case, body)
+    if case.get("binary"):
+        out = []
+        for d in docs:
+            if "bytes" in d:
+                inner = strip_usage(json.loads(base64.b64decode(d["bytes"])))
+                d = dict(d, bytes=base64.b64encode(json.dumps(inner).encode()).decode())
+            elif "contentBlockIndex" not in d and "delta" not in d and "bytes" not in d and "usage" in d:
+                continue
+            out.append(_message([(":event-type", "chunk"), (":message-type", "event")], json.dumps(strip_usage(d)).encode()))
+        return b"".join(out)
+    docs = [strip_usage(d) for d in docs]
+    if "ndjson" in case["response"]:
+        return b"".join(json.dumps(d).encode() + b"\n" for d in docs)
+    if body.lstrip().startswith(b"["):
+        return json.dumps(docs, indent=2).encode()
+    return b"".join(b"data: " + json.dumps(d, ensure_ascii=False).encode() + b"\r\n\r\n" for d in docs)
+
+
+STREAMS = [c for c in __import__("conftest").CASES
+           if c["usage"]["streaming"] and c["usage"]["source"] == "provider" and "invoke_stream" not in c["response"]
+           or "invoke_stream" in c["response"]]
+
+
+@pytest.mark.parametrize("case", STREAMS, ids=[c["name"] for c in STREAMS])
+def test_every_stream_without_usage_is_counted(case, backend):
+    from conftest import load, request_of
+    body = without_usage(case, load(case["response"]))
+    want = dict(case["usage"])
+    enc = oracle.encoding_for(want["model"] or want["provider_model"])
+    completion, reasoning = oracle.completion(oracle.docs(dict(case, binary=case.get("binary")), body), enc)
+    req = request_of(case)
+    prompt = req.prompt_tokens if req else 0
+    source = "tokenizer"
+    if completion == 0:  # a stream that delivered no text (response.failed): nothing is known
+        prompt, source = 0, "none"
+    sc = llmtally.ResponseScanner(case["provider"], req, content_type=case.get("content_type", ""),
+                                  path=case.get("path", ""), backend=backend)
+    for p in chunk_bytes(body, 7):
+        sc.feed(p)
+    u = sc.finish()
+    assert (u.prompt_tokens, u.completion_tokens, u.reasoning_tokens, u.total_tokens, u.cached_tokens, u.source) == \
+        (prompt, completion, reasoning, prompt + completion, 0, source)
+
+
+def test_fallback_finds_its_vocabularies_offline(tmp_path):
+    """A fresh cache: the fallback fills it from installed package data (no download), or from LLMTALLY_VOCAB_DIR."""
+    code = ("import llmtally; print(llmtally.count_tokens('offline vocabularies 中文', encoding='o200k_base', "
+            "backend='python'), llmtally.count_tokens('offline vocabularies 中文', encoding='cl100k_base', backend='python'))")
+    want = f"{oracle.count('offline vocabularies 中文', 'o200k_base')} {oracle.count('offline vocabularies 中文', 'cl100k_base')}\n"
+    env = {k: v for k, v in os.environ.items() if k != "TIKTOKEN_CACHE_DIR"}
+    env.update(HOME=str(tmp_path / "home"), https_proxy="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9")
+    assert subprocess.check_output([sys.executable, "-c", code], env=env, text=True) == want
+    assert len(list((tmp_path / "home/.cache/llmtally/tiktoken").iterdir())) == 2
+    # an explicit vocabulary directory, used when the cache is empty
+    import gzip
+    import hashlib
+    vocab = tmp_path / "vocab"
+    vocab.mkdir()
+    for name in ("o200k_base", "cl100k_base"):
+        url = f"https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+        data = (tmp_path / "home/.cache/llmtally/tiktoken" / hashlib.sha1(url.encode()).hexdigest()).read_bytes()
+        (vocab / f"{name}.tiktoken.gz").write_bytes(gzip.compress(data))
+    env.update(TIKTOKEN_CACHE_DIR=str(tmp_path / "cache2"), LLMTALLY_VOCAB_DIR=str(vocab))
+    assert subprocess.check_output([sys.executable, "-c", code], env=env, text=True) == want
+    assert len(list((tmp_path / "cache2").iterdir())) == 2
