@@ -213,6 +213,15 @@ def test_bedrock_exception_and_truncation(backend):
     assert (usage["source"], usage["completion_tokens"], st["broken_docs"]) == ("tokenizer", TEXT_TOKENS, 1)
 
 
+@pytest.mark.parametrize("pid, path, ct, want", [
+    ("OpenAI ", "", "", "openai"), ("vllm", "/v1/messages", "", "openai"), ("", "/anthropic/v1/messages", "", "anthropic"),
+    ("auto", "/anything", "application/vnd.amazon.eventstream; charset=x", "bedrock"), ("auto", "/x/api/generate", "", "ollama"),
+    ("auto", "/v1/chat/completions?x=/v1/messages", "", "openai"), ("vertex-ai", "", "", "vertex-ai"),
+])
+def test_resolve_provider(pid, path, ct, want, backend):
+    assert llmtally.resolve_provider(pid, path, ct, backend=backend) == want
+
+
 def test_gemini_latest_usage_object_replaces_earlier(backend):
     body = (b'data: {"usageMetadata":{"promptTokenCount":5,"thoughtsTokenCount":7,"totalTokenCount":12}}\r\n\r\n'
             b'data: {"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":2,"totalTokenCount":7}}\r\n\r\n')
@@ -235,6 +244,7 @@ def test_gemini_latest_usage_object_replaces_earlier(backend):
     ("/v1/chat/completions", "openai", None, False),
 ])
 def test_request_path_facts(path, provider, model, streaming, backend):
+    assert llmtally.resolve_provider("auto", path, backend=backend) == provider
     for pid in (provider, "auto"):
         info = llmtally.parse_request(b"{}", pid, path, backend=backend)
         assert (info.model, info.streaming) == (model, streaming)

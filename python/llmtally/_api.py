@@ -74,6 +74,12 @@ def parse_request(body: bytes, provider: str, path: str = "", *, backend: str | 
 ENCODINGS = ("o200k_base", "cl100k_base")
 
 
+def resolve_provider(provider: str, path: str = "", content_type: str = "", *, backend: str | None = None) -> str:
+    """The provider whose format is read for `provider` (`auto`: detected from
+    the path and content type; an unknown id: `openai`)."""
+    return _impl(backend).resolve_provider(provider, path, content_type)
+
+
 def count_tokens(text: str, *, model: str | None = None, encoding: str | None = None,
                  backend: str | None = None) -> int:
     """Tokens of `text` as tiktoken counts them (``len(encode_ordinary(text))``):

@@ -50,6 +50,26 @@ def _count(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    import asyncio
+    import logging
+    import os
+
+    from .config import ConfigError, load
+
+    try:
+        config = load(args.config, {"listen": args.listen, "metrics_addr": args.metrics_addr,
+                                    "log_level": args.log_level})
+    except ConfigError as e:
+        print(f"llmtally: error: invalid configuration: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .server import serve
+
+    asyncio.run(serve(config, fault_model=os.environ.get("LLMTALLY_FAULT_MODEL") or None))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="llmtally", description="Exact token accounting for LLM traffic.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -69,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--encoding", help="o200k_base or cl100k_base")
     c.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="UTF-8 text file, or - for stdin (default)")
     c.set_defaults(func=_count)
+    v = sub.add_parser("serve", help="run the Envoy ext_proc sidecar")
+    v.add_argument("--config", metavar="FILE", help="YAML configuration (also LLMTALLY_CONFIG)")
+    v.add_argument("--listen", metavar="ADDR", help="gRPC address: host:port, unix:/path or unix-abstract:name")
+    v.add_argument("--metrics-addr", metavar="HOST:PORT", help="Prometheus /metrics address")
+    v.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    v.set_defaults(func=_serve)
     return p
 
 

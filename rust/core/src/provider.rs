@@ -32,6 +32,20 @@ impl Provider {
         }
     }
 
+    /// The provider id, as accepted by [`Provider::resolve`].
+    pub fn id(self) -> &'static str {
+        match self {
+            Provider::OpenAI => "openai",
+            Provider::Azure => "azure",
+            Provider::Anthropic => "anthropic",
+            Provider::Gemini => "gemini",
+            Provider::VertexAI => "vertex-ai",
+            Provider::Bedrock => "bedrock",
+            Provider::Mistral => "mistral",
+            Provider::Ollama => "ollama",
+        }
+    }
+
     /// Detection rules, first match wins (see README, "provider=auto").
     fn detect(path: &str, content_type: &str) -> Provider {
         let path = path_only(path);

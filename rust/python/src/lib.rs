@@ -112,11 +112,19 @@ fn default_encoding() -> &'static str {
     tokens::default_encoding().name()
 }
 
+/// The provider whose format is read: an id, or `auto` detection from path and content type.
+#[pyfunction]
+#[pyo3(signature = (provider, path="", content_type=""))]
+fn resolve_provider(provider: &str, path: &str, content_type: &str) -> &'static str {
+    core::Provider::resolve(provider, path, content_type).id()
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ResponseScanner>()?;
     m.add_function(wrap_pyfunction!(parse_request, m)?)?;
     m.add_function(wrap_pyfunction!(count_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(resolve_provider, m)?)?;
     m.add_function(wrap_pyfunction!(encoding_for_model, m)?)?;
     m.add_function(wrap_pyfunction!(set_default_encoding, m)?)?;
     m.add_function(wrap_pyfunction!(default_encoding, m)?)?;

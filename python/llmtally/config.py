@@ -1,0 +1,195 @@
+"""Sidecar configuration: a YAML file, environment variables, command-line
+flags (in rising precedence), validated at start with clear messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+
+from .fallback.scanner import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES
+
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+RESERVED_LABELS = {"llm", "model", "le", "stage", "kind", "source"}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message says which setting and why."""
+
+
+@dataclass(frozen=True)
+class CustomLabel:
+    name: str
+    metadata_key: str
+    metadata_namespace: str = "envoy.filters.http.jwt_authn"
+    key_delimiter: str = ":"
+
+    def path(self) -> list[str]:
+        return self.metadata_key.split(self.key_delimiter)
+
+
+@dataclass(frozen=True)
+class Config:
+    #: gRPC listen address: host:port, unix:/path or unix-abstract:name
+    listen: str = "127.0.0.1:18080"
+    #: Prometheus /metrics address host:port
+    metrics_addr: str = "0.0.0.0:9092"
+    log_level: str = "info"
+    #: namespace of the token metadata
+    metadata_namespace: str = "ai.gateway.kgateway.dev"
+    #: namespace of hits_addend
+    ratelimit_namespace: str = "envoy.ratelimit"
+    custom_labels: tuple[CustomLabel, ...] = ()
+    #: distinct values kept per custom label; more fold into `overflow_value`
+    label_values_max: int = 100
+    missing_label_value: str = "unknown"
+    overflow_value: str = "overflow"
+    #: request body bytes gathered for parse_request (the rest passes unread)
+    max_request_body_bytes: int = 4 << 20
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    #: encoding for models without a public tokenizer
+    default_encoding: str = "o200k_base"
+    #: seconds open streams may take to finish on SIGTERM/SIGINT
+    shutdown_grace_seconds: float = 10.0
+    #: scanning backend: native, python, or empty for the default
+    backend: str = ""
+
+    def validate(self) -> "Config":
+        _addr("listen", self.listen, unix=True)
+        _addr("metricsAddr", self.metrics_addr, unix=False)
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"logLevel: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        for name in ("metadata_namespace", "ratelimit_namespace", "missing_label_value", "overflow_value"):
+            if not getattr(self, name):
+                raise ConfigError(f"{_camel(name)}: must not be empty")
+        for name in ("label_values_max", "max_request_body_bytes", "max_decoded_bytes", "max_event_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{_camel(name)}: must be a positive integer")
+        if self.shutdown_grace_seconds < 0:
+            raise ConfigError("shutdownGraceSeconds: must be >= 0")
+        if self.default_encoding not in ("o200k_base", "cl100k_base"):
+            raise ConfigError(f"defaultEncoding: {self.default_encoding!r} is not o200k_base or cl100k_base")
+        if self.backend not in ("", "native", "python"):
+            raise ConfigError(f"backend: {self.backend!r} is not native or python")
+        seen = set()
+        for i, lab in enumerate(self.custom_labels):
+            where = f"stats.customLabels[{i}]"
+            if not LABEL_NAME.match(lab.name) or lab.name.startswith("__"):
+                raise ConfigError(f"{where}.name: {lab.name!r} is not a valid Prometheus label name")
+            if lab.name in RESERVED_LABELS:
+                raise ConfigError(f"{where}.name: {lab.name!r} is reserved by llmtally's own labels")
+            if lab.name in seen:
+                raise ConfigError(f"{where}.name: {lab.name!r} appears twice")
+            seen.add(lab.name)
+            if not lab.metadata_key or not lab.key_delimiter or not lab.metadata_namespace:
+                raise ConfigError(f"{where}: metadataKey, metadataNamespace and keyDelimiter must not be empty")
+        return self
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.title() for w in rest)
+
+
+def _addr(what: str, value: str, *, unix: bool) -> None:
+    if unix and (value.startswith("unix:") or value.startswith("unix-abstract:")):
+        if value.split(":", 1)[1]:
+            return
+        raise ConfigError(f"{what}: {value!r} has an empty socket name")
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        form = "host:port, unix:/path or unix-abstract:name" if unix else "host:port"
+        raise ConfigError(f"{what}: {value!r} is not {form}")
+
+
+# YAML keys (camelCase, as kgateway spells them) -> Config fields
+_KEYS = {_camel(f.name): f.name for f in dataclasses.fields(Config) if f.name != "custom_labels"}
+_ENV = {
+    "LLMTALLY_LISTEN": "listen",
+    "LLMTALLY_METRICS_ADDR": "metrics_addr",
+    "LLMTALLY_LOG_LEVEL": "log_level",
+    "LLMTALLY_BACKEND": "backend",
+    "LLMTALLY_DEFAULT_ENCODING": "default_encoding",
+}
+
+
+def _coerce(name: str, value):
+    kind = {f.name: f.type for f in dataclasses.fields(Config)}[name]
+    try:
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{_camel(name)}: {value!r} is not a number") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{_camel(name)}: {value!r} is not a string")
+    return value
+
+
+def _from_mapping(doc) -> dict:
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError("the configuration file must hold a mapping")
+    out = {}
+    for key, value in doc.items():
+        if key == "stats":
+            out.update(_stats(value))
+        elif key in _KEYS:
+            out[_KEYS[key]] = _coerce(_KEYS[key], value)
+        else:
+            raise ConfigError(f"unknown setting {key!r} (known: stats, {', '.join(sorted(_KEYS))})")
+    return out
+
+
+def _stats(stats) -> dict:
+    if not isinstance(stats, dict) or set(stats) - {"customLabels", "labelValuesMax"}:
+        raise ConfigError("stats: expected a mapping with customLabels and labelValuesMax")
+    out = {}
+    if "labelValuesMax" in stats:
+        out["label_values_max"] = _coerce("label_values_max", stats["labelValuesMax"])
+    labels = []
+    for i, item in enumerate(stats.get("customLabels") or []):
+        if not isinstance(item, dict) or "name" not in item or "metadataKey" not in item:
+            raise ConfigError(f"stats.customLabels[{i}]: needs name and metadataKey")
+        unknown = set(item) - {"name", "metadataKey", "metadataNamespace", "keyDelimiter"}
+        if unknown:
+            raise ConfigError(f"stats.customLabels[{i}]: unknown keys {sorted(unknown)}")
+        kw = {"name": item["name"], "metadata_key": item["metadataKey"]}
+        if "metadataNamespace" in item:
+            kw["metadata_namespace"] = item["metadataNamespace"]
+        if "keyDelimiter" in item:
+            kw["key_delimiter"] = item["keyDelimiter"]
+        if not all(isinstance(v, str) for v in kw.values()):
+            raise ConfigError(f"stats.customLabels[{i}]: values must be strings")
+        labels.append(CustomLabel(**kw))
+    out["custom_labels"] = tuple(labels)
+    return out
+
+
+def load(path: str | None = None, flags: dict | None = None, environ=None) -> Config:
+    """Defaults < the YAML file < environment variables < flags."""
+    environ = os.environ if environ is None else environ
+    values: dict = {}
+    path = path or environ.get("LLMTALLY_CONFIG")
+    if path:
+        import yaml
+
+        try:
+            with open(path, encoding="utf-8") as f:
+                values.update(_from_mapping(yaml.safe_load(f)))
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    for var, name in _ENV.items():
+        if environ.get(var):
+            values[name] = environ[var]
+    values.update({k: v for k, v in (flags or {}).items() if v is not None})
+    return Config(**values).validate()

@@ -1,0 +1,79 @@
+"""What the sidecar hands back to Envoy: dynamic metadata, and custom label
+values read from the metadata Envoy forwards. Never a header value."""
+
+from __future__ import annotations
+
+from google.protobuf.struct_pb2 import Struct
+
+from ._api import RequestInfo, Usage
+from .config import Config
+
+DISPLAY = {
+    "openai": "OpenAI", "azure": "AzureOpenAI", "anthropic": "Anthropic", "gemini": "Gemini",
+    "vertex-ai": "VertexAI", "bedrock": "Bedrock", "mistral": "Mistral", "ollama": "Ollama",
+}
+
+
+def display_name(provider: str) -> str:
+    """`OpenAI`, `Anthropic`, ...; an unknown id as given."""
+    return DISPLAY.get(provider, provider)
+
+
+def request_metadata(config: Config, provider: str, info: RequestInfo) -> Struct:
+    """On the request body response: what is known before the response, and
+    the prompt estimate as `hits_addend` (see README, "Rate limiting")."""
+    ai = {"provider": display_name(provider), "streaming": info.streaming, "prompt_tokens": info.prompt_tokens}
+    if info.model is not None:
+        ai["model"] = info.model
+    s = Struct()
+    s.update({config.metadata_namespace: ai, config.ratelimit_namespace: {"hits_addend": info.prompt_tokens}})
+    return s
+
+
+def final_metadata(config: Config, provider: str, u: Usage) -> Struct:
+    """At the end of the response: the usage, and `hits_addend` = total tokens."""
+    ai = {
+        "total_tokens": u.total_tokens, "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+        "cached_tokens": u.cached_tokens, "reasoning_tokens": u.reasoning_tokens, "provider": display_name(provider),
+        "streaming": u.streaming, "usage_source": u.source,
+    }
+    if u.model is not None:
+        ai["model"] = u.model
+    if u.provider_model is not None:
+        ai["provider_model"] = u.provider_model
+    s = Struct()
+    s.update({config.metadata_namespace: ai, config.ratelimit_namespace: {"hits_addend": u.total_tokens}})
+    return s
+
+
+def _scalar(v) -> str | None:
+    kind = v.WhichOneof("kind")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "number_value":
+        n = v.number_value
+        return str(int(n)) if n.is_integer() else repr(n)
+    if kind == "bool_value":
+        return "true" if v.bool_value else "false"
+    return None
+
+
+def custom_labels(config: Config, metadata_context) -> dict[str, str]:
+    """Values of the configured labels from `ProcessingRequest.metadata_context`
+    (a missing or non-scalar value gets `missingLabelValue`)."""
+    out = {}
+    fm = metadata_context.filter_metadata
+    for lab in config.custom_labels:
+        value = None
+        if lab.metadata_namespace in fm:
+            node = fm[lab.metadata_namespace]
+            *heads, last = lab.path()
+            for key in heads:
+                if key not in node.fields or node.fields[key].WhichOneof("kind") != "struct_value":
+                    node = None
+                    break
+                node = node.fields[key].struct_value
+            if node is not None and last in node.fields:
+                value = _scalar(node.fields[last])
+        out[lab.name] = config.missing_label_value if value in (None, "") else value
+    return out

@@ -1,0 +1,69 @@
+"""Prometheus metrics of the sidecar (prometheus-client), with custom labels
+whose distinct values are capped so a hostile claim cannot explode memory."""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from .config import Config
+
+TOKEN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+PER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
+
+
+class LabelValues:
+    """Keeps at most `cap` distinct values of one label; later ones fold into
+    `overflow`. The placeholder for a missing value does not use up the cap."""
+
+    def __init__(self, cap: int, overflow: str, missing: str):
+        self.cap = cap
+        self.overflow = overflow
+        self.seen: set[str] = {missing, overflow}
+        self.lock = threading.Lock()
+        self.cap += len(self.seen)
+
+    def admit(self, value: str) -> str:
+        if value in self.seen:
+            return value
+        with self.lock:
+            if len(self.seen) < self.cap:
+                self.seen.add(value)
+                return value
+        return self.overflow
+
+
+class Metrics:
+    def __init__(self, config: Config, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        self.custom = [lab.name for lab in config.custom_labels]
+        cap, overflow, missing = config.label_values_max, config.overflow_value, config.missing_label_value
+        self.caps = {lab.name: LabelValues(cap, overflow, missing) for lab in config.custom_labels}
+        # the model label is capped too: the request controls it
+        self.model_values = LabelValues(cap, overflow, "")
+        names = ["llm", "model", *self.custom]
+        r = self.registry
+        self.prompt = Counter("ai_prompt_tokens", "Prompt tokens", names, registry=r)
+        self.completion = Counter("ai_completion_tokens", "Completion tokens", names, registry=r)
+        self.cached = Counter("ai_cached_tokens", "Prompt tokens served from cache", names, registry=r)
+        self.reasoning = Counter("ai_reasoning_tokens", "Completion tokens spent on reasoning", names, registry=r)
+        self.rate_limited = Counter("ai_rate_limited_tokens", "Tokens charged to rate limits (hits_addend)", names,
+                                    registry=r)
+        self.requests = Counter("ai_requests", "LLM requests seen, by where their numbers came from",
+                                [*names, "source"], registry=r)
+        self.exceptions = Counter("ai_exception_raised", "Exceptions while processing a stream (traffic passed through)",
+                                  ["stage"], registry=r)
+        self.anomalies = Counter("ai_scan_anomalies", "Oddities in response bodies, by kind", ["llm", "kind"],
+                                 registry=r)
+        self.duration = Histogram("ai_request_duration_seconds", "Request headers to end of response", names,
+                                  buckets=TOKEN_BUCKETS, registry=r)
+        self.ttft = Histogram("ai_time_to_first_token_seconds", "Request headers to the first response body bytes",
+                              names, buckets=TOKEN_BUCKETS, registry=r)
+        self.tpot = Histogram("ai_time_per_output_token_seconds",
+                              "Streaming: (end - first body bytes) / (completion tokens - 1)", names,
+                              buckets=PER_TOKEN_BUCKETS, registry=r)
+
+    def label_values(self, llm: str, model: str | None, custom: dict[str, str]) -> tuple[str, ...]:
+        model = self.model_values.admit(model or "")
+        return (llm, model, *(self.caps[n].admit(custom[n]) for n in self.custom))

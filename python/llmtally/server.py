@@ -1,0 +1,309 @@
+"""`llmtally serve`: the Envoy external processor (ext_proc) over gRPC.
+
+One `Exchange` per gRPC stream (= one HTTP request through Envoy) reads the
+request (path, provider, body, forwarded metadata), scans the response as it
+streams, and answers every ProcessingRequest with a response of the matching
+kind that changes nothing in the traffic; dynamic metadata rides on the
+request-body response (the estimate) and on the end-of-stream response (the
+usage). An exception in a stream is logged once, counted, and the rest of
+that stream passes through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+
+from . import _api
+from .config import Config
+from .metadata import custom_labels, final_metadata, request_metadata
+from .metrics import Metrics
+
+log = logging.getLogger("llmtally")
+
+PROVIDER_KEY = "x-llm-provider"
+SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+MAX_GRPC_MESSAGE = 64 << 20
+
+# Responses that change nothing, built once and reused.
+PASS = {
+    "request_headers": pb.ProcessingResponse(request_headers=pb.HeadersResponse()),
+    "response_headers": pb.ProcessingResponse(response_headers=pb.HeadersResponse()),
+    "request_body": pb.ProcessingResponse(request_body=pb.BodyResponse()),
+    "response_body": pb.ProcessingResponse(response_body=pb.BodyResponse()),
+    "request_trailers": pb.ProcessingResponse(request_trailers=pb.TrailersResponse()),
+    "response_trailers": pb.ProcessingResponse(response_trailers=pb.TrailersResponse()),
+}
+_EMPTY_OF = {"request_headers": pb.HeadersResponse, "response_headers": pb.HeadersResponse,
+             "request_body": pb.BodyResponse, "response_body": pb.BodyResponse,
+             "request_trailers": pb.TrailersResponse, "response_trailers": pb.TrailersResponse}
+
+
+def with_metadata(kind: str, struct) -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(**{kind: _EMPTY_OF[kind]()}, dynamic_metadata=struct)
+
+
+def headers_of(http_headers, wanted: tuple[str, ...]) -> dict[str, str]:
+    """Only the named headers (Envoy sends lowercase keys, values in raw_value)."""
+    out = {}
+    for h in http_headers.headers.headers:
+        if h.key in wanted:
+            out[h.key] = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+    return out
+
+
+class Host:
+    """What all streams share: configuration, metrics, the fault-injection hook."""
+
+    def __init__(self, config: Config, metrics: Metrics, fault_model: str | None = None):
+        self.config = config
+        self.metrics = metrics
+        self.backend = config.backend or None
+        self.fault_model = fault_model
+
+    def fault(self, stage: str, ex: "Exchange") -> None:
+        self.metrics.exceptions.labels(stage).inc()
+        log.warning("exception in %s (provider %s, path %s); the stream passes through", stage, ex.provider,
+                    ex.path.split("?", 1)[0], exc_info=True)
+
+
+class Exchange:
+    """The state of one HTTP request; bounded whatever the body sizes."""
+
+    __slots__ = ("host", "provider", "path", "labels", "body", "body_over", "request", "scanner", "t0", "t_first",
+                 "done", "broken")
+
+    def __init__(self, host: Host, provider_hint: str | None):
+        self.host = host
+        self.provider = provider_hint
+        self.path = ""
+        self.labels = None
+        self.body = bytearray()
+        self.body_over = False
+        self.request = None
+        self.scanner = None
+        self.t0 = time.monotonic()
+        self.t_first = None
+        self.done = False
+        self.broken = False
+
+    def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
+        """The response to one message (None for a message with nothing in it)."""
+        kind = req.WhichOneof("request")
+        if kind is None:
+            return None
+        if self.broken or self.done:
+            return PASS[kind]
+        if self.labels is None and req.HasField("metadata_context"):
+            self.labels = custom_labels(self.host.config, req.metadata_context)
+        try:
+            return getattr(self, kind)(req)
+        except Exception:
+            self.broken = True
+            self.host.fault(kind, self)
+            return PASS[kind]
+
+    # -- request --
+
+    def request_headers(self, req):
+        h = headers_of(req.request_headers, (":path", PROVIDER_KEY))
+        self.path = h.get(":path", "")
+        if self.provider is None:
+            self.provider = h.get(PROVIDER_KEY) or "auto"
+        if req.request_headers.end_of_stream:  # no body: nothing more will come
+            return self._request_done("request_headers")
+        return PASS["request_headers"]
+
+    def request_body(self, req):
+        b = req.request_body
+        if not self.body_over:
+            room = self.host.config.max_request_body_bytes - len(self.body)
+            self.body += b.body[:room]
+            self.body_over = len(b.body) > room
+        if b.end_of_stream:
+            return self._request_done("request_body")
+        return PASS["request_body"]
+
+    def request_trailers(self, req):
+        if self.request is None:
+            return self._request_done("request_trailers")
+        return PASS["request_trailers"]
+
+    def _parse(self) -> None:
+        info = _api.parse_request(bytes(self.body), self.provider or "auto", self.path, backend=self.host.backend)
+        if self.host.fault_model is not None and info.model == self.host.fault_model:
+            raise RuntimeError("fault injected for testing (LLMTALLY_FAULT_MODEL)")
+        self.request = info
+        self.body = bytearray()
+
+    def _request_done(self, kind: str):
+        self._parse()
+        return with_metadata(kind, request_metadata(self.host.config, self._llm(), self.request))
+
+    # -- response --
+
+    def _scanner(self, status=200, content_type="", content_encoding=""):
+        if self.request is None and (self.body or self.path):
+            self._parse()  # the request body was cut or never ended: read what came
+        c = self.host.config
+        self.scanner = _api.ResponseScanner(
+            self.provider or "auto", self.request, content_type=content_type, content_encoding=content_encoding,
+            status=status, path=self.path, backend=self.host.backend, max_decoded_bytes=c.max_decoded_bytes,
+            max_event_bytes=c.max_event_bytes)
+
+    def response_headers(self, req):
+        h = headers_of(req.response_headers, (":status", "content-type", "content-encoding"))
+        status = h.get(":status", "200")
+        self._scanner(int(status) if status.isdigit() and int(status) < 65536 else 0, h.get("content-type", ""),
+                      h.get("content-encoding", ""))
+        if req.response_headers.end_of_stream:
+            return self._finish("response_headers")
+        return PASS["response_headers"]
+
+    def response_body(self, req):
+        b = req.response_body
+        if self.scanner is None:
+            self._scanner()
+        if b.body:
+            if self.t_first is None:
+                self.t_first = time.monotonic()
+            self.scanner.feed(b.body)
+        if b.end_of_stream:
+            return self._finish("response_body")
+        return PASS["response_body"]
+
+    def response_trailers(self, req):
+        if self.scanner is None:
+            self._scanner()
+        return self._finish("response_trailers")
+
+    def _llm(self) -> str:
+        """The `llm` label: the provider id, resolved when `auto`."""
+        p = (self.provider or "auto").strip().lower()
+        if p in ("", "auto"):
+            return _api.resolve_provider("auto", self.path, backend=self.host.backend)
+        return p
+
+    def _finish(self, kind: str):
+        u = self._record()
+        return with_metadata(kind, final_metadata(self.host.config, self._llm(), u))
+
+    def _record(self) -> _api.Usage:
+        """Finish the scan, record the metrics once, return the usage."""
+        self.done = True
+        u = self.scanner.finish()
+        m = self.host.metrics
+        llm = self._llm()
+        labels = self.labels if self.labels is not None else custom_labels(self.host.config, _NO_METADATA)
+        values = m.label_values(llm, u.model, labels)
+        m.prompt.labels(*values).inc(u.prompt_tokens)
+        m.completion.labels(*values).inc(u.completion_tokens)
+        m.cached.labels(*values).inc(u.cached_tokens)
+        m.reasoning.labels(*values).inc(u.reasoning_tokens)
+        m.rate_limited.labels(*values).inc(u.total_tokens)
+        m.requests.labels(*values, u.source).inc()
+        now = time.monotonic()
+        m.duration.labels(*values).observe(now - self.t0)
+        if self.t_first is not None:
+            m.ttft.labels(*values).observe(self.t_first - self.t0)
+            if u.streaming and u.completion_tokens > 1:
+                m.tpot.labels(*values).observe((now - self.t_first) / (u.completion_tokens - 1))
+        self._anomalies(llm)
+        return u
+
+    def _anomalies(self, llm: str) -> None:
+        st = self.scanner.stats()
+        seen = {k: int(st[k]) for k in ("broken_docs", "corrupt_frames", "oversized_events", "decode_capped",
+                                        "decode_failed", "undecodable") if st[k]}
+        for k, n in seen.items():
+            self.host.metrics.anomalies.labels(llm, k).inc(n)
+        if seen:
+            log.warning("odd response body (provider %s, path %s): %s; traffic passed through unchanged",
+                        llm, self.path.split("?", 1)[0], seen)
+
+    def close(self) -> None:
+        """The gRPC stream ended. A response cut short (client gone, upstream
+        reset) still has its usage so far recorded."""
+        if not self.done and not self.broken and self.scanner is not None:
+            try:
+                self._record()
+            except Exception:
+                self.host.fault("close", self)
+
+
+class _NoMetadata:
+    filter_metadata: dict = {}
+
+
+_NO_METADATA = _NoMetadata()
+
+
+class Processor(pb_grpc.ExternalProcessorServicer):
+    def __init__(self, host: Host):
+        self.host = host
+
+    async def Process(self, request_iterator, context):
+        hint = None
+        for key, value in context.invocation_metadata() or ():
+            if key == PROVIDER_KEY and value:
+                hint = value
+        ex = Exchange(self.host, hint)
+        try:
+            async for req in request_iterator:
+                resp = ex.handle(req)
+                if resp is not None:
+                    yield resp
+        finally:
+            ex.close()
+
+
+async def serve(config: Config, *, fault_model: str | None = None, ready=None) -> None:
+    """Run until SIGTERM/SIGINT, then stop accepting and give open streams
+    `shutdown_grace_seconds` to finish."""
+    import prometheus_client
+
+    prometheus_client.disable_created_metrics()
+    metrics = Metrics(config)
+    host = Host(config, metrics, fault_model)
+    if config.default_encoding:
+        _api.set_default_encoding(config.default_encoding)
+    _api.count_tokens("warm up", encoding="o200k_base", backend=host.backend)  # load vocabularies before traffic
+    _api.count_tokens("warm up", encoding="cl100k_base", backend=host.backend)
+
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
+                                      ("grpc.max_send_message_length", MAX_GRPC_MESSAGE),
+                                      ("grpc.so_reuseport", 0)])
+    pb_grpc.add_ExternalProcessorServicer_to_server(Processor(host), server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    if server.add_insecure_port(config.listen) == 0 and not config.listen.startswith("unix"):
+        raise OSError(f"cannot listen on {config.listen}")
+    mhost, _, mport = config.metrics_addr.rpartition(":")
+    http, _ = prometheus_client.start_http_server(int(mport), addr=mhost.strip("[]"), registry=metrics.registry)
+    await server.start()
+    for svc in ("", SERVICE):
+        await health.set(svc, health_pb2.HealthCheckResponse.SERVING)
+    log.info("llmtally %s backend: ext_proc on %s, metrics on http://%s/metrics", _api.backend()
+             if host.backend is None else host.backend, config.listen, config.metrics_addr)
+    if ready is not None:
+        ready()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: draining open streams for up to %ss", config.shutdown_grace_seconds)
+    for svc in ("", SERVICE):
+        await health.set(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.stop(config.shutdown_grace_seconds)
+    http.shutdown()
+    log.info("stopped")
