@@ -1,0 +1,340 @@
+"""`llmtally serve` driven over a real socket by a real grpcio client:
+exact dynamic metadata and exact metric samples."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import grpc
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Struct
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+import oracle
+from conftest import CASES, load
+
+SECRET = "Bearer sk-test-SECRET-do-not-leak"
+CONFIG = """
+listen: {listen}
+metricsAddr: 127.0.0.1:{metrics}
+backend: {backend}
+stats:
+  labelValuesMax: {cap}
+  customLabels:
+  - name: team
+    metadataKey: principal:team
+  - name: user
+    metadataKey: principal/sub
+    keyDelimiter: /
+    metadataNamespace: envoy.filters.http.jwt_authn
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sidecar:
+    def __init__(self, tmp_path, backend="native", cap=100, listen=None):
+        self.grpc_addr = listen or f"127.0.0.1:{free_port()}"
+        self.metrics_port = free_port()
+        cfg = tmp_path / f"llmtally-{self.metrics_port}.yaml"
+        cfg.write_text(CONFIG.format(listen=self.grpc_addr, metrics=self.metrics_port, backend=backend, cap=cap))
+        env = dict(os.environ, LLMTALLY_FAULT_MODEL="explode")
+        self.log = tmp_path / f"serve-{self.metrics_port}.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "llmtally.cli", "serve", "--config", str(cfg)],
+                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env=env)
+        self.channel = grpc.insecure_channel(self.grpc_addr)
+        health = health_pb2_grpc.HealthStub(self.channel)
+        deadline = time.time() + 30
+        while True:
+            try:
+                r = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            except grpc.RpcError:
+                pass
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.time() < deadline, "sidecar did not become healthy"
+            time.sleep(0.1)
+        self.stub = pb_grpc.ExternalProcessorStub(self.channel)
+
+    def process(self, messages, provider=None):
+        md = [("x-llm-provider", provider)] if provider else None
+        return list(self.stub.Process(iter(messages), metadata=md, timeout=30))
+
+    def metrics(self) -> dict:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        out = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    def stop(self):
+        self.channel.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def sidecar(tmp_path_factory, request):
+    s = Sidecar(tmp_path_factory.mktemp("serve"))
+    yield s
+    s.stop()
+
+
+def hv(k, v):
+    return base_pb2.HeaderValue(key=k, raw_value=v.encode())
+
+
+def jwt_metadata(team=None, sub=None):
+    principal = {k: v for k, v in (("team", team), ("sub", sub)) if v is not None}
+    s = Struct()
+    s.update({"principal": principal})
+    return base_pb2.Metadata(filter_metadata={"envoy.filters.http.jwt_authn": s})
+
+
+def messages(path, request_body, status, content_type, response_chunks, *, header_provider=None, md=None,
+             encoding=None):
+    headers = [hv(":method", "POST"), hv(":path", path), hv("authorization", SECRET), hv("x-api-key", SECRET)]
+    if header_provider:
+        headers.append(hv("x-llm-provider", header_provider))
+    resp_headers = [hv(":status", str(status)), hv("content-type", content_type)]
+    if encoding:
+        resp_headers.append(hv("content-encoding", encoding))
+    kw = {"metadata_context": md} if md is not None else {}
+    out = [pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=headers)), **kw),
+           pb.ProcessingRequest(request_body=pb.HttpBody(body=request_body, end_of_stream=True), **kw),
+           pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=resp_headers)), **kw)]
+    for i, c in enumerate(response_chunks):
+        out.append(pb.ProcessingRequest(response_body=pb.HttpBody(body=c, end_of_stream=i == len(response_chunks) - 1),
+                                        **kw))
+    return out
+
+
+def split3(b: bytes):
+    n = max(1, len(b) // 3)
+    return [b[:n], b[n:2 * n], b[2 * n:]]
+
+
+def md_of(resp) -> dict:
+    return json_format.MessageToDict(resp.dynamic_metadata)
+
+
+def floats(d):
+    return {k: floats(v) if isinstance(v, dict) else float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+            for k, v in d.items()}
+
+
+DISPLAY = {"openai": "OpenAI", "azure": "AzureOpenAI", "anthropic": "Anthropic", "gemini": "Gemini",
+           "vertex-ai": "VertexAI", "bedrock": "Bedrock", "mistral": "Mistral", "ollama": "Ollama"}
+
+
+def expected_final(u: dict, llm: str) -> dict:
+    ai = {"total_tokens": u["total_tokens"], "prompt_tokens": u["prompt_tokens"], "completion_tokens": u["completion_tokens"],
+          "cached_tokens": u["cached_tokens"], "reasoning_tokens": u["reasoning_tokens"],
+          "provider": DISPLAY.get(llm, llm), "streaming": u["streaming"], "usage_source": u["source"]}
+    if u["model"] is not None:
+        ai["model"] = u["model"]
+    if u["provider_model"] is not None:
+        ai["provider_model"] = u["provider_model"]
+    return floats({"ai.gateway.kgateway.dev": ai, "envoy.ratelimit": {"hits_addend": u["total_tokens"]}})
+
+
+def case_messages(case, **kw):
+    body = load(case["request"]) if "request" in case else b"{}"
+    ct = case.get("content_type") or ""
+    return messages(case.get("path") or "/", body, case.get("status", 200), ct, split3(load(case["response"])), **kw)
+
+
+def expected_request(case, llm):
+    """The request-body metadata: model, streaming and the prompt estimate (from the oracle)."""
+    import llmtally
+    info = llmtally.parse_request(load(case["request"]) if "request" in case else b"{}", case["provider"],
+                                  case.get("path") or "/")
+    prompt = oracle.prompt_estimate(json.loads(load(case["request"])), llm, oracle.encoding_for(info.model)) \
+        if "request" in case else 0
+    ai = {"provider": DISPLAY.get(llm, llm), "streaming": info.streaming, "prompt_tokens": prompt}
+    if info.model is not None:
+        ai["model"] = info.model
+    return floats({"ai.gateway.kgateway.dev": ai, "envoy.ratelimit": {"hits_addend": prompt}})
+
+
+@pytest.mark.parametrize("via", ["grpc-metadata", "request-header"])
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_every_case_gives_exact_metadata(sidecar, case, via):
+    import llmtally
+    provider = case["provider"]
+    msgs = case_messages(case, header_provider=provider if via == "request-header" else None)
+    resps = sidecar.process(msgs, provider=provider if via == "grpc-metadata" else None)
+    assert [r.WhichOneof("response") for r in resps] == [m.WhichOneof("request") for m in msgs]
+    for r in resps:  # nothing in the traffic changes
+        inner = getattr(r, r.WhichOneof("response"))
+        assert not inner.response.HasField("header_mutation") and not inner.response.HasField("body_mutation")
+        assert inner.response.status == 0 and not r.HasField("immediate_response")
+    llm = provider if provider != "auto" else llmtally.resolve_provider("auto", case.get("path") or "/")
+    want_request = expected_request(case, llm)
+    assert md_of(resps[1]) == want_request
+    assert [md_of(r) for r in resps[2:-1]] == [{}] * (len(resps) - 3)
+    # a request is always known to the sidecar (`{}` when the case has none): its flag decides
+    # `streaming`, its model (from the body or the path) is the model, else the provider's
+    req_ai = want_request["ai.gateway.kgateway.dev"]
+    usage = dict(case["usage"], streaming=req_ai["streaming"],
+                 model=req_ai.get("model", case["usage"]["provider_model"]))
+    assert md_of(resps[-1]) == expected_final(usage, llm)
+
+
+def sample(m, name, **labels):
+    return m.get((name, tuple(sorted(labels.items()))))
+
+
+SEED_NONSTREAM = next(c for c in CASES if c["name"].startswith("openai chat non-streaming"))
+SEED_STREAM = next(c for c in CASES if c["name"].startswith("openai stream with include_usage"))
+NO_USAGE = next(c for c in CASES if c["name"] == "openai stream without usage")
+
+
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_metrics_per_team_with_overflow_and_missing_labels(tmp_path, backend):
+    s = Sidecar(tmp_path, backend=backend, cap=2)
+    try:
+        runs = [(SEED_NONSTREAM, "dev", "alice"), (SEED_STREAM, "ops", "bob"), (SEED_STREAM, "qa", "carol"),
+                (NO_USAGE, None, None), (SEED_NONSTREAM, "dev", "alice")]
+        for case, team, sub in runs:
+            md = jwt_metadata(team, sub) if team else None
+            resps = s.process(case_messages(case, md=md), provider="openai")
+            assert md_of(resps[-1])["ai.gateway.kgateway.dev"]["usage_source"] == case["usage"]["source"]
+        m = s.metrics()
+        common = {"llm": "openai", "model": "gpt-3.5-turbo"}
+        want = {  # (team, user): (prompt, completion) -- cap 2: "qa"/"carol" fold into overflow
+            ("dev", "alice"): (42, 44), ("ops", "bob"): (21, 40), ("overflow", "overflow"): (21, 40),
+            ("unknown", "unknown"): (21, 40),
+        }
+        for (team, user), (prompt, completion) in want.items():
+            labels = dict(common, team=team, user=user)
+            assert sample(m, "ai_prompt_tokens_total", **labels) == prompt
+            assert sample(m, "ai_completion_tokens_total", **labels) == completion
+            assert sample(m, "ai_rate_limited_tokens_total", **labels) == prompt + completion
+        assert sample(m, "ai_requests_total", **common, team="unknown", user="unknown", source="tokenizer") == 1
+        assert sample(m, "ai_requests_total", **common, team="dev", user="alice", source="provider") == 2
+        assert sum(v for (n, _), v in m.items() if n == "ai_prompt_tokens_total") == 105
+        assert sample(m, "ai_request_duration_seconds_count", **common, team="dev", user="alice") == 2
+        assert sample(m, "ai_time_to_first_token_seconds_count", **common, team="ops", user="bob") == 1
+        assert sample(m, "ai_time_per_output_token_seconds_count", **common, team="ops", user="bob") == 1
+        assert sample(m, "ai_time_per_output_token_seconds_count", **common, team="dev", user="alice") is None
+        assert not any(n.endswith("_created") for n, _ in m)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{s.metrics_port}/metrics").read().decode()
+        assert "SECRET" not in text
+    finally:
+        s.stop()
+    assert "SECRET" not in s.log.read_text()
+
+
+def test_exception_in_one_stream_leaves_the_others_unaffected(tmp_path):
+    s = Sidecar(tmp_path)
+    try:
+        bad = messages("/v1/chat/completions", b'{"model":"explode","messages":[]}', 200, "text/event-stream",
+                       split3(load(SEED_STREAM["response"])))
+        results = {}
+
+        def run(name, msgs):
+            def slow():
+                for m in msgs:
+                    time.sleep(0.02)
+                    yield m
+            results[name] = list(s.stub.Process(slow(), metadata=[("x-llm-provider", "openai")], timeout=30))
+
+        threads = [threading.Thread(target=run, args=("bad", bad)),
+                   threading.Thread(target=run, args=("good", case_messages(SEED_STREAM)))]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert [r.WhichOneof("response") for r in results["bad"]] == [m.WhichOneof("request") for m in bad]
+        assert all(md_of(r) == {} for r in results["bad"])
+        assert md_of(results["good"][-1]) == expected_final(SEED_STREAM["usage"], "openai")
+        m = s.metrics()
+        assert sample(m, "ai_exception_raised_total", stage="request_body") == 1
+        assert sample(m, "ai_prompt_tokens_total", llm="openai", model="gpt-3.5-turbo", team="unknown",
+                      user="unknown") == 21
+    finally:
+        s.stop()
+    log = s.log.read_text()
+    assert log.count("exception in request_body") == 1 and "SECRET" not in log
+
+
+def test_graceful_shutdown_lets_open_streams_finish(tmp_path):
+    s = Sidecar(tmp_path)
+    msgs = case_messages(SEED_STREAM)
+    sent_sigterm = threading.Event()
+
+    def slow():
+        for i, m in enumerate(msgs):
+            if i == 3:
+                s.proc.send_signal(signal.SIGTERM)
+                sent_sigterm.set()
+                time.sleep(0.5)
+            yield m
+
+    resps = list(s.stub.Process(slow(), metadata=[("x-llm-provider", "openai")], timeout=30))
+    assert sent_sigterm.is_set()
+    assert md_of(resps[-1]) == expected_final(SEED_STREAM["usage"], "openai")
+    assert s.proc.wait(timeout=30) == 0
+    with pytest.raises(grpc.RpcError):
+        s.process(case_messages(SEED_STREAM), provider="openai")
+    s.stop()
+
+
+def test_unix_socket_and_auto_detection(tmp_path):
+    sock = tmp_path / "llmtally.sock"
+    s = Sidecar(tmp_path, listen=f"unix:{sock}")
+    try:
+        case = next(c for c in CASES if c["name"] == "anthropic stream")
+        resps = s.process(case_messages(case))  # no provider given: detected from /v1/messages
+        assert md_of(resps[-1]) == expected_final(case["usage"], "anthropic")
+        assert sample(s.metrics(), "ai_completion_tokens_total", llm="anthropic", model="claude-sonnet-4-5",
+                      team="unknown", user="unknown") == 15
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("config, message", [
+    ("listen: nowhere\n", "listen: 'nowhere' is not host:port"),
+    ("metricsAddr: unix:/x\n", "metricsAddr: 'unix:/x' is not host:port"),
+    ("stats:\n  customLabels:\n  - name: 'bad-name'\n    metadataKey: a\n", "is not a valid Prometheus label name"),
+    ("stats:\n  customLabels:\n  - name: model\n    metadataKey: a\n", "is reserved"),
+    ("colour: blue\n", "unknown setting 'colour'"),
+    ("logLevel: loud\n", "logLevel: 'loud' is not one of"),
+    ("maxRequestBodyBytes: many\n", "maxRequestBodyBytes: 'many' is not a number"),
+    ("- just\n- a list\n", "must hold a mapping"),
+])
+def test_invalid_config_fails_at_start_with_one_clear_line(tmp_path, config, message):
+    f = tmp_path / "bad.yaml"
+    f.write_text(config)
+    r = subprocess.run([sys.executable, "-m", "llmtally.cli", "serve", "--config", str(f)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.startswith("llmtally: error: invalid configuration: ") and r.stderr.count("\n") == 1
+    assert message in r.stderr
+
+
+def test_flags_and_env_override_the_file(tmp_path):
+    from llmtally.config import load
+    f = tmp_path / "c.yaml"
+    f.write_text("listen: 127.0.0.1:1\nmetricsAddr: 127.0.0.1:2\nlogLevel: debug\n")
+    c = load(str(f), {"listen": "unix:/run/x.sock"}, {"LLMTALLY_METRICS_ADDR": "0.0.0.0:9999"})
+    assert (c.listen, c.metrics_addr, c.log_level) == ("unix:/run/x.sock", "0.0.0.0:9999", "debug")
+    c = load(None, {}, {"LLMTALLY_CONFIG": str(f), "LLMTALLY_LOG_LEVEL": "error"})
+    assert (c.listen, c.log_level) == ("127.0.0.1:1", "error")
