@@ -31,6 +31,15 @@ class CustomLabel:
 
 
 @dataclass(frozen=True)
+class RateLimitConfig:
+    #: must equal the `domain` of Envoy's ratelimit filter
+    domain: str = "llmtally"
+    window_seconds: int = 60
+    #: (descriptor key, tokens per window, optional value)
+    limits: tuple = ()
+
+
+@dataclass(frozen=True)
 class Config:
     #: gRPC listen address: host:port, unix:/path or unix-abstract:name
     listen: str = "127.0.0.1:18080"
@@ -56,6 +65,8 @@ class Config:
     shutdown_grace_seconds: float = 10.0
     #: scanning backend: native, python, or empty for the default
     backend: str = ""
+    #: the token-budget rate-limit service; None: not served
+    rate_limit: RateLimitConfig | None = None
 
     def validate(self) -> "Config":
         _addr("listen", self.listen, unix=True)
@@ -106,7 +117,7 @@ def _addr(what: str, value: str, *, unix: bool) -> None:
 
 
 # YAML keys (camelCase, as kgateway spells them) -> Config fields
-_KEYS = {_camel(f.name): f.name for f in dataclasses.fields(Config) if f.name != "custom_labels"}
+_KEYS = {_camel(f.name): f.name for f in dataclasses.fields(Config) if f.name not in ("custom_labels", "rate_limit")}
 _ENV = {
     "LLMTALLY_LISTEN": "listen",
     "LLMTALLY_METRICS_ADDR": "metrics_addr",
@@ -141,10 +152,12 @@ def _from_mapping(doc) -> dict:
     for key, value in doc.items():
         if key == "stats":
             out.update(_stats(value))
+        elif key == "rateLimit":
+            out["rate_limit"] = _rate_limit(value)
         elif key in _KEYS:
             out[_KEYS[key]] = _coerce(_KEYS[key], value)
         else:
-            raise ConfigError(f"unknown setting {key!r} (known: stats, {', '.join(sorted(_KEYS))})")
+            raise ConfigError(f"unknown setting {key!r} (known: rateLimit, stats, {', '.join(sorted(_KEYS))})")
     return out
 
 
@@ -171,6 +184,33 @@ def _stats(stats) -> dict:
         labels.append(CustomLabel(**kw))
     out["custom_labels"] = tuple(labels)
     return out
+
+
+def _rate_limit(doc) -> RateLimitConfig:
+    from .ratelimit import UNITS, TokenLimit
+
+    if not isinstance(doc, dict) or set(doc) - {"domain", "windowSeconds", "limits"}:
+        raise ConfigError("rateLimit: expected a mapping with domain, windowSeconds and limits")
+    window = doc.get("windowSeconds", 60)
+    if window not in UNITS:
+        raise ConfigError(f"rateLimit.windowSeconds: {window!r} is not one of {sorted(UNITS)}")
+    limits = []
+    for i, item in enumerate(doc.get("limits") or []):
+        where = f"rateLimit.limits[{i}]"
+        if not isinstance(item, dict) or set(item) - {"descriptorKey", "value", "tokens"} \
+                or not isinstance(item.get("descriptorKey"), str) or not item.get("descriptorKey"):
+            raise ConfigError(f"{where}: needs descriptorKey and tokens (and optionally value)")
+        tokens = item.get("tokens")
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
+            raise ConfigError(f"{where}.tokens: must be a positive integer")
+        value = item.get("value")
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{where}.value: must be a string")
+        limits.append(TokenLimit(item["descriptorKey"], tokens, value))
+    domain = doc.get("domain", "llmtally")
+    if not isinstance(domain, str) or not domain:
+        raise ConfigError("rateLimit.domain: must be a non-empty string")
+    return RateLimitConfig(domain=domain, window_seconds=window, limits=tuple(limits))
 
 
 def load(path: str | None = None, flags: dict | None = None, environ=None) -> Config:

