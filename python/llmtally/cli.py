@@ -70,6 +70,12 @@ def _serve(args) -> int:
     return 0
 
 
+def _demo(args) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(keep_running=args.keep_running)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="llmtally", description="Exact token accounting for LLM traffic.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -95,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--metrics-addr", metavar="HOST:PORT", help="Prometheus /metrics address")
     v.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     v.set_defaults(func=_serve)
+    d = sub.add_parser("demo", help="run the seed walkthrough: Envoy + llmtally + a mock LLM, on loopback")
+    d.add_argument("--keep-running", action="store_true", help="stay up afterwards and print curl commands")
+    d.set_defaults(func=_demo)
     return p
 
 

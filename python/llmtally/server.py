@@ -79,7 +79,7 @@ class Exchange:
     """The state of one HTTP request; bounded whatever the body sizes."""
 
     __slots__ = ("host", "provider", "path", "labels", "body", "body_over", "request", "scanner", "t0", "t_first",
-                 "done", "broken")
+                 "done", "broken", "saw_request")
 
     def __init__(self, host: Host, provider_hint: str | None):
         self.host = host
@@ -94,6 +94,7 @@ class Exchange:
         self.t_first = None
         self.done = False
         self.broken = False
+        self.saw_request = False
 
     def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
         """The response to one message (None for a message with nothing in it)."""
@@ -114,6 +115,7 @@ class Exchange:
     # -- request --
 
     def request_headers(self, req):
+        self.saw_request = True
         h = headers_of(req.request_headers, (":path", PROVIDER_KEY))
         self.path = h.get(":path", "")
         if self.provider is None:
@@ -123,6 +125,7 @@ class Exchange:
         return PASS["request_headers"]
 
     def request_body(self, req):
+        self.saw_request = True
         b = req.request_body
         if not self.body_over:
             room = self.host.config.max_request_body_bytes - len(self.body)
@@ -197,9 +200,13 @@ class Exchange:
         return with_metadata(kind, final_metadata(self.host.config, self._llm(), u))
 
     def _record(self) -> _api.Usage:
-        """Finish the scan, record the metrics once, return the usage."""
+        """Finish the scan, record the metrics once, return the usage. A
+        response whose request never reached llmtally (a local reply, such as
+        Envoy's own 429 from an earlier filter) is not an LLM call: no metrics."""
         self.done = True
         u = self.scanner.finish()
+        if not self.saw_request:
+            return u
         m = self.host.metrics
         llm = self._llm()
         labels = self.labels if self.labels is not None else custom_labels(self.host.config, _NO_METADATA)

