@@ -3,6 +3,7 @@
 //! complete; a final group of 2 or 3 characters (padded or not) is decoded at
 //! the end; any other character, or data after `=`, stops decoding.
 
+#[derive(Default)]
 pub struct Base64 {
     acc: u32,
     n: u8,
@@ -19,12 +20,6 @@ fn value(c: u8) -> Option<u32> {
         b'/' => 63,
         _ => return None,
     } as u32)
-}
-
-impl Default for Base64 {
-    fn default() -> Self {
-        Base64 { acc: 0, n: 0, pad: false, failed: false }
-    }
 }
 
 impl Base64 {

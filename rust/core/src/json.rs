@@ -538,14 +538,10 @@ impl JsonScanner {
                         false
                     }
                 }
-                St::Colon => {
-                    if b == b':' {
-                        self.value_pat = self.lookup_key();
-                        self.st = St::Value;
-                        true
-                    } else {
-                        false
-                    }
+                St::Colon if b == b':' => {
+                    self.value_pat = self.lookup_key();
+                    self.st = St::Value;
+                    true
                 }
                 St::CommaOrEnd => {
                     let in_obj = matches!(self.stack.last().map(|f| f.pat), Some(Pat::Obj(..)));

@@ -11,8 +11,7 @@
 //! `content_block_start`, each content block (`index`) its own text.
 
 use super::openai::ERROR_OBJ;
-use super::Format;
-use crate::json::Pat::{self, Arr, Leaf, Obj};
+use crate::json::Pat::{self, Leaf, Obj};
 use crate::usage::field::*;
 
 pub(crate) const USAGE: Pat = Obj(
@@ -53,12 +52,4 @@ static DOC: Pat = Obj(
         ("content_block", BLOCK_START),
     ],
 );
-static ARRAY: Pat = Arr(&DOC);
-
-pub static FORMAT: Format = Format {
-    pat: &DOC,
-    array: &ARRAY,
-    inner: None,
-    prompt_adds_cache: true,
-    completion_adds_reasoning: false,
-};
+declare_format!(inner: None, prompt_adds_cache: true, completion_adds_reasoning: false);

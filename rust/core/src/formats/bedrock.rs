@@ -19,8 +19,7 @@
 
 use super::anthropic;
 use super::openai::ERROR_OBJ;
-use super::Format;
-use crate::json::Pat::{self, Arr, Leaf, Obj};
+use crate::json::Pat::{self, Leaf, Obj};
 use crate::usage::field::*;
 
 const USAGE: Pat = Obj(
@@ -84,12 +83,4 @@ static DOC: Pat = Obj(
         ("error", ERROR_OBJ),
     ],
 );
-static ARRAY: Pat = Arr(&DOC);
-
-pub static FORMAT: Format = Format {
-    pat: &DOC,
-    array: &ARRAY,
-    inner: Some(&INNER),
-    prompt_adds_cache: true,
-    completion_adds_reasoning: false,
-};
+declare_format!(inner: Some(&INNER), prompt_adds_cache: true, completion_adds_reasoning: false);

@@ -10,7 +10,6 @@
 //! Text for counting: `candidates[].content.parts[].text`, per candidate.
 
 use super::openai::ERROR_OBJ;
-use super::Format;
 use crate::json::Pat::{self, Arr, Leaf, Obj};
 use crate::usage::field::*;
 
@@ -43,12 +42,4 @@ static DOC: Pat = Obj(
         ("candidates", Arr(&CANDIDATE)),
     ],
 );
-static ARRAY: Pat = Arr(&DOC);
-
-pub static FORMAT: Format = Format {
-    pat: &DOC,
-    array: &ARRAY,
-    inner: None,
-    prompt_adds_cache: false,
-    completion_adds_reasoning: true,
-};
+declare_format!(inner: None, prompt_adds_cache: false, completion_adds_reasoning: true);

@@ -2,6 +2,21 @@
 //! Each format is a union of the documents its provider's APIs send (a path
 //! that does not occur costs nothing).
 
+/// Declares a module's `FORMAT` from its document pattern `DOC`, with the
+/// array form (`[DOC, DOC, ...]`) derived from it.
+macro_rules! declare_format {
+    (inner: $inner:expr, prompt_adds_cache: $pac:expr, completion_adds_reasoning: $car:expr) => {
+        static ARRAY: crate::json::Pat = crate::json::Pat::Arr(&DOC);
+        pub static FORMAT: super::Format = super::Format {
+            pat: &DOC,
+            array: &ARRAY,
+            inner: $inner,
+            prompt_adds_cache: $pac,
+            completion_adds_reasoning: $car,
+        };
+    };
+}
+
 pub mod anthropic;
 pub mod bedrock;
 pub mod gemini;

@@ -6,7 +6,6 @@
 //! (chat), `response`, `thinking` (generate).
 
 use super::openai::ERROR_OBJ;
-use super::Format;
 use crate::json::Pat::{self, Arr, Leaf, Obj};
 use crate::usage::field::*;
 
@@ -34,12 +33,4 @@ static DOC: Pat = Obj(
         ("error", ERROR_OBJ),
     ],
 );
-static ARRAY: Pat = Arr(&DOC);
-
-pub static FORMAT: Format = Format {
-    pat: &DOC,
-    array: &ARRAY,
-    inner: None,
-    prompt_adds_cache: false,
-    completion_adds_reasoning: false,
-};
+declare_format!(inner: None, prompt_adds_cache: false, completion_adds_reasoning: false);

@@ -18,7 +18,6 @@
 //! `function.name` and `function.arguments`, legacy `choices[].text`, and
 //! the Responses API's `delta` strings keyed by `output_index`/`content_index`.
 
-use super::Format;
 use crate::json::Pat::{self, Arr, Leaf, Obj};
 use crate::usage::field::*;
 
@@ -75,12 +74,4 @@ static DOC: Pat = Obj(
         ("delta", Leaf(T_CONTENT)),
     ],
 );
-static ARRAY: Pat = Arr(&DOC);
-
-pub static FORMAT: Format = Format {
-    pat: &DOC,
-    array: &ARRAY,
-    inner: None,
-    prompt_adds_cache: false,
-    completion_adds_reasoning: false,
-};
+declare_format!(inner: None, prompt_adds_cache: false, completion_adds_reasoning: false);
