@@ -146,6 +146,7 @@ def test_a_client_that_disconnects_mid_stream(stack):
     alice = stack.key.token(jwt.ALICE)
     labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": "dev"}
     m0 = samples(stack)
+    logged = len(stack.access_lines(0))
     conn = http.client.HTTPConnection("127.0.0.1", stack.listen_port, timeout=30)
     conn.request("POST", "/openai", body=json.dumps(dict(SEED_BODY, stream=True)),
                  headers={"Authorization": f"Bearer {alice}", "content-type": "application/json",
@@ -167,6 +168,8 @@ def test_a_client_that_disconnects_mid_stream(stack):
     full = oracle.count(" ".join([ANSWER] * 40), "cl100k_base")
     partial = sample(m1, "ai_completion_tokens_total", **labels) - sample(m0, "ai_completion_tokens_total", **labels)
     assert 0 < partial < full  # what was seen before the cut is recorded
+    lines = stack.access_lines(logged + 1)  # Envoy logs the cut request once it has torn it down
+    assert (len(lines), lines[-1]["user"], lines[-1]["prompt_tokens"]) == (logged + 1, "alice", 21)
     status, _, line = send(stack, "/openai", alice, SEED_BODY)  # and the gateway carries on
     assert status == 200 and line["prompt_tokens"] == 21
 
