@@ -109,10 +109,11 @@ impl ShortString {
     }
     /// The value, unless empty or too long.
     pub fn take(&mut self) -> Option<String> {
-        if self.over || self.buf.is_empty() {
-            return None;
-        }
-        Some(String::from_utf8_lossy(&self.buf).into_owned())
+        self.valid().then(|| String::from_utf8_lossy(&self.buf).into_owned())
+    }
+
+    fn valid(&self) -> bool {
+        !self.over && !self.buf.is_empty()
     }
 }
 
@@ -123,6 +124,8 @@ pub struct UsageAcc {
     pub provider_model: Option<String>,
     pub errors: u64,
     model_buf: ShortString,
+    /// The bytes `provider_model` was made from.
+    model_bytes: Vec<u8>,
 }
 
 impl UsageAcc {
@@ -166,10 +169,10 @@ impl Sink for UsageAcc {
         }
     }
     fn str_end(&mut self, f: Field) {
-        if f == field::MODEL {
-            if let Some(m) = self.model_buf.take() {
-                self.provider_model = Some(m);
-            }
+        // streams repeat the model in every chunk: build the String only when it changes
+        if f == field::MODEL && self.model_buf.valid() && self.model_bytes != self.model_buf.buf {
+            self.model_bytes.clone_from(&self.model_buf.buf);
+            self.provider_model = self.model_buf.take();
         }
     }
     fn enter(&mut self, mark: Field) {

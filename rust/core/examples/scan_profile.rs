@@ -1,0 +1,31 @@
+//! Throughput of the core on a ~1000-delta OpenAI stream, fed in 16 KiB chunks:
+//! `cargo run --release --example scan_profile`.
+use llmtally_core::{ResponseMeta, ResponseScanner};
+use std::time::Instant;
+
+fn main() {
+    let head = br#"data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":{"content":" word"},"logprobs":null,"finish_reason":null}],"usage":null}
+
+"#;
+    let tail = br#"data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,"model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":21,"completion_tokens":1000,"total_tokens":1021}}
+
+data: [DONE]
+
+"#;
+    let mut body = head.repeat(1000);
+    body.extend_from_slice(tail);
+    let meta = ResponseMeta { content_type: "text/event-stream".into(), ..ResponseMeta::default() };
+    let mut best = f64::MAX;
+    let runs: usize = std::env::var("RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let mut sc = ResponseScanner::new("openai", None, &meta);
+        for c in body.chunks(16 * 1024) {
+            sc.feed(c);
+        }
+        let u = sc.finish();
+        assert_eq!(u.total_tokens, 1021);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!("{} bytes, best {:.1} us, {:.0} MB/s", body.len(), best * 1e6, body.len() as f64 / best / 1e6);
+}
