@@ -42,6 +42,7 @@ class Metrics:
         self.caps = {lab.name: LabelValues(cap, overflow, missing) for lab in config.custom_labels}
         # the model label is capped too: the request controls it
         self.model_values = LabelValues(cap, overflow, "")
+        self._series: dict[tuple[str, ...], Series] = {}
         names = ["llm", "model", *self.custom]
         r = self.registry
         self.prompt = Counter("ai_prompt_tokens", "Prompt tokens", names, registry=r)
@@ -67,3 +68,20 @@ class Metrics:
     def label_values(self, llm: str, model: str | None, custom: dict[str, str]) -> tuple[str, ...]:
         model = self.model_values.admit(model or "")
         return (llm, model, *(self.caps[n].admit(custom[n]) for n in self.custom))
+
+    def series(self, values: tuple[str, ...]) -> "Series":
+        """The labelled children for one label tuple, made once (every label value is capped, so
+        the cache is bounded); prometheus-client's labels() is slow on the hot path."""
+        s = self._series.get(values)
+        if s is None:
+            s = self._series[values] = Series(self, values)
+        return s
+
+
+class Series:
+    __slots__ = ("prompt", "completion", "cached", "reasoning", "rate_limited", "duration", "ttft", "tpot", "requests")
+
+    def __init__(self, m: Metrics, values: tuple[str, ...]):
+        for name in ("prompt", "completion", "cached", "reasoning", "rate_limited", "duration", "ttft", "tpot"):
+            setattr(self, name, getattr(m, name).labels(*values))
+        self.requests = {src: m.requests.labels(*values, src) for src in ("provider", "tokenizer", "none")}

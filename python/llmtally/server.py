@@ -210,19 +210,19 @@ class Exchange:
         m = self.host.metrics
         llm = self._llm()
         labels = self.labels if self.labels is not None else custom_labels(self.host.config, _NO_METADATA)
-        values = m.label_values(llm, u.model, labels)
-        m.prompt.labels(*values).inc(u.prompt_tokens)
-        m.completion.labels(*values).inc(u.completion_tokens)
-        m.cached.labels(*values).inc(u.cached_tokens)
-        m.reasoning.labels(*values).inc(u.reasoning_tokens)
-        m.rate_limited.labels(*values).inc(u.total_tokens)
-        m.requests.labels(*values, u.source).inc()
+        s = m.series(m.label_values(llm, u.model, labels))
+        s.prompt.inc(u.prompt_tokens)
+        s.completion.inc(u.completion_tokens)
+        s.cached.inc(u.cached_tokens)
+        s.reasoning.inc(u.reasoning_tokens)
+        s.rate_limited.inc(u.total_tokens)
+        s.requests[u.source].inc()
         now = time.monotonic()
-        m.duration.labels(*values).observe(now - self.t0)
+        s.duration.observe(now - self.t0)
         if self.t_first is not None:
-            m.ttft.labels(*values).observe(self.t_first - self.t0)
+            s.ttft.observe(self.t_first - self.t0)
             if u.streaming and u.completion_tokens > 1:
-                m.tpot.labels(*values).observe((now - self.t_first) / (u.completion_tokens - 1))
+                s.tpot.observe((now - self.t_first) / (u.completion_tokens - 1))
         self._anomalies(llm)
         return u
 
