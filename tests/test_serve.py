@@ -48,11 +48,12 @@ def free_port() -> int:
 
 
 class Sidecar:
-    def __init__(self, tmp_path, backend="native", cap=100, listen=None):
+    def __init__(self, tmp_path, backend="native", cap=100, listen=None, extra=""):
         self.grpc_addr = listen or f"127.0.0.1:{free_port()}"
         self.metrics_port = free_port()
         cfg = tmp_path / f"llmtally-{self.metrics_port}.yaml"
-        cfg.write_text(CONFIG.format(listen=self.grpc_addr, metrics=self.metrics_port, backend=backend, cap=cap))
+        cfg.write_text(CONFIG.format(listen=self.grpc_addr, metrics=self.metrics_port, backend=backend, cap=cap)
+                       + extra)
         env = dict(os.environ, LLMTALLY_FAULT_MODEL="explode")
         self.log = tmp_path / f"serve-{self.metrics_port}.log"
         self.proc = subprocess.Popen([sys.executable, "-m", "llmtally.cli", "serve", "--config", str(cfg)],
@@ -311,7 +312,34 @@ def test_unix_socket_and_auto_detection(tmp_path):
         s.stop()
 
 
+def test_workers_share_the_port_and_one_metrics_endpoint(tmp_path):
+    s = Sidecar(tmp_path, extra="workers: 2\n")
+    try:
+        import psutil
+        children = [c for c in psutil.Process(s.proc.pid).children()  # not multiprocessing's resource tracker
+                    if "resource_tracker" not in " ".join(c.cmdline())]
+        assert len(children) == 2
+        n = 12
+        for _ in range(n):  # a new connection each time, so the kernel spreads them over the workers
+            with grpc.insecure_channel(s.grpc_addr) as ch:
+                resps = list(pb_grpc.ExternalProcessorStub(ch).Process(iter(case_messages(SEED_STREAM)),
+                                                                       metadata=[("x-llm-provider", "openai")]))
+                assert md_of(resps[-1]) == expected_final(SEED_STREAM["usage"], "openai")
+        m = s.metrics()
+        labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": "unknown", "user": "unknown"}
+        assert sample(m, "ai_prompt_tokens_total", **labels) == 21 * n
+        assert sample(m, "ai_completion_tokens_total", **labels) == 40 * n
+        assert sample(m, "ai_requests_total", **labels, source="provider") == n
+        busy = [c for c in children if c.cpu_times().user > 0]
+        assert len(busy) == 2
+    finally:
+        s.stop()
+    assert s.proc.returncode == 0
+
+
 @pytest.mark.parametrize("config, message", [
+    ("workers: 2\nrateLimit:\n  limits: []\n", "rateLimit budgets live in one process"),
+    ("workers: 2\nlisten: unix:/tmp/x.sock\n", "cannot share a unix socket"),
     ("listen: nowhere\n", "listen: 'nowhere' is not host:port"),
     ("metricsAddr: unix:/x\n", "metricsAddr: 'unix:/x' is not host:port"),
     ("stats:\n  customLabels:\n  - name: 'bad-name'\n    metadataKey: a\n", "is not a valid Prometheus label name"),

@@ -51,7 +51,6 @@ def _count(args) -> int:
 
 
 def _serve(args) -> int:
-    import asyncio
     import logging
     import os
 
@@ -59,14 +58,14 @@ def _serve(args) -> int:
 
     try:
         config = load(args.config, {"listen": args.listen, "metrics_addr": args.metrics_addr,
-                                    "log_level": args.log_level})
+                                    "log_level": args.log_level, "workers": args.workers})
     except ConfigError as e:
         print(f"llmtally: error: invalid configuration: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .server import serve
+    from .server import run
 
-    asyncio.run(serve(config, fault_model=os.environ.get("LLMTALLY_FAULT_MODEL") or None))
+    run(config, fault_model=os.environ.get("LLMTALLY_FAULT_MODEL") or None)
     return 0
 
 
@@ -113,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--listen", metavar="ADDR", help="gRPC address: host:port, unix:/path or unix-abstract:name")
     v.add_argument("--metrics-addr", metavar="HOST:PORT", help="Prometheus /metrics address")
     v.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    v.add_argument("--workers", type=int, metavar="N", help="processes sharing the listen port (default 1)")
     v.set_defaults(func=_serve)
     e = sub.add_parser("envoy-config", help="print the Envoy bootstrap (JSON) that goes with llmtally")
     e.add_argument("--jwks", required=True, metavar="FILE", help="JWKS (JSON) that signs your users' JWTs")

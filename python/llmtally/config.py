@@ -67,6 +67,8 @@ class Config:
     backend: str = ""
     #: the token-budget rate-limit service; None: not served
     rate_limit: RateLimitConfig | None = None
+    #: processes sharing the listen port (SO_REUSEPORT); /metrics reports all of them
+    workers: int = 1
 
     def validate(self) -> "Config":
         _addr("listen", self.listen, unix=True)
@@ -83,6 +85,15 @@ class Config:
             raise ConfigError("shutdownGraceSeconds: must be >= 0")
         if self.default_encoding not in ("o200k_base", "cl100k_base"):
             raise ConfigError(f"defaultEncoding: {self.default_encoding!r} is not o200k_base or cl100k_base")
+        if self.workers < 1:
+            raise ConfigError("workers: must be a positive integer")
+        if self.workers > 1 and self.listen.startswith("unix"):
+            raise ConfigError("workers: several workers cannot share a unix socket; listen on host:port")
+        if self.workers > 1 and self.listen.rsplit(":", 1)[1] == "0":
+            raise ConfigError("workers: several workers need a fixed port, not :0")
+        if self.workers > 1 and self.rate_limit is not None:
+            raise ConfigError("workers: rateLimit budgets live in one process; run one worker, or an "
+                              "external rate-limit service")
         if self.backend not in ("", "native", "python"):
             raise ConfigError(f"backend: {self.backend!r} is not native or python")
         seen = set()
@@ -124,6 +135,7 @@ _ENV = {
     "LLMTALLY_LOG_LEVEL": "log_level",
     "LLMTALLY_BACKEND": "backend",
     "LLMTALLY_DEFAULT_ENCODING": "default_encoding",
+    "LLMTALLY_WORKERS": "workers",
 }
 
 
@@ -230,6 +242,6 @@ def load(path: str | None = None, flags: dict | None = None, environ=None) -> Co
             raise ConfigError(f"{path} is not valid YAML: {e}") from None
     for var, name in _ENV.items():
         if environ.get(var):
-            values[name] = environ[var]
+            values[name] = _coerce(name, environ[var])
     values.update({k: v for k, v in (flags or {}).items() if v is not None})
     return Config(**values).validate()

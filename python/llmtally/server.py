@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 import time
 
 import grpc
@@ -272,9 +274,63 @@ class Processor(pb_grpc.ExternalProcessorServicer):
             ex.close()
 
 
-async def serve(config: Config, *, fault_model: str | None = None, ready=None) -> None:
+def _start_metrics_http(config: Config, registry):
+    import prometheus_client
+
+    mhost, _, mport = config.metrics_addr.rpartition(":")
+    http, _ = prometheus_client.start_http_server(int(mport), addr=mhost.strip("[]"), registry=registry)
+    return http
+
+
+def run(config: Config, *, fault_model: str | None = None) -> None:
+    """`llmtally serve`: one process, or `workers` processes sharing the port."""
+    if config.workers == 1:
+        asyncio.run(serve(config, fault_model=fault_model))
+        return
+    import multiprocessing
+    import shutil
+    import tempfile
+
+    mp_dir = tempfile.mkdtemp(prefix="llmtally-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir  # before any worker imports prometheus_client
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=mp_dir)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(config, fault_model, i), name=f"llmtally-worker-{i}")
+             for i in range(config.workers)]
+    for p in procs:
+        p.start()
+    http = _start_metrics_http(config, registry)
+    log.info("llmtally: %d workers on %s, metrics on http://%s/metrics", config.workers, config.listen,
+             config.metrics_addr)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.is_set() and all(p.is_alive() for p in procs):
+        stop.wait(0.5)
+    for p in procs:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGTERM)
+    for p in procs:
+        p.join(config.shutdown_grace_seconds + 5)
+    http.shutdown()
+    shutil.rmtree(mp_dir, ignore_errors=True)
+    log.info("stopped")
+
+
+def _worker(config: Config, fault_model: str | None, index: int) -> None:
+    logging.basicConfig(level=config.log_level.upper(),
+                        format=f"%(asctime)s %(levelname)s %(name)s[w{index}]: %(message)s")
+    asyncio.run(serve(config, fault_model=fault_model, worker=True))
+
+
+async def serve(config: Config, *, fault_model: str | None = None, ready=None, worker: bool = False) -> None:
     """Run until SIGTERM/SIGINT, then stop accepting and give open streams
-    `shutdown_grace_seconds` to finish."""
+    `shutdown_grace_seconds` to finish. A worker shares the port with its
+    siblings and leaves /metrics to its parent."""
     import prometheus_client
 
     prometheus_client.disable_created_metrics()
@@ -287,7 +343,7 @@ async def serve(config: Config, *, fault_model: str | None = None, ready=None) -
 
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
                                       ("grpc.max_send_message_length", MAX_GRPC_MESSAGE),
-                                      ("grpc.so_reuseport", 0)])
+                                      ("grpc.so_reuseport", 1 if worker else 0)])
     pb_grpc.add_ExternalProcessorServicer_to_server(Processor(host), server)
     if config.rate_limit is not None:
         from envoy.service.ratelimit.v3 import rls_pb2_grpc
@@ -301,13 +357,13 @@ async def serve(config: Config, *, fault_model: str | None = None, ready=None) -
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if server.add_insecure_port(config.listen) == 0 and not config.listen.startswith("unix"):
         raise OSError(f"cannot listen on {config.listen}")
-    mhost, _, mport = config.metrics_addr.rpartition(":")
-    http, _ = prometheus_client.start_http_server(int(mport), addr=mhost.strip("[]"), registry=metrics.registry)
+    http = None if worker else _start_metrics_http(config, metrics.registry)
     await server.start()
     for svc in ("", SERVICE):
         await health.set(svc, health_pb2.HealthCheckResponse.SERVING)
-    log.info("llmtally %s backend: ext_proc on %s, metrics on http://%s/metrics", _api.backend()
-             if host.backend is None else host.backend, config.listen, config.metrics_addr)
+    if not worker:
+        log.info("llmtally %s backend: ext_proc on %s, metrics on http://%s/metrics", _api.backend()
+                 if host.backend is None else host.backend, config.listen, config.metrics_addr)
     if ready is not None:
         ready()
 
@@ -320,5 +376,6 @@ async def serve(config: Config, *, fault_model: str | None = None, ready=None) -
     for svc in ("", SERVICE):
         await health.set(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.stop(config.shutdown_grace_seconds)
-    http.shutdown()
-    log.info("stopped")
+    if http is not None:
+        http.shutdown()
+        log.info("stopped")
