@@ -72,8 +72,10 @@ def _cluster(name: str, addr: str, http2: bool = False) -> dict:
 
 
 def bootstrap(*, listen_port: int, admin_port: int, upstream_addr: str, llmtally_addr: str, access_log: str,
-              jwks: str, rate_limit_domain: str | None = "llmtally", listen_host: str = "127.0.0.1") -> dict:
-    """The Envoy configuration. `rate_limit_domain` None leaves rate limiting out."""
+              jwks: str, rate_limit_domain: str | None = "llmtally", listen_host: str = "127.0.0.1",
+              ext_proc: bool = True) -> dict:
+    """The Envoy configuration. `rate_limit_domain` None leaves rate limiting
+    out; `ext_proc` False leaves llmtally out (for benchmarks)."""
     routes = []
     for prefix, rewrite, provider in ROUTES:
         per_filter = {EXT_PROC: {
@@ -105,8 +107,8 @@ def bootstrap(*, listen_port: int, admin_port: int, upstream_addr: str, llmtally
             "domain": rate_limit_domain, "timeout": "1s", "failure_mode_deny": False,
             "rate_limit_service": {"transport_api_version": "V3",
                                    "grpc_service": {"envoy_grpc": {"cluster_name": "llmtally"}}}}})
-    filters += [
-        {"name": EXT_PROC, "typed_config": {
+    if ext_proc:
+        filters.append({"name": EXT_PROC, "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
             "grpc_service": {"envoy_grpc": {"cluster_name": "llmtally"}, "timeout": "5s"},
             "failure_mode_allow": True,
@@ -115,10 +117,9 @@ def bootstrap(*, listen_port: int, admin_port: int, upstream_addr: str, llmtally
                                 "response_header_mode": "SEND", "response_body_mode": "STREAMED",
                                 "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
             "metadata_options": {"forwarding_namespaces": {"untyped": [JWT_NS]},
-                                 "receiving_namespaces": {"untyped": ["ai.gateway.kgateway.dev", "envoy.ratelimit"]}}}},
-        {"name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
-    ]
+                                 "receiving_namespaces": {"untyped": ["ai.gateway.kgateway.dev", "envoy.ratelimit"]}}}})
+    filters.append({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ai_gateway",
@@ -159,7 +160,7 @@ def envoy_binary() -> str:
 class Envoy:
     """A running Envoy with the given bootstrap; `stop()` ends it."""
 
-    def __init__(self, config: dict, workdir: str, admin_port: int, log_level: str = "warning"):
+    def __init__(self, config: dict, workdir: str, admin_port: int, log_level: str = "warning", concurrency: int = 2):
         self.config_path = os.path.join(workdir, "envoy.json")
         with open(self.config_path, "w") as f:
             json.dump(config, f, indent=1)
@@ -167,7 +168,7 @@ class Envoy:
         self.log_path = os.path.join(workdir, "envoy.log")
         self.proc = subprocess.Popen(
             [envoy_binary(), "-c", self.config_path, "--file-flush-interval-msec", "50", "-l", log_level,
-             "--concurrency", "2", "--use-dynamic-base-id"],
+             "--concurrency", str(concurrency), "--use-dynamic-base-id"],
             stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 30) -> None:

@@ -68,7 +68,7 @@ class Host:
     def __init__(self, config: Config, metrics: Metrics, fault_model: str | None = None):
         self.config = config
         self.metrics = metrics
-        self.backend = config.backend or None
+        self.backend = config.backend or _api.backend()  # resolved once, not per call
         self.fault_model = fault_model
 
     def fault(self, stage: str, ex: "Exchange") -> None:
@@ -362,8 +362,8 @@ async def serve(config: Config, *, fault_model: str | None = None, ready=None, w
     for svc in ("", SERVICE):
         await health.set(svc, health_pb2.HealthCheckResponse.SERVING)
     if not worker:
-        log.info("llmtally %s backend: ext_proc on %s, metrics on http://%s/metrics", _api.backend()
-                 if host.backend is None else host.backend, config.listen, config.metrics_addr)
+        log.info("llmtally %s backend: ext_proc on %s, metrics on http://%s/metrics", host.backend, config.listen,
+                 config.metrics_addr)
     if ready is not None:
         ready()
 

@@ -1,0 +1,175 @@
+"""End-to-end load on loopback: Envoy alone, Envoy + an empty ext_proc,
+Envoy + llmtally (1 and 2 workers), driven by wrk from a separate process,
+streaming and not; then peak RSS of llmtally with 1000 concurrent streams.
+
+    python benches/e2e_load.py [--short] [--out bench-e2e.json]
+
+Every process shares the same 2 cores, so absolute numbers are low and noisy;
+the ratios between configurations measured in one run are what count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+
+from llmtally import gateway, jwt
+from llmtally.demo import SEED_BODY
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STREAM_BODY = dict(SEED_BODY, stream=True, stream_options={"include_usage": True})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def lua_script(path: str, token: str, body: dict, extra_headers: dict) -> str:
+    headers = {"Authorization": f"Bearer {token}", "content-type": "application/json", **extra_headers}
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(body))}"]
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def parse_ms(v: str) -> float:
+    n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, script: str, connections: int, seconds: int) -> dict:
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
+                         capture_output=True, text=True, check=True).stdout
+    res = {"req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    for q in ("50", "99"):
+        res[f"p{q}_ms"] = parse_ms(re.search(rf"^\s+{q}%\s+(\S+)", out, re.M).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non_2xx"] = int(errors.group(1)) if errors else 0
+    return res
+
+
+class Backend:
+    """An ext_proc server process (or none)."""
+
+    def __init__(self, kind: str, port: int, metrics_port: int, workdir: str):
+        self.kind, self.proc = kind, None
+        if kind == "none":
+            return
+        if kind == "noop":
+            cmd = [sys.executable, os.path.join(HERE, "noop_extproc.py"), "--listen", f"127.0.0.1:{port}"]
+        else:
+            cfg = os.path.join(workdir, f"llmtally-{kind}.yaml")
+            with open(cfg, "w") as f:
+                f.write(f"listen: 127.0.0.1:{port}\nmetricsAddr: 127.0.0.1:{metrics_port}\nlogLevel: warning\n"
+                        f"workers: {2 if kind == 'llmtally-2w' else 1}\n"
+                        "stats:\n  customLabels:\n  - name: team\n    metadataKey: principal:team\n")
+            cmd = [sys.executable, "-m", "llmtally.cli", "serve", "--config", cfg]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port)
+
+    def rss_mb(self) -> float:
+        """Resident memory of the process and its children."""
+        if self.proc is None:
+            return 0.0
+        p = psutil.Process(self.proc.pid)
+        return sum(q.memory_info().rss for q in [p, *p.children(recursive=True)]) / 2**20
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--short", action="store_true", help="CI mode: 3 s per run")
+    ap.add_argument("--out", default="bench-e2e.json")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed (apt-get install wrk)")
+    seconds = 3 if args.short else 10
+    workdir = tempfile.mkdtemp(prefix="llmtally-bench-")
+    key = jwt.SigningKey()
+    token = key.token(jwt.ALICE)
+    up = free_port()
+    mock = subprocess.Popen([sys.executable, "-m", "llmtally.mock_upstream", "--port", str(up)],
+                            stdout=subprocess.DEVNULL)
+    wait_port(up)
+    scripts = {
+        "nonstream": lua_script(os.path.join(workdir, "n.lua"), token, SEED_BODY, {}),
+        "stream": lua_script(os.path.join(workdir, "s.lua"), token, STREAM_BODY, {"x-mock-delay-ms": "0"}),
+    }
+    results = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
+                           "envoy": os.path.basename(gateway.envoy_binary())},
+               "seconds_per_run": seconds, "connections": 32, "load": {}}
+    try:
+        for kind in ("none", "noop", "llmtally", "llmtally-2w"):
+            grpc_port, metrics_port, listen, admin = free_port(), free_port(), free_port(), free_port()
+            backend = Backend(kind, grpc_port, metrics_port, workdir)
+            cfg = gateway.bootstrap(listen_port=listen, admin_port=admin, upstream_addr=f"127.0.0.1:{up}",
+                                    llmtally_addr=f"127.0.0.1:{grpc_port}", access_log="/dev/null",
+                                    jwks=key.jwks(), rate_limit_domain=None, ext_proc=kind != "none")
+            envoy = gateway.Envoy(cfg, workdir, admin, concurrency=1)
+            try:
+                envoy.wait_ready()
+                url = f"http://127.0.0.1:{listen}/openai"
+                wrk(url, scripts["nonstream"], 4, 1)  # warm up
+                row = {w: wrk(url, s, 32, seconds) for w, s in scripts.items()}
+                results["load"][kind] = row
+                print(f"{kind:12} " + "  ".join(f"{w}: {r['req_per_s']:7.0f} req/s p50 {r['p50_ms']:6.2f} ms "
+                                                f"p99 {r['p99_ms']:6.2f} ms" for w, r in row.items()), flush=True)
+                if kind == "llmtally":
+                    results["rss"] = rss_under_load(url, token, workdir, backend, seconds)
+                    print(f"llmtally RSS idle {results['rss']['idle_mb']:.1f} MB, peak with "
+                          f"{results['rss']['streams']} concurrent streams {results['rss']['peak_mb']:.1f} MB", flush=True)
+            finally:
+                envoy.stop()
+                backend.stop()
+    finally:
+        mock.terminate()
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+
+
+def rss_under_load(url: str, token: str, workdir: str, backend: Backend, seconds: int) -> dict:
+    """Peak RSS of llmtally while 1000 slow streams are open at once."""
+    idle = backend.rss_mb()
+    script = lua_script(os.path.join(workdir, "slow.lua"), token, STREAM_BODY,
+                        {"x-mock-delay-ms": "40", "x-mock-repeat": "1"})
+    wrk_proc = subprocess.Popen(["wrk", "-t2", "-c1000", f"-d{seconds + 2}s", "--timeout", "30s", "-s", script, url],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak, end = idle, time.time() + seconds + 2
+    while time.time() < end:
+        peak = max(peak, backend.rss_mb())
+        time.sleep(0.1)
+    out = wrk_proc.communicate()[0]
+    done = re.search(r"(\d+) requests in", out)
+    return {"streams": 1000, "idle_mb": idle, "peak_mb": peak, "requests_completed": int(done.group(1)) if done else 0}
+
+
+if __name__ == "__main__":
+    main()
