@@ -23,7 +23,7 @@ import time
 
 import psutil
 
-from llmtally import gateway, jwt
+from llmtally import gateway, jwt, mock_upstream
 from llmtally.demo import SEED_BODY
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -125,7 +125,10 @@ def main() -> None:
     }
     results = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
                            "envoy": os.path.basename(gateway.envoy_binary())},
-               "seconds_per_run": seconds, "connections": 32, "load": {}}
+               "seconds_per_run": seconds, "connections": 32, "load": {},
+               # body chunks of one streamed answer (the mock sends one SSE event per write)
+               "stream_events": len(mock_upstream.openai(STREAM_BODY, json.dumps(STREAM_BODY).encode(),
+                                                         "/v1/chat/completions", 1).events)}
     try:
         for kind in ("none", "noop", "llmtally", "llmtally-2w"):
             grpc_port, metrics_port, listen, admin = free_port(), free_port(), free_port(), free_port()

@@ -1,0 +1,67 @@
+"""Micro-benchmarks: scanning (native vs fallback, per format), count_tokens
+(native vs the tiktoken package, counts asserted equal), and the host's cost
+per ext_proc message in-process (native vs fallback).
+
+    python -m pytest benches --benchmark-json=bench-micro.json
+"""
+
+import pytest
+from workloads import COUNT_TEXTS, WORKLOADS, chunks, seed_stream_messages
+
+import llmtally
+
+
+@pytest.mark.parametrize("backend", ["native", "python"])
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+def test_scan(benchmark, workload, backend):
+    body, provider, ct, total = WORKLOADS[workload]
+    pieces = chunks(body)
+
+    def scan():
+        sc = llmtally.ResponseScanner(provider, content_type=ct, backend=backend)
+        for p in pieces:
+            sc.feed(p)
+        return sc.finish()
+
+    benchmark.group = f"scan {workload}"
+    benchmark.extra_info.update(bytes=len(body), events=body.count(b"data:") or 1)
+    assert benchmark(scan).total_tokens == total
+
+
+@pytest.mark.parametrize("counter", ["native", "tiktoken"])
+@pytest.mark.parametrize("encoding", ["o200k_base", "cl100k_base"])
+@pytest.mark.parametrize("kind", list(COUNT_TEXTS))
+def test_count_tokens(benchmark, kind, encoding, counter):
+    from llmtally.fallback.tokens import encoding as tiktoken_encoding
+
+    text = COUNT_TEXTS[kind]
+    tk = tiktoken_encoding(encoding)[0]
+    want = len(tk.encode_ordinary(text))
+    if counter == "native":
+        run = lambda: llmtally.count_tokens(text, encoding=encoding, backend="native")  # noqa: E731
+    else:
+        run = lambda: len(tk.encode_ordinary(text))  # noqa: E731
+    benchmark.group = f"count {encoding} {kind}"
+    benchmark.extra_info.update(bytes=len(text.encode()), tokens=want)
+    assert benchmark(run) == want
+
+
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_host_per_message(benchmark, backend):
+    from llmtally.config import Config
+    from llmtally.metrics import Metrics
+    from llmtally.server import Exchange, Host
+
+    host = Host(Config(backend=backend).validate(), Metrics(Config()))
+    msgs = seed_stream_messages()
+
+    def exchange():
+        ex = Exchange(host, "openai")
+        out = [ex.handle(m) for m in msgs]
+        ex.close()
+        return out
+
+    benchmark.group = "host exchange (6 ext_proc messages)"
+    benchmark.extra_info.update(messages=len(msgs))
+    out = benchmark(exchange)
+    assert out[-1].dynamic_metadata.fields["ai.gateway.kgateway.dev"].struct_value.fields["total_tokens"].number_value == 61
