@@ -26,6 +26,7 @@ from conftest import CASES, load
 
 SECRET = "Bearer sk-test-SECRET-do-not-leak"
 CONFIG = """
+midStreamMetadataSeconds: {period}
 listen: {listen}
 metricsAddr: 127.0.0.1:{metrics}
 backend: {backend}
@@ -48,12 +49,12 @@ def free_port() -> int:
 
 
 class Sidecar:
-    def __init__(self, tmp_path, backend="native", cap=100, listen=None, extra=""):
+    def __init__(self, tmp_path, backend="native", cap=100, listen=None, extra="", period=0):
         self.grpc_addr = listen or f"127.0.0.1:{free_port()}"
         self.metrics_port = free_port()
         cfg = tmp_path / f"llmtally-{self.metrics_port}.yaml"
-        cfg.write_text(CONFIG.format(listen=self.grpc_addr, metrics=self.metrics_port, backend=backend, cap=cap)
-                       + extra)
+        cfg.write_text(CONFIG.format(listen=self.grpc_addr, metrics=self.metrics_port, backend=backend, cap=cap,
+                                     period=period) + extra)
         env = dict(os.environ, LLMTALLY_FAULT_MODEL="explode")
         self.log = tmp_path / f"serve-{self.metrics_port}.log"
         self.proc = subprocess.Popen([sys.executable, "-m", "llmtally.cli", "serve", "--config", str(cfg)],
@@ -191,13 +192,34 @@ def test_every_case_gives_exact_metadata(sidecar, case, via):
     llm = provider if provider != "auto" else llmtally.resolve_provider("auto", case.get("path") or "/")
     want_request = expected_request(case, llm)
     assert md_of(resps[1]) == want_request
-    assert [md_of(r) for r in resps[2:-1]] == [{}] * (len(resps) - 3)
+    assert [md_of(r) for r in resps[2:-1]] == expected_mid_stream(case, msgs, llm)
     # a request is always known to the sidecar (`{}` when the case has none): its flag decides
     # `streaming`, its model (from the body or the path) is the model, else the provider's
     req_ai = want_request["ai.gateway.kgateway.dev"]
     usage = dict(case["usage"], streaming=req_ai["streaming"],
                  model=req_ai.get("model", case["usage"]["provider_model"]))
     assert md_of(resps[-1]) == expected_final(usage, llm)
+
+
+def expected_mid_stream(case, msgs, llm):
+    """Metadata on the responses between the request body and the end: a snapshot
+    after each body chunk where the reported usage changed (replayed through the
+    public scanner on the same chunks), else nothing."""
+    import llmtally
+    info = llmtally.parse_request(load(case["request"]) if "request" in case else b"{}", case["provider"],
+                                  case.get("path") or "/")
+    sc = llmtally.ResponseScanner(case["provider"], info, content_type=case.get("content_type") or "",
+                                  status=case.get("status", 200), path=case.get("path") or "/")
+    out, sent = [{}], 0  # the response headers' response carries nothing
+    for m in msgs[3:-1]:
+        sc.feed(m.response_body.body)
+        changes = sc.usage_changes()
+        if changes != sent and sc.snapshot().source != "none":
+            out.append(expected_final(sc.snapshot().as_dict(), llm))
+        else:
+            out.append({})
+        sent = changes
+    return out
 
 
 def sample(m, name, **labels):
@@ -275,6 +297,52 @@ def test_exception_in_one_stream_leaves_the_others_unaffected(tmp_path):
         s.stop()
     log = s.log.read_text()
     assert log.count("exception in request_body") == 1 and "SECRET" not in log
+
+
+def slow(msgs, delay, stop_after=None):
+    for i, m in enumerate(msgs):
+        if i == stop_after:
+            return  # the stream ends without end_of_stream: what Envoy does when a client is gone
+        time.sleep(delay)
+        yield m
+
+
+def test_streams_without_usage_get_tokenizer_metadata_mid_stream(tmp_path):
+    s = Sidecar(tmp_path, period=0.1)
+    try:
+        body = load(NO_USAGE["response"])
+        pieces = [body[i:i + 200] for i in range(0, len(body), 200)]
+        msgs = messages("/v1/chat/completions", load(NO_USAGE["request"]), 200, "text/event-stream", pieces)
+        resps = list(s.stub.Process(slow(msgs, 0.06), metadata=[("x-llm-provider", "openai")], timeout=30))
+        mids = [md_of(r)["ai.gateway.kgateway.dev"] for r in resps[3:-1] if md_of(r)]
+        final = md_of(resps[-1])["ai.gateway.kgateway.dev"]
+        assert mids and all(m["usage_source"] == "tokenizer" and m["prompt_tokens"] == 21 for m in mids)
+        counts = [m["completion_tokens"] for m in mids]
+        assert counts == sorted(counts) and 0 < counts[-1] <= final["completion_tokens"] == 40
+    finally:
+        s.stop()
+
+
+def test_a_stream_cut_short_is_counted_as_aborted_with_its_usage_so_far(tmp_path):
+    s = Sidecar(tmp_path)
+    try:
+        msgs = case_messages(SEED_STREAM)
+        resps = list(s.stub.Process(slow(msgs, 0, stop_after=len(msgs) - 1), metadata=[("x-llm-provider", "openai")],
+                                    timeout=30))
+        assert len(resps) == len(msgs) - 1
+        cut = case_messages(SEED_STREAM)
+        list(s.stub.Process(slow(cut, 0, stop_after=2), metadata=[("x-llm-provider", "openai")], timeout=30))
+        time.sleep(0.3)
+        m = s.metrics()
+        labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": "unknown", "user": "unknown"}
+        assert sample(m, "ai_aborted_streams_total", **labels) == 2
+        # the first was cut before its last chunk (which holds the usage): the text it delivered is counted
+        # (40 tokens, as the tokenizer counts them) with the prompt estimate; the second saw no response at all
+        assert (sample(m, "ai_prompt_tokens_total", **labels), sample(m, "ai_completion_tokens_total", **labels)) == (21, 40)
+        assert sample(m, "ai_requests_total", **labels, source="tokenizer") == 1
+        assert sum(sample(m, "ai_requests_total", **labels, source=src) for src in ("provider", "none")) == 0
+    finally:
+        s.stop()
 
 
 def test_graceful_shutdown_lets_open_streams_finish(tmp_path):

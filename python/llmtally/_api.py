@@ -139,6 +139,16 @@ class ResponseScanner:
         """The usage so far; call at end of stream (idempotent)."""
         return Usage(*self._impl.finish())
 
+    def snapshot(self) -> Usage:
+        """The usage as of now, without finishing (for metadata mid-stream);
+        tokenizer counts cost a pass over the few KiB of text held back."""
+        return Usage(*self._impl.snapshot())
+
+    def usage_changes(self) -> int:
+        """A number that grows whenever the reported usage (or the provider's
+        model) changes; cheap enough to poll after every chunk."""
+        return self._impl.usage_changes()
+
     def stats(self) -> dict:
         """What the scanner saw: bytes fed and decoded, JSON documents complete and
         broken, error objects, corrupt and oversized event-stream frames, and

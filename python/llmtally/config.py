@@ -69,6 +69,8 @@ class Config:
     rate_limit: RateLimitConfig | None = None
     #: processes sharing the listen port (SO_REUSEPORT); /metrics reports all of them
     workers: int = 1
+    #: streams without provider usage: tokenizer counts sent as metadata at most this often (0: never mid-stream)
+    mid_stream_metadata_seconds: float = 1.0
 
     def validate(self) -> "Config":
         _addr("listen", self.listen, unix=True)
@@ -81,6 +83,8 @@ class Config:
         for name in ("label_values_max", "max_request_body_bytes", "max_decoded_bytes", "max_event_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_camel(name)}: must be a positive integer")
+        if self.mid_stream_metadata_seconds < 0:
+            raise ConfigError("midStreamMetadataSeconds: must be >= 0")
         if self.shutdown_grace_seconds < 0:
             raise ConfigError("shutdownGraceSeconds: must be >= 0")
         if self.default_encoding not in ("o200k_base", "cl100k_base"):

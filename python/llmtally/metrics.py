@@ -51,6 +51,8 @@ class Metrics:
         self.reasoning = Counter("ai_reasoning_tokens", "Completion tokens spent on reasoning", names, registry=r)
         self.rate_limited = Counter("ai_rate_limited_tokens", "Tokens charged to rate limits (hits_addend)", names,
                                     registry=r)
+        self.aborted = Counter("ai_aborted_streams", "Streams cut before their end (client gone, upstream reset); "
+                               "their usage so far is in the token counters", names, registry=r)
         self.requests = Counter("ai_requests", "LLM requests seen, by where their numbers came from",
                                 [*names, "source"], registry=r)
         self.exceptions = Counter("ai_exception_raised", "Exceptions while processing a stream (traffic passed through)",
@@ -79,9 +81,11 @@ class Metrics:
 
 
 class Series:
-    __slots__ = ("prompt", "completion", "cached", "reasoning", "rate_limited", "duration", "ttft", "tpot", "requests")
+    __slots__ = ("prompt", "completion", "cached", "reasoning", "rate_limited", "aborted", "duration", "ttft", "tpot",
+                 "requests")
 
     def __init__(self, m: Metrics, values: tuple[str, ...]):
-        for name in ("prompt", "completion", "cached", "reasoning", "rate_limited", "duration", "ttft", "tpot"):
+        for name in ("prompt", "completion", "cached", "reasoning", "rate_limited", "aborted", "duration", "ttft",
+                     "tpot"):
             setattr(self, name, getattr(m, name).labels(*values))
         self.requests = {src: m.requests.labels(*values, src) for src in ("provider", "tokenizer", "none")}

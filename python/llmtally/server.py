@@ -81,7 +81,7 @@ class Exchange:
     """The state of one HTTP request; bounded whatever the body sizes."""
 
     __slots__ = ("host", "provider", "path", "labels", "body", "body_over", "request", "scanner", "t0", "t_first",
-                 "done", "broken", "saw_request")
+                 "done", "broken", "saw_request", "sent_changes", "t_meta")
 
     def __init__(self, host: Host, provider_hint: str | None):
         self.host = host
@@ -97,6 +97,8 @@ class Exchange:
         self.done = False
         self.broken = False
         self.saw_request = False
+        self.sent_changes = 0
+        self.t_meta = 0.0
 
     def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
         """The response to one message (None for a message with nothing in it)."""
@@ -179,11 +181,31 @@ class Exchange:
             self._scanner()
         if b.body:
             if self.t_first is None:
-                self.t_first = time.monotonic()
+                self.t_first = self.t_meta = time.monotonic()
             self.scanner.feed(b.body)
         if b.end_of_stream:
             return self._finish("response_body")
-        return PASS["response_body"]
+        return self._mid_stream()
+
+    def _mid_stream(self):
+        """Metadata as soon as numbers are known, so an access log written for a
+        stream cut short still has them: when the provider's usage changed, and
+        for streams without it, tokenizer counts at most every
+        `midStreamMetadataSeconds`."""
+        changes = self.scanner.usage_changes()
+        if changes != self.sent_changes:
+            self.sent_changes = changes
+            u = self.scanner.snapshot()
+        else:
+            period = self.host.config.mid_stream_metadata_seconds
+            now = time.monotonic()
+            if not period or now - self.t_meta < period:
+                return PASS["response_body"]
+            self.t_meta = now
+            u = self.scanner.snapshot()
+        if u.source == "none":
+            return PASS["response_body"]
+        return with_metadata("response_body", final_metadata(self.host.config, self._llm(), u))
 
     def response_trailers(self, req):
         if self.scanner is None:
@@ -201,7 +223,7 @@ class Exchange:
         u = self._record()
         return with_metadata(kind, final_metadata(self.host.config, self._llm(), u))
 
-    def _record(self) -> _api.Usage:
+    def _record(self, aborted: bool = False) -> _api.Usage:
         """Finish the scan, record the metrics once, return the usage. A
         response whose request never reached llmtally (a local reply, such as
         Envoy's own 429 from an earlier filter) is not an LLM call: no metrics."""
@@ -209,10 +231,9 @@ class Exchange:
         u = self.scanner.finish()
         if not self.saw_request:
             return u
-        m = self.host.metrics
-        llm = self._llm()
-        labels = self.labels if self.labels is not None else custom_labels(self.host.config, _NO_METADATA)
-        s = m.series(m.label_values(llm, u.model, labels))
+        s = self._series(u.model)
+        if aborted:
+            s.aborted.inc()
         s.prompt.inc(u.prompt_tokens)
         s.completion.inc(u.completion_tokens)
         s.cached.inc(u.cached_tokens)
@@ -225,8 +246,13 @@ class Exchange:
             s.ttft.observe(self.t_first - self.t0)
             if u.streaming and u.completion_tokens > 1:
                 s.tpot.observe((now - self.t_first) / (u.completion_tokens - 1))
-        self._anomalies(llm)
+        self._anomalies(self._llm())
         return u
+
+    def _series(self, model):
+        m = self.host.metrics
+        labels = self.labels if self.labels is not None else custom_labels(self.host.config, _NO_METADATA)
+        return m.series(m.label_values(self._llm(), model, labels))
 
     def _anomalies(self, llm: str) -> None:
         st = self.scanner.stats()
@@ -239,13 +265,18 @@ class Exchange:
                         llm, self.path.split("?", 1)[0], seen)
 
     def close(self) -> None:
-        """The gRPC stream ended. A response cut short (client gone, upstream
-        reset) still has its usage so far recorded."""
-        if not self.done and not self.broken and self.scanner is not None:
-            try:
-                self._record()
-            except Exception:
-                self.host.fault("close", self)
+        """The gRPC stream ended. A stream cut short (client gone, upstream
+        reset) is counted as aborted, with its usage so far recorded."""
+        if self.done or self.broken or not self.saw_request:
+            return
+        try:
+            if self.scanner is not None:
+                self._record(aborted=True)
+            else:  # cut before any response: nothing was billed
+                self.done = True
+                self._series(self.request.model if self.request else None).aborted.inc()
+        except Exception:
+            self.host.fault("close", self)
 
 
 class _NoMetadata:

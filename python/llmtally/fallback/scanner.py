@@ -239,6 +239,17 @@ class ResponseScanner:
             self.docs.end()
         elif kind == EVENTSTREAM and self.framer.pending():
             self.docs.broken += 1
+        self.result = self.snapshot()
+        return self.result
+
+    def usage_changes(self) -> int:
+        return self.docs.col.changes
+
+    def snapshot(self) -> tuple:
+        """The usage as of now, without ending anything."""
+        if self.result is not None:
+            return self.result
+        kind = self.kind
         acc = self.docs.col
         pm = acc.provider_model
         req = self.request
@@ -257,5 +268,4 @@ class ResponseScanner:
             prompt = req[3] if req is not None else 0
             nums = (prompt, completion, min(prompt + completion, (1 << 64) - 1), 0, reasoning)
             source = "tokenizer"
-        self.result = (*nums, model, pm, streaming, source)
-        return self.result
+        return (*nums, model, pm, streaming, source)

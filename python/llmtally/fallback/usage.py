@@ -55,12 +55,13 @@ def sat_add(a: int, b: int) -> int:
 
 
 class UsageAcc(Sink):
-    __slots__ = ("slots", "provider_model", "errors", "model_buf")
+    __slots__ = ("slots", "provider_model", "errors", "changes", "model_buf")
 
     def __init__(self):
         self.slots: list[int | None] = [None] * SLOTS
         self.provider_model: str | None = None
         self.errors = 0
+        self.changes = 0  # grows whenever a reported number or the provider's model changes
         self.model_buf = ShortString()
 
     def reported(self) -> bool:
@@ -86,8 +87,9 @@ class UsageAcc(Sink):
         return prompt, completion, total, cached, reasoning
 
     def int(self, f: int, v: int) -> None:
-        if f < SLOTS:
+        if f < SLOTS and self.slots[f] != v:
             self.slots[f] = v
+            self.changes += 1
 
     def str_start(self, f: int) -> None:
         if f == MODEL:
@@ -100,8 +102,9 @@ class UsageAcc(Sink):
     def str_end(self, f: int) -> None:
         if f == MODEL:
             m = self.model_buf.take()
-            if m is not None:
+            if m is not None and m != self.provider_model:
                 self.provider_model = m
+                self.changes += 1
 
     def enter(self, mark: int) -> None:
         if mark == ERROR:

@@ -14,9 +14,15 @@ data: [DONE]
 "#;
     let mut body = head.repeat(1000);
     body.extend_from_slice(tail);
-    let meta = ResponseMeta { content_type: "text/event-stream".into(), ..ResponseMeta::default() };
+    let meta = ResponseMeta {
+        content_type: "text/event-stream".into(),
+        ..ResponseMeta::default()
+    };
     let mut best = f64::MAX;
-    let runs: usize = std::env::var("RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     for _ in 0..runs {
         let t = Instant::now();
         let mut sc = ResponseScanner::new("openai", None, &meta);
@@ -27,5 +33,10 @@ data: [DONE]
         assert_eq!(u.total_tokens, 1021);
         best = best.min(t.elapsed().as_secs_f64());
     }
-    println!("{} bytes, best {:.1} us, {:.0} MB/s", body.len(), best * 1e6, body.len() as f64 / best / 1e6);
+    println!(
+        "{} bytes, best {:.1} us, {:.0} MB/s",
+        body.len(),
+        best * 1e6,
+        body.len() as f64 / best / 1e6
+    );
 }

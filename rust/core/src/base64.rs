@@ -95,9 +95,18 @@ mod tests {
     #[test]
     fn decodes_any_split() {
         for step in 1..8 {
-            assert_eq!(decode(b"aGVsbG8gd29ybGQ=", step), (b"hello world".to_vec(), false));
-            assert_eq!(decode(b"aGVsbG8gd29ybA==", step), (b"hello worl".to_vec(), false));
-            assert_eq!(decode(b"aGVsbG8gd29ybA", step), (b"hello worl".to_vec(), false));
+            assert_eq!(
+                decode(b"aGVsbG8gd29ybGQ=", step),
+                (b"hello world".to_vec(), false)
+            );
+            assert_eq!(
+                decode(b"aGVsbG8gd29ybA==", step),
+                (b"hello worl".to_vec(), false)
+            );
+            assert_eq!(
+                decode(b"aGVsbG8gd29ybA", step),
+                (b"hello worl".to_vec(), false)
+            );
             assert_eq!(decode(b"aGVs*bG8=", step), (b"hel".to_vec(), true));
             assert_eq!(decode(b"aGV=zbG8", step), (b"".to_vec(), true));
         }

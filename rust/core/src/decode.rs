@@ -59,7 +59,12 @@ enum Flow {
 type Emit<'a> = &'a mut dyn FnMut(&[u8]) -> bool;
 
 /// Raw or zlib inflate. Returns (input consumed, flow, stream ended).
-fn inflate(z: &mut Decompress, mut input: &[u8], out: &mut [u8], emit: Emit) -> (usize, Flow, bool) {
+fn inflate(
+    z: &mut Decompress,
+    mut input: &[u8],
+    out: &mut [u8],
+    emit: Emit,
+) -> (usize, Flow, bool) {
     let start = input.len();
     loop {
         let (i0, o0) = (z.total_in(), z.total_out());
@@ -114,14 +119,32 @@ struct Gzip {
 
 impl Gzip {
     fn new() -> Self {
-        Gzip { phase: Gz::Header, buf: Vec::new(), flags: 0, z: Decompress::new(false), crc: crc32fast::Hasher::new(), size: 0 }
+        Gzip {
+            phase: Gz::Header,
+            buf: Vec::new(),
+            flags: 0,
+            z: Decompress::new(false),
+            crc: crc32fast::Hasher::new(),
+            size: 0,
+        }
     }
 
     /// The next header part after `done`, given the flags.
     fn after(&self, done: Gz) -> Gz {
-        let order = [(Gz::ExtraLen, 4u8), (Gz::Name, 8), (Gz::Comment, 16), (Gz::HeaderCrc, 2)];
-        let pos = order.iter().position(|(p, _)| *p == done).map_or(0, |i| i + 1);
-        order[pos..].iter().find(|(_, bit)| self.flags & bit != 0).map_or(Gz::Body, |(p, _)| *p)
+        let order = [
+            (Gz::ExtraLen, 4u8),
+            (Gz::Name, 8),
+            (Gz::Comment, 16),
+            (Gz::HeaderCrc, 2),
+        ];
+        let pos = order
+            .iter()
+            .position(|(p, _)| *p == done)
+            .map_or(0, |i| i + 1);
+        order[pos..]
+            .iter()
+            .find(|(_, bit)| self.flags & bit != 0)
+            .map_or(Gz::Body, |(p, _)| *p)
     }
 
     fn push(&mut self, mut input: &[u8], out: &mut [u8], emit: Emit) -> Flow {
@@ -129,7 +152,11 @@ impl Gzip {
             match self.phase {
                 Gz::Done => return Flow::More,
                 Gz::Between => {
-                    self.phase = if input[0] == 0x1f { Gz::Header } else { Gz::Done };
+                    self.phase = if input[0] == 0x1f {
+                        Gz::Header
+                    } else {
+                        Gz::Done
+                    };
                 }
                 Gz::Header => {
                     if !gather(&mut self.buf, 10, &mut input) {
@@ -145,14 +172,19 @@ impl Gzip {
                 }
                 Gz::ExtraLen => {
                     if gather(&mut self.buf, 2, &mut input) {
-                        self.phase = Gz::Extra(u16::from_le_bytes([self.buf[0], self.buf[1]]) as usize);
+                        self.phase =
+                            Gz::Extra(u16::from_le_bytes([self.buf[0], self.buf[1]]) as usize);
                         self.buf.clear();
                     }
                 }
                 Gz::Extra(left) => {
                     let n = left.min(input.len());
                     input = &input[n..];
-                    self.phase = if n == left { self.after(Gz::ExtraLen) } else { Gz::Extra(left - n) };
+                    self.phase = if n == left {
+                        self.after(Gz::ExtraLen)
+                    } else {
+                        Gz::Extra(left - n)
+                    };
                 }
                 Gz::Name | Gz::Comment => match memchr::memchr(0, input) {
                     Some(i) => {
@@ -191,11 +223,15 @@ impl Gzip {
                     let b = &self.buf;
                     let crc = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                     let size = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-                    let seen = std::mem::replace(&mut self.crc, crc32fast::Hasher::new()).finalize();
+                    let seen =
+                        std::mem::replace(&mut self.crc, crc32fast::Hasher::new()).finalize();
                     if seen != crc || size != self.size {
                         return Flow::Error;
                     }
-                    *self = Gzip { phase: Gz::Between, ..Gzip::new() };
+                    *self = Gzip {
+                        phase: Gz::Between,
+                        ..Gzip::new()
+                    };
                 }
             }
         }
@@ -223,7 +259,9 @@ impl Deflate {
                 self.head = head;
                 return Flow::More;
             }
-            let zlib = head[0] & 0x0f == 8 && head[0] >> 4 <= 7 && u16::from_be_bytes([head[0], head[1]]) % 31 == 0;
+            let zlib = head[0] & 0x0f == 8
+                && head[0] >> 4 <= 7
+                && u16::from_be_bytes([head[0], head[1]]) % 31 == 0;
             let mut z = Decompress::new(zlib);
             let (_, flow, ended) = inflate(&mut z, &head, out, emit);
             self.z = Some(z);
@@ -249,7 +287,14 @@ impl Brotli {
         while !self.done {
             let (mut avail_out, mut out_off, mut total) = (out.len(), 0, 0);
             let r = BrotliDecompressStream(
-                &mut avail_in, &mut in_off, input, &mut avail_out, &mut out_off, out, &mut total, &mut self.state,
+                &mut avail_in,
+                &mut in_off,
+                input,
+                &mut avail_out,
+                &mut out_off,
+                out,
+                &mut total,
+                &mut self.state,
             );
             if out_off > 0 && !emit(&out[..out_off]) {
                 return Flow::Stop;
@@ -300,9 +345,17 @@ impl Stage {
     fn new(c: Codec) -> Self {
         match c {
             Codec::Gzip => Stage::Gzip(Box::new(Gzip::new())),
-            Codec::Deflate => Stage::Deflate(Deflate { head: Vec::new(), z: None, done: false }),
+            Codec::Deflate => Stage::Deflate(Deflate {
+                head: Vec::new(),
+                z: None,
+                done: false,
+            }),
             Codec::Brotli => Stage::Brotli(Brotli {
-                state: Box::new(BrotliState::new(StandardAlloc::default(), StandardAlloc::default(), StandardAlloc::default())),
+                state: Box::new(BrotliState::new(
+                    StandardAlloc::default(),
+                    StandardAlloc::default(),
+                    StandardAlloc::default(),
+                )),
                 done: false,
             }),
             Codec::Zstd => {
@@ -353,8 +406,17 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(codecs: &[Codec], cap: u64) -> Self {
-        let stages = codecs.iter().map(|&c| (Stage::new(c), vec![0u8; BLOCK])).collect();
-        Decoder { stages, cap, produced: 0, stopped: false, failed: false }
+        let stages = codecs
+            .iter()
+            .map(|&c| (Stage::new(c), vec![0u8; BLOCK]))
+            .collect();
+        Decoder {
+            stages,
+            cap,
+            produced: 0,
+            stopped: false,
+            failed: false,
+        }
     }
 
     pub fn push(&mut self, input: &[u8], out: &mut dyn FnMut(&[u8])) {
@@ -401,18 +463,26 @@ mod tests {
 
     #[test]
     fn gzip_members_any_split_and_cap() {
-        let text: Vec<u8> = (0..100_000u32).flat_map(|i| format!("{i} ").into_bytes()).collect();
+        let text: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| format!("{i} ").into_bytes())
+            .collect();
         let mut two = gzip(&text[..50_000]);
         two.extend(gzip(&text[50_000..]));
         for step in [1, 7, 1000, 1 << 20] {
-            assert_eq!(decode("gzip", &two, step, u64::MAX), (text.clone(), false, false));
+            assert_eq!(
+                decode("gzip", &two, step, u64::MAX),
+                (text.clone(), false, false)
+            );
         }
         let (v, stopped, failed) = decode("x-gzip", &two, 4096, 1000);
         assert_eq!((v.len(), stopped, failed), (1000, true, false));
         let mut bad = two.clone();
         let n = bad.len();
         bad[n - 5] ^= 0xff; // size field of the second trailer
-        assert!(decode("gzip", &bad, 100, u64::MAX).2, "a corrupt trailer fails");
+        assert!(
+            decode("gzip", &bad, 100, u64::MAX).2,
+            "a corrupt trailer fails"
+        );
     }
 
     #[test]

@@ -79,7 +79,12 @@ fn headers(mut h: &[u8]) -> Option<(&[u8], &[u8])> {
 
 impl EventStream {
     pub fn new(max_message: usize) -> Self {
-        EventStream { buf: Vec::new(), skip: 0, max_message: max_message.max(MIN_MESSAGE), counters: Counters::default() }
+        EventStream {
+            buf: Vec::new(),
+            skip: 0,
+            max_message: max_message.max(MIN_MESSAGE),
+            counters: Counters::default(),
+        }
     }
 
     /// True when part of a message is held.
@@ -134,7 +139,11 @@ impl EventStream {
             match (crc_ok, headers(&msg[PRELUDE..PRELUDE + hlen])) {
                 (true, Some((event_type, message_type))) => {
                     self.counters.messages += 1;
-                    on_message(Message { event_type, message_type, payload: &msg[PRELUDE + hlen..total - 4] });
+                    on_message(Message {
+                        event_type,
+                        message_type,
+                        payload: &msg[PRELUDE + hlen..total - 4],
+                    });
                 }
                 _ => self.counters.corrupt += 1,
             }
@@ -188,8 +197,17 @@ mod tests {
 
     #[test]
     fn messages_corruption_and_resync() {
-        let a = encode(&[(":event-type", "chunk"), (":message-type", "event")], b"{\"a\":1}");
-        let b = encode(&[(":message-type", "exception"), (":event-type", "throttlingException")], b"{}");
+        let a = encode(
+            &[(":event-type", "chunk"), (":message-type", "event")],
+            b"{\"a\":1}",
+        );
+        let b = encode(
+            &[
+                (":message-type", "exception"),
+                (":event-type", "throttlingException"),
+            ],
+            b"{}",
+        );
         let mut bad = a.clone();
         let last = bad.len() - 6;
         bad[last] ^= 1; // payload byte: message CRC fails
@@ -202,8 +220,20 @@ mod tests {
         stream.extend_from_slice(&b);
         for step in [1, 2, 5, 13, 64, 4096] {
             let (got, c) = run(&stream, step, 256);
-            assert_eq!(got, vec!["chunk/event/{\"a\":1}", "throttlingException/exception/{}"], "step {step}");
-            assert_eq!(c, Counters { messages: 2, corrupt: 6, oversized: 1 }, "step {step}");
+            assert_eq!(
+                got,
+                vec!["chunk/event/{\"a\":1}", "throttlingException/exception/{}"],
+                "step {step}"
+            );
+            assert_eq!(
+                c,
+                Counters {
+                    messages: 2,
+                    corrupt: 6,
+                    oversized: 1
+                },
+                "step {step}"
+            );
         }
     }
 }

@@ -205,7 +205,11 @@ impl JsonScanner {
     }
 
     fn after_value(&mut self) {
-        self.st = if self.stack.is_empty() { St::Done } else { St::CommaOrEnd };
+        self.st = if self.stack.is_empty() {
+            St::Done
+        } else {
+            St::CommaOrEnd
+        };
     }
 
     fn lookup_key(&self) -> Option<&'static Pat> {
@@ -214,7 +218,10 @@ impl JsonScanner {
         }
         let key = &self.key[..self.key_len];
         match self.stack.last()?.pat {
-            Pat::Obj(_, kids) => kids.iter().find(|(k, _)| k.as_bytes() == key).map(|(_, p)| p),
+            Pat::Obj(_, kids) => kids
+                .iter()
+                .find(|(k, _)| k.as_bytes() == key)
+                .map(|(_, p)| p),
             _ => None,
         }
     }
@@ -227,7 +234,10 @@ impl JsonScanner {
     }
 
     fn close<S: Sink>(&mut self, sink: &mut S) {
-        if let Some(Frame { pat: Pat::Obj(Some(mark), _) }) = self.stack.pop() {
+        if let Some(Frame {
+            pat: Pat::Obj(Some(mark), _),
+        }) = self.stack.pop()
+        {
             sink.exit(*mark);
         }
         self.after_value();
@@ -455,7 +465,10 @@ impl JsonScanner {
                     }
                 }
             } else {
-                match data[i..].iter().position(|&b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']')) {
+                match data[i..]
+                    .iter()
+                    .position(|&b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))
+                {
                     None => return data.len(),
                     Some(n) => {
                         i += n + 1;
@@ -589,7 +602,10 @@ mod tests {
             self.0.push(format!("str {f} "));
         }
         fn str_piece(&mut self, _f: Field, s: &[u8]) {
-            self.0.last_mut().unwrap().push_str(&String::from_utf8_lossy(s));
+            self.0
+                .last_mut()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(s));
         }
         fn enter(&mut self, m: Field) {
             self.0.push(format!("enter {m}"));
@@ -640,7 +656,10 @@ mod tests {
 
     #[test]
     fn leaves_ignore_non_integers_and_overflow() {
-        let (got, end) = run(br#"{"n":1.5,"n":-1,"n":01,"n":18446744073709551616,"n":null,"n":{"n":1},"n":7}"#, 3);
+        let (got, end) = run(
+            br#"{"n":1.5,"n":-1,"n":01,"n":18446744073709551616,"n":null,"n":{"n":1},"n":7}"#,
+            3,
+        );
         assert_eq!(got, vec!["int 1 7"]);
         assert_eq!(end, DocEnd::Complete);
     }

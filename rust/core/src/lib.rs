@@ -20,6 +20,8 @@ pub mod usage;
 
 pub use provider::Provider;
 pub use request::{parse_request, RequestInfo};
-pub use scanner::{ResponseMeta, ResponseScanner, Stats, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES};
+pub use scanner::{
+    ResponseMeta, ResponseScanner, Stats, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES,
+};
 pub use tokens::{count_tokens, Encoding};
 pub use usage::{Source, Usage};

@@ -49,7 +49,9 @@ impl Provider {
     /// Detection rules, first match wins (see README, "provider=auto").
     fn detect(path: &str, content_type: &str) -> Provider {
         let path = path_only(path);
-        if content_type.to_ascii_lowercase().starts_with(EVENTSTREAM) || bedrock_model(path).is_some() {
+        if content_type.to_ascii_lowercase().starts_with(EVENTSTREAM)
+            || bedrock_model(path).is_some()
+        {
             Provider::Bedrock
         } else if path.contains(":generateContent") || path.contains(":streamGenerateContent") {
             if path.contains("/projects/") {
@@ -94,7 +96,12 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-const BEDROCK_OPS: [&str; 4] = ["converse", "converse-stream", "invoke", "invoke-with-response-stream"];
+const BEDROCK_OPS: [&str; 4] = [
+    "converse",
+    "converse-stream",
+    "invoke",
+    "invoke-with-response-stream",
+];
 
 /// Bedrock: `/model/{modelId}/{operation}` -> (raw model id, operation).
 fn bedrock_model(path: &str) -> Option<(&str, &str)> {
@@ -158,8 +165,14 @@ mod tests {
             assert_eq!(Provider::resolve("auto", path, ""), p, "{path}");
             assert_eq!(path_model(p, path).as_deref(), model, "{path}");
         }
-        assert_eq!(Provider::resolve("auto", "/x", "application/vnd.amazon.eventstream"), Provider::Bedrock);
-        assert_eq!(Provider::resolve("something-new", "/v1/messages", ""), Provider::OpenAI);
+        assert_eq!(
+            Provider::resolve("auto", "/x", "application/vnd.amazon.eventstream"),
+            Provider::Bedrock
+        );
+        assert_eq!(
+            Provider::resolve("something-new", "/v1/messages", ""),
+            Provider::OpenAI
+        );
         assert_eq!(percent_decode("a%3Ab%zz%4"), "a:b%zz%4");
     }
 }

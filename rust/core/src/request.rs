@@ -37,13 +37,22 @@ const CHAT_MESSAGE: Pat = Obj(
         ("tool_call_id", Leaf(R_TEXT)),
         (
             "tool_calls",
-            Arr(&Obj(None, &[("function", Obj(None, &[("name", Leaf(R_TEXT)), ("arguments", Leaf(R_TEXT))]))])),
+            Arr(&Obj(
+                None,
+                &[(
+                    "function",
+                    Obj(None, &[("name", Leaf(R_TEXT)), ("arguments", Leaf(R_TEXT))]),
+                )],
+            )),
         ),
     ],
 );
 /// Responses `input`, completions `prompt`, embeddings `input`: a string, or
 /// an array of strings, token ids, token-id arrays or message items.
-const INPUT: Pat = Or(&[Leaf(R_TEXT), Arr(&Or(&[Leaf(R_TEXT), CHAT_MESSAGE, Arr(&Leaf(R_TEXT))]))]);
+const INPUT: Pat = Or(&[
+    Leaf(R_TEXT),
+    Arr(&Or(&[Leaf(R_TEXT), CHAT_MESSAGE, Arr(&Leaf(R_TEXT))])),
+]);
 
 static OPENAI: Pat = Obj(
     None,
@@ -66,7 +75,10 @@ static MESSAGES: Pat = Obj(
         ("model", Leaf(MODEL)),
         ("stream", Leaf(STREAM)),
         ("system", TEXT_OR_BLOCKS),
-        ("messages", Arr(&Obj(None, &[("content", Or(&[Leaf(R_TEXT), Arr(&BLOCK)]))]))),
+        (
+            "messages",
+            Arr(&Obj(None, &[("content", Or(&[Leaf(R_TEXT), Arr(&BLOCK)]))])),
+        ),
     ],
 );
 
@@ -144,7 +156,8 @@ impl Sink for Collect {
             }
             R_TEXT | R_NAME => {
                 self.fixed += (f == R_NAME) as u64;
-                self.texts.push(String::from_utf8_lossy(&self.text).into_owned());
+                self.texts
+                    .push(String::from_utf8_lossy(&self.text).into_owned());
                 self.text = Vec::new();
             }
             _ => {}
@@ -178,12 +191,24 @@ pub fn parse_request(body: &[u8], provider: &str, path: &str) -> RequestInfo {
         let path = path_only(path);
         path.ends_with("/api/chat") || path.ends_with("/api/generate")
     };
-    let streaming = c.stream.or_else(|| path_streams(p, path)).unwrap_or(ollama_native);
+    let streaming = c
+        .stream
+        .or_else(|| path_streams(p, path))
+        .unwrap_or(ollama_native);
     let model = c.model.or_else(|| path_model(p, path));
     let enc = encoding_for(model.as_deref());
     let text: u64 = c.texts.iter().map(|t| enc.count(t)).sum();
-    let overhead = if c.messages > 0 { 3 * c.messages + 3 } else { 0 };
-    RequestInfo { model, streaming, include_usage: c.include_usage, prompt_tokens: text + c.fixed + overhead }
+    let overhead = if c.messages > 0 {
+        3 * c.messages + 3
+    } else {
+        0
+    };
+    RequestInfo {
+        model,
+        streaming,
+        include_usage: c.include_usage,
+        prompt_tokens: text + c.fixed + overhead,
+    }
 }
 
 #[cfg(test)]

@@ -116,7 +116,10 @@ struct Collector {
 
 impl Collector {
     fn leaves(&mut self) -> Leaves<'_> {
-        Leaves { acc: &mut self.acc, text: &mut self.text }
+        Leaves {
+            acc: &mut self.acc,
+            text: &mut self.text,
+        }
     }
 }
 
@@ -136,7 +139,10 @@ impl Sink for Collector {
     fn str_piece(&mut self, f: Field, s: &[u8]) {
         match (&mut self.nested, f) {
             (Some((b64, json)), field::BYTES) => {
-                let mut leaves = Leaves { acc: &mut self.acc, text: &mut self.text };
+                let mut leaves = Leaves {
+                    acc: &mut self.acc,
+                    text: &mut self.text,
+                };
                 b64.push(s, &mut |d| json.feed(d, &mut leaves));
             }
             _ => self.leaves().str_piece(f, s),
@@ -145,7 +151,10 @@ impl Sink for Collector {
     fn str_end(&mut self, f: Field) {
         match (&mut self.nested, f) {
             (Some((b64, json)), field::BYTES) => {
-                let mut leaves = Leaves { acc: &mut self.acc, text: &mut self.text };
+                let mut leaves = Leaves {
+                    acc: &mut self.acc,
+                    text: &mut self.text,
+                };
                 b64.finish(&mut |d| json.feed(d, &mut leaves));
                 json.end_doc(&mut leaves);
             }
@@ -215,7 +224,9 @@ enum Framing {
     /// Waiting for the first byte that is not whitespace (after a BOM).
     Undecided(Option<Kind>),
     Sse(SseFramer),
-    Json { array: bool },
+    Json {
+        array: bool,
+    },
     Ndjson,
     EventStream(EventStream),
 }
@@ -240,8 +251,15 @@ impl Body {
             if self.held.len() < BOM.len() && BOM.starts_with(&self.held) {
                 return;
             }
-            let start = if self.held.starts_with(BOM) { BOM.len() } else { 0 };
-            let first = self.held[start..].iter().find(|b| !b.is_ascii_whitespace()).copied();
+            let start = if self.held.starts_with(BOM) {
+                BOM.len()
+            } else {
+                0
+            };
+            let first = self.held[start..]
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .copied();
             if first.is_none() && self.held.len() <= SNIFF_MAX {
                 return;
             }
@@ -304,7 +322,10 @@ impl Body {
     }
 
     fn is_stream(&self) -> bool {
-        !matches!(self.framing, Framing::Json { array: false } | Framing::Undecided(_))
+        !matches!(
+            self.framing,
+            Framing::Json { array: false } | Framing::Undecided(_)
+        )
     }
 }
 
@@ -319,7 +340,8 @@ pub struct ResponseScanner {
 
 impl ResponseScanner {
     pub fn new(provider: &str, request: Option<RequestInfo>, meta: &ResponseMeta) -> Self {
-        let format = formats::for_provider(Provider::resolve(provider, &meta.path, &meta.content_type));
+        let format =
+            formats::for_provider(Provider::resolve(provider, &meta.path, &meta.content_type));
         let ct = meta.content_type.to_ascii_lowercase();
         let hint = if ct.starts_with("application/vnd.amazon.eventstream") {
             Some(Kind::EventStream)
@@ -347,7 +369,9 @@ impl ResponseScanner {
                 col: Collector {
                     acc: UsageAcc::default(),
                     text: TextState::new(request.as_ref().and_then(|r| r.model.clone())),
-                    nested: format.inner.map(|p| (Base64::default(), JsonScanner::new(p))),
+                    nested: format
+                        .inner
+                        .map(|p| (Base64::default(), JsonScanner::new(p))),
                 },
                 docs: 0,
                 broken: 0,
@@ -356,7 +380,13 @@ impl ResponseScanner {
         if hint == Some(Kind::EventStream) {
             body.decide(hint, None); // binary: no BOM or whitespace sniffing
         }
-        ResponseScanner { request, decoder, body, bytes: 0, result: None }
+        ResponseScanner {
+            request,
+            decoder,
+            body,
+            bytes: 0,
+            result: None,
+        }
     }
 
     /// Feed the next chunk of the response body.
@@ -404,12 +434,36 @@ impl ResponseScanner {
             return u.clone();
         }
         self.body.finish();
+        let u = self.snapshot();
+        self.result = Some(u.clone());
+        u
+    }
+
+    /// A number that grows whenever the reported usage (or the provider's
+    /// model) changes: cheap to poll after each chunk.
+    pub fn usage_changes(&self) -> u64 {
+        self.body.docs.col.acc.changes
+    }
+
+    /// The usage as of now, without ending anything (for mid-stream metadata).
+    /// Tokenizer counts cost a pass over the text held back (a few KiB).
+    pub fn snapshot(&self) -> Usage {
+        if let Some(u) = &self.result {
+            return u.clone();
+        }
         let acc = &self.body.docs.col.acc;
         let provider_model = acc.provider_model.clone();
         let mut u = Usage {
-            model: self.request.as_ref().and_then(|r| r.model.clone()).or_else(|| provider_model.clone()),
+            model: self
+                .request
+                .as_ref()
+                .and_then(|r| r.model.clone())
+                .or_else(|| provider_model.clone()),
             provider_model,
-            streaming: self.request.as_ref().map_or_else(|| self.body.is_stream(), |r| r.streaming),
+            streaming: self
+                .request
+                .as_ref()
+                .map_or_else(|| self.body.is_stream(), |r| r.streaming),
             ..Usage::default()
         };
         let text = &self.body.docs.col.text;
@@ -429,7 +483,6 @@ impl ResponseScanner {
             u.total_tokens = u.prompt_tokens.saturating_add(completion);
             u.source = Source::Tokenizer;
         }
-        self.result = Some(u.clone());
         u
     }
 }

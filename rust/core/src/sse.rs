@@ -42,7 +42,14 @@ pub struct SseFramer {
 
 impl Default for SseFramer {
     fn default() -> Self {
-        SseFramer { st: St::Name, name: [0; 4], name_len: 0, name_other: false, cr: false, has_data: false }
+        SseFramer {
+            st: St::Name,
+            name: [0; 4],
+            name_len: 0,
+            name_other: false,
+            cr: false,
+            has_data: false,
+        }
     }
 }
 

@@ -24,7 +24,16 @@ pub struct TextState {
 
 impl TextState {
     pub fn new(model: Option<String>) -> Self {
-        TextState { model, enc: None, texts: Vec::new(), choice: 0, choice_pos: 0, tool: 0, tool_pos: 0, cur: None }
+        TextState {
+            model,
+            enc: None,
+            texts: Vec::new(),
+            choice: 0,
+            choice_pos: 0,
+            tool: 0,
+            tool_pos: 0,
+            cur: None,
+        }
     }
 
     pub fn enter(&mut self, mark: Field) {
@@ -55,7 +64,9 @@ impl TextState {
 
     /// A text string starts; `provider_model` picks the encoding if the request named none.
     pub fn start(&mut self, f: Field, provider_model: Option<&str>) {
-        let enc = *self.enc.get_or_insert_with(|| encoding_for(self.model.as_deref().or(provider_model)));
+        let enc = *self
+            .enc
+            .get_or_insert_with(|| encoding_for(self.model.as_deref().or(provider_model)));
         let key = (self.choice, self.tool, f);
         let i = match self.texts.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
@@ -84,9 +95,11 @@ impl TextState {
 
     /// (all output tokens, reasoning tokens).
     pub fn totals(&self) -> (u64, u64) {
-        self.texts.iter().fold((0, 0), |(all, reasoning), ((_, _, f), c)| {
-            let n = c.total();
-            (all + n, reasoning + if *f == T_REASONING { n } else { 0 })
-        })
+        self.texts
+            .iter()
+            .fold((0, 0), |(all, reasoning), ((_, _, f), c)| {
+                let n = c.total();
+                (all + n, reasoning + if *f == T_REASONING { n } else { 0 })
+            })
     }
 }

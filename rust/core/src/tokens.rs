@@ -113,12 +113,18 @@ pub fn set_default_encoding(e: Encoding) {
 
 /// The encoding for an optional model name.
 pub fn encoding_for(model: Option<&str>) -> Encoding {
-    model.and_then(encoding_for_model).unwrap_or_else(default_encoding)
+    model
+        .and_then(encoding_for_model)
+        .unwrap_or_else(default_encoding)
 }
 
 /// Count `text` with an explicit encoding name, else the model's encoding,
 /// else the default. Err(name) for an unknown encoding name.
-pub fn count_tokens(text: &str, model: Option<&str>, encoding: Option<&str>) -> Result<u64, String> {
+pub fn count_tokens(
+    text: &str,
+    model: Option<&str>,
+    encoding: Option<&str>,
+) -> Result<u64, String> {
     let enc = match encoding {
         Some(name) => Encoding::from_name(name).ok_or_else(|| name.to_string())?,
         None => encoding_for(model),
@@ -146,7 +152,14 @@ pub struct TextCounter {
 
 impl TextCounter {
     pub fn new(enc: Encoding) -> Self {
-        TextCounter { enc, held: String::new(), partial: Vec::new(), fresh: 0, settled_len: 0, tokens: 0 }
+        TextCounter {
+            enc,
+            held: String::new(),
+            partial: Vec::new(),
+            fresh: 0,
+            settled_len: 0,
+            tokens: 0,
+        }
     }
 
     /// Append UTF-8 bytes (invalid sequences count as U+FFFD, as a lossy decode of the whole would).
@@ -172,7 +185,8 @@ impl TextCounter {
                 }
                 Err(e) => {
                     let (ok, tail) = rest.split_at(e.valid_up_to());
-                    self.held.push_str(std::str::from_utf8(ok).unwrap_or_default());
+                    self.held
+                        .push_str(std::str::from_utf8(ok).unwrap_or_default());
                     match e.error_len() {
                         None => {
                             self.partial = tail.to_vec();
@@ -205,7 +219,9 @@ impl TextCounter {
             older = last;
             last = Some(piece);
         }
-        let keep = older.or(last).map_or(self.held.len(), |p| p.as_ptr() as usize - base);
+        let keep = older
+            .or(last)
+            .map_or(self.held.len(), |p| p.as_ptr() as usize - base);
         self.tokens += counted;
         self.held.drain(..keep);
         if self.held.len() > MAX_HELD {

@@ -109,7 +109,8 @@ impl ShortString {
     }
     /// The value, unless empty or too long.
     pub fn take(&mut self) -> Option<String> {
-        self.valid().then(|| String::from_utf8_lossy(&self.buf).into_owned())
+        self.valid()
+            .then(|| String::from_utf8_lossy(&self.buf).into_owned())
     }
 
     fn valid(&self) -> bool {
@@ -123,6 +124,8 @@ pub struct UsageAcc {
     pub slots: [Option<u64>; field::SLOTS],
     pub provider_model: Option<String>,
     pub errors: u64,
+    /// Grows whenever a reported number or the provider's model changes.
+    pub changes: u64,
     model_buf: ShortString,
     /// The bytes `provider_model` was made from.
     model_bytes: Vec<u8>,
@@ -139,9 +142,13 @@ impl UsageAcc {
     pub fn numbers(&self, f: &Format) -> [u64; 5] {
         let cached = self.get(field::CACHED);
         let reasoning = self.get(field::REASONING);
-        let mut prompt = self.get(field::INPUT).saturating_add(self.get(field::EXTRA_INPUT));
+        let mut prompt = self
+            .get(field::INPUT)
+            .saturating_add(self.get(field::EXTRA_INPUT));
         if f.prompt_adds_cache {
-            prompt = prompt.saturating_add(cached).saturating_add(self.get(field::CACHE_WRITE));
+            prompt = prompt
+                .saturating_add(cached)
+                .saturating_add(self.get(field::CACHE_WRITE));
         }
         let mut completion = self.get(field::OUTPUT);
         if f.completion_adds_reasoning {
@@ -154,8 +161,9 @@ impl UsageAcc {
 
 impl Sink for UsageAcc {
     fn int(&mut self, f: Field, v: u64) {
-        if (f as usize) < field::SLOTS {
+        if (f as usize) < field::SLOTS && self.slots[f as usize] != Some(v) {
             self.slots[f as usize] = Some(v);
+            self.changes += 1;
         }
     }
     fn str_start(&mut self, f: Field) {
@@ -173,6 +181,7 @@ impl Sink for UsageAcc {
         if f == field::MODEL && self.model_buf.valid() && self.model_bytes != self.model_buf.buf {
             self.model_bytes.clone_from(&self.model_buf.buf);
             self.provider_model = self.model_buf.take();
+            self.changes += 1;
         }
     }
     fn enter(&mut self, mark: Field) {

@@ -19,12 +19,20 @@ fn usage_json(u: &Usage) -> Value {
 }
 
 fn scan(case: &Value, pieces: &[&[u8]]) -> Value {
-    let s = |k: &str| case.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let s = |k: &str| {
+        case.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let provider = s("provider");
-    let request = case
-        .get("request")
-        .and_then(Value::as_str)
-        .map(|r| parse_request(&std::fs::read(fixtures().join(r)).unwrap(), &provider, &s("path")));
+    let request = case.get("request").and_then(Value::as_str).map(|r| {
+        parse_request(
+            &std::fs::read(fixtures().join(r)).unwrap(),
+            &provider,
+            &s("path"),
+        )
+    });
     let meta = ResponseMeta {
         content_type: s("content_type"),
         status: case.get("status").and_then(Value::as_u64).unwrap_or(200) as u16,
@@ -40,7 +48,8 @@ fn scan(case: &Value, pieces: &[&[u8]]) -> Value {
 
 #[test]
 fn every_case_under_every_split() {
-    let cases: Vec<Value> = serde_json::from_slice(&std::fs::read(fixtures().join("cases.json")).unwrap()).unwrap();
+    let cases: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(fixtures().join("cases.json")).unwrap()).unwrap();
     assert!(cases.len() >= 34);
     for case in &cases {
         let body = std::fs::read(fixtures().join(case["response"].as_str().unwrap())).unwrap();
@@ -50,10 +59,17 @@ fn every_case_under_every_split() {
         let bytes: Vec<&[u8]> = body.chunks(1).collect();
         assert_eq!(&scan(case, &bytes), want, "{name}: byte by byte");
         for i in 0..=body.len() {
-            assert_eq!(&scan(case, &[&body[..i], &body[i..]]), want, "{name}: split at {i}");
+            assert_eq!(
+                &scan(case, &[&body[..i], &body[i..]]),
+                want,
+                "{name}: split at {i}"
+            );
         }
         if case.get("binary").is_none() {
-            let crlf = String::from_utf8(body.clone()).unwrap().replace('\n', "\r\n").into_bytes();
+            let crlf = String::from_utf8(body.clone())
+                .unwrap()
+                .replace('\n', "\r\n")
+                .into_bytes();
             let bytes: Vec<&[u8]> = crlf.chunks(1).collect();
             assert_eq!(&scan(case, &bytes), want, "{name}: CRLF byte by byte");
         }

@@ -7,7 +7,17 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 type RequestTuple = (Option<String>, bool, bool, u64);
-type UsageTuple = (u64, u64, u64, u64, u64, Option<String>, Option<String>, bool, &'static str);
+type UsageTuple = (
+    u64,
+    u64,
+    u64,
+    u64,
+    u64,
+    Option<String>,
+    Option<String>,
+    bool,
+    &'static str,
+);
 
 #[pyclass(module = "llmtally._native")]
 struct ResponseScanner {
@@ -29,14 +39,25 @@ impl ResponseScanner {
         max_decoded_bytes: u64,
         max_event_bytes: usize,
     ) -> Self {
-        let request = request.map(|(model, streaming, include_usage, prompt_tokens)| RequestInfo {
-            model,
-            streaming,
-            include_usage,
-            prompt_tokens,
-        });
-        let meta = ResponseMeta { content_type, content_encoding, status, path, max_decoded_bytes, max_event_bytes };
-        ResponseScanner { inner: core::ResponseScanner::new(provider, request, &meta) }
+        let request = request.map(
+            |(model, streaming, include_usage, prompt_tokens)| RequestInfo {
+                model,
+                streaming,
+                include_usage,
+                prompt_tokens,
+            },
+        );
+        let meta = ResponseMeta {
+            content_type,
+            content_encoding,
+            status,
+            path,
+            max_decoded_bytes,
+            max_event_bytes,
+        };
+        ResponseScanner {
+            inner: core::ResponseScanner::new(provider, request, &meta),
+        }
     }
 
     fn feed(&mut self, chunk: &[u8]) {
@@ -44,18 +65,15 @@ impl ResponseScanner {
     }
 
     fn finish(&mut self) -> UsageTuple {
-        let u = self.inner.finish();
-        (
-            u.prompt_tokens,
-            u.completion_tokens,
-            u.total_tokens,
-            u.cached_tokens,
-            u.reasoning_tokens,
-            u.model,
-            u.provider_model,
-            u.streaming,
-            u.source.as_str(),
-        )
+        usage_tuple(self.inner.finish())
+    }
+
+    fn snapshot(&self) -> UsageTuple {
+        usage_tuple(self.inner.snapshot())
+    }
+
+    fn usage_changes(&self) -> u64 {
+        self.inner.usage_changes()
     }
 
     /// In the order of llmtally.fallback.scanner.STATS.
@@ -76,6 +94,20 @@ impl ResponseScanner {
     }
 }
 
+fn usage_tuple(u: core::Usage) -> UsageTuple {
+    (
+        u.prompt_tokens,
+        u.completion_tokens,
+        u.total_tokens,
+        u.cached_tokens,
+        u.reasoning_tokens,
+        u.model,
+        u.provider_model,
+        u.streaming,
+        u.source.as_str(),
+    )
+}
+
 #[pyfunction]
 fn parse_request(body: &[u8], provider: &str, path: &str) -> RequestTuple {
     let r = core::parse_request(body, provider, path);
@@ -85,13 +117,23 @@ fn parse_request(body: &[u8], provider: &str, path: &str) -> RequestTuple {
 /// Tokens of `text`: an explicit encoding, else the model's, else the default.
 #[pyfunction]
 #[pyo3(signature = (text, model=None, encoding=None))]
-fn count_tokens(py: Python<'_>, text: &str, model: Option<&str>, encoding: Option<&str>) -> PyResult<u64> {
+fn count_tokens(
+    py: Python<'_>,
+    text: &str,
+    model: Option<&str>,
+    encoding: Option<&str>,
+) -> PyResult<u64> {
     let result = if text.len() > 1 << 16 {
         py.detach(|| core::count_tokens(text, model, encoding))
     } else {
         core::count_tokens(text, model, encoding)
     };
-    result.map_err(|name| PyValueError::new_err(format!("unknown encoding {name:?}; expected one of {:?}", ENCODINGS)))
+    result.map_err(|name| {
+        PyValueError::new_err(format!(
+            "unknown encoding {name:?}; expected one of {:?}",
+            ENCODINGS
+        ))
+    })
 }
 
 #[pyfunction]
@@ -101,8 +143,12 @@ fn encoding_for_model(model: &str) -> Option<&'static str> {
 
 #[pyfunction]
 fn set_default_encoding(name: &str) -> PyResult<()> {
-    let e = Encoding::from_name(name)
-        .ok_or_else(|| PyValueError::new_err(format!("unknown encoding {name:?}; expected one of {:?}", ENCODINGS)))?;
+    let e = Encoding::from_name(name).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "unknown encoding {name:?}; expected one of {:?}",
+            ENCODINGS
+        ))
+    })?;
     tokens::set_default_encoding(e);
     Ok(())
 }

@@ -34,7 +34,10 @@ pub(crate) const DELTA: Pat = Obj(
         ("thinking", Leaf(T_REASONING)),
         ("partial_json", Leaf(T_TOOL_ARGS)),
         ("toolUse", Obj(None, &[("input", Leaf(T_TOOL_ARGS))])),
-        ("reasoningContent", Obj(None, &[("text", Leaf(T_REASONING))])),
+        (
+            "reasoningContent",
+            Obj(None, &[("text", Leaf(T_REASONING))]),
+        ),
     ],
 );
 

@@ -71,7 +71,13 @@ static DOC: Pat = Obj(
         ("contentBlockIndex", Leaf(CHOICE_INDEX)),
         ("index", Leaf(CHOICE_INDEX)),
         ("delta", anthropic::DELTA),
-        ("start", Obj(None, &[("toolUse", Obj(None, &[("name", Leaf(T_TOOL_NAME))]))])),
+        (
+            "start",
+            Obj(
+                None,
+                &[("toolUse", Obj(None, &[("name", Leaf(T_TOOL_NAME))]))],
+            ),
+        ),
         ("content_block", anthropic::BLOCK_START),
         ("usage", USAGE),
         ("metadata", Obj(None, &[("usage", USAGE)])),

@@ -29,7 +29,13 @@ const CANDIDATE: Pat = Obj(
     Some(CHOICE),
     &[
         ("index", Leaf(CHOICE_INDEX)),
-        ("content", Obj(None, &[("parts", Arr(&Obj(None, &[("text", Leaf(T_CONTENT))])))])),
+        (
+            "content",
+            Obj(
+                None,
+                &[("parts", Arr(&Obj(None, &[("text", Leaf(T_CONTENT))])))],
+            ),
+        ),
     ],
 );
 

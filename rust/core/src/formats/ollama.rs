@@ -12,7 +12,16 @@ use crate::usage::field::*;
 static DOC: Pat = Obj(
     Some(ROOT),
     &[
-        ("message", Obj(None, &[("content", Leaf(T_CONTENT)), ("thinking", Leaf(T_REASONING))])),
+        (
+            "message",
+            Obj(
+                None,
+                &[
+                    ("content", Leaf(T_CONTENT)),
+                    ("thinking", Leaf(T_REASONING)),
+                ],
+            ),
+        ),
         ("response", Leaf(T_CONTENT)),
         ("choices", Arr(&super::openai::CHOICE_OBJ)),
         ("thinking", Leaf(T_REASONING)),

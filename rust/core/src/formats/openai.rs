@@ -29,10 +29,22 @@ const USAGE: Pat = Obj(
         ("input_tokens", Leaf(INPUT)),
         ("output_tokens", Leaf(OUTPUT)),
         ("total_tokens", Leaf(TOTAL)),
-        ("prompt_tokens_details", Obj(None, &[("cached_tokens", Leaf(CACHED))])),
-        ("input_tokens_details", Obj(None, &[("cached_tokens", Leaf(CACHED))])),
-        ("completion_tokens_details", Obj(None, &[("reasoning_tokens", Leaf(REASONING))])),
-        ("output_tokens_details", Obj(None, &[("reasoning_tokens", Leaf(REASONING))])),
+        (
+            "prompt_tokens_details",
+            Obj(None, &[("cached_tokens", Leaf(CACHED))]),
+        ),
+        (
+            "input_tokens_details",
+            Obj(None, &[("cached_tokens", Leaf(CACHED))]),
+        ),
+        (
+            "completion_tokens_details",
+            Obj(None, &[("reasoning_tokens", Leaf(REASONING))]),
+        ),
+        (
+            "output_tokens_details",
+            Obj(None, &[("reasoning_tokens", Leaf(REASONING))]),
+        ),
     ],
 );
 
@@ -42,7 +54,16 @@ const TOOL_CALL: Pat = Obj(
     Some(TOOL),
     &[
         ("index", Leaf(TOOL_INDEX)),
-        ("function", Obj(None, &[("name", Leaf(T_TOOL_NAME)), ("arguments", Leaf(T_TOOL_ARGS))])),
+        (
+            "function",
+            Obj(
+                None,
+                &[
+                    ("name", Leaf(T_TOOL_NAME)),
+                    ("arguments", Leaf(T_TOOL_ARGS)),
+                ],
+            ),
+        ),
     ],
 );
 
@@ -58,7 +79,12 @@ const MESSAGE: Pat = Obj(
 
 pub(crate) const CHOICE_OBJ: Pat = Obj(
     Some(CHOICE),
-    &[("index", Leaf(CHOICE_INDEX)), ("delta", MESSAGE), ("message", MESSAGE), ("text", Leaf(T_CONTENT))],
+    &[
+        ("index", Leaf(CHOICE_INDEX)),
+        ("delta", MESSAGE),
+        ("message", MESSAGE),
+        ("text", Leaf(T_CONTENT)),
+    ],
 );
 
 static DOC: Pat = Obj(
@@ -67,7 +93,17 @@ static DOC: Pat = Obj(
         ("model", Leaf(MODEL)),
         ("usage", USAGE),
         ("error", ERROR_OBJ),
-        ("response", Obj(None, &[("model", Leaf(MODEL)), ("usage", USAGE), ("error", ERROR_OBJ)])),
+        (
+            "response",
+            Obj(
+                None,
+                &[
+                    ("model", Leaf(MODEL)),
+                    ("usage", USAGE),
+                    ("error", ERROR_OBJ),
+                ],
+            ),
+        ),
         ("choices", Arr(&CHOICE_OBJ)),
         ("output_index", Leaf(CHOICE_INDEX)),
         ("content_index", Leaf(TOOL_INDEX)),
