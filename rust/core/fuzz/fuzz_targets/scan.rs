@@ -1,0 +1,42 @@
+//! Any bytes, any provider, content type and encoding: the scanner never
+//! panics, and feeding the body whole or in pieces gives the same usage and stats.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use llmtally_core::{ResponseMeta, ResponseScanner};
+
+#[path = "split.rs"]
+mod split;
+
+const PROVIDERS: [&str; 9] = ["openai", "anthropic", "gemini", "bedrock", "ollama", "azure", "auto", "mistral", "x"];
+const TYPES: [&str; 6] = ["", "text/event-stream", "application/json", "application/x-ndjson",
+                          "application/vnd.amazon.eventstream", "text/plain"];
+const ENCODINGS: [&str; 6] = ["", "gzip", "deflate", "br", "zstd", "gzip, br"];
+
+fuzz_target!(|input: &[u8]| {
+    if input.len() < 4 {
+        return;
+    }
+    let (head, rest) = input.split_at(4);
+    let cut_len = (head[3] as usize) % (rest.len() + 1);
+    let (cuts, body) = rest.split_at(cut_len.min(rest.len()));
+    let meta = ResponseMeta {
+        content_type: TYPES[head[1] as usize % TYPES.len()].into(),
+        content_encoding: ENCODINGS[head[2] as usize % ENCODINGS.len()].into(),
+        max_decoded_bytes: 1 << 20,
+        max_event_bytes: 4096,
+        ..ResponseMeta::default()
+    };
+    let provider = PROVIDERS[head[0] as usize % PROVIDERS.len()];
+    let mut whole = ResponseScanner::new(provider, None, &meta);
+    whole.feed(body);
+    let mut parts = ResponseScanner::new(provider, None, &meta);
+    for p in split::pieces(body, cuts) {
+        parts.feed(p);
+    }
+    assert_eq!(whole.snapshot(), parts.snapshot());
+    assert_eq!(whole.finish(), parts.finish());
+    if meta.content_encoding.is_empty() {
+        // with compression, how far corrupt data decodes may depend on the cuts; without, nothing may
+        assert_eq!(whole.stats(), parts.stats());
+    }
+});
