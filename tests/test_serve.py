@@ -345,6 +345,53 @@ def test_a_stream_cut_short_is_counted_as_aborted_with_its_usage_so_far(tmp_path
         s.stop()
 
 
+def test_concurrent_streams_beyond_the_cap_are_refused(tmp_path):
+    s = Sidecar(tmp_path, extra="maxConcurrentStreams: 2\n")
+    try:
+        release = threading.Event()
+
+        def held():
+            msgs = case_messages(SEED_STREAM)
+            yield from msgs[:2]
+            release.wait(20)
+            yield from msgs[2:]
+
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(
+            list(s.stub.Process(held(), metadata=[("x-llm-provider", "openai")], timeout=30)))) for _ in range(2)]
+        [t.start() for t in threads]
+        time.sleep(0.5)
+        with pytest.raises(grpc.RpcError) as refused:
+            s.process(case_messages(SEED_STREAM), provider="openai")
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        release.set()
+        [t.join() for t in threads]
+        assert [md_of(r[-1]) for r in results] == [expected_final(SEED_STREAM["usage"], "openai")] * 2
+        assert md_of(s.process(case_messages(SEED_STREAM), provider="openai")[-1]) == \
+            expected_final(SEED_STREAM["usage"], "openai")
+    finally:
+        s.stop()
+
+
+def test_request_body_beyond_the_cap_is_read_up_to_it(tmp_path):
+    import llmtally
+    s = Sidecar(tmp_path, extra="maxRequestBodyBytes: 64\n")
+    try:
+        body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "word " * 500}]}).encode()
+        chunks = [body[i:i + 50] for i in range(0, len(body), 50)]  # STREAMED request body
+        msgs = messages("/v1/chat/completions", b"", 200, "application/json", [load(SEED_NONSTREAM["response"])])
+        msgs[1:2] = [pb.ProcessingRequest(request_body=pb.HttpBody(body=c, end_of_stream=i == len(chunks) - 1))
+                     for i, c in enumerate(chunks)]
+        resps = s.process(msgs, provider="openai")
+        assert len(resps) == len(msgs)
+        req_md = md_of(resps[len(chunks)])["ai.gateway.kgateway.dev"]
+        cut = llmtally.parse_request(body[:64], "openai", "/v1/chat/completions")
+        assert (req_md["model"], req_md["prompt_tokens"]) == ("gpt-4o", cut.prompt_tokens)
+        assert md_of(resps[-1])["ai.gateway.kgateway.dev"]["total_tokens"] == 43  # the response is unaffected
+    finally:
+        s.stop()
+
+
 def test_graceful_shutdown_lets_open_streams_finish(tmp_path):
     s = Sidecar(tmp_path)
     msgs = case_messages(SEED_STREAM)
@@ -369,8 +416,9 @@ def test_graceful_shutdown_lets_open_streams_finish(tmp_path):
 
 def test_unix_socket_and_auto_detection(tmp_path):
     sock = tmp_path / "llmtally.sock"
-    s = Sidecar(tmp_path, listen=f"unix:{sock}")
+    s = Sidecar(tmp_path, listen=f"unix:{sock}", extra="unixSocketMode: '0600'\n")
     try:
+        assert oct(os.stat(sock).st_mode & 0o777) == "0o600"
         case = next(c for c in CASES if c["name"] == "anthropic stream")
         resps = s.process(case_messages(case))  # no provider given: detected from /v1/messages
         assert md_of(resps[-1]) == expected_final(case["usage"], "anthropic")
@@ -416,6 +464,8 @@ def test_workers_share_the_port_and_one_metrics_endpoint(tmp_path):
     ("logLevel: loud\n", "logLevel: 'loud' is not one of"),
     ("maxRequestBodyBytes: many\n", "maxRequestBodyBytes: 'many' is not a number"),
     ("- just\n- a list\n", "must hold a mapping"),
+    ("unixSocketMode: '999'\n", "unixSocketMode: '999' is not an octal mode"),
+    ("maxConcurrentStreams: 0\n", "maxConcurrentStreams: must be a positive integer"),
 ])
 def test_invalid_config_fails_at_start_with_one_clear_line(tmp_path, config, message):
     f = tmp_path / "bad.yaml"

@@ -71,6 +71,10 @@ class Config:
     workers: int = 1
     #: streams without provider usage: tokenizer counts sent as metadata at most this often (0: never mid-stream)
     mid_stream_metadata_seconds: float = 1.0
+    #: concurrent gRPC streams per worker; more are refused (Envoy fails open: that traffic is not counted)
+    max_concurrent_streams: int = 10000
+    #: permissions of a unix socket (octal)
+    unix_socket_mode: str = "0660"
 
     def validate(self) -> "Config":
         _addr("listen", self.listen, unix=True)
@@ -80,7 +84,10 @@ class Config:
         for name in ("metadata_namespace", "ratelimit_namespace", "missing_label_value", "overflow_value"):
             if not getattr(self, name):
                 raise ConfigError(f"{_camel(name)}: must not be empty")
-        for name in ("label_values_max", "max_request_body_bytes", "max_decoded_bytes", "max_event_bytes"):
+        if not re.fullmatch(r"0?[0-7]{3}", self.unix_socket_mode):
+            raise ConfigError(f"unixSocketMode: {self.unix_socket_mode!r} is not an octal mode such as 0660")
+        for name in ("label_values_max", "max_request_body_bytes", "max_decoded_bytes", "max_event_bytes",
+                     "max_concurrent_streams"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_camel(name)}: must be a positive integer")
         if self.mid_stream_metadata_seconds < 0:

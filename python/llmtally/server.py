@@ -372,7 +372,7 @@ async def serve(config: Config, *, fault_model: str | None = None, ready=None, w
     _api.count_tokens("warm up", encoding="o200k_base", backend=host.backend)  # load vocabularies before traffic
     _api.count_tokens("warm up", encoding="cl100k_base", backend=host.backend)
 
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
+    server = grpc.aio.server(maximum_concurrent_rpcs=config.max_concurrent_streams, options=[("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
                                       ("grpc.max_send_message_length", MAX_GRPC_MESSAGE),
                                       ("grpc.so_reuseport", 1 if worker else 0)])
     pb_grpc.add_ExternalProcessorServicer_to_server(Processor(host), server)
@@ -390,6 +390,8 @@ async def serve(config: Config, *, fault_model: str | None = None, ready=None, w
         raise OSError(f"cannot listen on {config.listen}")
     http = None if worker else _start_metrics_http(config, metrics.registry)
     await server.start()
+    if config.listen.startswith("unix:"):
+        os.chmod(config.listen[5:], int(config.unix_socket_mode, 8))
     for svc in ("", SERVICE):
         await health.set(svc, health_pb2.HealthCheckResponse.SERVING)
     if not worker:
