@@ -76,7 +76,7 @@ def test_seed_walkthrough_alice_and_bob(stack):
     m1 = samples(stack)
     for team in ("dev", "ops"):
         labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": team}
-        delta = lambda name: sample(m1, name, **labels) - sample(m0, name, **labels)  # noqa: E731
+        delta = lambda name, labels=labels: sample(m1, name, **labels) - sample(m0, name, **labels)  # noqa: E731
         assert (delta("ai_prompt_tokens_total"), delta("ai_completion_tokens_total")) == (21, completion)
         assert delta("ai_rate_limited_tokens_total") == 21 + completion
 

@@ -13,7 +13,7 @@ import pytest
 import zstandard
 
 import llmtally
-from conftest import CASES, FIXTURES, load
+from conftest import CASES, load
 
 BY_NAME = {c["name"]: c for c in CASES}
 SAMPLE = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .fallback.scanner import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES
 

@@ -172,12 +172,14 @@ def main(keep_running: bool = False) -> int:
             status, _ = stack.post(path, token, body)
             say(f"POST {path:>14.14}  {status}  {title}")
         say(f"Bob's team (ops) has a budget of {BUDGETS['ops']} tokens per minute; he keeps asking:")
-        for i in range(20):
-            status, body = stack.post("/openai", bob, SEED_STREAM_BODY)
+        sent = len(requests)
+        while sent < len(requests) + 20:
+            status, _ = stack.post("/openai", bob, SEED_STREAM_BODY)
+            sent += 1
             say(f"POST /openai  {status}" + ("  <- token budget spent: Envoy refuses" if status == 429 else ""))
             if status == 429:
                 break
-        lines = stack.access_lines(len(requests) + i + 1)
+        lines = stack.access_lines(sent)
         print("\n# access log (Envoy, JSON, keys sorted)")
         for line in lines:
             print(json.dumps(line, sort_keys=True))

@@ -81,7 +81,7 @@ class Exchange:
     """The state of one HTTP request; bounded whatever the body sizes."""
 
     __slots__ = ("host", "provider", "path", "labels", "body", "body_over", "request", "scanner", "t0", "t_first",
-                 "done", "broken", "saw_request", "sent_changes", "t_meta")
+                 "done", "broken", "saw_request", "sent_changes", "t_meta", "llm")
 
     def __init__(self, host: Host, provider_hint: str | None):
         self.host = host
@@ -99,6 +99,7 @@ class Exchange:
         self.saw_request = False
         self.sent_changes = 0
         self.t_meta = 0.0
+        self.llm = None
 
     def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
         """The response to one message (None for a message with nothing in it)."""
@@ -107,9 +108,9 @@ class Exchange:
             return None
         if self.broken or self.done:
             return PASS[kind]
-        if self.labels is None and req.HasField("metadata_context"):
-            self.labels = custom_labels(self.host.config, req.metadata_context)
         try:
+            if self.labels is None and req.HasField("metadata_context"):
+                self.labels = custom_labels(self.host.config, req.metadata_context)
             return getattr(self, kind)(req)
         except Exception:
             self.broken = True
@@ -213,11 +214,13 @@ class Exchange:
         return self._finish("response_trailers")
 
     def _llm(self) -> str:
-        """The `llm` label: the provider id, resolved when `auto`."""
-        p = (self.provider or "auto").strip().lower()
-        if p in ("", "auto"):
-            return _api.resolve_provider("auto", self.path, backend=self.host.backend)
-        return p
+        """The `llm` label: the provider id, resolved when `auto` (once the path is known)."""
+        if self.llm is None:
+            p = (self.provider or "auto").strip().lower()
+            if p in ("", "auto"):
+                p = _api.resolve_provider("auto", self.path, backend=self.host.backend)
+            self.llm = p
+        return self.llm
 
     def _finish(self, kind: str):
         u = self._record()
