@@ -12,7 +12,9 @@ RUN maturin build --release --locked --out /dist
 
 FROM python:3.12-slim-bookworm
 COPY --from=build /dist/*.whl /tmp/
-RUN pip install --no-cache-dir /tmp/*.whl && rm /tmp/*.whl
+# the sidecar's dependencies (grpcio, xds-protos, prometheus-client, PyYAML) come with the [serve] extra
+RUN pip install --no-cache-dir "$(ls /tmp/*.whl)[serve]" && rm /tmp/*.whl
 USER 65532:65532
+EXPOSE 18080 9092
 ENTRYPOINT ["llmtally"]
-CMD ["--help"]
+CMD ["serve", "--listen", "0.0.0.0:18080"]
