@@ -24,16 +24,10 @@ import time
 import psutil
 
 from llmtally import gateway, jwt, mock_upstream
-from llmtally.demo import SEED_BODY
+from llmtally.demo import SEED_BODY, free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STREAM_BODY = dict(SEED_BODY, stream=True, stream_options={"include_usage": True})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 30) -> None:

@@ -4,7 +4,6 @@ exact dynamic metadata and exact metric samples."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import oracle
 from conftest import CASES, load
+from llmtally.demo import free_port
 
 SECRET = "Bearer sk-test-SECRET-do-not-leak"
 CONFIG = """
@@ -40,12 +40,6 @@ stats:
     keyDelimiter: /
     metadataNamespace: envoy.filters.http.jwt_authn
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Sidecar:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import llmtally
 import oracle
+from llmtally.fallback.eventstream import encode
 
 ENCS = ["o200k_base", "cl100k_base"]
 
@@ -281,15 +282,6 @@ def strip_usage(v):
     return v
 
 
-def _message(headers, payload: bytes) -> bytes:
-    import struct
-    import zlib
-    h = b"".join(bytes([len(k)]) + k.encode() + b"\x07" + len(v).to_bytes(2, "big") + v.encode() for k, v in headers)
-    prelude = struct.pack(">II", 12 + len(h) + len(payload) + 4, len(h))
-    m = prelude + zlib.crc32(prelude).to_bytes(4, "big") + h + payload
-    return m + zlib.crc32(m).to_bytes(4, "big")
-
-
 def without_usage(case, body: bytes) -> bytes:
     """The same response with every usage field removed, in the same framing."""
     import base64
@@ -302,7 +294,7 @@ def without_usage(case, body: bytes) -> bytes:
                 d = dict(d, bytes=base64.b64encode(json.dumps(inner).encode()).decode())
             elif "contentBlockIndex" not in d and "delta" not in d and "bytes" not in d and "usage" in d:
                 continue
-            out.append(_message([(":event-type", "chunk"), (":message-type", "event")], json.dumps(strip_usage(d)).encode()))
+            out.append(encode([(":event-type", "chunk"), (":message-type", "event")], json.dumps(strip_usage(d)).encode()))
         return b"".join(out)
     docs = [strip_usage(d) for d in docs]
     if "ndjson" in case["response"]:

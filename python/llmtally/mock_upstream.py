@@ -14,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import struct
 import time
-import zlib
 from urllib.parse import unquote
 
 from . import count_tokens, parse_request
+from .fallback import eventstream
 
 ANSWERS = {
     "Please explain the movie Dr. Strangelove in 1 sentence.":
@@ -150,12 +149,8 @@ def gemini(body: dict, raw: bytes, path: str, repeat: int) -> Reply:
 
 
 def _es_message(event_type: str, payload: dict) -> bytes:
-    hdrs = [(":event-type", event_type), (":content-type", "application/json"), (":message-type", "event")]
-    h = b"".join(bytes([len(k)]) + k.encode() + b"\x07" + len(v).to_bytes(2, "big") + v.encode() for k, v in hdrs)
-    body = _j(payload)
-    prelude = struct.pack(">II", 12 + len(h) + len(body) + 4, len(h))
-    m = prelude + zlib.crc32(prelude).to_bytes(4, "big") + h + body
-    return m + zlib.crc32(m).to_bytes(4, "big")
+    return eventstream.encode([(":event-type", event_type), (":content-type", "application/json"),
+                               (":message-type", "event")], _j(payload))
 
 
 def bedrock(body: dict, raw: bytes, path: str, repeat: int) -> Reply:
