@@ -343,6 +343,7 @@ def test_concurrent_streams_beyond_the_cap_are_refused(tmp_path):
     s = Sidecar(tmp_path, extra="maxConcurrentStreams: 2\n")
     try:
         release = threading.Event()
+        active = [threading.Event(), threading.Event()]
 
         def held():
             msgs = case_messages(SEED_STREAM)
@@ -350,11 +351,19 @@ def test_concurrent_streams_beyond_the_cap_are_refused(tmp_path):
             release.wait(20)
             yield from msgs[2:]
 
-        results = []
-        threads = [threading.Thread(target=lambda: results.append(
-            list(s.stub.Process(held(), metadata=[("x-llm-provider", "openai")], timeout=30)))) for _ in range(2)]
+        results = [None, None]
+
+        def run(i):
+            out = []
+            for r in s.stub.Process(held(), metadata=[("x-llm-provider", "openai")], timeout=30):
+                out.append(r)
+                if len(out) == 2:
+                    active[i].set()  # the server is inside this stream
+            results[i] = out
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
         [t.start() for t in threads]
-        time.sleep(0.5)
+        assert all(a.wait(20) for a in active)
         with pytest.raises(grpc.RpcError) as refused:
             s.process(case_messages(SEED_STREAM), provider="openai")
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
