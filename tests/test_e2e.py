@@ -289,3 +289,24 @@ def test_soak_10000_streams_leave_memory_flat(stack):
     # no per-request state survives its stream: resident memory grows by less than 8 MiB over 10,000 streams
     assert rss_after - rss_before < 8 << 20, (rss_before >> 20, rss_after >> 20)
     print(f"soak: 10,000 streams, sidecar RSS {rss_before / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB")
+
+
+def test_demo_keep_running_stops_cleanly_on_sigterm():
+    import signal
+
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-m", "llmtally.cli", "demo", "--keep-running"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    out = ""
+    for line in proc.stdout:
+        out += line
+        if "Ctrl-C stops it." in line:
+            break
+    assert "export ALICE_TOKEN=" in out and "curl http://127.0.0.1:" in out
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert any("envoy" in c.name() for c in children)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert alive == []  # Envoy and llmtally serve stopped with it

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -195,11 +196,10 @@ def main(keep_running: bool = False) -> int:
                   f"-H content-type:application/json -d '{json.dumps(SEED_BODY)}'\n"
                   f"  curl http://127.0.0.1:{stack.metrics_port}/metrics\n"
                   f"  tail -f {stack.access_log}\nCtrl-C stops it.", flush=True)
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+            stop = threading.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):  # both, explicitly: a shell may start us with SIGINT ignored
+                signal.signal(sig, lambda *_: stop.set())
+            stop.wait()
         return 0
     finally:
         stack.stop()
