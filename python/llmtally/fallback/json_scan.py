@@ -120,9 +120,6 @@ class JsonScanner:
         self.high = None
         self.esc = E_NONE
 
-    def is_done(self) -> bool:
-        return self.st == DONE
-
     def end_doc(self, sink) -> str:
         if self.st == BARE:
             self._finish_bare(sink)

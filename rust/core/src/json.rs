@@ -185,11 +185,6 @@ impl JsonScanner {
         self.esc = Esc::None;
     }
 
-    /// True once the root value is complete.
-    pub fn is_done(&self) -> bool {
-        self.st == St::Done
-    }
-
     /// Close the current document (completing a trailing bare token) and reset.
     pub fn end_doc<S: Sink>(&mut self, sink: &mut S) -> DocEnd {
         if self.st == St::Bare {
