@@ -23,8 +23,9 @@ import time
 
 import psutil
 
-from llmtally import gateway, jwt, mock_upstream
-from llmtally.demo import SEED_BODY, free_port
+from llmtally import gateway
+from llmtally.demo import SEED_BODY, free_port, keys, upstream
+from llmtally.demo.envoy_runner import Envoy, envoy_binary
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STREAM_BODY = dict(SEED_BODY, stream=True, stream_options={"include_usage": True})
@@ -107,10 +108,10 @@ def main() -> None:
         sys.exit("wrk is needed (apt-get install wrk)")
     seconds = 3 if args.short else 10
     workdir = tempfile.mkdtemp(prefix="llmtally-bench-")
-    key = jwt.SigningKey()
-    token = key.token(jwt.ALICE)
+    key = keys.SigningKey()
+    token = key.token(keys.ALICE)
     up = free_port()
-    mock = subprocess.Popen([sys.executable, "-m", "llmtally.mock_upstream", "--port", str(up)],
+    mock = subprocess.Popen([sys.executable, "-m", "llmtally.demo.upstream", "--port", str(up)],
                             stdout=subprocess.DEVNULL)
     wait_port(up)
     scripts = {
@@ -118,10 +119,10 @@ def main() -> None:
         "stream": lua_script(os.path.join(workdir, "s.lua"), token, STREAM_BODY, {"x-mock-delay-ms": "0"}),
     }
     results = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
-                           "envoy": os.path.basename(gateway.envoy_binary())},
+                           "envoy": os.path.basename(envoy_binary())},
                "seconds_per_run": seconds, "connections": 32, "load": {},
                # body chunks of one streamed answer (the mock sends one SSE event per write)
-               "stream_events": len(mock_upstream.openai(STREAM_BODY, json.dumps(STREAM_BODY).encode(),
+               "stream_events": len(upstream.openai(STREAM_BODY, json.dumps(STREAM_BODY).encode(),
                                                          "/v1/chat/completions", 1).events)}
     try:
         for kind in ("none", "noop", "llmtally", "llmtally-2w"):
@@ -130,7 +131,7 @@ def main() -> None:
             cfg = gateway.bootstrap(listen_port=listen, admin_port=admin, upstream_addr=f"127.0.0.1:{up}",
                                     llmtally_addr=f"127.0.0.1:{grpc_port}", access_log="/dev/null",
                                     jwks=key.jwks(), rate_limit_domain=None, ext_proc=kind != "none")
-            envoy = gateway.Envoy(cfg, workdir, admin, concurrency=1)
+            envoy = Envoy(cfg, workdir, admin, concurrency=1)
             try:
                 envoy.wait_ready()
                 url = f"http://127.0.0.1:{listen}/openai"

@@ -9,7 +9,7 @@ import signal
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from llmtally.server import PASS
+from llmtally.exchange import PASS
 
 
 class Noop(pb_grpc.ExternalProcessorServicer):

@@ -50,7 +50,7 @@ def test_count_tokens(benchmark, kind, encoding, counter):
 def test_host_per_message(benchmark, backend):
     from llmtally.config import Config
     from llmtally.metrics import Metrics
-    from llmtally.server import Exchange, Host
+    from llmtally.exchange import Exchange, Host
 
     host = Host(Config(backend=backend).validate(), Metrics(Config()))
     msgs = seed_stream_messages()

@@ -30,7 +30,7 @@ def request_of(case):
 def scan(case, chunks, backend, body=None):
     """Scan `chunks` (an iterable of bytes) with the case's settings."""
     sc = llmtally.ResponseScanner(case["provider"], request_of(case), content_type=case.get("content_type", ""),
-                                  status=case.get("status", 200), path=case.get("path", ""), backend=backend)
+                                  path=case.get("path", ""), backend=backend)
     for c in chunks:
         sc.feed(c)
     return sc.finish().as_dict()

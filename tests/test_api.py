@@ -1,5 +1,6 @@
 """The public API contract: names, types, backend choice, errors."""
 
+import json
 import os
 import subprocess
 import sys
@@ -93,8 +94,9 @@ def test_unreadable_encoding_reports_nothing(backend):
 
 def test_limits_defaults_agree():
     from llmtally import _native, fallback
-    assert _native.DEFAULT_MAX_DECODED_BYTES == fallback.scanner.DEFAULT_MAX_DECODED_BYTES == 64 << 20
-    assert _native.DEFAULT_MAX_EVENT_BYTES == fallback.scanner.DEFAULT_MAX_EVENT_BYTES == 1 << 20
+    assert _native.DEFAULT_MAX_DECODED_BYTES == fallback.DEFAULT_MAX_DECODED_BYTES == 64 << 20
+    assert _native.DEFAULT_MAX_EVENT_BYTES == fallback.DEFAULT_MAX_EVENT_BYTES == 1 << 20
+    assert (llmtally.DEFAULT_MAX_DECODED_BYTES, llmtally.DEFAULT_MAX_EVENT_BYTES) == (64 << 20, 1 << 20)
 
 
 def test_empty_response_uses_request(backend):
@@ -106,10 +108,40 @@ def test_empty_response_uses_request(backend):
 def test_bad_constructor_arguments(backend):
     with pytest.raises(TypeError):
         llmtally.ResponseScanner(None, backend=backend)
-    with pytest.raises(ValueError):
-        llmtally.ResponseScanner("openai", status=70000, backend=backend)
+    for bad in (-1, 1 << 63, 1.5, True):
+        with pytest.raises(ValueError, match="max_decoded_bytes"):
+            llmtally.ResponseScanner("openai", max_decoded_bytes=bad, backend=backend)
+    with pytest.raises(TypeError):  # status is gone: the scanner never used it
+        llmtally.ResponseScanner("openai", status=200, backend=backend)
 
 
-def test_provider_ids():
-    assert llmtally.PROVIDERS == ("openai", "azure", "anthropic", "gemini", "vertex-ai", "bedrock", "mistral",
-                                  "ollama", "auto")
+def test_the_fallbacks_registry_is_the_cores():
+    """The fallback is built from a generated copy of the Rust registry (cargo test checks the file;
+    this checks what each backend actually loaded)."""
+    from llmtally import _native, fallback
+    assert json.loads(fallback.registry_json()) == json.loads(_native.registry_json())
+    assert fallback.registry.ALL[0].id == json.loads(_native.registry_json())["providers"][0]["id"]
+
+
+def test_provider_ids_round_trip(backend):
+    ids = [p.id for p in llmtally.providers()]
+    assert llmtally.PROVIDERS == (*ids, "auto")
+    assert len(set(ids)) == len(ids) and len({p.display for p in llmtally.providers()}) == len(ids)
+    for p in llmtally.providers():
+        for spelling in (p.id, p.id.upper(), f" {p.id} "):
+            assert llmtally.resolve_provider(spelling, backend=backend) == p.id
+            assert llmtally.ResponseScanner(spelling, backend=backend).provider == p.id
+        assert llmtally.display_name(p.id) == p.display
+    assert llmtally.resolve_provider("vllm", backend=backend) == "openai"  # unknown ids read as OpenAI-compatible
+    assert llmtally.display_name("vllm") == "OpenAI"
+
+
+def test_the_fallback_is_not_imported_with_the_native_backend():
+    code = ("import sys, llmtally\n"
+            "r = llmtally.parse_request(b'{}', 'openai')\n"
+            "sc = llmtally.ResponseScanner('auto', r)\n"
+            "sc.feed(b'{}'); sc.finish(); llmtally.count_tokens('x'); llmtally.encoding_for_model('gpt-4o')\n"
+            "print(sorted(m for m in sys.modules if m.startswith('llmtally')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={k: v for k, v in os.environ.items() if k != "LLMTALLY_BACKEND"}).stdout
+    assert eval(out) == ["llmtally", "llmtally._api", "llmtally._native", "llmtally._types"]

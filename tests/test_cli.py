@@ -15,7 +15,7 @@ def llmtally(*args, stdin=None):
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_scan_prints_usage(case, backend):
-    args = ["scan", "--provider", case["provider"], "--backend", backend, "--status", str(case.get("status", 200))]
+    args = ["scan", "--provider", case["provider"], "--backend", backend]
     if "request" in case:
         args += ["--request", str(FIXTURES / case["request"])]
     if case.get("path"):
@@ -37,9 +37,7 @@ def test_scan_from_stdin():
 
 @pytest.mark.parametrize("args, message", [
     (["scan", "/nonexistent/file"], b"No such file or directory"),
-    (["scan", "--status", "abc", "x"], b"invalid int value"),
     (["scan", "--backend", "gpu", "x"], b"invalid choice"),
-    (["scan", "--status", "99999", str(FIXTURES / "openai/chat.json")], b"status out of range"),
     (["scan", "--request", "/nonexistent", str(FIXTURES / "openai/chat.json")], b"No such file"),
     (["frobnicate"], b"invalid choice"),
     ([], b"required"),

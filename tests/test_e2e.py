@@ -12,13 +12,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import oracle
-from llmtally import jwt, mock_upstream
-from llmtally.demo import SEED_BODY, SEED_PROMPT, SEED_STREAM_BODY, Stack
+from helpers import metric_samples
+from llmtally.demo import SEED_BODY, SEED_PROMPT, SEED_STREAM_BODY, Stack, keys, upstream
 
 SEED_FIELDS = {"completion_tokens", "http_method", "path", "prompt_tokens", "rate_limited_tokens", "request_id",
                "response_code", "streaming", "system_time", "target_duration", "team", "total_tokens",
                "upstream_name", "user"}
-ANSWER = mock_upstream.ANSWERS[SEED_PROMPT]
+ANSWER = upstream.ANSWERS[SEED_PROMPT]
 CAROL = {"iss": "solo.io", "org": "solo.io", "sub": "carol", "team": "qa", "llms": {}}
 
 
@@ -39,11 +39,7 @@ def send(stack, path, token, body, **kw):
 
 
 def samples(stack) -> dict:
-    out = {}
-    for fam in text_string_to_metric_families(stack.metrics_text()):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
+    return metric_samples(stack.metrics_text())
 
 
 def sample(m, name, **labels):
@@ -57,7 +53,7 @@ def without_volatile(line):
 
 
 def test_seed_walkthrough_alice_and_bob(stack):
-    alice, bob = stack.key.token(jwt.ALICE), stack.key.token(jwt.BOB)
+    alice, bob = stack.key.token(keys.ALICE), stack.key.token(keys.BOB)
     m0 = samples(stack)
     completion = oracle.count(ANSWER, "cl100k_base")
     status, body, line = send(stack, "/openai", alice, SEED_BODY)
@@ -82,7 +78,7 @@ def test_seed_walkthrough_alice_and_bob(stack):
 
 
 def test_stream_without_usage_is_counted_by_the_tokenizer(stack):
-    alice = stack.key.token(jwt.ALICE)
+    alice = stack.key.token(keys.ALICE)
     m0 = samples(stack)
     status, body, line = send(stack, "/openai", alice, dict(SEED_BODY, stream=True))
     assert status == 200 and b'"usage"' not in body.replace(b'"usage":null', b"")
@@ -122,7 +118,7 @@ def usage_from_body(provider: str, body: bytes) -> tuple[int, int]:
      {"messages": [{"role": "user", "content": [{"text": SEED_PROMPT}]}]}),
 ])
 def test_other_provider_streams(stack, provider, path, body):
-    alice = stack.key.token(jwt.ALICE)
+    alice = stack.key.token(keys.ALICE)
     status, data, line = send(stack, path, alice, body)
     assert status == 200
     prompt, completion = usage_from_body(provider, data)
@@ -143,7 +139,7 @@ def test_a_team_over_its_token_budget_gets_429(stack):
 
 
 def test_a_client_that_disconnects_mid_stream(stack):
-    alice = stack.key.token(jwt.ALICE)
+    alice = stack.key.token(keys.ALICE)
     labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": "dev"}
     m0 = samples(stack)
     logged = len(stack.access_lines(0))
@@ -182,7 +178,7 @@ def test_a_client_that_disconnects_mid_stream(stack):
 def test_traffic_flows_when_llmtally_is_down(tmp_path):
     s = Stack(str(tmp_path)).start()
     try:
-        alice = s.key.token(jwt.ALICE)
+        alice = s.key.token(keys.ALICE)
         s.stop_serve()
         status, body, line = send(s, "/openai", alice, SEED_BODY)
         assert status == 200 and json.loads(body)["choices"][0]["message"]["content"] == ANSWER
@@ -229,7 +225,7 @@ def test_deploy_files_match_what_llmtally_exports(stack, tmp_path):
     r = subprocess.run([sys.executable, "-m", "llmtally.cli", "envoy-config", "--jwks", str(jwks), "--upstream",
                         "10.0.0.1:80"], capture_output=True, text=True, check=True)
     envoy_cfg = json.loads(r.stdout)
-    from llmtally.gateway import envoy_binary
+    from llmtally.demo.envoy_runner import envoy_binary
     (tmp_path / "envoy.json").write_text(r.stdout)
     v = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(tmp_path / "envoy.json")],
                        capture_output=True, text=True)

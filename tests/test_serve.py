@@ -1,8 +1,10 @@
 """`llmtally serve` driven over a real socket by a real grpcio client:
 exact dynamic metadata and exact metric samples."""
 
+import glob
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -18,11 +20,14 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 import oracle
 from conftest import CASES, load
+from helpers import metric_samples
 from llmtally.demo import free_port
+
+#: the real command line with one planted fault: a request for model "explode" raises (test-only)
+FAULTY_SERVE = pathlib.Path(__file__).parent / "faulty_serve.py"
 
 SECRET = "Bearer sk-test-SECRET-do-not-leak"
 CONFIG = """
@@ -43,16 +48,18 @@ stats:
 
 
 class Sidecar:
-    def __init__(self, tmp_path, backend="native", cap=100, listen=None, extra="", period=0):
+    """`llmtally serve` as a subprocess; `faulty`: through tests/faulty_serve.py."""
+
+    def __init__(self, tmp_path, backend="native", cap=100, listen=None, extra="", period=0, faulty=False):
         self.grpc_addr = listen or f"127.0.0.1:{free_port()}"
         self.metrics_port = free_port()
         cfg = tmp_path / f"llmtally-{self.metrics_port}.yaml"
         cfg.write_text(CONFIG.format(listen=self.grpc_addr, metrics=self.metrics_port, backend=backend, cap=cap,
                                      period=period) + extra)
-        env = dict(os.environ, LLMTALLY_FAULT_MODEL="explode")
         self.log = tmp_path / f"serve-{self.metrics_port}.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "llmtally.cli", "serve", "--config", str(cfg)],
-                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env=env)
+        entry = [str(FAULTY_SERVE)] if faulty else ["-m", "llmtally.cli"]
+        self.proc = subprocess.Popen([sys.executable, *entry, "serve", "--config", str(cfg)],
+                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
         self.channel = grpc.insecure_channel(self.grpc_addr)
         health = health_pb2_grpc.HealthStub(self.channel)
         deadline = time.time() + 30
@@ -74,11 +81,7 @@ class Sidecar:
 
     def metrics(self) -> dict:
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
-        out = {}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return out
+        return metric_samples(text)
 
     def stop(self):
         self.channel.close()
@@ -144,7 +147,7 @@ DISPLAY = {"openai": "OpenAI", "azure": "AzureOpenAI", "anthropic": "Anthropic",
 def expected_final(u: dict, llm: str) -> dict:
     ai = {"total_tokens": u["total_tokens"], "prompt_tokens": u["prompt_tokens"], "completion_tokens": u["completion_tokens"],
           "cached_tokens": u["cached_tokens"], "reasoning_tokens": u["reasoning_tokens"],
-          "provider": DISPLAY.get(llm, llm), "streaming": u["streaming"], "usage_source": u["source"]}
+          "provider": DISPLAY[llm], "streaming": u["streaming"], "usage_source": u["source"]}
     if u["model"] is not None:
         ai["model"] = u["model"]
     if u["provider_model"] is not None:
@@ -165,7 +168,7 @@ def expected_request(case, llm):
                                   case.get("path") or "/")
     prompt = oracle.prompt_estimate(json.loads(load(case["request"])), llm, oracle.encoding_for(info.model)) \
         if "request" in case else 0
-    ai = {"provider": DISPLAY.get(llm, llm), "streaming": info.streaming, "prompt_tokens": prompt}
+    ai = {"provider": DISPLAY[llm], "streaming": info.streaming, "prompt_tokens": prompt}
     if info.model is not None:
         ai["model"] = info.model
     return floats({"ai.gateway.kgateway.dev": ai, "envoy.ratelimit": {"hits_addend": prompt}})
@@ -183,9 +186,13 @@ def test_every_case_gives_exact_metadata(sidecar, case, via):
         inner = getattr(r, r.WhichOneof("response"))
         assert not inner.response.HasField("header_mutation") and not inner.response.HasField("body_mutation")
         assert inner.response.status == 0 and not r.HasField("immediate_response")
-    llm = provider if provider != "auto" else llmtally.resolve_provider("auto", case.get("path") or "/")
+    # an id the registry does not know is read as OpenAI-compatible; `auto` is detected from the path, and
+    # once the response arrives, with its content type too
+    path = case.get("path") or "/"
+    llm = provider if provider in DISPLAY else "openai" if provider != "auto" else llmtally.resolve_provider("auto", path)
     want_request = expected_request(case, llm)
     assert md_of(resps[1]) == want_request
+    llm = llmtally.resolve_provider(provider, path, case.get("content_type") or "")
     assert [md_of(r) for r in resps[2:-1]] == expected_mid_stream(case, msgs, llm)
     # a request is always known to the sidecar (`{}` when the case has none): its flag decides
     # `streaming`, its model (from the body or the path) is the model, else the provider's
@@ -203,7 +210,7 @@ def expected_mid_stream(case, msgs, llm):
     info = llmtally.parse_request(load(case["request"]) if "request" in case else b"{}", case["provider"],
                                   case.get("path") or "/")
     sc = llmtally.ResponseScanner(case["provider"], info, content_type=case.get("content_type") or "",
-                                  status=case.get("status", 200), path=case.get("path") or "/")
+                                  path=case.get("path") or "/")
     out, sent = [{}], 0  # the response headers' response carries nothing
     for m in msgs[3:-1]:
         sc.feed(m.response_body.body)
@@ -262,11 +269,13 @@ def test_metrics_per_team_with_overflow_and_missing_labels(tmp_path, backend):
     assert "SECRET" not in s.log.read_text()
 
 
+EXPLODE = b'{"model":"explode","messages":[]}'
+
+
 def test_exception_in_one_stream_leaves_the_others_unaffected(tmp_path):
-    s = Sidecar(tmp_path)
+    s = Sidecar(tmp_path, faulty=True)
     try:
-        bad = messages("/v1/chat/completions", b'{"model":"explode","messages":[]}', 200, "text/event-stream",
-                       split3(load(SEED_STREAM["response"])))
+        bad = messages("/v1/chat/completions", EXPLODE, 200, "text/event-stream", split3(load(SEED_STREAM["response"])))
         results = {}
 
         def run(name, msgs):
@@ -291,6 +300,16 @@ def test_exception_in_one_stream_leaves_the_others_unaffected(tmp_path):
         s.stop()
     log = s.log.read_text()
     assert log.count("exception in request_body") == 1 and "SECRET" not in log
+
+
+def test_the_production_entry_point_has_no_fault_hook(sidecar):
+    """Model "explode" raises only under tests/faulty_serve.py: `llmtally serve` counts it like any other."""
+    before = sample(sidecar.metrics(), "ai_exception_raised_total", stage="request_body")
+    resps = sidecar.process(messages("/v1/chat/completions", EXPLODE, 200, "text/event-stream",
+                                     split3(load(SEED_STREAM["response"]))), provider="openai")
+    assert md_of(resps[1])["ai.gateway.kgateway.dev"]["model"] == "explode"
+    assert md_of(resps[-1])["ai.gateway.kgateway.dev"]["total_tokens"] == SEED_STREAM["usage"]["total_tokens"]
+    assert sample(sidecar.metrics(), "ai_exception_raised_total", stage="request_body") == before
 
 
 def slow(msgs, delay, stop_after=None):
@@ -431,6 +450,16 @@ def test_unix_socket_and_auto_detection(tmp_path):
         s.stop()
 
 
+def streams_per_worker(worker) -> int:
+    """The `ai_requests_total` one worker recorded, read from its own prometheus
+    multiprocess files (`<kind>_<pid>.db` in the directory its parent made)."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    files = glob.glob(os.path.join(worker.environ()["PROMETHEUS_MULTIPROC_DIR"], f"*_{worker.pid}.db"))
+    return sum(s.value for fam in MultiProcessCollector.merge(files) for s in fam.samples
+               if s.name == "ai_requests_total")
+
+
 def test_workers_share_the_port_and_one_metrics_endpoint(tmp_path):
     s = Sidecar(tmp_path, extra="workers: 2\n")
     try:
@@ -438,9 +467,10 @@ def test_workers_share_the_port_and_one_metrics_endpoint(tmp_path):
         children = [c for c in psutil.Process(s.proc.pid).children()  # not multiprocessing's resource tracker
                     if "resource_tracker" not in " ".join(c.cmdline())]
         assert len(children) == 2
-        n = 12
-        for _ in range(n):  # a new connection each time, so the kernel spreads them over the workers
-            with grpc.insecure_channel(s.grpc_addr) as ch:
+        n = 32  # the kernel hashes each new connection to a worker: all 32 on one by chance is 2 in 2**32
+        for _ in range(n):
+            # a new connection each time (a local subchannel pool: grpc would otherwise reuse the last one)
+            with grpc.insecure_channel(s.grpc_addr, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
                 resps = list(pb_grpc.ExternalProcessorStub(ch).Process(iter(case_messages(SEED_STREAM)),
                                                                        metadata=[("x-llm-provider", "openai")]))
                 assert md_of(resps[-1]) == expected_final(SEED_STREAM["usage"], "openai")
@@ -449,8 +479,9 @@ def test_workers_share_the_port_and_one_metrics_endpoint(tmp_path):
         assert sample(m, "ai_prompt_tokens_total", **labels) == 21 * n
         assert sample(m, "ai_completion_tokens_total", **labels) == 40 * n
         assert sample(m, "ai_requests_total", **labels, source="provider") == n
-        busy = [c for c in children if c.cpu_times().user > 0]
-        assert len(busy) == 2
+        # both workers served streams, and between them exactly the n that /metrics reports
+        per_worker = [streams_per_worker(c) for c in children]
+        assert sum(per_worker) == n and all(k > 0 for k in per_worker), per_worker
     finally:
         s.stop()
     assert s.proc.returncode == 0

@@ -1,49 +1,33 @@
-"""The public API: one set of types, two backends (Rust or pure Python)."""
+"""The public API: one set of types, two backends (Rust or pure Python).
+
+The backend is chosen per call (``backend=``) or once (``LLMTALLY_BACKEND``);
+the pure-Python fallback is imported only when it is used.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import functools
+import importlib
+import json
 import os
-from dataclasses import dataclass
+import warnings
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from . import fallback
-from .fallback.scanner import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES, STATS
+from ._types import Provider, RequestInfo, Stats, Usage
+
+if TYPE_CHECKING:
+    from . import _native as _native_t
 
 try:
     from . import _native
 except ImportError:  # pragma: no cover - exercised by installs without the extension
-    _native = None
+    _native = None  # type: ignore[assignment]
 
-PROVIDERS = ("openai", "azure", "anthropic", "gemini", "vertex-ai", "bedrock", "mistral", "ollama", "auto")
 BACKENDS = ("native", "python")
-
-
-@dataclass(frozen=True, slots=True)
-class RequestInfo:
-    """What the request body tells."""
-
-    model: str | None = None
-    streaming: bool = False
-    include_usage: bool = False
-    prompt_tokens: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token usage of one response."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-    model: str | None = None
-    provider_model: str | None = None
-    streaming: bool = False
-    source: str = "none"
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+ENCODINGS = ("o200k_base", "cl100k_base")
+#: set_default_encoding's choice, applied to the fallback when it is first imported
+_default_encoding: str | None = None
 
 
 def backend() -> str:
@@ -55,29 +39,55 @@ def backend() -> str:
     return "native"
 
 
-def _impl(name: str | None):
+@functools.cache
+def _fallback() -> ModuleType:
+    module = importlib.import_module(".fallback", __package__)
+    if _default_encoding is not None:
+        module.set_default_encoding(_default_encoding)
+    return module
+
+
+def _impl(name: str | None) -> Any:
     b = backend() if name is None else name
     if b == "native":
         if _native is None:
             raise ImportError("llmtally._native is not available; use backend='python'")
         return _native
     if b == "python":
-        return fallback
+        return _fallback()
     raise ValueError(f"unknown backend {name!r}; expected one of {BACKENDS}")
+
+
+@functools.cache
+def _registry() -> dict[str, Any]:
+    """The provider registry of the Rust core (the fallback holds a generated copy)."""
+    data: dict[str, Any] = json.loads(_impl(None).registry_json())
+    return data
+
+
+def providers() -> tuple[Provider, ...]:
+    """Every provider llmtally reads, in `auto` detection order."""
+    return tuple(Provider(id=p["id"], display=p["display"]) for p in _registry()["providers"])
+
+
+def display_name(provider: str) -> str:
+    """The `provider` metadata value for a provider id (`OpenAI`, `Anthropic`, ...);
+    an unknown id is read as OpenAI-compatible, so it gets OpenAI's."""
+    pid = resolve_provider(provider) if provider.strip().lower() not in ("", "auto") else "openai"
+    return next(p.display for p in providers() if p.id == pid)
 
 
 def parse_request(body: bytes, provider: str, path: str = "", *, backend: str | None = None) -> RequestInfo:
     """Model, streaming flag and prompt estimate from a request body."""
-    return RequestInfo(*_impl(backend).parse_request(body, provider, path))
-
-
-ENCODINGS = ("o200k_base", "cl100k_base")
+    info: RequestInfo = _impl(backend).parse_request(body, provider, path)
+    return info
 
 
 def resolve_provider(provider: str, path: str = "", content_type: str = "", *, backend: str | None = None) -> str:
     """The provider whose format is read for `provider` (`auto`: detected from
     the path and content type; an unknown id: `openai`)."""
-    return _impl(backend).resolve_provider(provider, path, content_type)
+    pid: str = _impl(backend).resolve_provider(provider, path, content_type)
+    return pid
 
 
 def count_tokens(text: str, *, model: str | None = None, encoding: str | None = None,
@@ -87,25 +97,33 @@ def count_tokens(text: str, *, model: str | None = None, encoding: str | None = 
     the default encoding (models without a public tokenizer: an estimate)."""
     if not isinstance(text, str):
         raise TypeError("text must be a str")
-    return _impl(backend).count_tokens(text, model, encoding)
+    n: int = _impl(backend).count_tokens(text, model=model, encoding=encoding)
+    return n
 
 
 def encoding_for_model(model: str) -> str | None:
     """`o200k_base` or `cl100k_base` as tiktoken maps `model`; None when the
     model has no public tokenizer (the default encoding is used for it)."""
-    return fallback.encoding_for_model(model)
+    enc: str | None = _impl(None).encoding_for_model(model)
+    return enc
 
 
 def default_encoding() -> str:
-    return fallback.default_encoding()
+    enc: str = _impl(None).default_encoding()
+    return enc
 
 
 def set_default_encoding(name: str) -> None:
     """Encoding for models without a public tokenizer (Claude, Gemini, Llama,
     Mistral, ...), for both backends; ``LLMTALLY_DEFAULT_ENCODING`` sets it at import."""
-    fallback.set_default_encoding(name)
+    global _default_encoding
+    if name not in ENCODINGS:
+        raise ValueError(f"unknown encoding {name!r}; expected one of {ENCODINGS}")
+    _default_encoding = name
     if _native is not None:
         _native.set_default_encoding(name)
+    if _fallback.cache_info().currsize:
+        _fallback().set_default_encoding(name)
 
 
 class ResponseScanner:
@@ -118,43 +136,63 @@ class ResponseScanner:
     __slots__ = ("_impl", "feed", "backend")
 
     def __init__(self, provider: str, request: RequestInfo | None = None, *, content_type: str = "",
-                 content_encoding: str = "", status: int = 200, path: str = "", backend: str | None = None,
-                 max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+                 content_encoding: str = "", path: str = "", backend: str | None = None,
+                 max_decoded_bytes: int | None = None, max_event_bytes: int | None = None):
         if not isinstance(provider, str):
             raise TypeError("provider must be a str")
-        if not 0 <= status <= 65535:
-            raise ValueError(f"status out of range: {status}")
-        if max_decoded_bytes < 0 or max_event_bytes < 0:
-            raise ValueError("limits must be >= 0")
         module = _impl(backend)
-        req = None
-        if request is not None:
-            req = (request.model, request.streaming, request.include_usage, request.prompt_tokens)
-        self._impl = module.ResponseScanner(provider, req, content_type, content_encoding, status, path,
-                                            max_decoded_bytes, max_event_bytes)
+        limits = {}
+        for name, value in (("max_decoded_bytes", max_decoded_bytes), ("max_event_bytes", max_event_bytes)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 63:
+                raise ValueError(f"{name} must be an integer from 0 to 2**63-1, not {value!r}")
+            limits[name] = value
+        self._impl: _native_t.ResponseScanner = module.ResponseScanner(
+            provider, request, content_type=content_type, content_encoding=content_encoding, path=path, **limits)
         self.feed = self._impl.feed
         self.backend = "native" if module is _native else "python"
 
     def finish(self) -> Usage:
         """The usage so far; call at end of stream (idempotent)."""
-        return Usage(*self._impl.finish())
+        return self._impl.finish()
 
     def snapshot(self) -> Usage:
         """The usage as of now, without finishing (for metadata mid-stream);
         tokenizer counts cost a pass over the few KiB of text held back."""
-        return Usage(*self._impl.snapshot())
+        return self._impl.snapshot()
 
     def usage_changes(self) -> int:
         """A number that grows whenever the reported usage (or the provider's
         model) changes; cheap enough to poll after every chunk."""
         return self._impl.usage_changes()
 
-    def stats(self) -> dict:
+    def stats(self) -> Stats:
         """What the scanner saw: bytes fed and decoded, JSON documents complete and
         broken, error objects, corrupt and oversized event-stream frames, and
-        whether decoding was capped, failed, or impossible (see README)."""
-        return dict(zip(STATS, self._impl.stats()))
+        whether decoding was capped, failed, or impossible."""
+        return self._impl.stats()
+
+    @property
+    def provider(self) -> str:
+        """The provider id whose format is read (`auto` and unknown ids resolved)."""
+        return self._impl.provider
+
+    @property
+    def framing(self) -> str | None:
+        """`sse`, `json`, `json-array`, `ndjson` or `eventstream`; None until the
+        content type or the first body bytes decide."""
+        return self._impl.framing
 
 
-if os.environ.get("LLMTALLY_DEFAULT_ENCODING"):
-    set_default_encoding(os.environ["LLMTALLY_DEFAULT_ENCODING"].strip())
+#: default caps of a scanner: decoded bytes per response, one event-stream message
+DEFAULT_MAX_DECODED_BYTES: int = _impl(None).DEFAULT_MAX_DECODED_BYTES
+DEFAULT_MAX_EVENT_BYTES: int = _impl(None).DEFAULT_MAX_EVENT_BYTES
+
+_env_encoding = os.environ.get("LLMTALLY_DEFAULT_ENCODING", "").strip()
+if _env_encoding:
+    if _env_encoding in ENCODINGS:
+        set_default_encoding(_env_encoding)
+    else:  # a library import must not fail on it; `llmtally serve` refuses it with a one-line error
+        warnings.warn(f"LLMTALLY_DEFAULT_ENCODING={_env_encoding!r} is not one of {ENCODINGS}; ignored",
+                      stacklevel=2)

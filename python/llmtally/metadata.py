@@ -5,18 +5,9 @@ from __future__ import annotations
 
 from google.protobuf.struct_pb2 import Struct
 
-from ._api import RequestInfo, Usage
+from ._api import display_name
+from ._types import RequestInfo, Usage
 from .config import Config
-
-DISPLAY = {
-    "openai": "OpenAI", "azure": "AzureOpenAI", "anthropic": "Anthropic", "gemini": "Gemini",
-    "vertex-ai": "VertexAI", "bedrock": "Bedrock", "mistral": "Mistral", "ollama": "Ollama",
-}
-
-
-def display_name(provider: str) -> str:
-    """`OpenAI`, `Anthropic`, ...; an unknown id as given."""
-    return DISPLAY.get(provider, provider)
 
 
 def _struct(namespaces: dict[str, dict]) -> Struct:

@@ -4,13 +4,19 @@ whose distinct values are capped so a hostile claim cannot explode memory."""
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from .config import Config
 
+if TYPE_CHECKING:
+    from ._api import Usage
+
 TOKEN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 PER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
+#: the scanner `stats()` counters reported as `ai_scan_anomalies_total{kind}`
+ANOMALY_KINDS = ("broken_docs", "corrupt_frames", "oversized_events", "decode_capped", "decode_failed", "undecodable")
 
 
 class LabelValues:
@@ -35,6 +41,9 @@ class LabelValues:
 
 
 class Metrics:
+    """The sidecar's metric families. Exchanges record through `record`,
+    `record_anomalies` and `record_exception`, never through a family."""
+
     def __init__(self, config: Config, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         self.custom = [lab.name for lab in config.custom_labels]
@@ -67,13 +76,54 @@ class Metrics:
                               "Streaming: (end - first body bytes) / (completion tokens - 1)", names,
                               buckets=PER_TOKEN_BUCKETS, registry=r)
 
+    # -- recording: the one way in for the exchange --
+
+    def record(self, llm: str, model: str | None, labels: dict[str, str], usage: Usage | None, *,
+               aborted: bool = False, duration: float | None = None, ttft: float | None = None,
+               tpot_span: float | None = None) -> None:
+        """One finished (or cut) LLM call. `usage` None: cut before any response,
+        so only `aborted` counts. `duration`: request headers to the end;
+        `ttft`: to the first response body bytes; `tpot_span`: from those bytes
+        to the end (None when no body came), spread over the completion tokens
+        of a streamed answer."""
+        s = self._series_of(llm, model, labels)
+        if aborted:
+            s.aborted.inc()
+        if usage is None:
+            return
+        s.prompt.inc(usage.prompt_tokens)
+        s.completion.inc(usage.completion_tokens)
+        s.cached.inc(usage.cached_tokens)
+        s.reasoning.inc(usage.reasoning_tokens)
+        s.rate_limited.inc(usage.total_tokens)
+        s.requests[usage.source].inc()
+        if duration is not None:
+            s.duration.observe(duration)
+        if ttft is not None:
+            s.ttft.observe(ttft)
+        if tpot_span is not None and usage.streaming and usage.completion_tokens > 1:
+            s.tpot.observe(tpot_span / (usage.completion_tokens - 1))
+
+    def record_anomalies(self, llm: str, stats: dict) -> dict[str, int]:
+        """Count the oddities in a scanner's `stats()`; returns those seen (kind: count)."""
+        seen = {k: int(stats[k]) for k in ANOMALY_KINDS if stats[k]}
+        for k, n in seen.items():
+            self.anomalies.labels(llm, k).inc(n)
+        return seen
+
+    def record_exception(self, stage: str) -> None:
+        self.exceptions.labels(stage).inc()
+
+    # -- label handling --
+
     def label_values(self, llm: str, model: str | None, custom: dict[str, str]) -> tuple[str, ...]:
         model = self.model_values.admit(model or "")
         return (llm, model, *(self.caps[n].admit(custom[n]) for n in self.custom))
 
-    def series(self, values: tuple[str, ...]) -> "Series":
+    def _series_of(self, llm: str, model: str | None, custom: dict[str, str]) -> "Series":
         """The labelled children for one label tuple, made once (every label value is capped, so
         the cache is bounded); prometheus-client's labels() is slow on the hot path."""
+        values = self.label_values(llm, model, custom)
         s = self._series.get(values)
         if s is None:
             s = self._series[values] = Series(self, values)

@@ -1,11 +1,26 @@
-"""Pure-Python implementation of llmtally's core, with the same results as
-the Rust extension (``llmtally._native``): the same constructor, methods and
-return tuples. The public API in :mod:`llmtally` wraps either one."""
+"""Pure-Python implementation of llmtally's core, with the same API and
+results as the Rust extension (``llmtally._native``, typed in
+``_native.pyi``). Its provider tables, field ids and constants are not
+written here: they are loaded from ``registry.json``, generated from the
+Rust core. The public API in :mod:`llmtally` picks one backend."""
 
-from .provider import resolve as resolve_provider
+import pathlib
+
+from .registry import resolve
 from .request import parse_request
-from .scanner import ResponseScanner
+from .scanner import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES, ResponseScanner
 from .tokens import count_tokens, default_encoding, encoding_for_model, set_default_encoding
 
-__all__ = ["ResponseScanner", "count_tokens", "resolve_provider", "default_encoding", "encoding_for_model", "parse_request",
-           "set_default_encoding"]
+
+def resolve_provider(provider: str, path: str = "", content_type: str = "") -> str:
+    """The provider id whose format is read (`auto`: detected; unknown: `openai`)."""
+    return resolve(provider, path, content_type).id
+
+
+def registry_json() -> str:
+    """The generated registry this backend is built from."""
+    return pathlib.Path(__file__).with_name("registry.json").read_text(encoding="utf-8")
+
+
+__all__ = ["DEFAULT_MAX_DECODED_BYTES", "DEFAULT_MAX_EVENT_BYTES", "ResponseScanner", "count_tokens", "default_encoding",
+           "encoding_for_model", "parse_request", "registry_json", "resolve_provider", "set_default_encoding"]

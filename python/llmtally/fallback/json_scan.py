@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 
-KEY_MAX = 64
-BARE_MAX = 24
+from .data import CONSTANTS
+
+KEY_MAX = CONSTANTS["json_key_max"]
+BARE_MAX = CONSTANTS["json_bare_max"]
 REPLACEMENT = "\ufffd".encode()
 
 _NON_WS = re.compile(rb"[^ \t\n\r]")

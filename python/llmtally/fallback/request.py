@@ -2,46 +2,11 @@
 
 from __future__ import annotations
 
-from .json_scan import Arr, JsonScanner, Leaf, Obj, Or, Sink
-from .provider import path_model, path_only, path_streams, resolve
+from .._types import RequestInfo
+from .json_scan import JsonScanner, Sink
+from .registry import resolve
 from .tokens import count, encoding_for
 from .usage import INCLUDE_USAGE, MODEL, R_MSG, R_NAME, R_TEXT, STREAM, ShortString
-
-STREAM_OPTIONS = Obj(None, {"include_usage": Leaf(INCLUDE_USAGE)})
-TEXT_BLOCKS = Arr(Obj(None, {"text": Leaf(R_TEXT)}))
-TEXT_OR_BLOCKS = Or(Leaf(R_TEXT), TEXT_BLOCKS)
-
-CHAT_MESSAGE = Obj(R_MSG, {
-    "role": Leaf(R_TEXT),
-    "content": TEXT_OR_BLOCKS,
-    "name": Leaf(R_NAME),
-    "tool_call_id": Leaf(R_TEXT),
-    "tool_calls": Arr(Obj(None, {"function": Obj(None, {"name": Leaf(R_TEXT), "arguments": Leaf(R_TEXT)})})),
-})
-INPUT = Or(Leaf(R_TEXT), Arr(Or(Leaf(R_TEXT), CHAT_MESSAGE, Arr(Leaf(R_TEXT)))))
-
-OPENAI = Obj(None, {
-    "model": Leaf(MODEL), "stream": Leaf(STREAM), "stream_options": STREAM_OPTIONS,
-    "messages": Arr(CHAT_MESSAGE), "input": INPUT, "prompt": INPUT, "instructions": Leaf(R_TEXT),
-})
-
-BLOCK = Obj(None, {"text": Leaf(R_TEXT), "content": TEXT_OR_BLOCKS})
-MESSAGES = Obj(None, {
-    "model": Leaf(MODEL), "stream": Leaf(STREAM), "system": TEXT_OR_BLOCKS,
-    "messages": Arr(Obj(None, {"content": Or(Leaf(R_TEXT), Arr(BLOCK))})),
-})
-
-GEMINI_CONTENT = Obj(None, {"parts": TEXT_BLOCKS})
-GEMINI = Obj(None, {"model": Leaf(MODEL), "stream": Leaf(STREAM), "contents": Arr(GEMINI_CONTENT), "systemInstruction": GEMINI_CONTENT,
-                    "system_instruction": GEMINI_CONTENT})
-
-OLLAMA = Obj(None, {
-    "model": Leaf(MODEL), "stream": Leaf(STREAM), "stream_options": STREAM_OPTIONS,
-    "messages": Arr(Obj(None, {"content": Leaf(R_TEXT)})), "prompt": Leaf(R_TEXT), "system": Leaf(R_TEXT),
-})
-
-_PATTERNS = {"anthropic": MESSAGES, "bedrock": MESSAGES, "gemini": GEMINI, "vertex-ai": GEMINI, "ollama": OLLAMA}
-
 
 class _Collect(Sink):
     def __init__(self):
@@ -90,23 +55,19 @@ class _Collect(Sink):
             self.messages += 1
 
 
-def parse_request(body: bytes, provider: str, path: str = "") -> tuple:
-    """(model, streaming, include_usage, prompt_tokens); never fails on bad input."""
+def parse_request(body: bytes, provider: str, path: str = "") -> RequestInfo:
+    """Model, streaming flag and prompt estimate; never fails on bad input."""
     if not isinstance(body, bytes):
         raise TypeError("body must be bytes")
-    p = resolve(provider, path)
-    sc = JsonScanner(_PATTERNS.get(p, OPENAI))
+    d = resolve(provider, path)
+    sc = JsonScanner(d.request)
     c = _Collect()
     sc.feed(body, c)
     sc.end_doc(c)
-    streaming = c.stream
-    if streaming is None:
-        streaming = path_streams(p, path)
-    if streaming is None:
-        bare = path_only(path)
-        streaming = p == "ollama" and (bare.endswith("/api/chat") or bare.endswith("/api/generate"))
-    model = c.model if c.model is not None else path_model(p, path)
+    streaming = c.stream if c.stream is not None else d.path_streams(path)
+    model = c.model if c.model is not None else d.path_model(path)
     enc = encoding_for(model)
     text = sum(count(t, enc) for t in c.texts)
     overhead = 3 * c.messages + 3 if c.messages else 0
-    return model, streaming, c.include_usage, text + c.fixed + overhead
+    return RequestInfo(model=model, streaming=streaming, include_usage=c.include_usage,
+                       prompt_tokens=text + c.fixed + overhead)

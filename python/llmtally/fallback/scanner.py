@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
+from .._types import RequestInfo, Stats, Usage
 from . import decode, ndjson
 from .base64 import Base64
+from .data import CONSTANTS
 from .eventstream import EventStream
-from .formats import for_provider
-from .formats.bedrock import FORMAT as BEDROCK
-from .formats.ollama import FORMAT as OLLAMA
 from .json_scan import BROKEN, COMPLETE, JsonScanner
-from .provider import resolve
+from .registry import resolve
 from .sse import SseFramer
 from .text import TextState
-from .usage import BYTES, CHOICE_INDEX, TOOL_INDEX, UsageAcc, is_text
+from .usage import BYTES, CHOICE_INDEX, TOOL_INDEX, U64_MAX, UsageAcc, is_text
 
-DEFAULT_MAX_DECODED_BYTES = 64 << 20
-DEFAULT_MAX_EVENT_BYTES = 1 << 20
+DEFAULT_MAX_DECODED_BYTES = CONSTANTS["max_decoded_bytes"]
+DEFAULT_MAX_EVENT_BYTES = CONSTANTS["max_event_bytes"]
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 SNIFF_MAX = 4096
 BOM = b"\xef\xbb\xbf"
 _WS = b" \t\n\r\x0c"  # Rust u8::is_ascii_whitespace
 
 SSE, JSON, NDJSON, EVENTSTREAM = "sse", "json", "ndjson", "eventstream"
-STATS = ("bytes", "decoded_bytes", "docs", "broken_docs", "errors", "corrupt_frames", "oversized_events",
-         "decode_capped", "decode_failed", "undecodable")
 
 
 class _Collector(UsageAcc):
@@ -113,16 +111,20 @@ class _Docs:
 
 
 class ResponseScanner:
-    """Same constructor and results as llmtally._native.ResponseScanner."""
+    """Same constructor and results as llmtally._native.ResponseScanner (see _native.pyi)."""
 
     __slots__ = ("format", "request", "kind", "hint", "array", "framer", "held", "max_event", "docs", "decoder",
                  "bytes", "result")
 
-    def __init__(self, provider: str, request, content_type: str, content_encoding: str, status: int, path: str,
-                 max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
-        self.format = for_provider(resolve(provider, path, content_type))
+    def __init__(self, provider: str, request: RequestInfo | None = None, *, content_type: str = "",
+                 content_encoding: str = "", path: str = "", max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+        self.format = resolve(provider, path, content_type)
+        if request is not None:  # any object with RequestInfo's attributes, as natively
+            request = RequestInfo(model=request.model, streaming=request.streaming,
+                                  include_usage=request.include_usage, prompt_tokens=request.prompt_tokens)
         self.request = request
-        ct = content_type.lower()
+        ct = content_type.translate(_ASCII_LOWER)
         if ct.startswith("application/vnd.amazon.eventstream"):
             hint = EVENTSTREAM
         elif "event-stream" in ct:
@@ -146,7 +148,8 @@ class ResponseScanner:
         self.framer = None
         self.held = b""
         self.max_event = max_event_bytes
-        self.docs = _Docs(JsonScanner(self.format.pat), _Collector(self.format.inner, request[0] if request else None))
+        self.docs = _Docs(JsonScanner(self.format.response),
+                          _Collector(self.format.inner, request.model if request is not None else None))
         self.bytes = 0
         self.result = None
         if hint == EVENTSTREAM:
@@ -155,12 +158,12 @@ class ResponseScanner:
     def _decide(self, first) -> None:
         kind = self.hint
         if kind is None:
-            if first == 0x7B and self.format is OLLAMA:
-                kind = NDJSON
-            elif first in (0x7B, 0x5B):
+            if first == 0x7B:
+                kind = self.format.brace_framing
+            elif first == 0x5B:
                 kind = JSON
-            elif first == 0 and self.format is BEDROCK:
-                kind = EVENTSTREAM
+            elif first == 0 and self.format.nul_framing is not None:
+                kind = self.format.nul_framing
             else:
                 kind = SSE
         self.kind = kind
@@ -170,7 +173,7 @@ class ResponseScanner:
             self.framer = EventStream(self.max_event)
         elif kind == JSON and first == 0x5B:
             self.array = True
-            self.docs.json = JsonScanner(self.format.array)
+            self.docs.json = JsonScanner(self.format.response_array)
 
     def feed(self, chunk: bytes) -> None:
         if not isinstance(chunk, bytes):
@@ -215,23 +218,35 @@ class ResponseScanner:
         self.docs.feed(payload)
         self.docs.end()
 
-    def stats(self) -> tuple:
+    @property
+    def provider(self) -> str:
+        """The provider id whose format is read (`auto` and unknown ids resolved)."""
+        return self.format.id
+
+    @property
+    def framing(self) -> str | None:
+        """The framing in use, None until the content type or the first bytes decide."""
+        if self.kind == JSON and self.array:
+            return "json-array"
+        return self.kind
+
+    def stats(self) -> Stats:
         dec = self.decoder
         es = self.framer if self.kind == EVENTSTREAM else None
-        return (
-            self.bytes,
-            self.bytes if dec is None else (0 if dec is False else dec.produced),
-            self.docs.docs,
-            self.docs.broken,
-            self.docs.col.errors,
-            es.corrupt if es else 0,
-            es.oversized if es else 0,
-            bool(dec) and dec.stopped,
-            bool(dec) and dec.failed,
-            dec is False,
+        return Stats(
+            bytes=self.bytes,
+            decoded_bytes=self.bytes if dec is None else (0 if dec is False else dec.produced),
+            docs=self.docs.docs,
+            broken_docs=self.docs.broken,
+            errors=self.docs.col.errors,
+            corrupt_frames=es.corrupt if es else 0,
+            oversized_events=es.oversized if es else 0,
+            decode_capped=bool(dec) and dec.stopped,
+            decode_failed=bool(dec) and dec.failed,
+            undecodable=dec is False,
         )
 
-    def finish(self) -> tuple:
+    def finish(self) -> Usage:
         if self.result is not None:
             return self.result
         kind = self.kind
@@ -245,7 +260,7 @@ class ResponseScanner:
     def usage_changes(self) -> int:
         return self.docs.col.changes
 
-    def snapshot(self) -> tuple:
+    def snapshot(self) -> Usage:
         """The usage as of now, without ending anything."""
         if self.result is not None:
             return self.result
@@ -253,9 +268,9 @@ class ResponseScanner:
         acc = self.docs.col
         pm = acc.provider_model
         req = self.request
-        model = req[0] if req is not None and req[0] is not None else pm
+        model = req.model if req is not None and req.model is not None else pm
         if req is not None:
-            streaming = bool(req[1])
+            streaming = bool(req.streaming)
         else:
             streaming = kind in (SSE, NDJSON, EVENTSTREAM) or (kind == JSON and self.array)
         nums = (0, 0, 0, 0, 0)
@@ -265,7 +280,9 @@ class ResponseScanner:
             source = "provider"
         elif acc.text.seen():
             completion, reasoning = acc.text.totals()
-            prompt = req[3] if req is not None else 0
-            nums = (prompt, completion, min(prompt + completion, (1 << 64) - 1), 0, reasoning)
+            prompt = req.prompt_tokens if req is not None else 0
+            nums = (prompt, completion, min(prompt + completion, U64_MAX), 0, reasoning)
             source = "tokenizer"
-        return (*nums, model, pm, streaming, source)
+        p, c, t, ca, r = nums
+        return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=t, cached_tokens=ca, reasoning_tokens=r,
+                     model=model, provider_model=pm, streaming=streaming, source=source)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from .data import CONSTANTS
 from .tokens import TextCounter, encoding_for
 from .usage import CHOICE, CHOICE_INDEX, ROOT, T_REASONING, TOOL, TOOL_INDEX
 
-MAX_TEXTS = 64
+MAX_TEXTS = CONSTANTS["max_texts"]
 
 
 class TextState:

@@ -21,26 +21,16 @@ import importlib.util
 import os
 import threading
 
+from .data import CONSTANTS, DATA
+
 BASE_URL = "https://openaipublic.blob.core.windows.net/encodings/"
 ENCODINGS = ("o200k_base", "cl100k_base")
-MIN_BATCH = 4096
-MAX_HELD = 1 << 20
+MIN_BATCH = CONSTANTS["count_min_batch"]
+MAX_HELD = CONSTANTS["count_max_held"]
 
-# exact names, then prefixes, as tiktoken maps them (cl100k/o200k only)
-_MODELS = {
-    "o1": "o200k_base", "o3": "o200k_base", "o4-mini": "o200k_base", "gpt-5": "o200k_base", "gpt-4.1": "o200k_base",
-    "gpt-4o": "o200k_base", "gpt-4": "cl100k_base", "gpt-3.5-turbo": "cl100k_base", "gpt-3.5": "cl100k_base",
-    "gpt-35-turbo": "cl100k_base", "davinci-002": "cl100k_base", "babbage-002": "cl100k_base",
-    "text-embedding-ada-002": "cl100k_base", "text-embedding-3-small": "cl100k_base",
-    "text-embedding-3-large": "cl100k_base",
-}
-_PREFIXES = (
-    ("o1-", "o200k_base"), ("o3-", "o200k_base"), ("o4-mini-", "o200k_base"), ("gpt-5", "o200k_base"),
-    ("gpt-4.5-", "o200k_base"), ("gpt-4.1-", "o200k_base"), ("chatgpt-4o-", "o200k_base"), ("gpt-4o-", "o200k_base"),
-    ("gpt-4-", "cl100k_base"), ("gpt-3.5-turbo-", "cl100k_base"), ("gpt-35-turbo-", "cl100k_base"),
-    ("ft:gpt-4o", "o200k_base"), ("ft:gpt-4", "cl100k_base"), ("ft:gpt-3.5-turbo", "cl100k_base"),
-    ("ft:davinci-002", "cl100k_base"), ("ft:babbage-002", "cl100k_base"),
-)
+# exact names, then prefixes, as tiktoken maps them (cl100k/o200k only): the Rust core's tables
+_MODELS = dict(DATA["models"])
+_PREFIXES = tuple((p, e) for p, e in DATA["model_prefixes"])
 
 _default = "o200k_base"
 _encodings: dict = {}
@@ -139,11 +129,11 @@ def count(text: str, name: str) -> int:
     return len(encoding(name)[0].encode_ordinary(text))
 
 
-def count_tokens(text: str, model: str | None = None, encoding_name: str | None = None) -> int:
-    if encoding_name is not None:
-        if encoding_name not in ENCODINGS:
-            raise ValueError(f"unknown encoding {encoding_name!r}; expected one of {ENCODINGS}")
-        return count(text, encoding_name)
+def count_tokens(text: str, *, model: str | None = None, encoding: str | None = None) -> int:
+    if encoding is not None:
+        if encoding not in ENCODINGS:
+            raise ValueError(f"unknown encoding {encoding!r}; expected one of {ENCODINGS}")
+        return count(text, encoding)
     return count(text, encoding_for(model))
 
 

@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from .data import CONSTANTS, FIELDS
 from .json_scan import Sink
 
-# usage slots
-INPUT, OUTPUT, TOTAL, CACHED, CACHE_WRITE, REASONING, EXTRA_INPUT = range(7)
+if TYPE_CHECKING:
+    from .registry import Descriptor
+
+# leaf and mark ids, as the Rust core numbers them (rust/core/src/field.rs)
+INPUT, OUTPUT, TOTAL, CACHED, CACHE_WRITE, REASONING, EXTRA_INPUT = (
+    FIELDS[n] for n in ("INPUT", "OUTPUT", "TOTAL", "CACHED", "CACHE_WRITE", "REASONING", "EXTRA_INPUT"))
 SLOTS = 7
-# other leaves and marks
-MODEL = 16
-ERROR = 17
-STREAM = 18
-INCLUDE_USAGE = 19
-USAGE_RESET = 20  # mark: this usage object replaces all earlier usage
-BYTES = 21  # a base64 string wrapping a nested document
-ROOT, CHOICE, TOOL = 22, 23, 24  # marks: a document's root, a choice, a tool call
-CHOICE_INDEX, TOOL_INDEX = 25, 26  # leaves naming the current choice / tool call
-T_CONTENT, T_REFUSAL, T_REASONING, T_TOOL_NAME, T_TOOL_ARGS = 30, 31, 32, 33, 34  # output text kinds
-R_MSG, R_TEXT, R_NAME = 40, 41, 42  # request: a chat message (mark), a counted string, a name
+MODEL, ERROR, STREAM, INCLUDE_USAGE, USAGE_RESET, BYTES = (
+    FIELDS[n] for n in ("MODEL", "ERROR", "STREAM", "INCLUDE_USAGE", "USAGE_RESET", "BYTES"))
+ROOT, CHOICE, TOOL, CHOICE_INDEX, TOOL_INDEX = (FIELDS[n] for n in ("ROOT", "CHOICE", "TOOL", "CHOICE_INDEX", "TOOL_INDEX"))
+T_CONTENT, T_REFUSAL, T_REASONING, T_TOOL_NAME, T_TOOL_ARGS = (
+    FIELDS[n] for n in ("T_CONTENT", "T_REFUSAL", "T_REASONING", "T_TOOL_NAME", "T_TOOL_ARGS"))
+R_MSG, R_TEXT, R_NAME = (FIELDS[n] for n in ("R_MSG", "R_TEXT", "R_NAME"))
 
 
 def is_text(f: int) -> bool:
     return T_CONTENT <= f <= T_TOOL_ARGS
 
-MODEL_MAX = 256
+
+MODEL_MAX = CONSTANTS["model_max"]
 U64_MAX = (1 << 64) - 1
 
 
@@ -44,8 +47,11 @@ class ShortString:
         else:
             self.buf += s
 
+    def valid(self) -> bool:
+        return not self.over and bool(self.buf)
+
     def take(self) -> str | None:
-        if self.over or not self.buf:
+        if not self.valid():
             return None
         return self.buf.decode("utf-8", "replace")
 
@@ -55,7 +61,7 @@ def sat_add(a: int, b: int) -> int:
 
 
 class UsageAcc(Sink):
-    __slots__ = ("slots", "provider_model", "errors", "changes", "model_buf")
+    __slots__ = ("slots", "provider_model", "errors", "changes", "model_buf", "model_bytes")
 
     def __init__(self):
         self.slots: list[int | None] = [None] * SLOTS
@@ -63,6 +69,7 @@ class UsageAcc(Sink):
         self.errors = 0
         self.changes = 0  # grows whenever a reported number or the provider's model changes
         self.model_buf = ShortString()
+        self.model_bytes = b""  # what provider_model was decoded from
 
     def reported(self) -> bool:
         return any(v is not None for v in self.slots)
@@ -71,7 +78,7 @@ class UsageAcc(Sink):
         v = self.slots[f]
         return 0 if v is None else v
 
-    def numbers(self, fmt) -> tuple[int, int, int, int, int]:
+    def numbers(self, fmt: Descriptor) -> tuple[int, int, int, int, int]:
         """prompt, completion, total, cached, reasoning, by the format's rules."""
         cached = self._get(CACHED)
         reasoning = self._get(REASONING)
@@ -100,11 +107,11 @@ class UsageAcc(Sink):
             self.model_buf.push(s)
 
     def str_end(self, f: int) -> None:
-        if f == MODEL:
-            m = self.model_buf.take()
-            if m is not None and m != self.provider_model:
-                self.provider_model = m
-                self.changes += 1
+        # a change is a change of bytes, as in Rust (two invalid sequences may decode alike)
+        if f == MODEL and self.model_buf.valid() and self.model_buf.buf != self.model_bytes:
+            self.model_bytes = self.model_buf.buf
+            self.provider_model = self.model_buf.take()
+            self.changes += 1
 
     def enter(self, mark: int) -> None:
         if mark == ERROR:

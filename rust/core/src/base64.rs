@@ -27,7 +27,8 @@ impl Base64 {
         *self = Base64::default();
     }
 
-    pub fn failed(&self) -> bool {
+    #[cfg(test)]
+    fn failed(&self) -> bool {
         self.failed
     }
 

@@ -152,8 +152,9 @@ impl EventStream {
     }
 }
 
-/// Encode one message (for tests and the mock upstream).
-pub fn encode(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
+/// Encode one message (tests only; the mock upstream has its own in Python).
+#[cfg(test)]
+fn encode(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
     let mut h = Vec::new();
     for (name, value) in headers {
         h.push(name.len() as u8);

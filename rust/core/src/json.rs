@@ -19,8 +19,7 @@
 
 use memchr::memchr2;
 
-/// Identifier a format gives to a leaf or to a marked object.
-pub type Field = u16;
+pub use crate::field::Field;
 
 /// Shape of the interesting part of a document.
 pub enum Pat {
@@ -70,8 +69,10 @@ pub enum DocEnd {
     Broken,
 }
 
-const KEY_MAX: usize = 64;
-const BARE_MAX: usize = 24;
+/// Longest key compared (longer keys match nothing).
+pub(crate) const KEY_MAX: usize = 64;
+/// Longest bare token read (longer ones are not numbers).
+pub(crate) const BARE_MAX: usize = 24;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum St {

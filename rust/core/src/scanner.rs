@@ -2,15 +2,16 @@
 
 use crate::base64::Base64;
 use crate::decode::{self, Decoder};
+use crate::descriptor::{Descriptor, Framing as Kind};
 use crate::eventstream::EventStream;
-use crate::formats::{self, Format};
-use crate::json::{DocEnd, Field, JsonScanner, Sink};
+use crate::field::{self, Field};
+use crate::json::{DocEnd, JsonScanner, Sink};
 use crate::ndjson::{self, LineHandler};
-use crate::provider::Provider;
+use crate::providers;
 use crate::request::RequestInfo;
 use crate::sse::{SseFramer, SseHandler};
 use crate::text::TextState;
-use crate::usage::{field, Source, Usage, UsageAcc};
+use crate::usage::{Source, Usage, UsageAcc};
 
 /// Default cap on decoded bytes per response (a compression bomb stops here).
 pub const DEFAULT_MAX_DECODED_BYTES: u64 = 64 << 20;
@@ -22,7 +23,6 @@ pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
 pub struct ResponseMeta {
     pub content_type: String,
     pub content_encoding: String,
-    pub status: u16,
     pub path: String,
     pub max_decoded_bytes: u64,
     pub max_event_bytes: usize,
@@ -33,7 +33,6 @@ impl Default for ResponseMeta {
         ResponseMeta {
             content_type: String::new(),
             content_encoding: String::new(),
-            status: 200,
             path: String::new(),
             max_decoded_bytes: DEFAULT_MAX_DECODED_BYTES,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
@@ -212,14 +211,6 @@ impl LineHandler for Docs {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
-    Sse,
-    Json,
-    Ndjson,
-    EventStream,
-}
-
 enum Framing {
     /// Waiting for the first byte that is not whitespace (after a BOM).
     Undecided(Option<Kind>),
@@ -237,7 +228,7 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// The decoded body: framing detection and documents.
 struct Body {
-    format: &'static Format,
+    format: &'static Descriptor,
     framing: Framing,
     held: Vec<u8>,
     max_event: usize,
@@ -273,19 +264,19 @@ impl Body {
 
     fn decide(&mut self, hint: Option<Kind>, first: Option<u8>) {
         let kind = hint.unwrap_or(match first {
-            Some(b'{') if std::ptr::eq(self.format, &formats::ollama::FORMAT) => Kind::Ndjson,
-            Some(b'{') | Some(b'[') => Kind::Json,
-            Some(0) if std::ptr::eq(self.format, &formats::bedrock::FORMAT) => Kind::EventStream,
+            Some(b'{') => self.format.brace_framing,
+            Some(b'[') => Kind::Json,
+            Some(0) => self.format.nul_framing.unwrap_or(Kind::Sse),
             _ => Kind::Sse,
         });
         self.framing = match kind {
             Kind::Sse => Framing::Sse(SseFramer::default()),
             Kind::Ndjson => Framing::Ndjson,
             Kind::EventStream => Framing::EventStream(EventStream::new(self.max_event)),
-            Kind::Json => {
+            Kind::Json | Kind::JsonArray => {
                 let array = first == Some(b'[');
                 if array {
-                    self.docs.json = JsonScanner::new(self.format.array);
+                    self.docs.json = JsonScanner::new(self.format.response_array);
                 }
                 Framing::Json { array }
             }
@@ -321,6 +312,17 @@ impl Body {
         }
     }
 
+    fn kind(&self) -> Option<Kind> {
+        Some(match self.framing {
+            Framing::Undecided(_) => return None,
+            Framing::Sse(_) => Kind::Sse,
+            Framing::Json { array: false } => Kind::Json,
+            Framing::Json { array: true } => Kind::JsonArray,
+            Framing::Ndjson => Kind::Ndjson,
+            Framing::EventStream(_) => Kind::EventStream,
+        })
+    }
+
     fn is_stream(&self) -> bool {
         !matches!(
             self.framing,
@@ -340,8 +342,7 @@ pub struct ResponseScanner {
 
 impl ResponseScanner {
     pub fn new(provider: &str, request: Option<RequestInfo>, meta: &ResponseMeta) -> Self {
-        let format =
-            formats::for_provider(Provider::resolve(provider, &meta.path, &meta.content_type));
+        let format = providers::resolve(provider, &meta.path, &meta.content_type);
         let ct = meta.content_type.to_ascii_lowercase();
         let hint = if ct.starts_with("application/vnd.amazon.eventstream") {
             Some(Kind::EventStream)
@@ -365,7 +366,7 @@ impl ResponseScanner {
             held: Vec::new(),
             max_event: meta.max_event_bytes,
             docs: Docs {
-                json: JsonScanner::new(format.pat),
+                json: JsonScanner::new(format.response),
                 col: Collector {
                     acc: UsageAcc::default(),
                     text: TextState::new(request.as_ref().and_then(|r| r.model.clone())),
@@ -387,6 +388,16 @@ impl ResponseScanner {
             bytes: 0,
             result: None,
         }
+    }
+
+    /// The provider whose format is read (`auto` and unknown ids resolved).
+    pub fn provider(&self) -> &'static Descriptor {
+        self.body.format
+    }
+
+    /// The framing the content type or the first bytes decided; None until then.
+    pub fn framing(&self) -> Option<Kind> {
+        self.body.kind()
     }
 
     /// Feed the next chunk of the response body.
@@ -468,7 +479,7 @@ impl ResponseScanner {
         };
         let text = &self.body.docs.col.text;
         if acc.reported() {
-            let [p, c, t, ca, r] = acc.numbers(self.body.format);
+            let [p, c, t, ca, r] = acc.numbers(self.body.format.arithmetic);
             u.prompt_tokens = p;
             u.completion_tokens = c;
             u.total_tokens = t;

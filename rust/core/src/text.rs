@@ -3,9 +3,8 @@
 //! tool name, tool arguments) of each choice (or content block) and each
 //! tool call is its own text: tokens never join across them.
 
-use crate::json::Field;
+use crate::field::*;
 use crate::tokens::{encoding_for, Encoding, TextCounter};
-use crate::usage::field::*;
 
 /// Most texts tracked per response; more share the last one (bounded memory).
 pub const MAX_TEXTS: usize = 64;

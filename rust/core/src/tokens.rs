@@ -51,7 +51,7 @@ impl Encoding {
 }
 
 /// Exact model names, then prefixes, as tiktoken maps them (cl100k/o200k only).
-const MODELS: [(&str, Encoding); 15] = [
+pub(crate) const MODELS: [(&str, Encoding); 15] = [
     ("o1", Encoding::O200k),
     ("o3", Encoding::O200k),
     ("o4-mini", Encoding::O200k),
@@ -68,7 +68,7 @@ const MODELS: [(&str, Encoding); 15] = [
     ("text-embedding-3-small", Encoding::Cl100k),
     ("text-embedding-3-large", Encoding::Cl100k),
 ];
-const PREFIXES: [(&str, Encoding); 16] = [
+pub(crate) const PREFIXES: [(&str, Encoding); 16] = [
     ("o1-", Encoding::O200k),
     ("o3-", Encoding::O200k),
     ("o4-mini-", Encoding::O200k),
@@ -239,10 +239,6 @@ impl TextCounter {
             // an incomplete UTF-8 sequence at the end decodes to one U+FFFD, part of the last piece
             self.tokens + self.enc.count(&format!("{}\u{FFFD}", self.held))
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tokens == 0 && self.held.is_empty() && self.partial.is_empty()
     }
 }
 

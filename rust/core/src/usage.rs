@@ -1,55 +1,30 @@
 //! Usage numbers: what formats report, and how they combine.
 
-use crate::formats::Format;
-use crate::json::{Field, Sink};
+use crate::field::{self, Field};
+use crate::json::Sink;
 
-/// Leaf and mark ids shared by every format's pattern.
-pub mod field {
-    use crate::json::Field;
-    /// Usage slots (index into [`super::UsageAcc::slots`]).
-    pub const INPUT: Field = 0;
-    pub const OUTPUT: Field = 1;
-    pub const TOTAL: Field = 2;
-    pub const CACHED: Field = 3;
-    pub const CACHE_WRITE: Field = 4;
-    pub const REASONING: Field = 5;
-    /// Input billed besides the prompt (Gemini `toolUsePromptTokenCount`).
-    pub const EXTRA_INPUT: Field = 6;
-    pub const SLOTS: usize = 7;
-    /// A model name (string leaf).
-    pub const MODEL: Field = 16;
-    /// Mark: an error object.
-    pub const ERROR: Field = 17;
-    /// Request leaves.
-    pub const STREAM: Field = 18;
-    pub const INCLUDE_USAGE: Field = 19;
-    /// Mark: a usage object that replaces all earlier usage (Gemini's cumulative `usageMetadata`).
-    pub const USAGE_RESET: Field = 20;
-    /// A base64 string wrapping a nested document (Bedrock `chunk` payloads).
-    pub const BYTES: Field = 21;
-    /// Marks: a document's root, a choice (array element), a tool call.
-    pub const ROOT: Field = 22;
-    pub const CHOICE: Field = 23;
-    pub const TOOL: Field = 24;
-    /// Leaves naming the current choice / tool call (else their position).
-    pub const CHOICE_INDEX: Field = 25;
-    pub const TOOL_INDEX: Field = 26;
-    /// Streamed output text, by kind (each kind of each choice and tool call
-    /// is its own text).
-    pub const T_CONTENT: Field = 30;
-    pub const T_REFUSAL: Field = 31;
-    pub const T_REASONING: Field = 32;
-    pub const T_TOOL_NAME: Field = 33;
-    pub const T_TOOL_ARGS: Field = 34;
-    /// Request side: a chat message (mark), a counted string (an integer
-    /// there is one token id), a `name` (counted, plus one token).
-    pub const R_MSG: Field = 40;
-    pub const R_TEXT: Field = 41;
-    pub const R_NAME: Field = 42;
+/// How a provider's numbers combine into the common meaning (see README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arithmetic {
+    /// The provider's input count excludes cache reads and writes: add them.
+    pub prompt_adds_cache: bool,
+    /// The provider's output count excludes reasoning tokens: add them.
+    pub completion_adds_reasoning: bool,
+}
 
-    pub fn is_text(f: Field) -> bool {
-        (T_CONTENT..=T_TOOL_ARGS).contains(&f)
-    }
+impl Arithmetic {
+    pub const AS_REPORTED: Arithmetic = Arithmetic {
+        prompt_adds_cache: false,
+        completion_adds_reasoning: false,
+    };
+    pub const PROMPT_ADDS_CACHE: Arithmetic = Arithmetic {
+        prompt_adds_cache: true,
+        completion_adds_reasoning: false,
+    };
+    pub const COMPLETION_ADDS_REASONING: Arithmetic = Arithmetic {
+        prompt_adds_cache: false,
+        completion_adds_reasoning: true,
+    };
 }
 
 /// Where the numbers came from.
@@ -139,7 +114,7 @@ impl UsageAcc {
         self.slots[f as usize].unwrap_or(0)
     }
     /// prompt, completion, total, cached, reasoning, by the format's rules.
-    pub fn numbers(&self, f: &Format) -> [u64; 5] {
+    pub fn numbers(&self, f: Arithmetic) -> [u64; 5] {
         let cached = self.get(field::CACHED);
         let reasoning = self.get(field::REASONING);
         let mut prompt = self

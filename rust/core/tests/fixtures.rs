@@ -35,7 +35,6 @@ fn scan(case: &Value, pieces: &[&[u8]]) -> Value {
     });
     let meta = ResponseMeta {
         content_type: s("content_type"),
-        status: case.get("status").and_then(Value::as_u64).unwrap_or(200) as u16,
         path: s("path"),
         ..ResponseMeta::default()
     };

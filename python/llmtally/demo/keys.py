@@ -1,5 +1,6 @@
-"""Demo JWTs: HS256 with a key made per run, published to Envoy's jwt_authn
-as a local JWKS (`kty: oct`). Standard library only."""
+"""Demo signing keys and tokens (JWTs): HS256 with a key made per run,
+published to Envoy's jwt_authn as a local JWKS (`kty: oct`). Standard
+library only."""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@ OpenAI chat, Anthropic Messages, Gemini (SSE, JSON array, non-streaming) and
 Bedrock Converse(Stream) in the providers' byte-exact formats, streaming
 event by event over time like a real server. Loopback only.
 
+Run alone: python -m llmtally.demo.upstream [--port N].
+
 Usage numbers are what the provider would report: the prompt as llmtally
 estimates it and the completion counted with the model's encoding. Request
 headers `x-mock-delay-ms` (between events, default 2) and `x-mock-repeat`
@@ -17,8 +19,8 @@ import json
 import time
 from urllib.parse import unquote
 
-from . import count_tokens, parse_request
-from .fallback import eventstream
+from .. import count_tokens, parse_request
+from ..fallback import eventstream
 
 ANSWERS = {
     "Please explain the movie Dr. Strangelove in 1 sentence.":

@@ -10,9 +10,11 @@
 //! `delta.thinking` and `delta.partial_json`, and tool names from
 //! `content_block_start`, each content block (`index`) its own text.
 
-use super::openai::ERROR_OBJ;
-use crate::json::Pat::{self, Leaf, Obj};
-use crate::usage::field::*;
+use super::openai::{ERROR_OBJ, TEXT_OR_BLOCKS};
+use crate::descriptor::{Cond, Descriptor, Framing};
+use crate::field::*;
+use crate::json::Pat::{self, Arr, Leaf, Obj, Or};
+use crate::usage::Arithmetic;
 
 pub(crate) const USAGE: Pat = Obj(
     None,
@@ -43,7 +45,7 @@ pub(crate) const DELTA: Pat = Obj(
 
 pub(crate) const BLOCK_START: Pat = Obj(None, &[("name", Leaf(T_TOOL_NAME))]);
 
-static DOC: Pat = Obj(
+static RESPONSE: Pat = Obj(
     Some(ROOT),
     &[
         ("model", Leaf(MODEL)),
@@ -55,4 +57,35 @@ static DOC: Pat = Obj(
         ("content_block", BLOCK_START),
     ],
 );
-declare_format!(inner: None, prompt_adds_cache: true, completion_adds_reasoning: false);
+static RESPONSE_ARRAY: Pat = Arr(&RESPONSE);
+
+/// Messages requests (also Bedrock Converse and InvokeModel's Anthropic
+/// body): `system` and every text block of `messages`, tool results included.
+const BLOCK: Pat = Obj(None, &[("text", Leaf(R_TEXT)), ("content", TEXT_OR_BLOCKS)]);
+pub(crate) static REQUEST: Pat = Obj(
+    None,
+    &[
+        ("model", Leaf(MODEL)),
+        ("stream", Leaf(STREAM)),
+        ("system", TEXT_OR_BLOCKS),
+        (
+            "messages",
+            Arr(&Obj(None, &[("content", Or(&[Leaf(R_TEXT), Arr(&BLOCK)]))])),
+        ),
+    ],
+);
+
+pub static ANTHROPIC: Descriptor = Descriptor {
+    id: "anthropic",
+    display: "Anthropic",
+    detect: &[&[Cond::PathEndsWith("/messages")]],
+    request: &REQUEST,
+    response: &RESPONSE,
+    response_array: &RESPONSE_ARRAY,
+    inner: None,
+    arithmetic: Arithmetic::PROMPT_ADDS_CACHE,
+    brace_framing: Framing::Json,
+    nul_framing: None,
+    path_model: None,
+    streams_by_path: &[],
+};

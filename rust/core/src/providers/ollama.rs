@@ -6,10 +6,12 @@
 //! (chat), `response`, `thinking` (generate).
 
 use super::openai::ERROR_OBJ;
+use crate::descriptor::{Cond, Descriptor, Framing};
+use crate::field::*;
 use crate::json::Pat::{self, Arr, Leaf, Obj};
-use crate::usage::field::*;
+use crate::usage::Arithmetic;
 
-static DOC: Pat = Obj(
+static RESPONSE: Pat = Obj(
     Some(ROOT),
     &[
         (
@@ -42,4 +44,38 @@ static DOC: Pat = Obj(
         ("error", ERROR_OBJ),
     ],
 );
-declare_format!(inner: None, prompt_adds_cache: false, completion_adds_reasoning: false);
+static RESPONSE_ARRAY: Pat = Arr(&RESPONSE);
+
+static REQUEST: Pat = Obj(
+    None,
+    &[
+        ("model", Leaf(MODEL)),
+        ("stream", Leaf(STREAM)),
+        (
+            "stream_options",
+            Obj(None, &[("include_usage", Leaf(INCLUDE_USAGE))]),
+        ),
+        ("messages", Arr(&Obj(None, &[("content", Leaf(R_TEXT))]))),
+        ("prompt", Leaf(R_TEXT)),
+        ("system", Leaf(R_TEXT)),
+    ],
+);
+
+const CHAT: Cond = Cond::PathEndsWith("/api/chat");
+const GENERATE: Cond = Cond::PathEndsWith("/api/generate");
+
+pub static OLLAMA: Descriptor = Descriptor {
+    id: "ollama",
+    display: "Ollama",
+    detect: &[&[CHAT], &[GENERATE]],
+    request: &REQUEST,
+    response: &RESPONSE,
+    response_array: &RESPONSE_ARRAY,
+    inner: None,
+    arithmetic: Arithmetic::AS_REPORTED,
+    brace_framing: Framing::Ndjson,
+    nul_framing: None,
+    path_model: None,
+    // the native API streams unless the body says `"stream": false`
+    streams_by_path: &[CHAT, GENERATE],
+};

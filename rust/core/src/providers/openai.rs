@@ -18,8 +18,10 @@
 //! `function.name` and `function.arguments`, legacy `choices[].text`, and
 //! the Responses API's `delta` strings keyed by `output_index`/`content_index`.
 
-use crate::json::Pat::{self, Arr, Leaf, Obj};
-use crate::usage::field::*;
+use crate::descriptor::{Descriptor, Framing};
+use crate::field::*;
+use crate::json::Pat::{self, Arr, Leaf, Obj, Or};
+use crate::usage::Arithmetic;
 
 const USAGE: Pat = Obj(
     None,
@@ -87,7 +89,7 @@ pub(crate) const CHOICE_OBJ: Pat = Obj(
     ],
 );
 
-static DOC: Pat = Obj(
+pub(crate) static RESPONSE: Pat = Obj(
     Some(ROOT),
     &[
         ("model", Leaf(MODEL)),
@@ -110,4 +112,76 @@ static DOC: Pat = Obj(
         ("delta", Leaf(T_CONTENT)),
     ],
 );
-declare_format!(inner: None, prompt_adds_cache: false, completion_adds_reasoning: false);
+static RESPONSE_ARRAY: Pat = Arr(&RESPONSE);
+
+const STREAM_OPTIONS: Pat = Obj(None, &[("include_usage", Leaf(INCLUDE_USAGE))]);
+/// `[{"text": ...}]` content blocks or parts (images and other kinds are not counted).
+pub(crate) const TEXT_BLOCKS: Pat = Arr(&Obj(None, &[("text", Leaf(R_TEXT))]));
+pub(crate) const TEXT_OR_BLOCKS: Pat = Or(&[Leaf(R_TEXT), TEXT_BLOCKS]);
+
+/// A chat message (also Responses message items).
+const CHAT_MESSAGE: Pat = Obj(
+    Some(R_MSG),
+    &[
+        ("role", Leaf(R_TEXT)),
+        ("content", TEXT_OR_BLOCKS),
+        ("name", Leaf(R_NAME)),
+        ("tool_call_id", Leaf(R_TEXT)),
+        (
+            "tool_calls",
+            Arr(&Obj(
+                None,
+                &[(
+                    "function",
+                    Obj(None, &[("name", Leaf(R_TEXT)), ("arguments", Leaf(R_TEXT))]),
+                )],
+            )),
+        ),
+    ],
+);
+/// Responses `input`, completions `prompt`, embeddings `input`: a string, or
+/// an array of strings, token ids, token-id arrays or message items.
+const INPUT_VALUE: Pat = Or(&[
+    Leaf(R_TEXT),
+    Arr(&Or(&[Leaf(R_TEXT), CHAT_MESSAGE, Arr(&Leaf(R_TEXT))])),
+]);
+
+/// Chat Completions, Responses, completions and embeddings requests.
+pub(crate) static REQUEST: Pat = Obj(
+    None,
+    &[
+        ("model", Leaf(MODEL)),
+        ("stream", Leaf(STREAM)),
+        ("stream_options", STREAM_OPTIONS),
+        ("messages", Arr(&CHAT_MESSAGE)),
+        ("input", INPUT_VALUE),
+        ("prompt", INPUT_VALUE),
+        ("instructions", Leaf(R_TEXT)),
+    ],
+);
+
+/// The descriptor's shape for OpenAI-compatible servers: the same request
+/// and response paths under another id.
+pub(crate) const fn compatible(
+    id: &'static str,
+    display: &'static str,
+    detect: &'static [&'static [crate::descriptor::Cond]],
+) -> Descriptor {
+    Descriptor {
+        id,
+        display,
+        detect,
+        request: &REQUEST,
+        response: &RESPONSE,
+        response_array: &RESPONSE_ARRAY,
+        inner: None,
+        arithmetic: Arithmetic::AS_REPORTED,
+        brace_framing: Framing::Json,
+        nul_framing: None,
+        path_model: None,
+        streams_by_path: &[],
+    }
+}
+
+/// The default for any path `auto` does not recognise, and for unknown ids.
+pub static OPENAI: Descriptor = compatible("openai", "OpenAI", &[]);

@@ -1,0 +1,63 @@
+"""The public value types, shared by both backends (the native extension
+builds these same classes)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TypedDict
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What the request body tells."""
+
+    model: str | None = None
+    streaming: bool = False
+    include_usage: bool = False
+    #: an estimate (see docs/providers.md, "Prompt estimates")
+    prompt_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage of one response."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    model: str | None = None
+    provider_model: str | None = None
+    streaming: bool = False
+    #: `provider`, `tokenizer` or `none`
+    source: str = "none"
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+class Stats(TypedDict):
+    """What a scanner saw (see docs/providers.md, "Limits and memory")."""
+
+    bytes: int
+    decoded_bytes: int
+    docs: int
+    broken_docs: int
+    errors: int
+    corrupt_frames: int
+    oversized_events: int
+    decode_capped: bool
+    decode_failed: bool
+    undecodable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """One entry of the provider registry."""
+
+    #: the id operators configure (`x-llm-provider`) and the `llm` label
+    id: str
+    #: the `provider` value in the dynamic metadata
+    display: str

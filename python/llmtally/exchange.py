@@ -1,0 +1,256 @@
+"""One ext_proc stream (= one HTTP request through Envoy) as a state machine.
+
+An `Exchange` reads the request (path, provider, body, forwarded metadata),
+scans the response as it streams, and answers every ProcessingRequest with a
+response of the matching kind that changes nothing in the traffic; dynamic
+metadata rides on the request-body response (the estimate) and on the
+end-of-stream response (the usage). An exception in a stream is logged once,
+counted, and the rest of that stream passes through untouched. What all
+streams share (configuration, metrics, the backend) is the `Host`. No gRPC
+server here: see `server.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from . import _api
+from .config import Config
+from .metadata import custom_labels, final_metadata, request_metadata
+from .metrics import Metrics
+
+log = logging.getLogger("llmtally")
+
+PROVIDER_KEY = "x-llm-provider"
+
+# Responses that change nothing, built once and reused.
+PASS = {
+    "request_headers": pb.ProcessingResponse(request_headers=pb.HeadersResponse()),
+    "response_headers": pb.ProcessingResponse(response_headers=pb.HeadersResponse()),
+    "request_body": pb.ProcessingResponse(request_body=pb.BodyResponse()),
+    "response_body": pb.ProcessingResponse(response_body=pb.BodyResponse()),
+    "request_trailers": pb.ProcessingResponse(request_trailers=pb.TrailersResponse()),
+    "response_trailers": pb.ProcessingResponse(response_trailers=pb.TrailersResponse()),
+}
+_EMPTY_OF = {"request_headers": pb.HeadersResponse, "response_headers": pb.HeadersResponse,
+             "request_body": pb.BodyResponse, "response_body": pb.BodyResponse,
+             "request_trailers": pb.TrailersResponse, "response_trailers": pb.TrailersResponse}
+
+
+def with_metadata(kind: str, struct) -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(**{kind: _EMPTY_OF[kind]()}, dynamic_metadata=struct)
+
+
+def headers_of(http_headers, wanted: tuple[str, ...]) -> dict[str, str]:
+    """Only the named headers (Envoy sends lowercase keys, values in raw_value)."""
+    out = {}
+    for h in http_headers.headers.headers:
+        if h.key in wanted:
+            out[h.key] = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+    return out
+
+
+class Host:
+    """What all streams share: configuration, metrics, the backend."""
+
+    def __init__(self, config: Config, metrics: Metrics):
+        self.config = config
+        self.metrics = metrics
+        self.backend = config.backend or _api.backend()  # resolved once, not per call
+
+    def fault(self, stage: str, ex: "Exchange") -> None:
+        self.metrics.record_exception(stage)
+        log.warning("exception in %s (provider %s, path %s); the stream passes through", stage, ex.provider,
+                    ex.path.split("?", 1)[0], exc_info=True)
+
+
+class Exchange:
+    """The state of one HTTP request; bounded whatever the body sizes."""
+
+    __slots__ = ("host", "provider", "path", "labels", "body", "body_over", "request", "scanner", "t0", "t_first",
+                 "done", "broken", "saw_request", "sent_changes", "t_meta")
+
+    def __init__(self, host: Host, provider_hint: str | None):
+        self.host = host
+        self.provider = provider_hint
+        self.path = ""
+        self.labels = None
+        self.body = bytearray()
+        self.body_over = False
+        self.request = None
+        self.scanner = None
+        self.t0 = time.monotonic()
+        self.t_first = None
+        self.done = False
+        self.broken = False
+        self.saw_request = False
+        self.sent_changes = 0
+        self.t_meta = 0.0
+
+    def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
+        """The response to one message (None for a message with nothing in it)."""
+        kind = req.WhichOneof("request")
+        if kind is None:
+            return None
+        if self.broken or self.done:
+            return PASS[kind]
+        try:
+            if self.labels is None and req.HasField("metadata_context"):
+                self.labels = custom_labels(self.host.config, req.metadata_context)
+            return getattr(self, kind)(req)
+        except Exception:
+            self.broken = True
+            self.host.fault(kind, self)
+            return PASS[kind]
+
+    # -- request --
+
+    def request_headers(self, req):
+        self.saw_request = True
+        h = headers_of(req.request_headers, (":path", PROVIDER_KEY))
+        self.path = h.get(":path", "")
+        if self.provider is None:
+            self.provider = h.get(PROVIDER_KEY) or "auto"
+        if req.request_headers.end_of_stream:  # no body: nothing more will come
+            return self._request_done("request_headers")
+        return PASS["request_headers"]
+
+    def request_body(self, req):
+        self.saw_request = True
+        b = req.request_body
+        if not self.body_over:
+            room = self.host.config.max_request_body_bytes - len(self.body)
+            self.body += b.body[:room]
+            self.body_over = len(b.body) > room
+        if b.end_of_stream:
+            return self._request_done("request_body")
+        return PASS["request_body"]
+
+    def request_trailers(self, req):
+        if self.request is None:
+            return self._request_done("request_trailers")
+        return PASS["request_trailers"]
+
+    def _parse(self) -> None:
+        self.request = _api.parse_request(bytes(self.body), self.provider or "auto", self.path,
+                                          backend=self.host.backend)
+        self.body = bytearray()
+
+    def _request_done(self, kind: str):
+        self._parse()
+        return with_metadata(kind, request_metadata(self.host.config, self._llm(), self.request))
+
+    # -- response --
+
+    def _scanner(self, content_type: str = "", content_encoding: str = "") -> None:
+        if self.request is None and (self.body or self.path):
+            self._parse()  # the request body was cut or never ended: read what came
+        c = self.host.config
+        self.scanner = _api.ResponseScanner(
+            self.provider or "auto", self.request, content_type=content_type, content_encoding=content_encoding,
+            path=self.path, backend=self.host.backend, max_decoded_bytes=c.max_decoded_bytes,
+            max_event_bytes=c.max_event_bytes)
+
+    def response_headers(self, req):
+        h = headers_of(req.response_headers, ("content-type", "content-encoding"))
+        self._scanner(h.get("content-type", ""), h.get("content-encoding", ""))
+        if req.response_headers.end_of_stream:
+            return self._finish("response_headers")
+        return PASS["response_headers"]
+
+    def response_body(self, req):
+        b = req.response_body
+        if self.scanner is None:
+            self._scanner()
+        if b.body:
+            if self.t_first is None:
+                self.t_first = self.t_meta = time.monotonic()
+            self.scanner.feed(b.body)
+        if b.end_of_stream:
+            return self._finish("response_body")
+        return self._mid_stream()
+
+    def _mid_stream(self):
+        """Metadata as soon as numbers are known, so an access log written for a
+        stream cut short still has them: when the provider's usage changed, and
+        for streams without it, tokenizer counts at most every
+        `midStreamMetadataSeconds`."""
+        changes = self.scanner.usage_changes()
+        if changes != self.sent_changes:
+            self.sent_changes = changes
+            u = self.scanner.snapshot()
+        else:
+            period = self.host.config.mid_stream_metadata_seconds
+            now = time.monotonic()
+            if not period or now - self.t_meta < period:
+                return PASS["response_body"]
+            self.t_meta = now
+            u = self.scanner.snapshot()
+        if u.source == "none":
+            return PASS["response_body"]
+        return with_metadata("response_body", final_metadata(self.host.config, self._llm(), u))
+
+    def response_trailers(self, req):
+        if self.scanner is None:
+            self._scanner()
+        return self._finish("response_trailers")
+
+    def _llm(self) -> str:
+        """The `llm` label and `provider` metadata: the provider whose format the
+        scanner reads (resolved with the response's content type); before the
+        response, the one the id or the path names. Always a registry id."""
+        if self.scanner is not None:
+            return self.scanner.provider
+        return _api.resolve_provider(self.provider or "auto", self.path, backend=self.host.backend)
+
+    def _finish(self, kind: str):
+        u = self._record()
+        return with_metadata(kind, final_metadata(self.host.config, self._llm(), u))
+
+    def _record(self, aborted: bool = False) -> _api.Usage:
+        """Finish the scan, record the metrics once, return the usage. A
+        response whose request never reached llmtally (a local reply, such as
+        Envoy's own 429 from an earlier filter) is not an LLM call: no metrics."""
+        self.done = True
+        u = self.scanner.finish()
+        if not self.saw_request:
+            return u
+        now = time.monotonic()
+        first = self.t_first
+        llm = self._llm()
+        m = self.host.metrics
+        m.record(llm, u.model, self._labels(), u, aborted=aborted, duration=now - self.t0,
+                 ttft=None if first is None else first - self.t0, tpot_span=None if first is None else now - first)
+        seen = m.record_anomalies(llm, self.scanner.stats())
+        if seen:
+            log.warning("odd response body (provider %s, path %s): %s; traffic passed through unchanged",
+                        llm, self.path.split("?", 1)[0], seen)
+        return u
+
+    def _labels(self) -> dict[str, str]:
+        return self.labels if self.labels is not None else custom_labels(self.host.config, _NO_METADATA)
+
+    def close(self) -> None:
+        """The gRPC stream ended. A stream cut short (client gone, upstream
+        reset) is counted as aborted, with its usage so far recorded."""
+        if self.done or self.broken or not self.saw_request:
+            return
+        try:
+            if self.scanner is not None:
+                self._record(aborted=True)
+            else:  # cut before any response: nothing was billed
+                self.done = True
+                self.host.metrics.record(self._llm(), self.request.model if self.request else None, self._labels(),
+                                         None, aborted=True)
+        except Exception:
+            self.host.fault("close", self)
+
+
+class _NoMetadata:
+    filter_metadata: dict = {}
+
+
+_NO_METADATA = _NoMetadata()

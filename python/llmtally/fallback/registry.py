@@ -1,0 +1,135 @@
+"""Provider descriptors built from the generated registry (mirror of
+rust/core/src/descriptor.rs and providers/mod.rs): `auto` detection, path
+facts, and the JSON patterns of requests and responses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from .data import CONSTANTS, DATA
+from .json_scan import Arr, Leaf, Obj, Or
+
+MODEL_MAX = CONSTANTS["model_max"]
+
+Cond = tuple[str, str]
+
+
+def _pat(node: dict):
+    if "leaf" in node:
+        return Leaf(node["leaf"])
+    if "arr" in node:
+        return Arr(_pat(node["arr"]))
+    if "or" in node:
+        return Or(*(_pat(a) for a in node["or"]))
+    kids: dict[str, object] = {}
+    for key, sub in node["obj"]:
+        kids.setdefault(key, _pat(sub))  # the first of a repeated key wins, as in Rust
+    return Obj(node["mark"], kids)
+
+
+def _holds(cond: Cond, path: str, content_type: str) -> bool:
+    kind, s = cond
+    if kind == "path_contains":
+        return s in path
+    if kind == "path_ends_with":
+        return path.endswith(s)
+    return content_type.startswith(s)  # content_type_starts_with
+
+
+@dataclass(frozen=True, eq=False)
+class Descriptor:
+    id: str
+    display: str
+    detect: tuple[tuple[Cond, ...], ...]
+    streams_by_path: tuple[Cond, ...]
+    path_model_rule: dict | None
+    prompt_adds_cache: bool
+    completion_adds_reasoning: bool
+    brace_framing: str
+    nul_framing: str | None
+    request: object
+    response: object
+    inner: object
+    response_array: object = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "response_array", Arr(self.response))
+
+    def path_model(self, path: str) -> str | None:
+        """The model named by the path, where the API puts it there."""
+        pm = self.path_model_rule
+        if pm is None:
+            return None
+        path = path_only(path)
+        at = path.rfind(pm["after"]) if pm["last"] else path.find(pm["after"])
+        if at < 0:
+            return None
+        rest = path[at + len(pm["after"]):]
+        if pm["end"] == "last_slash":
+            raw, sep, _ = rest.rpartition("/")
+            if not sep:
+                return None
+        else:
+            raw = rest.split(pm["end"], 1)[0]
+        name = unquote(raw, errors="replace") if pm["percent_decoded"] else raw
+        if not name or len(name.encode()) > MODEL_MAX:
+            return None
+        return name
+
+    def path_streams(self, path: str) -> bool:
+        """Whether the path alone says the request streams."""
+        path = path_only(path)
+        return any(_holds(c, path, "") for c in self.streams_by_path)
+
+
+def _descriptor(d: dict) -> Descriptor:
+    return Descriptor(
+        id=d["id"], display=d["display"],
+        detect=tuple(tuple((k, s) for k, s in rule) for rule in d["detect"]),
+        streams_by_path=tuple((k, s) for k, s in d["streams_by_path"]),
+        path_model_rule=d["path_model"], prompt_adds_cache=d["prompt_adds_cache"],
+        completion_adds_reasoning=d["completion_adds_reasoning"], brace_framing=d["brace_framing"],
+        nul_framing=d["nul_framing"], request=_pat(d["request"]), response=_pat(d["response"]),
+        inner=None if d["inner"] is None else _pat(d["inner"]))
+
+
+#: every provider, in `auto` detection order
+ALL: tuple[Descriptor, ...] = tuple(_descriptor(d) for d in DATA["providers"])
+_BY_ID = {d.id: d for d in ALL}
+OPENAI = _BY_ID["openai"]
+
+
+def path_only(path: str) -> str:
+    return path.split("?", 1)[0]
+
+
+# Rust's str::trim (Unicode White_Space) and to_ascii_lowercase, exactly
+_WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _id(provider_id: str) -> str:
+    return provider_id.strip(_WHITE_SPACE).translate(_ASCII_LOWER)
+
+
+def by_id(provider_id: str) -> Descriptor | None:
+    return _BY_ID.get(_id(provider_id))
+
+
+def detect(path: str, content_type: str = "") -> Descriptor:
+    """`auto`: the first provider one of whose rules holds entirely."""
+    path = path_only(path)
+    ct = content_type.translate(_ASCII_LOWER)
+    for d in ALL:
+        if any(all(_holds(c, path, ct) for c in rule) for rule in d.detect):
+            return d
+    return OPENAI
+
+
+def resolve(provider_id: str, path: str = "", content_type: str = "") -> Descriptor:
+    """A provider id; `auto` looks at the path and content type; unknown ids are OpenAI-compatible."""
+    pid = _id(provider_id)
+    if pid in ("auto", ""):
+        return detect(path, content_type)
+    return _BY_ID.get(pid, OPENAI)
