@@ -57,8 +57,12 @@ def parse_ms(v: str) -> float:
 
 
 def wrk(url: str, script: str, connections: int, seconds: int) -> dict:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     res = {"req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
     for q in ("50", "99"):
         res[f"p{q}_ms"] = parse_ms(re.search(rf"^\s+{q}%\s+(\S+)", out, re.M).group(1))
@@ -79,9 +83,11 @@ class Backend:
         else:
             cfg = os.path.join(workdir, f"llmtally-{kind}.yaml")
             with open(cfg, "w") as f:
-                f.write(f"listen: 127.0.0.1:{port}\nmetricsAddr: 127.0.0.1:{metrics_port}\nlogLevel: warning\n"
-                        f"workers: {2 if kind == 'llmtally-2w' else 1}\n"
-                        "stats:\n  customLabels:\n  - name: team\n    metadataKey: principal:team\n")
+                f.write(
+                    f"listen: 127.0.0.1:{port}\nmetricsAddr: 127.0.0.1:{metrics_port}\nlogLevel: warning\n"
+                    f"workers: {2 if kind == 'llmtally-2w' else 1}\n"
+                    "stats:\n  customLabels:\n  - name: team\n    metadataKey: principal:team\n"
+                )
             cmd = [sys.executable, "-m", "llmtally.cli", "serve", "--config", cfg]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(port)
@@ -111,26 +117,42 @@ def main() -> None:
     key = keys.SigningKey()
     token = key.token(keys.ALICE)
     up = free_port()
-    mock = subprocess.Popen([sys.executable, "-m", "llmtally.demo.upstream", "--port", str(up)],
-                            stdout=subprocess.DEVNULL)
+    mock = subprocess.Popen(
+        [sys.executable, "-m", "llmtally.demo.upstream", "--port", str(up)], stdout=subprocess.DEVNULL
+    )
     wait_port(up)
     scripts = {
         "nonstream": lua_script(os.path.join(workdir, "n.lua"), token, SEED_BODY, {}),
         "stream": lua_script(os.path.join(workdir, "s.lua"), token, STREAM_BODY, {"x-mock-delay-ms": "0"}),
     }
-    results = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
-                           "envoy": os.path.basename(envoy_binary())},
-               "seconds_per_run": seconds, "connections": 32, "load": {},
-               # body chunks of one streamed answer (the mock sends one SSE event per write)
-               "stream_events": len(upstream.openai(STREAM_BODY, json.dumps(STREAM_BODY).encode(),
-                                                         "/v1/chat/completions", 1).events)}
+    results = {
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "envoy": os.path.basename(envoy_binary()),
+        },
+        "seconds_per_run": seconds,
+        "connections": 32,
+        "load": {},
+        # body chunks of one streamed answer (the mock sends one SSE event per write)
+        "stream_events": len(
+            upstream.openai(STREAM_BODY, json.dumps(STREAM_BODY).encode(), "/v1/chat/completions", 1).events
+        ),
+    }
     try:
         for kind in ("none", "noop", "llmtally", "llmtally-2w"):
             grpc_port, metrics_port, listen, admin = free_port(), free_port(), free_port(), free_port()
             backend = Backend(kind, grpc_port, metrics_port, workdir)
-            cfg = gateway.bootstrap(listen_port=listen, admin_port=admin, upstream_addr=f"127.0.0.1:{up}",
-                                    llmtally_addr=f"127.0.0.1:{grpc_port}", access_log="/dev/null",
-                                    jwks=key.jwks(), rate_limit_domain=None, ext_proc=kind != "none")
+            cfg = gateway.bootstrap(
+                listen_port=listen,
+                admin_port=admin,
+                upstream_addr=f"127.0.0.1:{up}",
+                llmtally_addr=f"127.0.0.1:{grpc_port}",
+                access_log="/dev/null",
+                jwks=key.jwks(),
+                rate_limit_domain=None,
+                ext_proc=kind != "none",
+            )
             envoy = Envoy(cfg, workdir, admin, concurrency=1)
             try:
                 envoy.wait_ready()
@@ -138,12 +160,21 @@ def main() -> None:
                 wrk(url, scripts["nonstream"], 4, 1)  # warm up
                 row = {w: wrk(url, s, 32, seconds) for w, s in scripts.items()}
                 results["load"][kind] = row
-                print(f"{kind:12} " + "  ".join(f"{w}: {r['req_per_s']:7.0f} req/s p50 {r['p50_ms']:6.2f} ms "
-                                                f"p99 {r['p99_ms']:6.2f} ms" for w, r in row.items()), flush=True)
+                print(
+                    f"{kind:12} "
+                    + "  ".join(
+                        f"{w}: {r['req_per_s']:7.0f} req/s p50 {r['p50_ms']:6.2f} ms p99 {r['p99_ms']:6.2f} ms"
+                        for w, r in row.items()
+                    ),
+                    flush=True,
+                )
                 if kind == "llmtally":
                     results["rss"] = rss_under_load(url, token, workdir, backend, seconds)
-                    print(f"llmtally RSS idle {results['rss']['idle_mb']:.1f} MB, peak with "
-                          f"{results['rss']['streams']} concurrent streams {results['rss']['peak_mb']:.1f} MB", flush=True)
+                    print(
+                        f"llmtally RSS idle {results['rss']['idle_mb']:.1f} MB, peak with "
+                        f"{results['rss']['streams']} concurrent streams {results['rss']['peak_mb']:.1f} MB",
+                        flush=True,
+                    )
             finally:
                 envoy.stop()
                 backend.stop()
@@ -156,10 +187,15 @@ def main() -> None:
 def rss_under_load(url: str, token: str, workdir: str, backend: Backend, seconds: int) -> dict:
     """Peak RSS of llmtally while 1000 slow streams are open at once."""
     idle = backend.rss_mb()
-    script = lua_script(os.path.join(workdir, "slow.lua"), token, STREAM_BODY,
-                        {"x-mock-delay-ms": "40", "x-mock-repeat": "1"})
-    wrk_proc = subprocess.Popen(["wrk", "-t2", "-c1000", f"-d{seconds + 2}s", "--timeout", "30s", "-s", script, url],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    script = lua_script(
+        os.path.join(workdir, "slow.lua"), token, STREAM_BODY, {"x-mock-delay-ms": "40", "x-mock-repeat": "1"}
+    )
+    wrk_proc = subprocess.Popen(
+        ["wrk", "-t2", "-c1000", f"-d{seconds + 2}s", "--timeout", "30s", "-s", script, url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     peak, end = idle, time.time() + seconds + 2
     while time.time() < end:
         peak = max(peak, backend.rss_mb())

@@ -41,13 +41,21 @@ def micro(path: str) -> dict:
         p, best, extra = b["params"], b["stats"]["min"], b["extra_info"]
         if b["name"].startswith("test_scan"):
             out["scan"].setdefault(p["workload"], {})[p["backend"]] = {
-                "seconds": best, "mb_per_s": extra["bytes"] / best / 1e6, "events_per_s": extra["events"] / best}
+                "seconds": best,
+                "mb_per_s": extra["bytes"] / best / 1e6,
+                "events_per_s": extra["events"] / best,
+            }
         elif b["name"].startswith("test_count_tokens"):
             out["count"].setdefault(p["encoding"], {}).setdefault(p["kind"], {})[p["counter"]] = {
-                "seconds": best, "mb_per_s": extra["bytes"] / best / 1e6, "tokens": extra["tokens"]}
+                "seconds": best,
+                "mb_per_s": extra["bytes"] / best / 1e6,
+                "tokens": extra["tokens"],
+            }
         elif b["name"].startswith("test_host_per_message"):
-            out["host"][p["backend"]] = {"us_per_exchange": best * 1e6,
-                                         "us_per_message": best * 1e6 / extra["messages"]}
+            out["host"][p["backend"]] = {
+                "us_per_exchange": best * 1e6,
+                "us_per_message": best * 1e6 / extra["messages"],
+            }
     return out
 
 
@@ -62,15 +70,23 @@ def ratios(m: dict, e2e: dict | None) -> dict:
     if e2e:
         load = e2e["load"]
         for w in ("nonstream", "stream"):
-            values[f"e2e_llmtally_over_empty_ext_proc.{w}"] = load["llmtally"][w]["req_per_s"] / load["noop"][w]["req_per_s"]
+            values[f"e2e_llmtally_over_empty_ext_proc.{w}"] = (
+                load["llmtally"][w]["req_per_s"] / load["noop"][w]["req_per_s"]
+            )
         # the latency llmtally adds over Envoy alone, spread over the chunks of one streamed answer
-        values["e2e_added_ms_per_streamed_chunk"] = ((load["llmtally"]["stream"]["p50_ms"] - load["none"]["stream"]["p50_ms"])
-                                                     / e2e["stream_events"])
+        values["e2e_added_ms_per_streamed_chunk"] = (
+            load["llmtally"]["stream"]["p50_ms"] - load["none"]["stream"]["p50_ms"]
+        ) / e2e["stream_events"]
     out = {}
     for name, v in values.items():
         floor, target = RATIOS.get(name, (None, GOALS.get(name)))
-        out[name] = {"value": round(v, 3), "floor": floor, "target": target,
-                     "ok": floor is None or v >= floor, "meets_target": target is None or v >= target}
+        out[name] = {
+            "value": round(v, 3),
+            "floor": floor,
+            "target": target,
+            "ok": floor is None or v >= floor,
+            "meets_target": target is None or v >= target,
+        }
     return out
 
 
@@ -105,7 +121,9 @@ def plot(results: dict, path: str) -> None:
         x = range(len(kinds))
         for off, w in ((-0.2, "nonstream"), (0.2, "stream")):
             axes[2].bar([i + off for i in x], [e2e["load"][k][w]["req_per_s"] for k in kinds], 0.4, label=w)
-        axes[2].set_xticks(list(x), ["Envoy alone", "empty ext_proc", "llmtally", "llmtally x2"][:len(kinds)], rotation=15)
+        axes[2].set_xticks(
+            list(x), ["Envoy alone", "empty ext_proc", "llmtally", "llmtally x2"][: len(kinds)], rotation=15
+        )
         axes[2].set_ylabel("requests/s")
         axes[2].set_title("Through Envoy (wrk, 32 connections)")
         axes[2].legend()
@@ -130,8 +148,12 @@ def main() -> int:
         cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    results = {"machine": {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version()},
-               "micro": m, "e2e": e2e, "ratios": ratios(m, e2e)}
+    results = {
+        "machine": {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version()},
+        "micro": m,
+        "e2e": e2e,
+        "ratios": ratios(m, e2e),
+    }
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
     if args.plot:

@@ -6,9 +6,9 @@ per ext_proc message in-process (native vs fallback).
 """
 
 import pytest
-from workloads import COUNT_TEXTS, WORKLOADS, chunks, seed_stream_messages
 
 import llmtally
+from workloads import COUNT_TEXTS, WORKLOADS, chunks, seed_stream_messages
 
 
 @pytest.mark.parametrize("backend", ["native", "python"])
@@ -49,8 +49,8 @@ def test_count_tokens(benchmark, kind, encoding, counter):
 @pytest.mark.parametrize("backend", ["native", "python"])
 def test_host_per_message(benchmark, backend):
     from llmtally.config import Config
-    from llmtally.metrics import Metrics
     from llmtally.exchange import Exchange, Host
+    from llmtally.metrics import Metrics
 
     host = Host(Config(backend=backend).validate(), Metrics(Config()))
     msgs = seed_stream_messages()
@@ -64,4 +64,7 @@ def test_host_per_message(benchmark, backend):
     benchmark.group = "host exchange (6 ext_proc messages)"
     benchmark.extra_info.update(messages=len(msgs))
     out = benchmark(exchange)
-    assert out[-1].dynamic_metadata.fields["ai.gateway.kgateway.dev"].struct_value.fields["total_tokens"].number_value == 61
+    assert (
+        out[-1].dynamic_metadata.fields["ai.gateway.kgateway.dev"].struct_value.fields["total_tokens"].number_value
+        == 61
+    )

@@ -8,38 +8,50 @@ ENVOY_CHUNK = 16 * 1024  # Envoy hands ext_proc body chunks of up to its buffer 
 
 
 def chunks(body: bytes) -> list[bytes]:
-    return [body[i:i + ENVOY_CHUNK] for i in range(0, len(body), ENVOY_CHUNK)]
+    return [body[i : i + ENVOY_CHUNK] for i in range(0, len(body), ENVOY_CHUNK)]
 
 
 def openai_sse(deltas: int = 1000) -> bytes:
-    head = (b'data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,"model":"gpt-4o-2024-08-06",'
-            b'"choices":[{"index":0,"delta":{"content":" word"},"logprobs":null,"finish_reason":null}],"usage":null}\n\n')
-    tail = (b'data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,"model":"gpt-4o-2024-08-06",'
-            b'"choices":[],"usage":{"prompt_tokens":21,"completion_tokens":1000,"total_tokens":1021}}\n\ndata: [DONE]\n\n')
+    head = (
+        b'data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,"model":"gpt-4o-2024-08-06",'
+        b'"choices":[{"index":0,"delta":{"content":" word"},"logprobs":null,"finish_reason":null}],"usage":null}\n\n'
+    )
+    tail = (
+        b'data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,"model":"gpt-4o-2024-08-06",'
+        b'"choices":[],"usage":{"prompt_tokens":21,"completion_tokens":1000,"total_tokens":1021}}\n\ndata: [DONE]\n\n'
+    )
     return head * deltas + tail
 
 
 def anthropic_sse(deltas: int = 1000) -> bytes:
     start = (FIX / "anthropic/messages_stream.sse").read_bytes()
-    delta = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-             b'"delta":{"type":"text_delta","text":" word"}}\n\n')
+    delta = (
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":" word"}}\n\n'
+    )
     cut = start.index(b"event: content_block_stop")
     return start[:cut] + delta * deltas + start[cut:]
 
 
 def gemini_sse(deltas: int = 1000) -> bytes:
-    ev = (b'data: {"candidates": [{"content": {"parts": [{"text": " word"}],"role": "model"},"index": 0}],'
-          b'"usageMetadata": {"promptTokenCount": 9,"totalTokenCount": 9},"modelVersion": "gemini-2.5-flash"}\r\n\r\n')
-    last = (b'data: {"candidates": [{"content": {"parts": [{"text": ""}],"role": "model"},"finishReason": "STOP"}],'
-            b'"usageMetadata": {"promptTokenCount": 9,"candidatesTokenCount": 1000,"totalTokenCount": 1009},'
-            b'"modelVersion": "gemini-2.5-flash"}\r\n\r\n')
+    ev = (
+        b'data: {"candidates": [{"content": {"parts": [{"text": " word"}],"role": "model"},"index": 0}],'
+        b'"usageMetadata": {"promptTokenCount": 9,"totalTokenCount": 9},"modelVersion": "gemini-2.5-flash"}\r\n\r\n'
+    )
+    last = (
+        b'data: {"candidates": [{"content": {"parts": [{"text": ""}],"role": "model"},"finishReason": "STOP"}],'
+        b'"usageMetadata": {"promptTokenCount": 9,"candidatesTokenCount": 1000,"totalTokenCount": 1009},'
+        b'"modelVersion": "gemini-2.5-flash"}\r\n\r\n'
+    )
     return ev * deltas + last
 
 
 def embeddings_json(items: int = 200) -> bytes:
     item = b'{"object":"embedding","index":0,"embedding":[' + b",".join([b"0.0123456789"] * 1536) + b"]},"
-    return (b'{"object":"list","data":[' + item * items + b'{"object":"embedding","index":1,"embedding":[0.1]}],'
-            b'"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}')
+    return (
+        b'{"object":"list","data":[' + item * items + b'{"object":"embedding","index":1,"embedding":[0.1]}],'
+        b'"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}'
+    )
 
 
 #: name -> (body, provider, content type, total tokens expected)
@@ -63,16 +75,26 @@ def seed_stream_messages():
     from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
     def headers(pairs):
-        return pb.HttpHeaders(headers=base_pb2.HeaderMap(
-            headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in pairs]))
+        return pb.HttpHeaders(
+            headers=base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in pairs])
+        )
 
     body = (FIX / "openai/chat_stream_usage.sse").read_bytes()
     third = len(body) // 3
     return [
         pb.ProcessingRequest(request_headers=headers([(":method", "POST"), (":path", "/v1/chat/completions")])),
-        pb.ProcessingRequest(request_body=pb.HttpBody(
-            body=(FIX / "openai/chat_stream_usage.request.json").read_bytes(), end_of_stream=True)),
+        pb.ProcessingRequest(
+            request_body=pb.HttpBody(
+                body=(FIX / "openai/chat_stream_usage.request.json").read_bytes(), end_of_stream=True
+            )
+        ),
         pb.ProcessingRequest(response_headers=headers([(":status", "200"), ("content-type", "text/event-stream")])),
-        *[pb.ProcessingRequest(response_body=pb.HttpBody(body=body[i * third:(i + 1) * third if i < 2 else None],
-                                                         end_of_stream=i == 2)) for i in range(3)],
+        *[
+            pb.ProcessingRequest(
+                response_body=pb.HttpBody(
+                    body=body[i * third : (i + 1) * third if i < 2 else None], end_of_stream=i == 2
+                )
+            )
+            for i in range(3)
+        ],
     ]

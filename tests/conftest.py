@@ -29,8 +29,13 @@ def request_of(case):
 
 def scan(case, chunks, backend, body=None):
     """Scan `chunks` (an iterable of bytes) with the case's settings."""
-    sc = llmtally.ResponseScanner(case["provider"], request_of(case), content_type=case.get("content_type", ""),
-                                  path=case.get("path", ""), backend=backend)
+    sc = llmtally.ResponseScanner(
+        case["provider"],
+        request_of(case),
+        content_type=case.get("content_type", ""),
+        path=case.get("path", ""),
+        backend=backend,
+    )
     for c in chunks:
         sc.feed(c)
     return sc.finish().as_dict()

@@ -41,6 +41,7 @@ def encoding_for(model: str | None) -> str:
 
 # ---- documents of a response body (well-formed fixtures only) ----
 
+
 def sse_docs(body: bytes):
     text = body.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     for event in text.split("\n\n"):
@@ -56,8 +57,8 @@ def eventstream_docs(body: bytes):
     i = 0
     while i < len(body):
         total, hlen = struct.unpack_from(">II", body, i)
-        payload = body[i + 12 + hlen:i + total - 4]
-        headers = body[i + 12:i + 12 + hlen]
+        payload = body[i + 12 + hlen : i + total - 4]
+        headers = body[i + 12 : i + 12 + hlen]
         i += total
         if b"exception" not in headers:
             doc = json.loads(payload)
@@ -79,6 +80,7 @@ def docs(case, body: bytes):
 
 
 # ---- output texts, keyed (choice, tool, kind) ----
+
 
 def texts(docs_):
     acc = defaultdict(str)
@@ -133,6 +135,7 @@ def completion(docs_, enc: str) -> tuple[int, int]:
 
 
 # ---- request prompt estimates (the README's rules) ----
+
 
 def _blocks(v):
     if isinstance(v, str):

@@ -12,8 +12,18 @@ from conftest import CASES, load
 
 
 def stats(**kw):
-    base = {"bytes": 0, "decoded_bytes": 0, "docs": 0, "broken_docs": 0, "errors": 0, "corrupt_frames": 0,
-            "oversized_events": 0, "decode_capped": False, "decode_failed": False, "undecodable": False}
+    base = {
+        "bytes": 0,
+        "decoded_bytes": 0,
+        "docs": 0,
+        "broken_docs": 0,
+        "errors": 0,
+        "corrupt_frames": 0,
+        "oversized_events": 0,
+        "decode_capped": False,
+        "decode_failed": False,
+        "undecodable": False,
+    }
     assert set(kw) <= set(base)
     return {**base, **kw}
 
@@ -39,15 +49,18 @@ def test_constructor_backend_argument(backend):
 
 
 def test_parse_request(backend):
-    info = llmtally.parse_request(load("openai/chat_stream_usage.request.json"), "openai", "/v1/chat/completions",
-                                  backend=backend)
+    info = llmtally.parse_request(
+        load("openai/chat_stream_usage.request.json"), "openai", "/v1/chat/completions", backend=backend
+    )
     assert info == llmtally.RequestInfo(model="gpt-3.5-turbo", streaming=True, include_usage=True, prompt_tokens=21)
-    info = llmtally.parse_request(b'{"model":"m","stream":false,"stream_options":{"include_usage":false}}',
-                                  "openai", backend=backend)
+    info = llmtally.parse_request(
+        b'{"model":"m","stream":false,"stream_options":{"include_usage":false}}', "openai", backend=backend
+    )
     assert info == llmtally.RequestInfo(model="m", streaming=False, include_usage=False)
     assert llmtally.parse_request(b"\x00junk{", "openai", backend=backend) == llmtally.RequestInfo()
-    assert llmtally.parse_request(b'{"model":"a","stream":"yes"}', "anthropic", backend=backend) == \
-        llmtally.RequestInfo(model="a")
+    assert llmtally.parse_request(
+        b'{"model":"a","stream":"yes"}', "anthropic", backend=backend
+    ) == llmtally.RequestInfo(model="a")
     with pytest.raises(TypeError):
         llmtally.parse_request("{}", "openai", backend=backend)
 
@@ -59,8 +72,11 @@ def test_feed_rejects_non_bytes_and_ignores_after_finish(backend):
     sc.feed(b'{"usage":{"prompt_tokens":1,"completion_tokens":2}}')
     first = sc.finish()
     sc.feed(b'{"usage":{"prompt_tokens":9}}')
-    assert sc.finish() == first == llmtally.Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3,
-                                                  streaming=False, source="provider")
+    assert (
+        sc.finish()
+        == first
+        == llmtally.Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3, streaming=False, source="provider")
+    )
 
 
 def test_usage_as_dict_and_stats(backend):
@@ -69,15 +85,26 @@ def test_usage_as_dict_and_stats(backend):
     body = load(case["response"])
     sc.feed(body)
     u = sc.finish()
-    assert list(u.as_dict()) == ["prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens",
-                                 "reasoning_tokens", "model", "provider_model", "streaming", "source"]
+    assert list(u.as_dict()) == [
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "model",
+        "provider_model",
+        "streaming",
+        "source",
+    ]
     assert sc.stats() == stats(bytes=len(body), decoded_bytes=len(body), docs=6)
 
 
 def test_broken_documents_and_errors_are_counted(backend):
     sc = llmtally.ResponseScanner("openai", content_type="text/event-stream", backend=backend)
     # a broken event (unclosed), an error event, and a complete event cut before its blank line
-    body = b'data: {"usage":{"prompt_tokens":5}\n\ndata: {"error":{"type":"x"}}\n\ndata: {"usage":{"completion_tokens":3}}'
+    body = (
+        b'data: {"usage":{"prompt_tokens":5}\n\ndata: {"error":{"type":"x"}}\n\ndata: {"usage":{"completion_tokens":3}}'
+    )
     sc.feed(body)
     u = sc.finish()
     assert (u.prompt_tokens, u.completion_tokens, u.total_tokens, u.source) == (5, 3, 8, "provider")
@@ -94,6 +121,7 @@ def test_unreadable_encoding_reports_nothing(backend):
 
 def test_limits_defaults_agree():
     from llmtally import _native, fallback
+
     assert _native.DEFAULT_MAX_DECODED_BYTES == fallback.DEFAULT_MAX_DECODED_BYTES == 64 << 20
     assert _native.DEFAULT_MAX_EVENT_BYTES == fallback.DEFAULT_MAX_EVENT_BYTES == 1 << 20
     assert (llmtally.DEFAULT_MAX_DECODED_BYTES, llmtally.DEFAULT_MAX_EVENT_BYTES) == (64 << 20, 1 << 20)
@@ -119,6 +147,7 @@ def test_the_fallbacks_registry_is_the_cores():
     """The fallback is built from a generated copy of the Rust registry (cargo test checks the file;
     this checks what each backend actually loaded)."""
     from llmtally import _native, fallback
+
     assert json.loads(fallback.registry_json()) == json.loads(_native.registry_json())
     assert fallback.registry.ALL[0].id == json.loads(_native.registry_json())["providers"][0]["id"]
 
@@ -137,11 +166,18 @@ def test_provider_ids_round_trip(backend):
 
 
 def test_the_fallback_is_not_imported_with_the_native_backend():
-    code = ("import sys, llmtally\n"
-            "r = llmtally.parse_request(b'{}', 'openai')\n"
-            "sc = llmtally.ResponseScanner('auto', r)\n"
-            "sc.feed(b'{}'); sc.finish(); llmtally.count_tokens('x'); llmtally.encoding_for_model('gpt-4o')\n"
-            "print(sorted(m for m in sys.modules if m.startswith('llmtally')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={k: v for k, v in os.environ.items() if k != "LLMTALLY_BACKEND"}).stdout
+    code = (
+        "import sys, llmtally\n"
+        "r = llmtally.parse_request(b'{}', 'openai')\n"
+        "sc = llmtally.ResponseScanner('auto', r)\n"
+        "sc.feed(b'{}'); sc.finish(); llmtally.count_tokens('x'); llmtally.encoding_for_model('gpt-4o')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('llmtally')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "LLMTALLY_BACKEND"},
+    ).stdout
     assert eval(out) == ["llmtally", "llmtally._api", "llmtally._native", "llmtally._types"]

@@ -19,7 +19,7 @@ def random_chunks(body: bytes, seed: int):
     i = 0
     while i < len(body):
         n = rng.choice((1, 2, 3, 7, 64, 500, 4096))
-        yield body[i:i + n]
+        yield body[i : i + n]
         i += n
 
 
@@ -32,7 +32,7 @@ def test_whole_bytewise_and_random(case, eol, backend):
     body = line_ends(load(case["response"]), eol)
     want = case["usage"]
     assert scan(case, [body], backend) == want
-    assert scan(case, [body[i:i + 1] for i in range(len(body))], backend) == want
+    assert scan(case, [body[i : i + 1] for i in range(len(body))], backend) == want
     for seed in range(5):
         assert scan(case, random_chunks(body, seed), backend) == want
 
@@ -55,7 +55,7 @@ def test_split_inside_every_crlf_and_utf8_sequence(case, backend):
         assert cuts
     else:  # binary: cut after every byte that could start a multi-byte character
         cuts = [m.start() + 1 for m in re.finditer(rb"[\xc0-\xff]", body)]
-    pieces = [body[a:b] for a, b in zip([0] + cuts, cuts + [len(body)])]
+    pieces = [body[a:b] for a, b in zip([0] + cuts, cuts + [len(body)], strict=False)]
     assert scan(case, pieces, backend) == case["usage"]
 
 

@@ -35,13 +35,16 @@ def test_scan_from_stdin():
     assert json.loads(r.stdout)["total_tokens"] == 43
 
 
-@pytest.mark.parametrize("args, message", [
-    (["scan", "/nonexistent/file"], b"No such file or directory"),
-    (["scan", "--backend", "gpu", "x"], b"invalid choice"),
-    (["scan", "--request", "/nonexistent", str(FIXTURES / "openai/chat.json")], b"No such file"),
-    (["frobnicate"], b"invalid choice"),
-    ([], b"required"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["scan", "/nonexistent/file"], b"No such file or directory"),
+        (["scan", "--backend", "gpu", "x"], b"invalid choice"),
+        (["scan", "--request", "/nonexistent", str(FIXTURES / "openai/chat.json")], b"No such file"),
+        (["frobnicate"], b"invalid choice"),
+        ([], b"required"),
+    ],
+)
 def test_bad_arguments_one_line_exit_2(args, message):
     r = llmtally(*args)
     assert r.returncode == 2

@@ -15,9 +15,22 @@ import oracle
 from helpers import metric_samples
 from llmtally.demo import SEED_BODY, SEED_PROMPT, SEED_STREAM_BODY, Stack, keys, upstream
 
-SEED_FIELDS = {"completion_tokens", "http_method", "path", "prompt_tokens", "rate_limited_tokens", "request_id",
-               "response_code", "streaming", "system_time", "target_duration", "team", "total_tokens",
-               "upstream_name", "user"}
+SEED_FIELDS = {
+    "completion_tokens",
+    "http_method",
+    "path",
+    "prompt_tokens",
+    "rate_limited_tokens",
+    "request_id",
+    "response_code",
+    "streaming",
+    "system_time",
+    "target_duration",
+    "team",
+    "total_tokens",
+    "upstream_name",
+    "user",
+}
 ANSWER = upstream.ANSWERS[SEED_PROMPT]
 CAROL = {"iss": "solo.io", "org": "solo.io", "sub": "carol", "team": "qa", "llms": {}}
 
@@ -60,15 +73,33 @@ def test_seed_walkthrough_alice_and_bob(stack):
     assert status == 200 and json.loads(body)["usage"]["prompt_tokens"] == 21
     assert set(line) == SEED_FIELDS and isinstance(line["target_duration"], int)
     assert without_volatile(line) == {
-        "completion_tokens": completion, "http_method": "POST", "path": "/openai", "prompt_tokens": 21,
-        "rate_limited_tokens": 21 + completion, "response_code": 200, "streaming": False, "team": "dev",
-        "total_tokens": 21 + completion, "upstream_name": "llm_upstream", "user": "alice"}
+        "completion_tokens": completion,
+        "http_method": "POST",
+        "path": "/openai",
+        "prompt_tokens": 21,
+        "rate_limited_tokens": 21 + completion,
+        "response_code": 200,
+        "streaming": False,
+        "team": "dev",
+        "total_tokens": 21 + completion,
+        "upstream_name": "llm_upstream",
+        "user": "alice",
+    }
     status, body, line = send(stack, "/openai", bob, SEED_STREAM_BODY)
     assert status == 200 and body.endswith(b"data: [DONE]\n\n")
     assert without_volatile(line) == {
-        "completion_tokens": completion, "http_method": "POST", "path": "/openai", "prompt_tokens": 21,
-        "rate_limited_tokens": 21 + completion, "response_code": 200, "streaming": True, "team": "ops",
-        "total_tokens": 21 + completion, "upstream_name": "llm_upstream", "user": "bob"}
+        "completion_tokens": completion,
+        "http_method": "POST",
+        "path": "/openai",
+        "prompt_tokens": 21,
+        "rate_limited_tokens": 21 + completion,
+        "response_code": 200,
+        "streaming": True,
+        "team": "ops",
+        "total_tokens": 21 + completion,
+        "upstream_name": "llm_upstream",
+        "user": "bob",
+    }
     m1 = samples(stack)
     for team in ("dev", "ops"):
         labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": team}
@@ -83,8 +114,12 @@ def test_stream_without_usage_is_counted_by_the_tokenizer(stack):
     status, body, line = send(stack, "/openai", alice, dict(SEED_BODY, stream=True))
     assert status == 200 and b'"usage"' not in body.replace(b'"usage":null', b"")
     completion = oracle.count(ANSWER, "cl100k_base")
-    assert (line["prompt_tokens"], line["completion_tokens"], line["total_tokens"], line["streaming"]) == \
-        (21, completion, 21 + completion, True)
+    assert (line["prompt_tokens"], line["completion_tokens"], line["total_tokens"], line["streaming"]) == (
+        21,
+        completion,
+        21 + completion,
+        True,
+    )
     m1 = samples(stack)
     labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": "dev", "source": "tokenizer"}
     assert sample(m1, "ai_requests_total", **labels) - sample(m0, "ai_requests_total", **labels) == 1
@@ -107,23 +142,48 @@ def usage_from_body(provider: str, body: bytes) -> tuple[int, int]:
     return u["inputTokens"], u["outputTokens"]
 
 
-@pytest.mark.parametrize("provider, path, body", [
-    ("anthropic", "/anthropic", {"model": "claude-sonnet-4-5", "max_tokens": 100, "stream": True,
-                                 "messages": [{"role": "user", "content": SEED_PROMPT}]}),
-    ("gemini", "/gemini/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
-     {"contents": [{"role": "user", "parts": [{"text": SEED_PROMPT}]}]}),
-    ("gemini-array", "/vertex/projects/p/locations/l/publishers/google/models/gemini-2.0-flash:streamGenerateContent",
-     {"contents": [{"role": "user", "parts": [{"text": SEED_PROMPT}]}]}),
-    ("bedrock", "/bedrock/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse-stream",
-     {"messages": [{"role": "user", "content": [{"text": SEED_PROMPT}]}]}),
-])
+@pytest.mark.parametrize(
+    "provider, path, body",
+    [
+        (
+            "anthropic",
+            "/anthropic",
+            {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 100,
+                "stream": True,
+                "messages": [{"role": "user", "content": SEED_PROMPT}],
+            },
+        ),
+        (
+            "gemini",
+            "/gemini/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            {"contents": [{"role": "user", "parts": [{"text": SEED_PROMPT}]}]},
+        ),
+        (
+            "gemini-array",
+            "/vertex/projects/p/locations/l/publishers/google/models/gemini-2.0-flash:streamGenerateContent",
+            {"contents": [{"role": "user", "parts": [{"text": SEED_PROMPT}]}]},
+        ),
+        (
+            "bedrock",
+            "/bedrock/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse-stream",
+            {"messages": [{"role": "user", "content": [{"text": SEED_PROMPT}]}]},
+        ),
+    ],
+)
 def test_other_provider_streams(stack, provider, path, body):
     alice = stack.key.token(keys.ALICE)
     status, data, line = send(stack, path, alice, body)
     assert status == 200
     prompt, completion = usage_from_body(provider, data)
-    assert (line["prompt_tokens"], line["completion_tokens"], line["total_tokens"], line["streaming"],
-            line["team"]) == (prompt, completion, prompt + completion, True, "dev")
+    assert (
+        line["prompt_tokens"],
+        line["completion_tokens"],
+        line["total_tokens"],
+        line["streaming"],
+        line["team"],
+    ) == (prompt, completion, prompt + completion, True, "dev")
 
 
 def test_a_team_over_its_token_budget_gets_429(stack):
@@ -134,8 +194,10 @@ def test_a_team_over_its_token_budget_gets_429(stack):
     assert [r[0] for r in results] == [200, 200, 429]
     assert [r[2]["rate_limited_tokens"] for r in results] == [total, total, 0]
     assert results[2][2]["response_code"] == 429 and results[2][2]["team"] == "qa"
-    assert sample(samples(stack), "ai_rate_limited_tokens_total", llm="openai", model="gpt-3.5-turbo",
-                  team="qa") == 2 * total
+    assert (
+        sample(samples(stack), "ai_rate_limited_tokens_total", llm="openai", model="gpt-3.5-turbo", team="qa")
+        == 2 * total
+    )
 
 
 def test_a_client_that_disconnects_mid_stream(stack):
@@ -144,9 +206,17 @@ def test_a_client_that_disconnects_mid_stream(stack):
     m0 = samples(stack)
     logged = len(stack.access_lines(0))
     conn = http.client.HTTPConnection("127.0.0.1", stack.listen_port, timeout=30)
-    conn.request("POST", "/openai", body=json.dumps(dict(SEED_BODY, stream=True)),
-                 headers={"Authorization": f"Bearer {alice}", "content-type": "application/json",
-                          "x-mock-delay-ms": "20", "x-mock-repeat": "40"})
+    conn.request(
+        "POST",
+        "/openai",
+        body=json.dumps(dict(SEED_BODY, stream=True)),
+        headers={
+            "Authorization": f"Bearer {alice}",
+            "content-type": "application/json",
+            "x-mock-delay-ms": "20",
+            "x-mock-repeat": "40",
+        },
+    )
     resp = conn.getresponse()
     assert resp.status == 200
     got, t0 = b"", time.time()
@@ -157,8 +227,9 @@ def test_a_client_that_disconnects_mid_stream(stack):
     deadline = time.time() + 20
     while time.time() < deadline:
         m1 = samples(stack)
-        if sample(m1, "ai_requests_total", **labels, source="tokenizer") > sample(m0, "ai_requests_total", **labels,
-                                                                                   source="tokenizer"):
+        if sample(m1, "ai_requests_total", **labels, source="tokenizer") > sample(
+            m0, "ai_requests_total", **labels, source="tokenizer"
+        ):
             break
         time.sleep(0.1)
     full = oracle.count(" ".join([ANSWER] * 40), "cl100k_base")
@@ -169,8 +240,10 @@ def test_a_client_that_disconnects_mid_stream(stack):
     assert (len(lines), cut["user"], cut["prompt_tokens"], cut["streaming"]) == (logged + 1, "alice", 21, True)
     # tokenizer counts rode on the stream as metadata (every second), so the cut request's line has numbers
     assert 0 < cut["completion_tokens"] <= partial and cut["total_tokens"] == 21 + cut["completion_tokens"]
-    assert sample(samples(stack), "ai_aborted_streams_total", **labels) - sample(m0, "ai_aborted_streams_total",
-                                                                                  **labels) == 1
+    assert (
+        sample(samples(stack), "ai_aborted_streams_total", **labels) - sample(m0, "ai_aborted_streams_total", **labels)
+        == 1
+    )
     status, _, line = send(stack, "/openai", alice, SEED_BODY)  # and the gateway carries on
     assert status == 200 and line["prompt_tokens"] == 21
 
@@ -222,13 +295,19 @@ def test_deploy_files_match_what_llmtally_exports(stack, tmp_path):
     assert yaml.safe_load((deploy / "prometheus.yml").read_text())["scrape_configs"][0]["job_name"] == "llmtally"
     jwks = tmp_path / "jwks.json"
     jwks.write_text(stack.key.jwks())
-    r = subprocess.run([sys.executable, "-m", "llmtally.cli", "envoy-config", "--jwks", str(jwks), "--upstream",
-                        "10.0.0.1:80"], capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "llmtally.cli", "envoy-config", "--jwks", str(jwks), "--upstream", "10.0.0.1:80"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     envoy_cfg = json.loads(r.stdout)
     from llmtally.demo.envoy_runner import envoy_binary
+
     (tmp_path / "envoy.json").write_text(r.stdout)
-    v = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(tmp_path / "envoy.json")],
-                       capture_output=True, text=True)
+    v = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(tmp_path / "envoy.json")], capture_output=True, text=True
+    )
     assert v.returncode == 0, v.stdout + v.stderr
     assert envoy_cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == 8080
 
@@ -239,8 +318,10 @@ async def _load(port: int, token: str, body: dict, total: int, connections: int 
     from collections import Counter
 
     payload = json.dumps(body).encode()
-    request = (f"POST /openai HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token}\r\n"
-               f"content-type: application/json\r\nx-mock-delay-ms: 0\r\ncontent-length: {len(payload)}\r\n\r\n").encode() + payload
+    request = (
+        f"POST /openai HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token}\r\n"
+        f"content-type: application/json\r\nx-mock-delay-ms: 0\r\ncontent-length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
     statuses = Counter()
     left = [total]
 
@@ -292,8 +373,12 @@ def test_demo_keep_running_stops_cleanly_on_sigterm():
 
     import psutil
 
-    proc = subprocess.Popen([sys.executable, "-m", "llmtally.cli", "demo", "--keep-running"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmtally.cli", "demo", "--keep-running"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     out = ""
     for line in proc.stdout:
         out += line

@@ -60,8 +60,15 @@ def scanner(case, backend, encoding="", **kw):
     req = None
     if "request" in case:
         req = llmtally.parse_request(load(case["request"]), case["provider"], case.get("path", ""))
-    return llmtally.ResponseScanner(case["provider"], req, content_type=case.get("content_type", ""),
-                                    content_encoding=encoding, path=case.get("path", ""), backend=backend, **kw)
+    return llmtally.ResponseScanner(
+        case["provider"],
+        req,
+        content_type=case.get("content_type", ""),
+        content_encoding=encoding,
+        path=case.get("path", ""),
+        backend=backend,
+        **kw,
+    )
 
 
 def chunks(body, seed):
@@ -69,7 +76,7 @@ def chunks(body, seed):
     i = 0
     while i < len(body):
         n = rng.choice((1, 5, 100, 3000))
-        yield body[i:i + n]
+        yield body[i : i + n]
         i += n
 
 
@@ -79,14 +86,18 @@ def test_every_encoding_any_split(name, enc, backend):
     case = BY_NAME[name]
     plain = load(case["response"])
     body = ENCODINGS[enc](plain)
-    for pieces in ([body], [body[i:i + 1] for i in range(len(body))], list(chunks(body, 1)), list(chunks(body, 2))):
+    for pieces in ([body], [body[i : i + 1] for i in range(len(body))], list(chunks(body, 1)), list(chunks(body, 2))):
         sc = scanner(case, backend, header(enc))
         for p in pieces:
             sc.feed(p)
         assert sc.finish().as_dict() == case["usage"]
         st = sc.stats()
-        assert (st["bytes"], st["decoded_bytes"], st["decode_capped"], st["decode_failed"]) == \
-            (len(body), len(plain), False, False)
+        assert (st["bytes"], st["decoded_bytes"], st["decode_capped"], st["decode_failed"]) == (
+            len(body),
+            len(plain),
+            False,
+            False,
+        )
 
 
 @pytest.mark.parametrize("enc", ["gzip", "deflate", "deflate-raw", "br", "zstd"])
@@ -112,7 +123,9 @@ def test_truncated_compressed_streams_agree(enc):
 @pytest.mark.parametrize("enc", ["gzip", "deflate", "br", "zstd"])
 def test_corrupt_compressed_data_stops_cleanly(enc, backend):
     case = BY_NAME["openai stream with include_usage (seed: Bob)"]
-    compress = (lambda b: zstandard.ZstdCompressor(write_checksum=True).compress(b)) if enc == "zstd" else ENCODINGS[enc]
+    compress = (
+        (lambda b: zstandard.ZstdCompressor(write_checksum=True).compress(b)) if enc == "zstd" else ENCODINGS[enc]
+    )
     body = bytearray(compress(load(case["response"])))
     body[len(body) // 2] ^= 0x55
     body[len(body) // 2 + 1] ^= 0xAA
@@ -154,8 +167,8 @@ TEXT_TOKENS = BY_NAME["bedrock ConverseStream throttled mid-stream"]["usage"]["c
 def messages(blob):
     out, i = [], 0
     while i < len(blob):
-        n = int.from_bytes(blob[i:i + 4], "big")
-        out.append(blob[i:i + n])
+        n = int.from_bytes(blob[i : i + 4], "big")
+        out.append(blob[i : i + n])
         i += n
     return out
 
@@ -213,36 +226,60 @@ def test_bedrock_exception_and_truncation(backend):
     assert (usage["source"], usage["completion_tokens"], st["broken_docs"]) == ("tokenizer", TEXT_TOKENS, 1)
 
 
-@pytest.mark.parametrize("pid, path, ct, want", [
-    ("OpenAI ", "", "", "openai"), ("vllm", "/v1/messages", "", "openai"), ("", "/anthropic/v1/messages", "", "anthropic"),
-    ("auto", "/anything", "application/vnd.amazon.eventstream; charset=x", "bedrock"), ("auto", "/x/api/generate", "", "ollama"),
-    ("auto", "/v1/chat/completions?x=/v1/messages", "", "openai"), ("vertex-ai", "", "", "vertex-ai"),
-])
+@pytest.mark.parametrize(
+    "pid, path, ct, want",
+    [
+        ("OpenAI ", "", "", "openai"),
+        ("vllm", "/v1/messages", "", "openai"),
+        ("", "/anthropic/v1/messages", "", "anthropic"),
+        ("auto", "/anything", "application/vnd.amazon.eventstream; charset=x", "bedrock"),
+        ("auto", "/x/api/generate", "", "ollama"),
+        ("auto", "/v1/chat/completions?x=/v1/messages", "", "openai"),
+        ("vertex-ai", "", "", "vertex-ai"),
+    ],
+)
 def test_resolve_provider(pid, path, ct, want, backend):
     assert llmtally.resolve_provider(pid, path, ct, backend=backend) == want
 
 
 def test_gemini_latest_usage_object_replaces_earlier(backend):
-    body = (b'data: {"usageMetadata":{"promptTokenCount":5,"thoughtsTokenCount":7,"totalTokenCount":12}}\r\n\r\n'
-            b'data: {"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":2,"totalTokenCount":7}}\r\n\r\n')
+    body = (
+        b'data: {"usageMetadata":{"promptTokenCount":5,"thoughtsTokenCount":7,"totalTokenCount":12}}\r\n\r\n'
+        b'data: {"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":2,"totalTokenCount":7}}\r\n\r\n'
+    )
     sc = llmtally.ResponseScanner("gemini", content_type="text/event-stream", backend=backend)
     sc.feed(body)
     u = sc.finish()
     assert (u.prompt_tokens, u.completion_tokens, u.reasoning_tokens, u.total_tokens) == (5, 2, 0, 7)
 
 
-@pytest.mark.parametrize("path, provider, model, streaming", [
-    ("/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse", "gemini", "gemini-2.5-pro", True),
-    ("/v1/projects/p/locations/l/publishers/google/models/gemini-2.0-flash:generateContent", "vertex-ai",
-     "gemini-2.0-flash", False),
-    ("/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/converse-stream", "bedrock",
-     "us.anthropic.claude-sonnet-4-20250514-v1:0", True),
-    ("/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fx/invoke", "bedrock",
-     "arn:aws:bedrock:us-east-1:1:inference-profile/x", False),
-    ("/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21", "azure", "gpt4o-prod", False),
-    ("/api/chat", "ollama", None, True),
-    ("/v1/chat/completions", "openai", None, False),
-])
+@pytest.mark.parametrize(
+    "path, provider, model, streaming",
+    [
+        ("/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse", "gemini", "gemini-2.5-pro", True),
+        (
+            "/v1/projects/p/locations/l/publishers/google/models/gemini-2.0-flash:generateContent",
+            "vertex-ai",
+            "gemini-2.0-flash",
+            False,
+        ),
+        (
+            "/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/converse-stream",
+            "bedrock",
+            "us.anthropic.claude-sonnet-4-20250514-v1:0",
+            True,
+        ),
+        (
+            "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fx/invoke",
+            "bedrock",
+            "arn:aws:bedrock:us-east-1:1:inference-profile/x",
+            False,
+        ),
+        ("/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21", "azure", "gpt4o-prod", False),
+        ("/api/chat", "ollama", None, True),
+        ("/v1/chat/completions", "openai", None, False),
+    ],
+)
 def test_request_path_facts(path, provider, model, streaming, backend):
     assert llmtally.resolve_provider("auto", path, backend=backend) == provider
     for pid in (provider, "auto"):
@@ -281,12 +318,21 @@ MEMORY_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.parametrize("backend_, mib, enc", [("native", 100, ""), ("python", 100, ""), ("native", 100, "gzip")])
 def test_100mb_json_body_flat_memory(backend_, mib, enc):
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, backend_, str(mib), enc], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, backend_, str(mib), enc], capture_output=True, text=True, check=True
+    ).stdout
     r = json.loads(out)
     assert r["decoded"] >= mib << 20
-    assert r["usage"] == {"prompt_tokens": 5000, "completion_tokens": 0, "total_tokens": 5000, "cached_tokens": 0,
-                          "reasoning_tokens": 0, "model": "text-embedding-3-large",
-                          "provider_model": "text-embedding-3-large", "streaming": False, "source": "provider"}
+    assert r["usage"] == {
+        "prompt_tokens": 5000,
+        "completion_tokens": 0,
+        "total_tokens": 5000,
+        "cached_tokens": 0,
+        "reasoning_tokens": 0,
+        "model": "text-embedding-3-large",
+        "provider_model": "text-embedding-3-large",
+        "streaming": False,
+        "source": "provider",
+    }
     # the body is 100 MiB; the scanner's peak memory growth stays a few MiB
     assert r["grew_kib"] < 8 * 1024, r

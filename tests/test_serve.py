@@ -54,12 +54,17 @@ class Sidecar:
         self.grpc_addr = listen or f"127.0.0.1:{free_port()}"
         self.metrics_port = free_port()
         cfg = tmp_path / f"llmtally-{self.metrics_port}.yaml"
-        cfg.write_text(CONFIG.format(listen=self.grpc_addr, metrics=self.metrics_port, backend=backend, cap=cap,
-                                     period=period) + extra)
+        cfg.write_text(
+            CONFIG.format(listen=self.grpc_addr, metrics=self.metrics_port, backend=backend, cap=cap, period=period)
+            + extra
+        )
         self.log = tmp_path / f"serve-{self.metrics_port}.log"
         entry = [str(FAULTY_SERVE)] if faulty else ["-m", "llmtally.cli"]
-        self.proc = subprocess.Popen([sys.executable, *entry, "serve", "--config", str(cfg)],
-                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, *entry, "serve", "--config", str(cfg)],
+            stdout=open(self.log, "wb"),
+            stderr=subprocess.STDOUT,
+        )
         self.channel = grpc.insecure_channel(self.grpc_addr)
         health = health_pb2_grpc.HealthStub(self.channel)
         deadline = time.time() + 30
@@ -108,8 +113,9 @@ def jwt_metadata(team=None, sub=None):
     return base_pb2.Metadata(filter_metadata={"envoy.filters.http.jwt_authn": s})
 
 
-def messages(path, request_body, status, content_type, response_chunks, *, header_provider=None, md=None,
-             encoding=None):
+def messages(
+    path, request_body, status, content_type, response_chunks, *, header_provider=None, md=None, encoding=None
+):
     headers = [hv(":method", "POST"), hv(":path", path), hv("authorization", SECRET), hv("x-api-key", SECRET)]
     if header_provider:
         headers.append(hv("x-llm-provider", header_provider))
@@ -117,18 +123,21 @@ def messages(path, request_body, status, content_type, response_chunks, *, heade
     if encoding:
         resp_headers.append(hv("content-encoding", encoding))
     kw = {"metadata_context": md} if md is not None else {}
-    out = [pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=headers)), **kw),
-           pb.ProcessingRequest(request_body=pb.HttpBody(body=request_body, end_of_stream=True), **kw),
-           pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=resp_headers)), **kw)]
+    out = [
+        pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=headers)), **kw),
+        pb.ProcessingRequest(request_body=pb.HttpBody(body=request_body, end_of_stream=True), **kw),
+        pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=resp_headers)), **kw),
+    ]
     for i, c in enumerate(response_chunks):
-        out.append(pb.ProcessingRequest(response_body=pb.HttpBody(body=c, end_of_stream=i == len(response_chunks) - 1),
-                                        **kw))
+        out.append(
+            pb.ProcessingRequest(response_body=pb.HttpBody(body=c, end_of_stream=i == len(response_chunks) - 1), **kw)
+        )
     return out
 
 
 def split3(b: bytes):
     n = max(1, len(b) // 3)
-    return [b[:n], b[n:2 * n], b[2 * n:]]
+    return [b[:n], b[n : 2 * n], b[2 * n :]]
 
 
 def md_of(resp) -> dict:
@@ -136,18 +145,35 @@ def md_of(resp) -> dict:
 
 
 def floats(d):
-    return {k: floats(v) if isinstance(v, dict) else float(v) if isinstance(v, int) and not isinstance(v, bool) else v
-            for k, v in d.items()}
+    return {
+        k: floats(v) if isinstance(v, dict) else float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+        for k, v in d.items()
+    }
 
 
-DISPLAY = {"openai": "OpenAI", "azure": "AzureOpenAI", "anthropic": "Anthropic", "gemini": "Gemini",
-           "vertex-ai": "VertexAI", "bedrock": "Bedrock", "mistral": "Mistral", "ollama": "Ollama"}
+DISPLAY = {
+    "openai": "OpenAI",
+    "azure": "AzureOpenAI",
+    "anthropic": "Anthropic",
+    "gemini": "Gemini",
+    "vertex-ai": "VertexAI",
+    "bedrock": "Bedrock",
+    "mistral": "Mistral",
+    "ollama": "Ollama",
+}
 
 
 def expected_final(u: dict, llm: str) -> dict:
-    ai = {"total_tokens": u["total_tokens"], "prompt_tokens": u["prompt_tokens"], "completion_tokens": u["completion_tokens"],
-          "cached_tokens": u["cached_tokens"], "reasoning_tokens": u["reasoning_tokens"],
-          "provider": DISPLAY[llm], "streaming": u["streaming"], "usage_source": u["source"]}
+    ai = {
+        "total_tokens": u["total_tokens"],
+        "prompt_tokens": u["prompt_tokens"],
+        "completion_tokens": u["completion_tokens"],
+        "cached_tokens": u["cached_tokens"],
+        "reasoning_tokens": u["reasoning_tokens"],
+        "provider": DISPLAY[llm],
+        "streaming": u["streaming"],
+        "usage_source": u["source"],
+    }
     if u["model"] is not None:
         ai["model"] = u["model"]
     if u["provider_model"] is not None:
@@ -164,10 +190,15 @@ def case_messages(case, **kw):
 def expected_request(case, llm):
     """The request-body metadata: model, streaming and the prompt estimate (from the oracle)."""
     import llmtally
-    info = llmtally.parse_request(load(case["request"]) if "request" in case else b"{}", case["provider"],
-                                  case.get("path") or "/")
-    prompt = oracle.prompt_estimate(json.loads(load(case["request"])), llm, oracle.encoding_for(info.model)) \
-        if "request" in case else 0
+
+    info = llmtally.parse_request(
+        load(case["request"]) if "request" in case else b"{}", case["provider"], case.get("path") or "/"
+    )
+    prompt = (
+        oracle.prompt_estimate(json.loads(load(case["request"])), llm, oracle.encoding_for(info.model))
+        if "request" in case
+        else 0
+    )
     ai = {"provider": DISPLAY[llm], "streaming": info.streaming, "prompt_tokens": prompt}
     if info.model is not None:
         ai["model"] = info.model
@@ -178,6 +209,7 @@ def expected_request(case, llm):
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_every_case_gives_exact_metadata(sidecar, case, via):
     import llmtally
+
     provider = case["provider"]
     msgs = case_messages(case, header_provider=provider if via == "request-header" else None)
     resps = sidecar.process(msgs, provider=provider if via == "grpc-metadata" else None)
@@ -189,7 +221,9 @@ def test_every_case_gives_exact_metadata(sidecar, case, via):
     # an id the registry does not know is read as OpenAI-compatible; `auto` is detected from the path, and
     # once the response arrives, with its content type too
     path = case.get("path") or "/"
-    llm = provider if provider in DISPLAY else "openai" if provider != "auto" else llmtally.resolve_provider("auto", path)
+    llm = (
+        provider if provider in DISPLAY else "openai" if provider != "auto" else llmtally.resolve_provider("auto", path)
+    )
     want_request = expected_request(case, llm)
     assert md_of(resps[1]) == want_request
     llm = llmtally.resolve_provider(provider, path, case.get("content_type") or "")
@@ -197,8 +231,9 @@ def test_every_case_gives_exact_metadata(sidecar, case, via):
     # a request is always known to the sidecar (`{}` when the case has none): its flag decides
     # `streaming`, its model (from the body or the path) is the model, else the provider's
     req_ai = want_request["ai.gateway.kgateway.dev"]
-    usage = dict(case["usage"], streaming=req_ai["streaming"],
-                 model=req_ai.get("model", case["usage"]["provider_model"]))
+    usage = dict(
+        case["usage"], streaming=req_ai["streaming"], model=req_ai.get("model", case["usage"]["provider_model"])
+    )
     assert md_of(resps[-1]) == expected_final(usage, llm)
 
 
@@ -207,10 +242,13 @@ def expected_mid_stream(case, msgs, llm):
     after each body chunk where the reported usage changed (replayed through the
     public scanner on the same chunks), else nothing."""
     import llmtally
-    info = llmtally.parse_request(load(case["request"]) if "request" in case else b"{}", case["provider"],
-                                  case.get("path") or "/")
-    sc = llmtally.ResponseScanner(case["provider"], info, content_type=case.get("content_type") or "",
-                                  path=case.get("path") or "/")
+
+    info = llmtally.parse_request(
+        load(case["request"]) if "request" in case else b"{}", case["provider"], case.get("path") or "/"
+    )
+    sc = llmtally.ResponseScanner(
+        case["provider"], info, content_type=case.get("content_type") or "", path=case.get("path") or "/"
+    )
     out, sent = [{}], 0  # the response headers' response carries nothing
     for m in msgs[3:-1]:
         sc.feed(m.response_body.body)
@@ -236,8 +274,13 @@ NO_USAGE = next(c for c in CASES if c["name"] == "openai stream without usage")
 def test_metrics_per_team_with_overflow_and_missing_labels(tmp_path, backend):
     s = Sidecar(tmp_path, backend=backend, cap=2)
     try:
-        runs = [(SEED_NONSTREAM, "dev", "alice"), (SEED_STREAM, "ops", "bob"), (SEED_STREAM, "qa", "carol"),
-                (NO_USAGE, None, None), (SEED_NONSTREAM, "dev", "alice")]
+        runs = [
+            (SEED_NONSTREAM, "dev", "alice"),
+            (SEED_STREAM, "ops", "bob"),
+            (SEED_STREAM, "qa", "carol"),
+            (NO_USAGE, None, None),
+            (SEED_NONSTREAM, "dev", "alice"),
+        ]
         for case, team, sub in runs:
             md = jwt_metadata(team, sub) if team else None
             resps = s.process(case_messages(case, md=md), provider="openai")
@@ -245,7 +288,9 @@ def test_metrics_per_team_with_overflow_and_missing_labels(tmp_path, backend):
         m = s.metrics()
         common = {"llm": "openai", "model": "gpt-3.5-turbo"}
         want = {  # (team, user): (prompt, completion) -- cap 2: "qa"/"carol" fold into overflow
-            ("dev", "alice"): (42, 44), ("ops", "bob"): (21, 40), ("overflow", "overflow"): (21, 40),
+            ("dev", "alice"): (42, 44),
+            ("ops", "bob"): (21, 40),
+            ("overflow", "overflow"): (21, 40),
             ("unknown", "unknown"): (21, 40),
         }
         for (team, user), (prompt, completion) in want.items():
@@ -283,10 +328,13 @@ def test_exception_in_one_stream_leaves_the_others_unaffected(tmp_path):
                 for m in msgs:
                     time.sleep(0.02)
                     yield m
+
             results[name] = list(s.stub.Process(slow(), metadata=[("x-llm-provider", "openai")], timeout=30))
 
-        threads = [threading.Thread(target=run, args=("bad", bad)),
-                   threading.Thread(target=run, args=("good", case_messages(SEED_STREAM)))]
+        threads = [
+            threading.Thread(target=run, args=("bad", bad)),
+            threading.Thread(target=run, args=("good", case_messages(SEED_STREAM))),
+        ]
         [t.start() for t in threads]
         [t.join() for t in threads]
         assert [r.WhichOneof("response") for r in results["bad"]] == [m.WhichOneof("request") for m in bad]
@@ -294,8 +342,10 @@ def test_exception_in_one_stream_leaves_the_others_unaffected(tmp_path):
         assert md_of(results["good"][-1]) == expected_final(SEED_STREAM["usage"], "openai")
         m = s.metrics()
         assert sample(m, "ai_exception_raised_total", stage="request_body") == 1
-        assert sample(m, "ai_prompt_tokens_total", llm="openai", model="gpt-3.5-turbo", team="unknown",
-                      user="unknown") == 21
+        assert (
+            sample(m, "ai_prompt_tokens_total", llm="openai", model="gpt-3.5-turbo", team="unknown", user="unknown")
+            == 21
+        )
     finally:
         s.stop()
     log = s.log.read_text()
@@ -305,8 +355,10 @@ def test_exception_in_one_stream_leaves_the_others_unaffected(tmp_path):
 def test_the_production_entry_point_has_no_fault_hook(sidecar):
     """Model "explode" raises only under tests/faulty_serve.py: `llmtally serve` counts it like any other."""
     before = sample(sidecar.metrics(), "ai_exception_raised_total", stage="request_body")
-    resps = sidecar.process(messages("/v1/chat/completions", EXPLODE, 200, "text/event-stream",
-                                     split3(load(SEED_STREAM["response"]))), provider="openai")
+    resps = sidecar.process(
+        messages("/v1/chat/completions", EXPLODE, 200, "text/event-stream", split3(load(SEED_STREAM["response"]))),
+        provider="openai",
+    )
     assert md_of(resps[1])["ai.gateway.kgateway.dev"]["model"] == "explode"
     assert md_of(resps[-1])["ai.gateway.kgateway.dev"]["total_tokens"] == SEED_STREAM["usage"]["total_tokens"]
     assert sample(sidecar.metrics(), "ai_exception_raised_total", stage="request_body") == before
@@ -324,7 +376,7 @@ def test_streams_without_usage_get_tokenizer_metadata_mid_stream(tmp_path):
     s = Sidecar(tmp_path, period=0.1)
     try:
         body = load(NO_USAGE["response"])
-        pieces = [body[i:i + 200] for i in range(0, len(body), 200)]
+        pieces = [body[i : i + 200] for i in range(0, len(body), 200)]
         msgs = messages("/v1/chat/completions", load(NO_USAGE["request"]), 200, "text/event-stream", pieces)
         resps = list(s.stub.Process(slow(msgs, 0.06), metadata=[("x-llm-provider", "openai")], timeout=30))
         mids = [md_of(r)["ai.gateway.kgateway.dev"] for r in resps[3:-1] if md_of(r)]
@@ -340,8 +392,9 @@ def test_a_stream_cut_short_is_counted_as_aborted_with_its_usage_so_far(tmp_path
     s = Sidecar(tmp_path)
     try:
         msgs = case_messages(SEED_STREAM)
-        resps = list(s.stub.Process(slow(msgs, 0, stop_after=len(msgs) - 1), metadata=[("x-llm-provider", "openai")],
-                                    timeout=30))
+        resps = list(
+            s.stub.Process(slow(msgs, 0, stop_after=len(msgs) - 1), metadata=[("x-llm-provider", "openai")], timeout=30)
+        )
         assert len(resps) == len(msgs) - 1
         cut = case_messages(SEED_STREAM)
         list(s.stub.Process(slow(cut, 0, stop_after=2), metadata=[("x-llm-provider", "openai")], timeout=30))
@@ -351,7 +404,10 @@ def test_a_stream_cut_short_is_counted_as_aborted_with_its_usage_so_far(tmp_path
         assert sample(m, "ai_aborted_streams_total", **labels) == 2
         # the first was cut before its last chunk (which holds the usage): the text it delivered is counted
         # (40 tokens, as the tokenizer counts them) with the prompt estimate; the second saw no response at all
-        assert (sample(m, "ai_prompt_tokens_total", **labels), sample(m, "ai_completion_tokens_total", **labels)) == (21, 40)
+        assert (sample(m, "ai_prompt_tokens_total", **labels), sample(m, "ai_completion_tokens_total", **labels)) == (
+            21,
+            40,
+        )
         assert sample(m, "ai_requests_total", **labels, source="tokenizer") == 1
         assert sum(sample(m, "ai_requests_total", **labels, source=src) for src in ("provider", "none")) == 0
     finally:
@@ -389,21 +445,25 @@ def test_concurrent_streams_beyond_the_cap_are_refused(tmp_path):
         release.set()
         [t.join() for t in threads]
         assert [md_of(r[-1]) for r in results] == [expected_final(SEED_STREAM["usage"], "openai")] * 2
-        assert md_of(s.process(case_messages(SEED_STREAM), provider="openai")[-1]) == \
-            expected_final(SEED_STREAM["usage"], "openai")
+        assert md_of(s.process(case_messages(SEED_STREAM), provider="openai")[-1]) == expected_final(
+            SEED_STREAM["usage"], "openai"
+        )
     finally:
         s.stop()
 
 
 def test_request_body_beyond_the_cap_is_read_up_to_it(tmp_path):
     import llmtally
+
     s = Sidecar(tmp_path, extra="maxRequestBodyBytes: 64\n")
     try:
         body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "word " * 500}]}).encode()
-        chunks = [body[i:i + 50] for i in range(0, len(body), 50)]  # STREAMED request body
+        chunks = [body[i : i + 50] for i in range(0, len(body), 50)]  # STREAMED request body
         msgs = messages("/v1/chat/completions", b"", 200, "application/json", [load(SEED_NONSTREAM["response"])])
-        msgs[1:2] = [pb.ProcessingRequest(request_body=pb.HttpBody(body=c, end_of_stream=i == len(chunks) - 1))
-                     for i, c in enumerate(chunks)]
+        msgs[1:2] = [
+            pb.ProcessingRequest(request_body=pb.HttpBody(body=c, end_of_stream=i == len(chunks) - 1))
+            for i, c in enumerate(chunks)
+        ]
         resps = s.process(msgs, provider="openai")
         assert len(resps) == len(msgs)
         req_md = md_of(resps[len(chunks)])["ai.gateway.kgateway.dev"]
@@ -444,8 +504,17 @@ def test_unix_socket_and_auto_detection(tmp_path):
         case = next(c for c in CASES if c["name"] == "anthropic stream")
         resps = s.process(case_messages(case))  # no provider given: detected from /v1/messages
         assert md_of(resps[-1]) == expected_final(case["usage"], "anthropic")
-        assert sample(s.metrics(), "ai_completion_tokens_total", llm="anthropic", model="claude-sonnet-4-5",
-                      team="unknown", user="unknown") == 15
+        assert (
+            sample(
+                s.metrics(),
+                "ai_completion_tokens_total",
+                llm="anthropic",
+                model="claude-sonnet-4-5",
+                team="unknown",
+                user="unknown",
+            )
+            == 15
+        )
     finally:
         s.stop()
 
@@ -456,23 +525,31 @@ def streams_per_worker(worker) -> int:
     from prometheus_client.multiprocess import MultiProcessCollector
 
     files = glob.glob(os.path.join(worker.environ()["PROMETHEUS_MULTIPROC_DIR"], f"*_{worker.pid}.db"))
-    return sum(s.value for fam in MultiProcessCollector.merge(files) for s in fam.samples
-               if s.name == "ai_requests_total")
+    return sum(
+        s.value for fam in MultiProcessCollector.merge(files) for s in fam.samples if s.name == "ai_requests_total"
+    )
 
 
 def test_workers_share_the_port_and_one_metrics_endpoint(tmp_path):
     s = Sidecar(tmp_path, extra="workers: 2\n")
     try:
         import psutil
-        children = [c for c in psutil.Process(s.proc.pid).children()  # not multiprocessing's resource tracker
-                    if "resource_tracker" not in " ".join(c.cmdline())]
+
+        children = [
+            c
+            for c in psutil.Process(s.proc.pid).children()  # not multiprocessing's resource tracker
+            if "resource_tracker" not in " ".join(c.cmdline())
+        ]
         assert len(children) == 2
         n = 32  # the kernel hashes each new connection to a worker: all 32 on one by chance is 2 in 2**32
         for _ in range(n):
             # a new connection each time (a local subchannel pool: grpc would otherwise reuse the last one)
             with grpc.insecure_channel(s.grpc_addr, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
-                resps = list(pb_grpc.ExternalProcessorStub(ch).Process(iter(case_messages(SEED_STREAM)),
-                                                                       metadata=[("x-llm-provider", "openai")]))
+                resps = list(
+                    pb_grpc.ExternalProcessorStub(ch).Process(
+                        iter(case_messages(SEED_STREAM)), metadata=[("x-llm-provider", "openai")]
+                    )
+                )
                 assert md_of(resps[-1]) == expected_final(SEED_STREAM["usage"], "openai")
         m = s.metrics()
         labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": "unknown", "user": "unknown"}
@@ -487,25 +564,29 @@ def test_workers_share_the_port_and_one_metrics_endpoint(tmp_path):
     assert s.proc.returncode == 0
 
 
-@pytest.mark.parametrize("config, message", [
-    ("workers: 2\nrateLimit:\n  limits: []\n", "rateLimit budgets live in one process"),
-    ("workers: 2\nlisten: unix:/tmp/x.sock\n", "cannot share a unix socket"),
-    ("listen: nowhere\n", "listen: 'nowhere' is not host:port"),
-    ("metricsAddr: unix:/x\n", "metricsAddr: 'unix:/x' is not host:port"),
-    ("stats:\n  customLabels:\n  - name: 'bad-name'\n    metadataKey: a\n", "is not a valid Prometheus label name"),
-    ("stats:\n  customLabels:\n  - name: model\n    metadataKey: a\n", "is reserved"),
-    ("colour: blue\n", "unknown setting 'colour'"),
-    ("logLevel: loud\n", "logLevel: 'loud' is not one of"),
-    ("maxRequestBodyBytes: many\n", "maxRequestBodyBytes: 'many' is not a number"),
-    ("- just\n- a list\n", "must hold a mapping"),
-    ("unixSocketMode: '999'\n", "unixSocketMode: '999' is not an octal mode"),
-    ("maxConcurrentStreams: 0\n", "maxConcurrentStreams: must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ("workers: 2\nrateLimit:\n  limits: []\n", "rateLimit budgets live in one process"),
+        ("workers: 2\nlisten: unix:/tmp/x.sock\n", "cannot share a unix socket"),
+        ("listen: nowhere\n", "listen: 'nowhere' is not host:port"),
+        ("metricsAddr: unix:/x\n", "metricsAddr: 'unix:/x' is not host:port"),
+        ("stats:\n  customLabels:\n  - name: 'bad-name'\n    metadataKey: a\n", "is not a valid Prometheus label name"),
+        ("stats:\n  customLabels:\n  - name: model\n    metadataKey: a\n", "is reserved"),
+        ("colour: blue\n", "unknown setting 'colour'"),
+        ("logLevel: loud\n", "logLevel: 'loud' is not one of"),
+        ("maxRequestBodyBytes: many\n", "maxRequestBodyBytes: 'many' is not a number"),
+        ("- just\n- a list\n", "must hold a mapping"),
+        ("unixSocketMode: '999'\n", "unixSocketMode: '999' is not an octal mode"),
+        ("maxConcurrentStreams: 0\n", "maxConcurrentStreams: must be a positive integer"),
+    ],
+)
 def test_invalid_config_fails_at_start_with_one_clear_line(tmp_path, config, message):
     f = tmp_path / "bad.yaml"
     f.write_text(config)
-    r = subprocess.run([sys.executable, "-m", "llmtally.cli", "serve", "--config", str(f)], capture_output=True,
-                       text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "llmtally.cli", "serve", "--config", str(f)], capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 2
     assert r.stderr.startswith("llmtally: error: invalid configuration: ") and r.stderr.count("\n") == 1
     assert message in r.stderr
@@ -513,6 +594,7 @@ def test_invalid_config_fails_at_start_with_one_clear_line(tmp_path, config, mes
 
 def test_flags_and_env_override_the_file(tmp_path):
     from llmtally.config import load
+
     f = tmp_path / "c.yaml"
     f.write_text("listen: 127.0.0.1:1\nmetricsAddr: 127.0.0.1:2\nlogLevel: debug\n")
     c = load(str(f), {"listen": "unix:/run/x.sock"}, {"LLMTALLY_METRICS_ADDR": "0.0.0.0:9999"})

@@ -18,15 +18,26 @@ from llmtally.fallback.eventstream import encode
 ENCS = ["o200k_base", "cl100k_base"]
 
 CORPUS = [
-    "", " ", "Hello, world!", "The quick brown fox jumps over the lazy dog.",
-    "It's, we'll, they're, I'd, you've, don't DON'T Don'T", "HELLOworld helloWORLD HeLLo mIxEd",
+    "",
+    " ",
+    "Hello, world!",
+    "The quick brown fox jumps over the lazy dog.",
+    "It's, we'll, they're, I'd, you've, don't DON'T Don'T",
+    "HELLOworld helloWORLD HeLLo mIxEd",
     "中文分词测试，这是一个句子。日本語のテキスト、カタカナ。한국어 문장입니다.",
-    "😀👍🏽👨‍👩‍👧‍👦 🇫🇷 emoji ✨ ☢️", "naïve café résumé Ωmega Ελληνικά Кириллица עברית العربية हिन्दी",
+    "😀👍🏽👨‍👩‍👧‍👦 🇫🇷 emoji ✨ ☢️",
+    "naïve café résumé Ωmega Ελληνικά Кириллица עברית العربية हिन्दी",
     "def f(x):\n    return {'a': [1, 2, 3]}  # comment\n\n\tif x != 0: pass\r\n",
-    "    leading spaces\n\n\n   \n\t\t trailing   ", "a" * 5000, " " * 3000 + "x", "\n" * 100,
-    "1234567890 3.14159 1,000,000 0x1F2E", "<|endoftext|> <|fim_prefix|> special tokens as text",
-    "https://example.com/path?q=1&x=%20 user@example.com", "word " * 2000 + "\n" + "x" * 10000,
-    "\u200b\u200d\ufeff zero width \u00a0nbsp\u2028line sep", "A\r\nB\rC\nD\r\n\r\nE",
+    "    leading spaces\n\n\n   \n\t\t trailing   ",
+    "a" * 5000,
+    " " * 3000 + "x",
+    "\n" * 100,
+    "1234567890 3.14159 1,000,000 0x1F2E",
+    "<|endoftext|> <|fim_prefix|> special tokens as text",
+    "https://example.com/path?q=1&x=%20 user@example.com",
+    "word " * 2000 + "\n" + "x" * 10000,
+    "\u200b\u200d\ufeff zero width \u00a0nbsp\u2028line sep",
+    "A\r\nB\rC\nD\r\n\r\nE",
 ]
 
 
@@ -37,11 +48,14 @@ def test_corpus_matches_tiktoken(enc, backend):
 
 
 # fragments that stress the pre-tokenizer: contractions, case changes, whitespace runs, CJK, emoji, marks
-TEXT = st.lists(st.one_of(
-    st.sampled_from(list("aAbBzZ09 '\t\n\r.,!?-_/\\\"'{}[]()")),
-    st.sampled_from(["'s", "'t", "'ll", "'re", "  ", "\r\n", "中", "文", "é", "😀", "👍🏽", "\u0301", "ℕ", "١"]),
-    st.characters(codec="utf-8"),
-), max_size=120).map("".join)
+TEXT = st.lists(
+    st.one_of(
+        st.sampled_from(list("aAbBzZ09 '\t\n\r.,!?-_/\\\"'{}[]()")),
+        st.sampled_from(["'s", "'t", "'ll", "'re", "  ", "\r\n", "中", "文", "é", "😀", "👍🏽", "\u0301", "ℕ", "١"]),
+        st.characters(codec="utf-8"),
+    ),
+    max_size=120,
+).map("".join)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -52,15 +66,32 @@ def test_any_text_matches_tiktoken(text, enc):
     assert llmtally.count_tokens(text, encoding=enc, backend="python") == want
 
 
-@pytest.mark.parametrize("model, enc", [
-    ("gpt-4o", "o200k_base"), ("gpt-4o-mini-2024-07-18", "o200k_base"), ("gpt-4.1-nano", "o200k_base"),
-    ("gpt-4.5-preview", "o200k_base"), ("gpt-5", "o200k_base"), ("gpt-5-mini", "o200k_base"), ("o1", "o200k_base"),
-    ("o3-mini", "o200k_base"), ("o4-mini-2025-04-16", "o200k_base"), ("chatgpt-4o-latest", "o200k_base"),
-    ("gpt-4", "cl100k_base"), ("gpt-4-turbo", "cl100k_base"), ("gpt-3.5-turbo", "cl100k_base"),
-    ("gpt-3.5-turbo-0125", "cl100k_base"), ("gpt-35-turbo", "cl100k_base"), ("text-embedding-3-small", "cl100k_base"),
-    ("ft:gpt-4o-mini:org::id", "o200k_base"),
-    ("claude-sonnet-4-5", None), ("gemini-2.5-flash", None), ("llama3.2", None), ("mistral-large-latest", None),
-])
+@pytest.mark.parametrize(
+    "model, enc",
+    [
+        ("gpt-4o", "o200k_base"),
+        ("gpt-4o-mini-2024-07-18", "o200k_base"),
+        ("gpt-4.1-nano", "o200k_base"),
+        ("gpt-4.5-preview", "o200k_base"),
+        ("gpt-5", "o200k_base"),
+        ("gpt-5-mini", "o200k_base"),
+        ("o1", "o200k_base"),
+        ("o3-mini", "o200k_base"),
+        ("o4-mini-2025-04-16", "o200k_base"),
+        ("chatgpt-4o-latest", "o200k_base"),
+        ("gpt-4", "cl100k_base"),
+        ("gpt-4-turbo", "cl100k_base"),
+        ("gpt-3.5-turbo", "cl100k_base"),
+        ("gpt-3.5-turbo-0125", "cl100k_base"),
+        ("gpt-35-turbo", "cl100k_base"),
+        ("text-embedding-3-small", "cl100k_base"),
+        ("ft:gpt-4o-mini:org::id", "o200k_base"),
+        ("claude-sonnet-4-5", None),
+        ("gemini-2.5-flash", None),
+        ("llama3.2", None),
+        ("mistral-large-latest", None),
+    ],
+)
 def test_model_to_encoding_as_tiktoken(model, enc, backend):
     assert llmtally.encoding_for_model(model) == enc
     assert oracle.encoding_for(model) == (enc or "o200k_base")
@@ -73,9 +104,11 @@ def test_unknown_encoding_and_default(backend):
         llmtally.count_tokens("x", encoding="p50k_base", backend=backend)
     with pytest.raises(TypeError):
         llmtally.count_tokens(b"x", backend=backend)
-    code = ("import llmtally; print(llmtally.default_encoding(), "
-            "llmtally.count_tokens('Ünïcödé 中文', model='claude-3', backend='native'), "
-            "llmtally.count_tokens('Ünïcödé 中文', model='claude-3', backend='python'))")
+    code = (
+        "import llmtally; print(llmtally.default_encoding(), "
+        "llmtally.count_tokens('Ünïcödé 中文', model='claude-3', backend='native'), "
+        "llmtally.count_tokens('Ünïcödé 中文', model='claude-3', backend='python'))"
+    )
     env = dict(os.environ, LLMTALLY_DEFAULT_ENCODING="cl100k_base")
     out = subprocess.check_output([sys.executable, "-c", code], env=env, text=True).split()
     n = oracle.count("Ünïcödé 中文", "cl100k_base")
@@ -102,8 +135,13 @@ def openai_stream(deltas_by_choice: dict, model="gpt-4o-mini", seed=0) -> bytes:
     while any(queues.values()):
         c = rng.choice([c for c, q in queues.items() if q])
         piece = queues[c].pop(0)
-        out.append(b'data: {"id":"x","object":"chat.completion.chunk","model":"' + model.encode() +
-                   b'","choices":[{"index":%d,"delta":{"content":"' % c + _escape(piece) + b'"},"finish_reason":null}]}\n\n')
+        out.append(
+            b'data: {"id":"x","object":"chat.completion.chunk","model":"'
+            + model.encode()
+            + b'","choices":[{"index":%d,"delta":{"content":"' % c
+            + _escape(piece)
+            + b'"},"finish_reason":null}]}\n\n'
+        )
     out.append(b"data: [DONE]\n\n")
     return b"".join(out)
 
@@ -118,7 +156,7 @@ def chunk_bytes(b: bytes, seed: int, sizes=(1, 2, 3, 5, 17, 400)):
     i, out = 0, []
     while i < len(b):
         n = rng.choice(sizes)
-        out.append(b[i:i + n])
+        out.append(b[i : i + n])
         i += n
     return out
 
@@ -160,54 +198,159 @@ def test_tool_calls_refusal_and_reasoning_are_separate_texts(backend):
     chunks = [
         {"choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "Think: 2+2"}}]},
         {"choices": [{"index": 0, "delta": {"reasoning_content": "=4."}}]},
-        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "c1", "type": "function",
-                                                             "function": {"name": "get_weather", "arguments": ""}}]}}]},
-        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "id": "c2", "type": "function",
-                                                             "function": {"name": "get_time", "arguments": "{\"tz\""}}]}}]},
-        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": \"Par"}}]}}]},
-        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "function": {"arguments": ": \"UTC\"}"}}]}}]},
-        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "is\"}"}}]}}]},
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "c1",
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": ""},
+                            }
+                        ]
+                    },
+                }
+            ]
+        },
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": 1,
+                                "id": "c2",
+                                "type": "function",
+                                "function": {"name": "get_time", "arguments": '{"tz"'},
+                            }
+                        ]
+                    },
+                }
+            ]
+        },
+        {
+            "choices": [
+                {"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": "Par'}}]}}
+            ]
+        },
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "function": {"arguments": ': "UTC"}'}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": 'is"}'}}]}}]},
         {"choices": [{"index": 1, "delta": {"refusal": "I can't"}}]},
         {"choices": [{"index": 1, "delta": {"refusal": " help with that."}}]},
     ]
     body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
-    c = lambda s: oracle.count(s, "cl100k_base")
-    texts = ["Think: 2+2=4.", "get_weather", '{"city": "Paris"}', "get_time", '{"tz": "UTC"}', "I can't help with that."]
+
+    def c(s):
+        return oracle.count(s, "cl100k_base")
+
+    texts = [
+        "Think: 2+2=4.",
+        "get_weather",
+        '{"city": "Paris"}',
+        "get_time",
+        '{"tz": "UTC"}',
+        "I can't help with that.",
+    ]
     req = llmtally.RequestInfo(model="gpt-4-turbo", streaming=True)
     u = scan(body, backend, request=req, cuts_seed=4)
     assert (u.completion_tokens, u.reasoning_tokens, u.source) == (sum(map(c, texts)), c("Think: 2+2=4."), "tokenizer")
 
 
 REQUESTS = [
-    ("openai", "/v1/chat/completions", {"model": "gpt-4o", "messages": [
-        {"role": "system", "content": "You are terse."},
-        {"role": "user", "name": "alice", "content": [{"type": "text", "text": "Describe"},
-                                                      {"type": "image_url", "image_url": {"url": "data:,"}},
-                                                      {"type": "text", "text": " this picture, briefly."}]},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
-            "name": "lookup", "arguments": "{\"q\": \"picture\"}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "A cat on a mat."}]}),
+    (
+        "openai",
+        "/v1/chat/completions",
+        {
+            "model": "gpt-4o",
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {
+                    "role": "user",
+                    "name": "alice",
+                    "content": [
+                        {"type": "text", "text": "Describe"},
+                        {"type": "image_url", "image_url": {"url": "data:,"}},
+                        {"type": "text", "text": " this picture, briefly."},
+                    ],
+                },
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "lookup", "arguments": '{"q": "picture"}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": "A cat on a mat."},
+            ],
+        },
+    ),
     ("openai", "/v1/responses", {"model": "gpt-4.1", "instructions": "Be brief.", "input": "Tell me a joke 😀"}),
-    ("openai", "/v1/responses", {"model": "o3", "input": [
-        {"role": "user", "content": [{"type": "input_text", "text": "What is 2+2?"}]},
-        {"role": "assistant", "content": "4"}]}),
+    (
+        "openai",
+        "/v1/responses",
+        {
+            "model": "o3",
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "What is 2+2?"}]},
+                {"role": "assistant", "content": "4"},
+            ],
+        },
+    ),
     ("openai", "/v1/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": ["Say this", "is a test"]}),
     ("openai", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "The food was delicious"}),
     ("openai", "/v1/embeddings", {"model": "text-embedding-3-large", "input": [[1, 2, 3], [4, 5]]}),
-    ("azure", "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
-     {"messages": [{"role": "user", "content": "Hallo Welt"}]}),
-    ("anthropic", "/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 100,
-                                   "system": [{"type": "text", "text": "You are Claude."}],
-                                   "messages": [{"role": "user", "content": "Hello, Claude"},
-                                                {"role": "assistant", "content": [{"type": "text", "text": "Hi!"}]},
-                                                {"role": "user", "content": [
-                                                    {"type": "tool_result", "tool_use_id": "t1",
-                                                     "content": [{"type": "text", "text": "15 degrees"}]}]}]}),
-    ("gemini", "/v1beta/models/gemini-2.5-flash:generateContent",
-     {"systemInstruction": {"parts": [{"text": "You are a cat."}]},
-      "contents": [{"role": "user", "parts": [{"text": "Hello there"}, {"text": " and again"}]}]}),
-    ("bedrock", "/model/amazon.nova-lite-v1%3A0/converse",
-     {"system": [{"text": "Answer in French."}], "messages": [{"role": "user", "content": [{"text": "Good morning"}]}]}),
+    (
+        "azure",
+        "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+        {"messages": [{"role": "user", "content": "Hallo Welt"}]},
+    ),
+    (
+        "anthropic",
+        "/v1/messages",
+        {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 100,
+            "system": [{"type": "text", "text": "You are Claude."}],
+            "messages": [
+                {"role": "user", "content": "Hello, Claude"},
+                {"role": "assistant", "content": [{"type": "text", "text": "Hi!"}]},
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "t1",
+                            "content": [{"type": "text", "text": "15 degrees"}],
+                        }
+                    ],
+                },
+            ],
+        },
+    ),
+    (
+        "gemini",
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        {
+            "systemInstruction": {"parts": [{"text": "You are a cat."}]},
+            "contents": [{"role": "user", "parts": [{"text": "Hello there"}, {"text": " and again"}]}],
+        },
+    ),
+    (
+        "bedrock",
+        "/model/amazon.nova-lite-v1%3A0/converse",
+        {
+            "system": [{"text": "Answer in French."}],
+            "messages": [{"role": "user", "content": [{"text": "Good morning"}]}],
+        },
+    ),
     ("ollama", "/api/generate", {"model": "llama3.2", "prompt": "Why is the sky blue?", "system": "Be short."}),
     ("ollama", "/api/chat", {"model": "llama3.2", "messages": [{"role": "user", "content": "why is the sky blue?"}]}),
 ]
@@ -221,7 +364,7 @@ def test_prompt_estimates_per_format(provider, path, body, backend):
 
 
 def test_the_seed_prompt_is_21(backend):
-    body = b'''{
+    body = b"""{
     "model": "gpt-3.5-turbo",
     "messages": [
       {
@@ -229,14 +372,17 @@ def test_the_seed_prompt_is_21(backend):
         "content": "Please explain the movie Dr. Strangelove in 1 sentence."
       }
     ]
-   }'''
+   }"""
     assert llmtally.parse_request(body, "openai", "/v1/chat/completions", backend=backend).prompt_tokens == 21
 
 
 def test_count_cli(tmp_path):
     f = tmp_path / "t.txt"
     f.write_text("Please explain the movie Dr. Strangelove in 1 sentence.")
-    run = lambda *a, **kw: subprocess.run([sys.executable, "-m", "llmtally.cli", "count", *a], capture_output=True, **kw)
+
+    def run(*a, **kw):
+        return subprocess.run([sys.executable, "-m", "llmtally.cli", "count", *a], capture_output=True, **kw)
+
     want = oracle.count(f.read_text(), "cl100k_base")
     r = run("--model", "gpt-3.5-turbo", str(f))
     assert (r.returncode, r.stdout) == (0, f"{want}\n".encode())
@@ -251,6 +397,7 @@ def test_count_cli(tmp_path):
 def oracle_usage(case):
     """Expected usage of a case without provider usage, from the oracle alone."""
     from conftest import load
+
     body = load(case["response"])
     req = json.loads(load(case["request"])) if "request" in case else None
     want = dict(case["usage"])
@@ -258,13 +405,20 @@ def oracle_usage(case):
     enc = oracle.encoding_for(model)
     completion, reasoning = oracle.completion(oracle.docs(case, body), enc)
     prompt = oracle.prompt_estimate(req, case["provider"], enc) if req is not None else 0
-    want.update(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-                reasoning_tokens=reasoning, cached_tokens=0, source="tokenizer")
+    want.update(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        reasoning_tokens=reasoning,
+        cached_tokens=0,
+        source="tokenizer",
+    )
     return want
 
 
 def test_tokenizer_cases_are_the_oracles():
     from conftest import CASES
+
     cases = [c for c in CASES if c["usage"]["source"] == "tokenizer"]
     assert len(cases) >= 3
     for case in cases:
@@ -285,6 +439,7 @@ def strip_usage(v):
 def without_usage(case, body: bytes) -> bytes:
     """The same response with every usage field removed, in the same framing."""
     import base64
+
     docs = oracle.docs(case, body)
     if case.get("binary"):
         out = []
@@ -294,7 +449,9 @@ def without_usage(case, body: bytes) -> bytes:
                 d = dict(d, bytes=base64.b64encode(json.dumps(inner).encode()).decode())
             elif "contentBlockIndex" not in d and "delta" not in d and "bytes" not in d and "usage" in d:
                 continue
-            out.append(encode([(":event-type", "chunk"), (":message-type", "event")], json.dumps(strip_usage(d)).encode()))
+            out.append(
+                encode([(":event-type", "chunk"), (":message-type", "event")], json.dumps(strip_usage(d)).encode())
+            )
         return b"".join(out)
     docs = [strip_usage(d) for d in docs]
     if "ndjson" in case["response"]:
@@ -304,14 +461,20 @@ def without_usage(case, body: bytes) -> bytes:
     return b"".join(b"data: " + json.dumps(d, ensure_ascii=False).encode() + b"\r\n\r\n" for d in docs)
 
 
-STREAMS = [c for c in __import__("conftest").CASES
-           if c["usage"]["streaming"] and c["usage"]["source"] == "provider" and "invoke_stream" not in c["response"]
-           or "invoke_stream" in c["response"]]
+STREAMS = [
+    c
+    for c in __import__("conftest").CASES
+    if c["usage"]["streaming"]
+    and c["usage"]["source"] == "provider"
+    and "invoke_stream" not in c["response"]
+    or "invoke_stream" in c["response"]
+]
 
 
 @pytest.mark.parametrize("case", STREAMS, ids=[c["name"] for c in STREAMS])
 def test_every_stream_without_usage_is_counted(case, backend):
     from conftest import load, request_of
+
     body = without_usage(case, load(case["response"]))
     want = dict(case["usage"])
     enc = oracle.encoding_for(want["model"] or want["provider_model"])
@@ -321,20 +484,30 @@ def test_every_stream_without_usage_is_counted(case, backend):
     source = "tokenizer"
     if completion == 0:  # a stream that delivered no text (response.failed): nothing is known
         prompt, source = 0, "none"
-    sc = llmtally.ResponseScanner(case["provider"], req, content_type=case.get("content_type", ""),
-                                  path=case.get("path", ""), backend=backend)
+    sc = llmtally.ResponseScanner(
+        case["provider"], req, content_type=case.get("content_type", ""), path=case.get("path", ""), backend=backend
+    )
     for p in chunk_bytes(body, 7):
         sc.feed(p)
     u = sc.finish()
-    assert (u.prompt_tokens, u.completion_tokens, u.reasoning_tokens, u.total_tokens, u.cached_tokens, u.source) == \
-        (prompt, completion, reasoning, prompt + completion, 0, source)
+    assert (u.prompt_tokens, u.completion_tokens, u.reasoning_tokens, u.total_tokens, u.cached_tokens, u.source) == (
+        prompt,
+        completion,
+        reasoning,
+        prompt + completion,
+        0,
+        source,
+    )
 
 
 def test_fallback_finds_its_vocabularies_offline(tmp_path):
     """A fresh cache: the fallback fills it from installed package data (no download), or from LLMTALLY_VOCAB_DIR."""
-    code = ("import llmtally; print(llmtally.count_tokens('offline vocabularies 中文', encoding='o200k_base', "
-            "backend='python'), llmtally.count_tokens('offline vocabularies 中文', encoding='cl100k_base', backend='python'))")
-    want = f"{oracle.count('offline vocabularies 中文', 'o200k_base')} {oracle.count('offline vocabularies 中文', 'cl100k_base')}\n"
+    text = "offline vocabularies 中文"
+    code = (
+        f"import llmtally; print(llmtally.count_tokens({text!r}, encoding='o200k_base', backend='python'), "
+        f"llmtally.count_tokens({text!r}, encoding='cl100k_base', backend='python'))"
+    )
+    want = f"{oracle.count(text, 'o200k_base')} {oracle.count(text, 'cl100k_base')}\n"
     env = {k: v for k, v in os.environ.items() if k != "TIKTOKEN_CACHE_DIR"}
     env.update(HOME=str(tmp_path / "home"), https_proxy="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9")
     assert subprocess.check_output([sys.executable, "-c", code], env=env, text=True) == want
@@ -342,6 +515,7 @@ def test_fallback_finds_its_vocabularies_offline(tmp_path):
     # an explicit vocabulary directory, used when the cache is empty
     import gzip
     import hashlib
+
     vocab = tmp_path / "vocab"
     vocab.mkdir()
     for name in ("o200k_base", "cl100k_base"):

@@ -90,8 +90,9 @@ def resolve_provider(provider: str, path: str = "", content_type: str = "", *, b
     return pid
 
 
-def count_tokens(text: str, *, model: str | None = None, encoding: str | None = None,
-                 backend: str | None = None) -> int:
+def count_tokens(
+    text: str, *, model: str | None = None, encoding: str | None = None, backend: str | None = None
+) -> int:
     """Tokens of `text` as tiktoken counts them (``len(encode_ordinary(text))``):
     with `encoding` if given, else the encoding tiktoken maps `model` to, else
     the default encoding (models without a public tokenizer: an estimate)."""
@@ -135,9 +136,18 @@ class ResponseScanner:
 
     __slots__ = ("_impl", "feed", "backend")
 
-    def __init__(self, provider: str, request: RequestInfo | None = None, *, content_type: str = "",
-                 content_encoding: str = "", path: str = "", backend: str | None = None,
-                 max_decoded_bytes: int | None = None, max_event_bytes: int | None = None):
+    def __init__(
+        self,
+        provider: str,
+        request: RequestInfo | None = None,
+        *,
+        content_type: str = "",
+        content_encoding: str = "",
+        path: str = "",
+        backend: str | None = None,
+        max_decoded_bytes: int | None = None,
+        max_event_bytes: int | None = None,
+    ):
         if not isinstance(provider, str):
             raise TypeError("provider must be a str")
         module = _impl(backend)
@@ -149,7 +159,8 @@ class ResponseScanner:
                 raise ValueError(f"{name} must be an integer from 0 to 2**63-1, not {value!r}")
             limits[name] = value
         self._impl: _native_t.ResponseScanner = module.ResponseScanner(
-            provider, request, content_type=content_type, content_encoding=content_encoding, path=path, **limits)
+            provider, request, content_type=content_type, content_encoding=content_encoding, path=path, **limits
+        )
         self.feed = self._impl.feed
         self.backend = "native" if module is _native else "python"
 
@@ -194,5 +205,4 @@ if _env_encoding:
     if _env_encoding in ENCODINGS:
         set_default_encoding(_env_encoding)
     else:  # a library import must not fail on it; `llmtally serve` refuses it with a one-line error
-        warnings.warn(f"LLMTALLY_DEFAULT_ENCODING={_env_encoding!r} is not one of {ENCODINGS}; ignored",
-                      stacklevel=2)
+        warnings.warn(f"LLMTALLY_DEFAULT_ENCODING={_env_encoding!r} is not one of {ENCODINGS}; ignored", stacklevel=2)

@@ -25,9 +25,14 @@ def _scan(args) -> int:
     if args.request:
         with open(args.request, "rb") as f:
             request = parse_request(f.read(), args.provider, args.path)
-    sc = ResponseScanner(args.provider, request, content_type=args.content_type,
-                         content_encoding=args.content_encoding, path=args.path,
-                         backend=args.backend)
+    sc = ResponseScanner(
+        args.provider,
+        request,
+        content_type=args.content_type,
+        content_encoding=args.content_encoding,
+        path=args.path,
+        backend=args.backend,
+    )
     f = _open(args.response)
     try:
         while chunk := f.read(CHUNK):
@@ -56,8 +61,15 @@ def _serve(args) -> int:
     from .config import ConfigError, load
 
     try:
-        config = load(args.config, {"listen": args.listen, "metrics_addr": args.metrics_addr,
-                                    "log_level": args.log_level, "workers": args.workers})
+        config = load(
+            args.config,
+            {
+                "listen": args.listen,
+                "metrics_addr": args.metrics_addr,
+                "log_level": args.log_level,
+                "workers": args.workers,
+            },
+        )
     except ConfigError as e:
         print(f"llmtally: error: invalid configuration: {e}", file=sys.stderr)
         return 2
@@ -73,10 +85,16 @@ def _envoy_config(args) -> int:
 
     with open(args.jwks, encoding="utf-8") as f:
         jwks = f.read()
-    cfg = bootstrap(listen_port=args.listen_port, admin_port=args.admin_port, upstream_addr=args.upstream,
-                    llmtally_addr=args.llmtally, access_log=args.access_log, jwks=jwks,
-                    rate_limit_domain=None if args.no_rate_limit else args.rate_limit_domain,
-                    listen_host=args.listen_host)
+    cfg = bootstrap(
+        listen_port=args.listen_port,
+        admin_port=args.admin_port,
+        upstream_addr=args.upstream,
+        llmtally_addr=args.llmtally,
+        access_log=args.access_log,
+        jwks=jwks,
+        rate_limit_domain=None if args.no_rate_limit else args.rate_limit_domain,
+        listen_host=args.listen_host,
+    )
     print(json.dumps(cfg, indent=2))
     return 0
 

@@ -76,7 +76,7 @@ class Config:
     #: permissions of a unix socket (octal)
     unix_socket_mode: str = "0660"
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         _addr("listen", self.listen, unix=True)
         _addr("metricsAddr", self.metrics_addr, unix=False)
         if self.log_level not in LOG_LEVELS:
@@ -86,8 +86,13 @@ class Config:
                 raise ConfigError(f"{_camel(name)}: must not be empty")
         if not re.fullmatch(r"0?[0-7]{3}", self.unix_socket_mode):
             raise ConfigError(f"unixSocketMode: {self.unix_socket_mode!r} is not an octal mode such as 0660")
-        for name in ("label_values_max", "max_request_body_bytes", "max_decoded_bytes", "max_event_bytes",
-                     "max_concurrent_streams"):
+        for name in (
+            "label_values_max",
+            "max_request_body_bytes",
+            "max_decoded_bytes",
+            "max_event_bytes",
+            "max_concurrent_streams",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_camel(name)}: must be a positive integer")
         if self.mid_stream_metadata_seconds < 0:
@@ -103,8 +108,9 @@ class Config:
         if self.workers > 1 and self.listen.rsplit(":", 1)[1] == "0":
             raise ConfigError("workers: several workers need a fixed port, not :0")
         if self.workers > 1 and self.rate_limit is not None:
-            raise ConfigError("workers: rateLimit budgets live in one process; run one worker, or an "
-                              "external rate-limit service")
+            raise ConfigError(
+                "workers: rateLimit budgets live in one process; run one worker, or an external rate-limit service"
+            )
         if self.backend not in ("", "native", "python"):
             raise ConfigError(f"backend: {self.backend!r} is not native or python")
         seen = set()
@@ -220,8 +226,12 @@ def _rate_limit(doc) -> RateLimitConfig:
     limits = []
     for i, item in enumerate(doc.get("limits") or []):
         where = f"rateLimit.limits[{i}]"
-        if not isinstance(item, dict) or set(item) - {"descriptorKey", "value", "tokens"} \
-                or not isinstance(item.get("descriptorKey"), str) or not item.get("descriptorKey"):
+        if (
+            not isinstance(item, dict)
+            or set(item) - {"descriptorKey", "value", "tokens"}
+            or not isinstance(item.get("descriptorKey"), str)
+            or not item.get("descriptorKey")
+        ):
             raise ConfigError(f"{where}: needs descriptorKey and tokens (and optionally value)")
         tokens = item.get("tokens")
         if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:

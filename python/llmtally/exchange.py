@@ -35,9 +35,14 @@ PASS = {
     "request_trailers": pb.ProcessingResponse(request_trailers=pb.TrailersResponse()),
     "response_trailers": pb.ProcessingResponse(response_trailers=pb.TrailersResponse()),
 }
-_EMPTY_OF = {"request_headers": pb.HeadersResponse, "response_headers": pb.HeadersResponse,
-             "request_body": pb.BodyResponse, "response_body": pb.BodyResponse,
-             "request_trailers": pb.TrailersResponse, "response_trailers": pb.TrailersResponse}
+_EMPTY_OF = {
+    "request_headers": pb.HeadersResponse,
+    "response_headers": pb.HeadersResponse,
+    "request_body": pb.BodyResponse,
+    "response_body": pb.BodyResponse,
+    "request_trailers": pb.TrailersResponse,
+    "response_trailers": pb.TrailersResponse,
+}
 
 
 def with_metadata(kind: str, struct) -> pb.ProcessingResponse:
@@ -61,17 +66,37 @@ class Host:
         self.metrics = metrics
         self.backend = config.backend or _api.backend()  # resolved once, not per call
 
-    def fault(self, stage: str, ex: "Exchange") -> None:
+    def fault(self, stage: str, ex: Exchange) -> None:
         self.metrics.record_exception(stage)
-        log.warning("exception in %s (provider %s, path %s); the stream passes through", stage, ex.provider,
-                    ex.path.split("?", 1)[0], exc_info=True)
+        log.warning(
+            "exception in %s (provider %s, path %s); the stream passes through",
+            stage,
+            ex.provider,
+            ex.path.split("?", 1)[0],
+            exc_info=True,
+        )
 
 
 class Exchange:
     """The state of one HTTP request; bounded whatever the body sizes."""
 
-    __slots__ = ("host", "provider", "path", "labels", "body", "body_over", "request", "scanner", "t0", "t_first",
-                 "done", "broken", "saw_request", "sent_changes", "t_meta")
+    __slots__ = (
+        "host",
+        "provider",
+        "path",
+        "labels",
+        "body",
+        "body_over",
+        "request",
+        "scanner",
+        "t0",
+        "t_first",
+        "done",
+        "broken",
+        "saw_request",
+        "sent_changes",
+        "t_meta",
+    )
 
     def __init__(self, host: Host, provider_hint: str | None):
         self.host = host
@@ -135,8 +160,9 @@ class Exchange:
         return PASS["request_trailers"]
 
     def _parse(self) -> None:
-        self.request = _api.parse_request(bytes(self.body), self.provider or "auto", self.path,
-                                          backend=self.host.backend)
+        self.request = _api.parse_request(
+            bytes(self.body), self.provider or "auto", self.path, backend=self.host.backend
+        )
         self.body = bytearray()
 
     def _request_done(self, kind: str):
@@ -150,9 +176,15 @@ class Exchange:
             self._parse()  # the request body was cut or never ended: read what came
         c = self.host.config
         self.scanner = _api.ResponseScanner(
-            self.provider or "auto", self.request, content_type=content_type, content_encoding=content_encoding,
-            path=self.path, backend=self.host.backend, max_decoded_bytes=c.max_decoded_bytes,
-            max_event_bytes=c.max_event_bytes)
+            self.provider or "auto",
+            self.request,
+            content_type=content_type,
+            content_encoding=content_encoding,
+            path=self.path,
+            backend=self.host.backend,
+            max_decoded_bytes=c.max_decoded_bytes,
+            max_event_bytes=c.max_event_bytes,
+        )
 
     def response_headers(self, req):
         h = headers_of(req.response_headers, ("content-type", "content-encoding"))
@@ -222,12 +254,24 @@ class Exchange:
         first = self.t_first
         llm = self._llm()
         m = self.host.metrics
-        m.record(llm, u.model, self._labels(), u, aborted=aborted, duration=now - self.t0,
-                 ttft=None if first is None else first - self.t0, tpot_span=None if first is None else now - first)
+        m.record(
+            llm,
+            u.model,
+            self._labels(),
+            u,
+            aborted=aborted,
+            duration=now - self.t0,
+            ttft=None if first is None else first - self.t0,
+            tpot_span=None if first is None else now - first,
+        )
         seen = m.record_anomalies(llm, self.scanner.stats())
         if seen:
-            log.warning("odd response body (provider %s, path %s): %s; traffic passed through unchanged",
-                        llm, self.path.split("?", 1)[0], seen)
+            log.warning(
+                "odd response body (provider %s, path %s): %s; traffic passed through unchanged",
+                llm,
+                self.path.split("?", 1)[0],
+                seen,
+            )
         return u
 
     def _labels(self) -> dict[str, str]:
@@ -243,8 +287,9 @@ class Exchange:
                 self._record(aborted=True)
             else:  # cut before any response: nothing was billed
                 self.done = True
-                self.host.metrics.record(self._llm(), self.request.model if self.request else None, self._labels(),
-                                         None, aborted=True)
+                self.host.metrics.record(
+                    self._llm(), self.request.model if self.request else None, self._labels(), None, aborted=True
+                )
         except Exception:
             self.host.fault("close", self)
 

@@ -42,8 +42,15 @@ ACCESS_LOG_FORMAT = {
     "streaming": "%DYNAMIC_METADATA(ai.gateway.kgateway.dev:streaming)%",
 }
 
-TEAM_DESCRIPTOR = [{"metadata": {"descriptor_key": "team", "source": "DYNAMIC",
-                                 "metadata_key": {"key": JWT_NS, "path": [{"key": "principal"}, {"key": "team"}]}}}]
+TEAM_DESCRIPTOR = [
+    {
+        "metadata": {
+            "descriptor_key": "team",
+            "source": "DYNAMIC",
+            "metadata_key": {"key": JWT_NS, "path": [{"key": "principal"}, {"key": "team"}]},
+        }
+    }
+]
 
 
 def _address(addr: str) -> dict:
@@ -54,26 +61,47 @@ def _address(addr: str) -> dict:
 
 
 def _cluster(name: str, addr: str, http2: bool = False) -> dict:
-    c = {"name": name, "type": "STATIC", "connect_timeout": "1s",
-         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-             {"endpoint": {"address": _address(addr)}}]}]}}
+    c = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(addr)}}]}],
+        },
+    }
     if http2:
-        c["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}}}}
+        c["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
     return c
 
 
-def bootstrap(*, listen_port: int, admin_port: int, upstream_addr: str, llmtally_addr: str, access_log: str,
-              jwks: str, rate_limit_domain: str | None = "llmtally", listen_host: str = "127.0.0.1",
-              ext_proc: bool = True) -> dict:
+def bootstrap(
+    *,
+    listen_port: int,
+    admin_port: int,
+    upstream_addr: str,
+    llmtally_addr: str,
+    access_log: str,
+    jwks: str,
+    rate_limit_domain: str | None = "llmtally",
+    listen_host: str = "127.0.0.1",
+    ext_proc: bool = True,
+) -> dict:
     """The Envoy configuration. `rate_limit_domain` None leaves rate limiting
     out; `ext_proc` False leaves llmtally out (for benchmarks)."""
     routes = []
     for prefix, rewrite, provider in ROUTES:
-        per_filter = {EXT_PROC: {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
-            "overrides": {"grpc_initial_metadata": [{"key": "x-llm-provider", "value": provider}]}}}
+        per_filter = {
+            EXT_PROC: {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                "overrides": {"grpc_initial_metadata": [{"key": "x-llm-provider", "value": provider}]},
+            }
+        }
         if rate_limit_domain:
             per_filter[RATELIMIT] = {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute",
@@ -81,54 +109,111 @@ def bootstrap(*, listen_port: int, admin_port: int, upstream_addr: str, llmtally
                     # phase 1, on the request: refuse once the team's budget is spent (adds nothing)
                     {"actions": TEAM_DESCRIPTOR, "hits_addend": {"number": 0}},
                     # phase 2, when the stream is done: charge the tokens llmtally counted
-                    {"actions": TEAM_DESCRIPTOR, "apply_on_stream_done": True,
-                     "hits_addend": {"format": "%DYNAMIC_METADATA(envoy.ratelimit:hits_addend)%"}},
-                ]}
-        routes.append({"match": {"prefix": prefix},
-                       "route": {"cluster": "llm_upstream", "prefix_rewrite": rewrite, "timeout": "300s"},
-                       "typed_per_filter_config": per_filter})
+                    {
+                        "actions": TEAM_DESCRIPTOR,
+                        "apply_on_stream_done": True,
+                        "hits_addend": {"format": "%DYNAMIC_METADATA(envoy.ratelimit:hits_addend)%"},
+                    },
+                ],
+            }
+        routes.append(
+            {
+                "match": {"prefix": prefix},
+                "route": {"cluster": "llm_upstream", "prefix_rewrite": rewrite, "timeout": "300s"},
+                "typed_per_filter_config": per_filter,
+            }
+        )
     filters = [
-        {"name": JWT_NS, "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            "providers": {"demo": {"issuer": "solo.io", "local_jwks": {"inline_string": jwks},
-                                   "payload_in_metadata": "principal"}},
-            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "demo"}}]}},
+        {
+            "name": JWT_NS,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                "providers": {
+                    "demo": {
+                        "issuer": "solo.io",
+                        "local_jwks": {"inline_string": jwks},
+                        "payload_in_metadata": "principal",
+                    }
+                },
+                "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "demo"}}],
+            },
+        },
     ]
     if rate_limit_domain:
-        filters.append({"name": RATELIMIT, "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
-            "domain": rate_limit_domain, "timeout": "1s", "failure_mode_deny": False,
-            "rate_limit_service": {"transport_api_version": "V3",
-                                   "grpc_service": {"envoy_grpc": {"cluster_name": "llmtally"}}}}})
+        filters.append(
+            {
+                "name": RATELIMIT,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                    "domain": rate_limit_domain,
+                    "timeout": "1s",
+                    "failure_mode_deny": False,
+                    "rate_limit_service": {
+                        "transport_api_version": "V3",
+                        "grpc_service": {"envoy_grpc": {"cluster_name": "llmtally"}},
+                    },
+                },
+            }
+        )
     if ext_proc:
-        filters.append({"name": EXT_PROC, "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": {"envoy_grpc": {"cluster_name": "llmtally"}, "timeout": "5s"},
-            "failure_mode_allow": True,
-            "message_timeout": "2s",
-            "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
-                                "response_header_mode": "SEND", "response_body_mode": "STREAMED",
-                                "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
-            "metadata_options": {"forwarding_namespaces": {"untyped": [JWT_NS]},
-                                 "receiving_namespaces": {"untyped": ["ai.gateway.kgateway.dev", "envoy.ratelimit"]}}}})
-    filters.append({"name": "envoy.filters.http.router", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+        filters.append(
+            {
+                "name": EXT_PROC,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+                    "grpc_service": {"envoy_grpc": {"cluster_name": "llmtally"}, "timeout": "5s"},
+                    "failure_mode_allow": True,
+                    "message_timeout": "2s",
+                    "processing_mode": {
+                        "request_header_mode": "SEND",
+                        "request_body_mode": "BUFFERED",
+                        "response_header_mode": "SEND",
+                        "response_body_mode": "STREAMED",
+                        "request_trailer_mode": "SKIP",
+                        "response_trailer_mode": "SKIP",
+                    },
+                    "metadata_options": {
+                        "forwarding_namespaces": {"untyped": [JWT_NS]},
+                        "receiving_namespaces": {"untyped": ["ai.gateway.kgateway.dev", "envoy.ratelimit"]},
+                    },
+                },
+            }
+        )
+    filters.append(
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }
+    )
     hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+        "HttpConnectionManager",
         "stat_prefix": "ai_gateway",
-        "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-            "path": access_log, "log_format": {"json_format": ACCESS_LOG_FORMAT}}}],
+        "access_log": [
+            {
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": access_log,
+                    "log_format": {"json_format": ACCESS_LOG_FORMAT},
+                },
+            }
+        ],
         "route_config": {"name": "ai", "virtual_hosts": [{"name": "ai", "domains": ["*"], "routes": routes}]},
         "http_filters": filters,
     }
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
-            "listeners": [{"name": "ai_gateway", "address": {"socket_address": {"address": listen_host,
-                                                                                "port_value": listen_port}},
-                           "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                                           "typed_config": hcm}]}]}],
+            "listeners": [
+                {
+                    "name": "ai_gateway",
+                    "address": {"socket_address": {"address": listen_host, "port_value": listen_port}},
+                    "filter_chains": [
+                        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+                    ],
+                }
+            ],
             "clusters": [_cluster("llm_upstream", upstream_addr), _cluster("llmtally", llmtally_addr, http2=True)],
         },
     }

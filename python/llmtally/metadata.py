@@ -37,9 +37,14 @@ def request_metadata(config: Config, provider: str, info: RequestInfo) -> Struct
 def final_metadata(config: Config, provider: str, u: Usage) -> Struct:
     """At the end of the response: the usage, and `hits_addend` = total tokens."""
     ai = {
-        "total_tokens": u.total_tokens, "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-        "cached_tokens": u.cached_tokens, "reasoning_tokens": u.reasoning_tokens, "provider": display_name(provider),
-        "streaming": u.streaming, "usage_source": u.source,
+        "total_tokens": u.total_tokens,
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "cached_tokens": u.cached_tokens,
+        "reasoning_tokens": u.reasoning_tokens,
+        "provider": display_name(provider),
+        "streaming": u.streaming,
+        "usage_source": u.source,
     }
     if u.model is not None:
         ai["model"] = u.model

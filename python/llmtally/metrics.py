@@ -58,29 +58,63 @@ class Metrics:
         self.completion = Counter("ai_completion_tokens", "Completion tokens", names, registry=r)
         self.cached = Counter("ai_cached_tokens", "Prompt tokens served from cache", names, registry=r)
         self.reasoning = Counter("ai_reasoning_tokens", "Completion tokens spent on reasoning", names, registry=r)
-        self.rate_limited = Counter("ai_rate_limited_tokens", "Tokens charged to rate limits (hits_addend)", names,
-                                    registry=r)
-        self.aborted = Counter("ai_aborted_streams", "Streams cut before their end (client gone, upstream reset); "
-                               "their usage so far is in the token counters", names, registry=r)
-        self.requests = Counter("ai_requests", "LLM requests seen, by where their numbers came from",
-                                [*names, "source"], registry=r)
-        self.exceptions = Counter("ai_exception_raised", "Exceptions while processing a stream (traffic passed through)",
-                                  ["stage"], registry=r)
-        self.anomalies = Counter("ai_scan_anomalies", "Oddities in response bodies, by kind", ["llm", "kind"],
-                                 registry=r)
-        self.duration = Histogram("ai_request_duration_seconds", "Request headers to end of response", names,
-                                  buckets=TOKEN_BUCKETS, registry=r)
-        self.ttft = Histogram("ai_time_to_first_token_seconds", "Request headers to the first response body bytes",
-                              names, buckets=TOKEN_BUCKETS, registry=r)
-        self.tpot = Histogram("ai_time_per_output_token_seconds",
-                              "Streaming: (end - first body bytes) / (completion tokens - 1)", names,
-                              buckets=PER_TOKEN_BUCKETS, registry=r)
+        self.rate_limited = Counter(
+            "ai_rate_limited_tokens", "Tokens charged to rate limits (hits_addend)", names, registry=r
+        )
+        self.aborted = Counter(
+            "ai_aborted_streams",
+            "Streams cut before their end (client gone, upstream reset); their usage so far is in the token counters",
+            names,
+            registry=r,
+        )
+        self.requests = Counter(
+            "ai_requests", "LLM requests seen, by where their numbers came from", [*names, "source"], registry=r
+        )
+        self.exceptions = Counter(
+            "ai_exception_raised",
+            "Exceptions while processing a stream (traffic passed through)",
+            ["stage"],
+            registry=r,
+        )
+        self.anomalies = Counter(
+            "ai_scan_anomalies", "Oddities in response bodies, by kind", ["llm", "kind"], registry=r
+        )
+        self.duration = Histogram(
+            "ai_request_duration_seconds",
+            "Request headers to end of response",
+            names,
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "ai_time_to_first_token_seconds",
+            "Request headers to the first response body bytes",
+            names,
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "ai_time_per_output_token_seconds",
+            "Streaming: (end - first body bytes) / (completion tokens - 1)",
+            names,
+            buckets=PER_TOKEN_BUCKETS,
+            registry=r,
+        )
 
     # -- recording: the one way in for the exchange --
 
-    def record(self, llm: str, model: str | None, labels: dict[str, str], usage: Usage | None, *,
-               aborted: bool = False, duration: float | None = None, ttft: float | None = None,
-               tpot_span: float | None = None) -> None:
+    def record(
+        self,
+        llm: str,
+        model: str | None,
+        labels: dict[str, str],
+        usage: Usage | None,
+        *,
+        aborted: bool = False,
+        duration: float | None = None,
+        ttft: float | None = None,
+        tpot_span: float | None = None,
+    ) -> None:
         """One finished (or cut) LLM call. `usage` None: cut before any response,
         so only `aborted` counts. `duration`: request headers to the end;
         `ttft`: to the first response body bytes; `tpot_span`: from those bytes
@@ -120,7 +154,7 @@ class Metrics:
         model = self.model_values.admit(model or "")
         return (llm, model, *(self.caps[n].admit(custom[n]) for n in self.custom))
 
-    def _series_of(self, llm: str, model: str | None, custom: dict[str, str]) -> "Series":
+    def _series_of(self, llm: str, model: str | None, custom: dict[str, str]) -> Series:
         """The labelled children for one label tuple, made once (every label value is capped, so
         the cache is bounded); prometheus-client's labels() is slow on the hot path."""
         values = self.label_values(llm, model, custom)
@@ -131,11 +165,30 @@ class Metrics:
 
 
 class Series:
-    __slots__ = ("prompt", "completion", "cached", "reasoning", "rate_limited", "aborted", "duration", "ttft", "tpot",
-                 "requests")
+    __slots__ = (
+        "prompt",
+        "completion",
+        "cached",
+        "reasoning",
+        "rate_limited",
+        "aborted",
+        "duration",
+        "ttft",
+        "tpot",
+        "requests",
+    )
 
     def __init__(self, m: Metrics, values: tuple[str, ...]):
-        for name in ("prompt", "completion", "cached", "reasoning", "rate_limited", "aborted", "duration", "ttft",
-                     "tpot"):
+        for name in (
+            "prompt",
+            "completion",
+            "cached",
+            "reasoning",
+            "rate_limited",
+            "aborted",
+            "duration",
+            "ttft",
+            "tpot",
+        ):
             setattr(self, name, getattr(m, name).labels(*values))
         self.requests = {src: m.requests.labels(*values, src) for src in ("provider", "tokenizer", "none")}

@@ -24,8 +24,12 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 log = logging.getLogger("llmtally.ratelimit")
 
-UNITS = {1: rls_pb2.RateLimitResponse.RateLimit.SECOND, 60: rls_pb2.RateLimitResponse.RateLimit.MINUTE,
-         3600: rls_pb2.RateLimitResponse.RateLimit.HOUR, 86400: rls_pb2.RateLimitResponse.RateLimit.DAY}
+UNITS = {
+    1: rls_pb2.RateLimitResponse.RateLimit.SECOND,
+    60: rls_pb2.RateLimitResponse.RateLimit.MINUTE,
+    3600: rls_pb2.RateLimitResponse.RateLimit.HOUR,
+    86400: rls_pb2.RateLimitResponse.RateLimit.DAY,
+}
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,9 @@ class Budgets:
     """Fixed-window token counters per (descriptor key, value); the number of
     windows kept is capped like label values, so hostile values cannot grow it."""
 
-    def __init__(self, limits: tuple[TokenLimit, ...], window_seconds: int, max_keys: int = 10_000,
-                 clock=time.monotonic):
+    def __init__(
+        self, limits: tuple[TokenLimit, ...], window_seconds: int, max_keys: int = 10_000, clock=time.monotonic
+    ):
         self.limits = limits
         self.window = window_seconds
         self.max_keys = max_keys
@@ -90,7 +95,9 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
             lim, value = found
             addend = d.hits_addend.value if d.HasField("hits_addend") else (request.hits_addend or 1)
             over, remaining = self.budgets.apply((lim.descriptor_key, value), lim.tokens, addend)
-            log.debug("rate limit %s=%s: +%d, over=%s, remaining=%d", lim.descriptor_key, value, addend, over, remaining)
+            log.debug(
+                "rate limit %s=%s: +%d, over=%s, remaining=%d", lim.descriptor_key, value, addend, over, remaining
+            )
             status.current_limit.requests_per_unit = lim.tokens
             status.current_limit.unit = unit
             status.limit_remaining = remaining

@@ -74,13 +74,13 @@ def run(config: Config) -> None:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=mp_dir)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(config, i), name=f"llmtally-worker-{i}")
-             for i in range(config.workers)]
+    procs = [ctx.Process(target=_worker, args=(config, i), name=f"llmtally-worker-{i}") for i in range(config.workers)]
     for p in procs:
         p.start()
     http = _start_metrics_http(config, registry)
-    log.info("llmtally: %d workers on %s, metrics on http://%s/metrics", config.workers, config.listen,
-             config.metrics_addr)
+    log.info(
+        "llmtally: %d workers on %s, metrics on http://%s/metrics", config.workers, config.listen, config.metrics_addr
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -97,8 +97,9 @@ def run(config: Config) -> None:
 
 
 def _worker(config: Config, index: int) -> None:
-    logging.basicConfig(level=config.log_level.upper(),
-                        format=f"%(asctime)s %(levelname)s %(name)s[w{index}]: %(message)s")
+    logging.basicConfig(
+        level=config.log_level.upper(), format=f"%(asctime)s %(levelname)s %(name)s[w{index}]: %(message)s"
+    )
     asyncio.run(serve(config, worker=True))
 
 
@@ -116,9 +117,14 @@ async def serve(config: Config, *, ready=None, worker: bool = False) -> None:
     _api.count_tokens("warm up", encoding="o200k_base", backend=host.backend)  # load vocabularies before traffic
     _api.count_tokens("warm up", encoding="cl100k_base", backend=host.backend)
 
-    server = grpc.aio.server(maximum_concurrent_rpcs=config.max_concurrent_streams, options=[("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
-                                      ("grpc.max_send_message_length", MAX_GRPC_MESSAGE),
-                                      ("grpc.so_reuseport", 1 if worker else 0)])
+    server = grpc.aio.server(
+        maximum_concurrent_rpcs=config.max_concurrent_streams,
+        options=[
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
+            ("grpc.max_send_message_length", MAX_GRPC_MESSAGE),
+            ("grpc.so_reuseport", 1 if worker else 0),
+        ],
+    )
     pb_grpc.add_ExternalProcessorServicer_to_server(Processor(host), server)
     if config.rate_limit is not None:
         from envoy.service.ratelimit.v3 import rls_pb2_grpc
@@ -127,7 +133,8 @@ async def serve(config: Config, *, ready=None, worker: bool = False) -> None:
 
         rl = config.rate_limit
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(
-            RateLimitService(rl.domain, Budgets(rl.limits, rl.window_seconds)), server)
+            RateLimitService(rl.domain, Budgets(rl.limits, rl.window_seconds)), server
+        )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if server.add_insecure_port(config.listen) == 0 and not config.listen.startswith("unix"):
@@ -139,8 +146,12 @@ async def serve(config: Config, *, ready=None, worker: bool = False) -> None:
     for svc in ("", SERVICE):
         await health.set(svc, health_pb2.HealthCheckResponse.SERVING)
     if not worker:
-        log.info("llmtally %s backend: ext_proc on %s, metrics on http://%s/metrics", host.backend, config.listen,
-                 config.metrics_addr)
+        log.info(
+            "llmtally %s backend: ext_proc on %s, metrics on http://%s/metrics",
+            host.backend,
+            config.listen,
+            config.metrics_addr,
+        )
     if ready is not None:
         ready()
 

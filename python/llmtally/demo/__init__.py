@@ -35,7 +35,7 @@ BUDGETS = {"dev": 100_000, "ops": 400, "qa": 100}
 
 
 def free_port(preferred: int = 0) -> int:
-    for p in ((preferred, 0) if preferred else (0,)):
+    for p in (preferred, 0) if preferred else (0,):
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", p))
@@ -47,9 +47,11 @@ def free_port(preferred: int = 0) -> int:
 
 def llmtally_config(grpc_addr: str, metrics_port: int) -> str:
     limits = "".join(f"  - descriptorKey: team\n    value: {team}\n    tokens: {n}\n" for team, n in BUDGETS.items())
-    return (f"listen: {grpc_addr}\nmetricsAddr: 127.0.0.1:{metrics_port}\n"
-            "stats:\n  customLabels:\n  - name: team\n    metadataKey: principal:team\n"
-            f"rateLimit:\n  domain: llmtally\n  windowSeconds: 60\n  limits:\n{limits}")
+    return (
+        f"listen: {grpc_addr}\nmetricsAddr: 127.0.0.1:{metrics_port}\n"
+        "stats:\n  customLabels:\n  - name: team\n    metadataKey: principal:team\n"
+        f"rateLimit:\n  domain: llmtally\n  windowSeconds: 60\n  limits:\n{limits}"
+    )
 
 
 class Stack:
@@ -72,17 +74,23 @@ class Stack:
 
     # -- lifecycle --
 
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         self.say(f"starting the mock LLM upstream on 127.0.0.1:{self.upstream_port}")
         self._start_mock()
-        self.say(f"starting llmtally serve: ext_proc on 127.0.0.1:{self.grpc_port}, "
-                 f"metrics on http://127.0.0.1:{self.metrics_port}/metrics")
+        self.say(
+            f"starting llmtally serve: ext_proc on 127.0.0.1:{self.grpc_port}, "
+            f"metrics on http://127.0.0.1:{self.metrics_port}/metrics"
+        )
         self.start_serve()
         self.say(f"starting Envoy {envoy_binary()} on 127.0.0.1:{self.listen_port}")
-        cfg = gateway.bootstrap(listen_port=self.listen_port, admin_port=self.admin_port,
-                                upstream_addr=f"127.0.0.1:{self.upstream_port}",
-                                llmtally_addr=f"127.0.0.1:{self.grpc_port}", access_log=self.access_log,
-                                jwks=self.key.jwks())
+        cfg = gateway.bootstrap(
+            listen_port=self.listen_port,
+            admin_port=self.admin_port,
+            upstream_addr=f"127.0.0.1:{self.upstream_port}",
+            llmtally_addr=f"127.0.0.1:{self.grpc_port}",
+            access_log=self.access_log,
+            jwks=self.key.jwks(),
+        )
         self.envoy = Envoy(cfg, self.workdir, self.admin_port)
         self.envoy.wait_ready()
         self.say("ready")
@@ -109,8 +117,11 @@ class Stack:
         cfg = os.path.join(self.workdir, "llmtally.yaml")
         with open(cfg, "w") as f:
             f.write(llmtally_config(f"127.0.0.1:{self.grpc_port}", self.metrics_port))
-        self.serve = subprocess.Popen([sys.executable, "-m", "llmtally.cli", "serve", "--config", cfg],
-                                      stdout=open(self.serve_log, "ab"), stderr=subprocess.STDOUT)
+        self.serve = subprocess.Popen(
+            [sys.executable, "-m", "llmtally.cli", "serve", "--config", cfg],
+            stdout=open(self.serve_log, "ab"),
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.serve.poll() is not None:
@@ -171,13 +182,29 @@ def main(keep_running: bool = False) -> int:
         requests = [
             ("Alice, OpenAI, not streaming (the seed)", "/openai", alice, SEED_BODY),
             ("Bob, OpenAI, streaming with include_usage (the seed)", "/openai", bob, SEED_STREAM_BODY),
-            ("Alice, Anthropic, streaming", "/anthropic", alice,
-             {"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": True,
-              "messages": [{"role": "user", "content": SEED_PROMPT}]}),
-            ("Bob, Gemini, streaming (alt=sse)", "/gemini/models/gemini-2.5-flash:streamGenerateContent?alt=sse", bob,
-             {"contents": [{"role": "user", "parts": [{"text": SEED_PROMPT}]}]}),
-            ("Alice, OpenAI, streaming without usage (counted by llmtally's tokenizer)", "/openai", alice,
-             dict(SEED_BODY, stream=True)),
+            (
+                "Alice, Anthropic, streaming",
+                "/anthropic",
+                alice,
+                {
+                    "model": "claude-sonnet-4-5",
+                    "max_tokens": 256,
+                    "stream": True,
+                    "messages": [{"role": "user", "content": SEED_PROMPT}],
+                },
+            ),
+            (
+                "Bob, Gemini, streaming (alt=sse)",
+                "/gemini/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+                bob,
+                {"contents": [{"role": "user", "parts": [{"text": SEED_PROMPT}]}]},
+            ),
+            (
+                "Alice, OpenAI, streaming without usage (counted by llmtally's tokenizer)",
+                "/openai",
+                alice,
+                dict(SEED_BODY, stream=True),
+            ),
         ]
         for title, path, token, body in requests:
             status, _ = stack.post(path, token, body)
@@ -196,16 +223,27 @@ def main(keep_running: bool = False) -> int:
             print(json.dumps(line, sort_keys=True))
         print("\n# metrics (llmtally, per team)")
         for ln in stack.metrics_text().splitlines():
-            if ln.startswith(("ai_prompt_tokens_total", "ai_completion_tokens_total", "ai_rate_limited_tokens_total",
-                              "# HELP ai_prompt_tokens", "# HELP ai_completion_tokens", "# TYPE ai_prompt_tokens",
-                              "# TYPE ai_completion_tokens")):
+            if ln.startswith(
+                (
+                    "ai_prompt_tokens_total",
+                    "ai_completion_tokens_total",
+                    "ai_rate_limited_tokens_total",
+                    "# HELP ai_prompt_tokens",
+                    "# HELP ai_completion_tokens",
+                    "# TYPE ai_prompt_tokens",
+                    "# TYPE ai_completion_tokens",
+                )
+            ):
                 print(ln)
         if keep_running:
-            print(f"\nRunning. Try:\n  export ALICE_TOKEN={alice}\n  export BOB_TOKEN={bob}\n"
-                  f"  curl {stack.url('/openai')} -H \"Authorization: Bearer $ALICE_TOKEN\" "
-                  f"-H content-type:application/json -d '{json.dumps(SEED_BODY)}'\n"
-                  f"  curl http://127.0.0.1:{stack.metrics_port}/metrics\n"
-                  f"  tail -f {stack.access_log}\nCtrl-C stops it.", flush=True)
+            print(
+                f"\nRunning. Try:\n  export ALICE_TOKEN={alice}\n  export BOB_TOKEN={bob}\n"
+                f'  curl {stack.url("/openai")} -H "Authorization: Bearer $ALICE_TOKEN" '
+                f"-H content-type:application/json -d '{json.dumps(SEED_BODY)}'\n"
+                f"  curl http://127.0.0.1:{stack.metrics_port}/metrics\n"
+                f"  tail -f {stack.access_log}\nCtrl-C stops it.",
+                flush=True,
+            )
             stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):  # both, explicitly: a shell may start us with SIGINT ignored
                 signal.signal(sig, lambda *_: stop.set())

@@ -38,9 +38,21 @@ class Envoy:
         self.admin_port = admin_port
         self.log_path = os.path.join(workdir, "envoy.log")
         self.proc = subprocess.Popen(
-            [envoy_binary(), "-c", self.config_path, "--file-flush-interval-msec", "50", "-l", log_level,
-             "--concurrency", str(concurrency), "--use-dynamic-base-id"],
-            stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT)
+            [
+                envoy_binary(),
+                "-c",
+                self.config_path,
+                "--file-flush-interval-msec",
+                "50",
+                "-l",
+                log_level,
+                "--concurrency",
+                str(concurrency),
+                "--use-dynamic-base-id",
+            ],
+            stdout=open(self.log_path, "wb"),
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.time() + timeout

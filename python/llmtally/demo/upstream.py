@@ -23,9 +23,9 @@ from .. import count_tokens, parse_request
 from ..fallback import eventstream
 
 ANSWERS = {
-    "Please explain the movie Dr. Strangelove in 1 sentence.":
-        '"Dr. Strangelove" is a 1964 satirical black comedy by Stanley Kubrick in which an unhinged U.S. general '
-        "orders a nuclear strike on the Soviet Union, and bumbling officials fail to stop the resulting doomsday.",
+    "Please explain the movie Dr. Strangelove in 1 sentence.": '"Dr. Strangelove" is a 1964 satirical black '
+    "comedy by Stanley Kubrick in which an unhinged U.S. general "
+    "orders a nuclear strike on the Soviet Union, and bumbling officials fail to stop the resulting doomsday.",
 }
 DEFAULT_ANSWER = "Hello! I am a mock model served by llmtally for testing. How can I help you today?"
 
@@ -69,23 +69,61 @@ def openai(body: dict, raw: bytes, path: str, repeat: int) -> Reply:
     text = _answer(body, repeat)
     prompt = parse_request(raw, "openai", path).prompt_tokens
     completion = count_tokens(text, model=model)
-    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                           "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+    usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
     base = {"id": "chatcmpl-mock1", "created": int(time.time()), "model": served, "system_fingerprint": None}
     if not body.get("stream"):
-        doc = {**base, "object": "chat.completion", "choices": [{"index": 0, "message": {
-            "role": "assistant", "content": text, "refusal": None}, "logprobs": None, "finish_reason": "stop"}],
-            "usage": usage, "service_tier": "default"}
+        doc = {
+            **base,
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage,
+            "service_tier": "default",
+        }
         return Reply(200, "application/json", [json.dumps(doc, indent=2).encode() + b"\n"], False)
     chunk = {**base, "object": "chat.completion.chunk"}
-    events = [{**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": None},
-                                     "logprobs": None, "finish_reason": None}], "usage": None}]
-    events += [{**chunk, "choices": [{"index": 0, "delta": {"content": w}, "logprobs": None, "finish_reason": None}],
-                "usage": None} for w in _words(text)]
-    events.append({**chunk, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}],
-                   "usage": None})
+    events = [
+        {
+            **chunk,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": "", "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ],
+            "usage": None,
+        }
+    ]
+    events += [
+        {
+            **chunk,
+            "choices": [{"index": 0, "delta": {"content": w}, "logprobs": None, "finish_reason": None}],
+            "usage": None,
+        }
+        for w in _words(text)
+    ]
+    events.append(
+        {**chunk, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}], "usage": None}
+    )
     if (body.get("stream_options") or {}).get("include_usage"):
         events.append({**chunk, "choices": [], "usage": usage})
     out = [b"data: " + _j(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
@@ -99,24 +137,66 @@ def anthropic(body: dict, raw: bytes, path: str, repeat: int) -> Reply:
     prompt = parse_request(raw, "anthropic", path).prompt_tokens
     completion = count_tokens(text)
     if not body.get("stream"):
-        doc = {"id": "msg_mock1", "type": "message", "role": "assistant", "model": served,
-               "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
-               "usage": {"input_tokens": prompt, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-                         "output_tokens": completion}}
+        doc = {
+            "id": "msg_mock1",
+            "type": "message",
+            "role": "assistant",
+            "model": served,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": prompt,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": completion,
+            },
+        }
         return Reply(200, "application/json", [_j(doc)], False)
-    ev = [("message_start", {"type": "message_start", "message": {
-        "id": "msg_mock1", "type": "message", "role": "assistant", "content": [], "model": served,
-        "stop_reason": None, "stop_sequence": None,
-        "usage": {"input_tokens": prompt, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-                  "output_tokens": 1}}}),
-          ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-          ("ping", {"type": "ping"})]
-    ev += [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})
-           for w in _words(text)]
-    ev += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
-           ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                              "usage": {"output_tokens": completion}}),
-           ("message_stop", {"type": "message_stop"})]
+    ev = [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_mock1",
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [],
+                    "model": served,
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": prompt,
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                        "output_tokens": 1,
+                    },
+                },
+            },
+        ),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+        ("ping", {"type": "ping"}),
+    ]
+    ev += [
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})
+        for w in _words(text)
+    ]
+    ev += [
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": completion},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
     out = [f"event: {name}\n".encode() + b"data: " + _j(d) + b"\n\n" for name, d in ev]
     return Reply(200, "text/event-stream; charset=utf-8", out, True)
 
@@ -136,12 +216,20 @@ def gemini(body: dict, raw: bytes, path: str, repeat: int) -> Reply:
         if last:
             cand["finishReason"] = "STOP"
             n = count_tokens(text)
-            usage = {"promptTokenCount": prompt, "candidatesTokenCount": n, "totalTokenCount": prompt + n + thoughts,
-                     "thoughtsTokenCount": thoughts}
-        chunks.append({"candidates": [cand], "usageMetadata": usage, "modelVersion": model, "responseId": "mock-gemini"})
+            usage = {
+                "promptTokenCount": prompt,
+                "candidatesTokenCount": n,
+                "totalTokenCount": prompt + n + thoughts,
+                "thoughtsTokenCount": thoughts,
+            }
+        chunks.append(
+            {"candidates": [cand], "usageMetadata": usage, "modelVersion": model, "responseId": "mock-gemini"}
+        )
     if ":generateContent" in bare:
-        doc = dict(chunks[-1], candidates=[{"content": {"parts": [{"text": text}], "role": "model"},
-                                            "finishReason": "STOP", "index": 0}])
+        doc = dict(
+            chunks[-1],
+            candidates=[{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+        )
         return Reply(200, "application/json; charset=UTF-8", [json.dumps(doc, indent=2).encode()], False)
     if "alt=sse" in query:
         return Reply(200, "text/event-stream", [b"data: " + _j(c) + b"\r\n\r\n" for c in chunks], True)
@@ -151,8 +239,9 @@ def gemini(body: dict, raw: bytes, path: str, repeat: int) -> Reply:
 
 
 def _es_message(event_type: str, payload: dict) -> bytes:
-    return eventstream.encode([(":event-type", event_type), (":content-type", "application/json"),
-                               (":message-type", "event")], _j(payload))
+    return eventstream.encode(
+        [(":event-type", event_type), (":content-type", "application/json"), (":message-type", "event")], _j(payload)
+    )
 
 
 def bedrock(body: dict, raw: bytes, path: str, repeat: int) -> Reply:
@@ -161,16 +250,24 @@ def bedrock(body: dict, raw: bytes, path: str, repeat: int) -> Reply:
     n = count_tokens(text)
     usage = {"inputTokens": prompt, "outputTokens": n, "totalTokens": prompt + n}
     if not path.split("?")[0].endswith("-stream"):
-        doc = {"output": {"message": {"role": "assistant", "content": [{"text": text}]}}, "stopReason": "end_turn",
-               "usage": usage, "metrics": {"latencyMs": 120}}
+        doc = {
+            "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+            "stopReason": "end_turn",
+            "usage": usage,
+            "metrics": {"latencyMs": 120},
+        }
         return Reply(200, "application/json", [_j(doc)], False)
     pad = base64.b64encode(b"padding-against-side-channels").decode()
     out = [_es_message("messageStart", {"p": pad, "role": "assistant"})]
-    out += [_es_message("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": w}, "p": pad[:12]})
-            for w in _words(text)]
-    out += [_es_message("contentBlockStop", {"contentBlockIndex": 0, "p": pad}),
-            _es_message("messageStop", {"p": pad, "stopReason": "end_turn"}),
-            _es_message("metadata", {"metrics": {"latencyMs": 120}, "p": pad, "usage": usage})]
+    out += [
+        _es_message("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": w}, "p": pad[:12]})
+        for w in _words(text)
+    ]
+    out += [
+        _es_message("contentBlockStop", {"contentBlockIndex": 0, "p": pad}),
+        _es_message("messageStop", {"p": pad, "stopReason": "end_turn"}),
+        _es_message("metadata", {"metrics": {"latencyMs": 120}, "p": pad, "usage": usage}),
+    ]
     return Reply(200, "application/vnd.amazon.eventstream", out, True)
 
 
@@ -226,9 +323,18 @@ async def handle(reader, writer) -> None:
             except ValueError:
                 body = None
             if make is None or method != "POST" or not isinstance(body, dict):
-                msg = _j({"error": {"message": f"mock upstream: no route for {method} {path}", "type": "invalid_request_error"}})
-                writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
-                             % len(msg) + msg)
+                msg = _j(
+                    {
+                        "error": {
+                            "message": f"mock upstream: no route for {method} {path}",
+                            "type": "invalid_request_error",
+                        }
+                    }
+                )
+                writer.write(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(msg)
+                    + msg
+                )
                 await writer.drain()
                 continue
             reply = make(body, raw, path, int(headers.get("x-mock-repeat", "1")))

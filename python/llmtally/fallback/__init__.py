@@ -22,5 +22,15 @@ def registry_json() -> str:
     return pathlib.Path(__file__).with_name("registry.json").read_text(encoding="utf-8")
 
 
-__all__ = ["DEFAULT_MAX_DECODED_BYTES", "DEFAULT_MAX_EVENT_BYTES", "ResponseScanner", "count_tokens", "default_encoding",
-           "encoding_for_model", "parse_request", "registry_json", "resolve_provider", "set_default_encoding"]
+__all__ = [
+    "DEFAULT_MAX_DECODED_BYTES",
+    "DEFAULT_MAX_EVENT_BYTES",
+    "ResponseScanner",
+    "count_tokens",
+    "default_encoding",
+    "encoding_for_model",
+    "parse_request",
+    "registry_json",
+    "resolve_provider",
+    "set_default_encoding",
+]

@@ -120,7 +120,7 @@ class _Gzip:
                 if j < 0:
                     data = b""
                 else:
-                    data = data[j + 1:]
+                    data = data[j + 1 :]
                     self.phase = self._after(phase)
             elif phase == "hcrc":
                 data = self._gather(2, data)
@@ -128,10 +128,12 @@ class _Gzip:
                     self.buf = b""
                     self.phase = "body"
             elif phase == "body":
+
                 def counted(b):
                     self.crc = zlib.crc32(b, self.crc)
                     self.size = (self.size + len(b)) & 0xFFFFFFFF
                     return emit(b)
+
                 flow, ended, data = _inflate(self.z, data, counted)
                 if flow != MORE:
                     return flow

@@ -18,16 +18,16 @@ def _headers(h: bytes):
         name_len = h[i]
         if i + 2 + name_len > n:
             return None
-        name = h[i + 1:i + 1 + name_len]
+        name = h[i + 1 : i + 1 + name_len]
         kind = h[i + 1 + name_len]
         i += 2 + name_len
         if kind in (6, 7):
             if i + 2 > n:
                 return None
-            vlen = int.from_bytes(h[i:i + 2], "big")
+            vlen = int.from_bytes(h[i : i + 2], "big")
             if i + 2 + vlen > n:
                 return None
-            value = h[i + 2:i + 2 + vlen]
+            value = h[i + 2 : i + 2 + vlen]
             if kind == 7:
                 if name == b":event-type":
                     event_type = value
@@ -66,7 +66,7 @@ class EventStream:
                 continue
             if len(buf) < PRELUDE:
                 k = min(PRELUDE - len(buf), n - i)
-                buf += data[i:i + k]
+                buf += data[i : i + k]
                 i += k
                 if len(buf) < PRELUDE:
                     return
@@ -82,18 +82,18 @@ class EventStream:
                     continue
             total, hlen = struct.unpack_from(">II", buf)
             k = min(total - len(buf), n - i)
-            buf += data[i:i + k]
+            buf += data[i : i + k]
             i += k
             if len(buf) < total:
                 return
             msg = bytes(buf)
             buf.clear()
-            heads = _headers(msg[PRELUDE:PRELUDE + hlen])
-            if zlib.crc32(msg[:total - 4]) != int.from_bytes(msg[total - 4:], "big") or heads is None:
+            heads = _headers(msg[PRELUDE : PRELUDE + hlen])
+            if zlib.crc32(msg[: total - 4]) != int.from_bytes(msg[total - 4 :], "big") or heads is None:
                 self.corrupt += 1
                 continue
             self.messages += 1
-            on_message(heads[0], heads[1], msg[PRELUDE + hlen:total - 4])
+            on_message(heads[0], heads[1], msg[PRELUDE + hlen : total - 4])
 
 
 def encode(headers: list[tuple[str, str]], payload: bytes) -> bytes:

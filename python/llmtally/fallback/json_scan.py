@@ -95,8 +95,26 @@ def parse_uint(tok: bytes) -> int | None:
 
 
 class JsonScanner:
-    __slots__ = ("root", "stack", "st", "value_pat", "key", "key_over", "bare", "bare_over", "leaf",
-                 "leaf_bare", "esc", "esc_n", "esc_acc", "high", "skip_depth", "skip_in_str", "skip_esc", "seen")
+    __slots__ = (
+        "root",
+        "stack",
+        "st",
+        "value_pat",
+        "key",
+        "key_over",
+        "bare",
+        "bare_over",
+        "leaf",
+        "leaf_bare",
+        "esc",
+        "esc_n",
+        "esc_acc",
+        "high",
+        "skip_depth",
+        "skip_in_str",
+        "skip_esc",
+        "seen",
+    )
 
     def __init__(self, root):
         self.root = root

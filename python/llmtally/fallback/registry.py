@@ -65,7 +65,7 @@ class Descriptor:
         at = path.rfind(pm["after"]) if pm["last"] else path.find(pm["after"])
         if at < 0:
             return None
-        rest = path[at + len(pm["after"]):]
+        rest = path[at + len(pm["after"]) :]
         if pm["end"] == "last_slash":
             raw, sep, _ = rest.rpartition("/")
             if not sep:
@@ -85,13 +85,19 @@ class Descriptor:
 
 def _descriptor(d: dict) -> Descriptor:
     return Descriptor(
-        id=d["id"], display=d["display"],
+        id=d["id"],
+        display=d["display"],
         detect=tuple(tuple((k, s) for k, s in rule) for rule in d["detect"]),
         streams_by_path=tuple((k, s) for k, s in d["streams_by_path"]),
-        path_model_rule=d["path_model"], prompt_adds_cache=d["prompt_adds_cache"],
-        completion_adds_reasoning=d["completion_adds_reasoning"], brace_framing=d["brace_framing"],
-        nul_framing=d["nul_framing"], request=_pat(d["request"]), response=_pat(d["response"]),
-        inner=None if d["inner"] is None else _pat(d["inner"]))
+        path_model_rule=d["path_model"],
+        prompt_adds_cache=d["prompt_adds_cache"],
+        completion_adds_reasoning=d["completion_adds_reasoning"],
+        brace_framing=d["brace_framing"],
+        nul_framing=d["nul_framing"],
+        request=_pat(d["request"]),
+        response=_pat(d["response"]),
+        inner=None if d["inner"] is None else _pat(d["inner"]),
+    )
 
 
 #: every provider, in `auto` detection order
@@ -105,7 +111,9 @@ def path_only(path: str) -> str:
 
 
 # Rust's str::trim (Unicode White_Space) and to_ascii_lowercase, exactly
-_WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+_WHITE_SPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+)
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 

@@ -8,6 +8,7 @@ from .registry import resolve
 from .tokens import count, encoding_for
 from .usage import INCLUDE_USAGE, MODEL, R_MSG, R_NAME, R_TEXT, STREAM, ShortString
 
+
 class _Collect(Sink):
     def __init__(self):
         self.model = None
@@ -69,5 +70,6 @@ def parse_request(body: bytes, provider: str, path: str = "") -> RequestInfo:
     enc = encoding_for(model)
     text = sum(count(t, enc) for t in c.texts)
     overhead = 3 * c.messages + 3 if c.messages else 0
-    return RequestInfo(model=model, streaming=streaming, include_usage=c.include_usage,
-                       prompt_tokens=text + c.fixed + overhead)
+    return RequestInfo(
+        model=model, streaming=streaming, include_usage=c.include_usage, prompt_tokens=text + c.fixed + overhead
+    )

@@ -113,16 +113,40 @@ class _Docs:
 class ResponseScanner:
     """Same constructor and results as llmtally._native.ResponseScanner (see _native.pyi)."""
 
-    __slots__ = ("format", "request", "kind", "hint", "array", "framer", "held", "max_event", "docs", "decoder",
-                 "bytes", "result")
+    __slots__ = (
+        "format",
+        "request",
+        "kind",
+        "hint",
+        "array",
+        "framer",
+        "held",
+        "max_event",
+        "docs",
+        "decoder",
+        "bytes",
+        "result",
+    )
 
-    def __init__(self, provider: str, request: RequestInfo | None = None, *, content_type: str = "",
-                 content_encoding: str = "", path: str = "", max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
-                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+    def __init__(
+        self,
+        provider: str,
+        request: RequestInfo | None = None,
+        *,
+        content_type: str = "",
+        content_encoding: str = "",
+        path: str = "",
+        max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ):
         self.format = resolve(provider, path, content_type)
         if request is not None:  # any object with RequestInfo's attributes, as natively
-            request = RequestInfo(model=request.model, streaming=request.streaming,
-                                  include_usage=request.include_usage, prompt_tokens=request.prompt_tokens)
+            request = RequestInfo(
+                model=request.model,
+                streaming=request.streaming,
+                include_usage=request.include_usage,
+                prompt_tokens=request.prompt_tokens,
+            )
         self.request = request
         ct = content_type.translate(_ASCII_LOWER)
         if ct.startswith("application/vnd.amazon.eventstream"):
@@ -148,8 +172,10 @@ class ResponseScanner:
         self.framer = None
         self.held = b""
         self.max_event = max_event_bytes
-        self.docs = _Docs(JsonScanner(self.format.response),
-                          _Collector(self.format.inner, request.model if request is not None else None))
+        self.docs = _Docs(
+            JsonScanner(self.format.response),
+            _Collector(self.format.inner, request.model if request is not None else None),
+        )
         self.bytes = 0
         self.result = None
         if hint == EVENTSTREAM:
@@ -284,5 +310,14 @@ class ResponseScanner:
             nums = (prompt, completion, min(prompt + completion, U64_MAX), 0, reasoning)
             source = "tokenizer"
         p, c, t, ca, r = nums
-        return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=t, cached_tokens=ca, reasoning_tokens=r,
-                     model=model, provider_model=pm, streaming=streaming, source=source)
+        return Usage(
+            prompt_tokens=p,
+            completion_tokens=c,
+            total_tokens=t,
+            cached_tokens=ca,
+            reasoning_tokens=r,
+            model=model,
+            provider_model=pm,
+            streaming=streaming,
+            source=source,
+        )

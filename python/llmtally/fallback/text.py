@@ -65,7 +65,7 @@ class TextState:
     def totals(self) -> tuple[int, int]:
         """(all output tokens, reasoning tokens)."""
         every = reasoning = 0
-        for (_, _, f), c in zip(self.keys, self.texts):
+        for (_, _, f), c in zip(self.keys, self.texts, strict=False):
             n = c.total()
             every += n
             if f == T_REASONING:

@@ -76,7 +76,9 @@ def _sources(name: str):
 
 
 def _cache_dir() -> str:
-    return os.environ.get("TIKTOKEN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "llmtally", "tiktoken")
+    return os.environ.get("TIKTOKEN_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "llmtally", "tiktoken"
+    )
 
 
 def _ensure_vocab(name: str, cache_dir: str) -> None:
@@ -94,8 +96,9 @@ def _ensure_vocab(name: str, cache_dir: str) -> None:
                 f.write(data)
             os.replace(tmp, path)
             return
-    raise RuntimeError(f"no local vocabulary for {name}: install 'llmtally[fallback]' (bpe-openai ships it) "
-                       f"or set LLMTALLY_VOCAB_DIR")
+    raise RuntimeError(
+        f"no local vocabulary for {name}: install 'llmtally[fallback]' (bpe-openai ships it) or set LLMTALLY_VOCAB_DIR"
+    )
 
 
 def encoding(name: str):
@@ -170,7 +173,7 @@ class TextCounter:
         if len(ms) > 2:
             single = self.enc._encode_single_piece
             self.tokens += sum(len(single(m.group().encode())) for m in ms[:-2])
-            self.held = self.held[ms[-2].start():]
+            self.held = self.held[ms[-2].start() :]
         n = len(self.held.encode())
         if n > MAX_HELD:
             self.tokens += len(self.enc.encode_ordinary(self.held))

@@ -15,6 +15,9 @@ use brotli_decompressor::{BrotliDecompressStream, BrotliResult, BrotliState, Sta
 use flate2::{Decompress, FlushDecompress, Status};
 use zstd::stream::raw::{DParameter, Decoder as ZstdDecoder, InBuffer, Operation, OutBuffer};
 
+/// Default cap on decoded bytes per response (a compression bomb stops here).
+pub const DEFAULT_MAX_DECODED_BYTES: u64 = 64 << 20;
+
 pub const BLOCK: usize = 32 * 1024;
 const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 

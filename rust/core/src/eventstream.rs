@@ -15,6 +15,9 @@ const PRELUDE: usize = 12;
 const MIN_MESSAGE: usize = 16;
 
 /// A verified message, as handed to the handler.
+/// Default cap on one buffered event-stream message (Bedrock).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+
 pub struct Message<'a> {
     pub event_type: &'a [u8],
     pub message_type: &'a [u8],

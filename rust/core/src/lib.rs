@@ -40,3 +40,78 @@ pub use tokens::{
     TextCounter, ENCODINGS,
 };
 pub use usage::{Arithmetic, Source, Usage};
+
+#[cfg(test)]
+mod structure {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// `crate::x` references between top-level modules form no cycle (files
+    /// under `providers/` count as `providers`).
+    #[test]
+    fn modules_form_no_cycle() {
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut files = vec![];
+        for e in std::fs::read_dir(src).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                for f in std::fs::read_dir(&p).unwrap() {
+                    files.push((
+                        p.file_name().unwrap().to_string_lossy().into_owned(),
+                        f.unwrap().path(),
+                    ));
+                }
+            } else if p.file_stem().unwrap() != "lib" {
+                files.push((p.file_stem().unwrap().to_string_lossy().into_owned(), p));
+            }
+        }
+        for (module, path) in files {
+            let text = std::fs::read_to_string(path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            for (i, _) in code.match_indices("crate::") {
+                let rest = &code[i + 7..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                let target = &rest[..end];
+                if target != module
+                    && !target.is_empty()
+                    && target.chars().next().unwrap().is_ascii_lowercase()
+                {
+                    edges
+                        .entry(module.clone())
+                        .or_default()
+                        .insert(target.to_string());
+                }
+            }
+        }
+        fn visit(
+            m: &str,
+            edges: &BTreeMap<String, BTreeSet<String>>,
+            path: &mut Vec<String>,
+            done: &mut BTreeSet<String>,
+        ) {
+            if done.contains(m) {
+                return;
+            }
+            assert!(
+                !path.iter().any(|p| p == m),
+                "module cycle: {} -> {m}",
+                path.join(" -> ")
+            );
+            path.push(m.to_string());
+            for t in edges.get(m).into_iter().flatten() {
+                visit(t, edges, path, done);
+            }
+            path.pop();
+            done.insert(m.to_string());
+        }
+        let mut done = BTreeSet::new();
+        for m in edges.keys() {
+            visit(m, &edges, &mut vec![], &mut done);
+        }
+        assert!(
+            edges["scanner"].contains("providers") && edges["providers"].contains("descriptor")
+        );
+    }
+}

@@ -13,10 +13,8 @@ use crate::sse::{SseFramer, SseHandler};
 use crate::text::TextState;
 use crate::usage::{Source, Usage, UsageAcc};
 
-/// Default cap on decoded bytes per response (a compression bomb stops here).
-pub const DEFAULT_MAX_DECODED_BYTES: u64 = 64 << 20;
-/// Default cap on one buffered event-stream message (Bedrock).
-pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+pub use crate::decode::DEFAULT_MAX_DECODED_BYTES;
+pub use crate::eventstream::DEFAULT_MAX_EVENT_BYTES;
 
 /// What the response headers and the configuration say.
 #[derive(Debug, Clone)]

@@ -3,12 +3,14 @@
 //! hand). A test fails when the committed file differs from this output.
 
 use super::ALL;
+use crate::decode::DEFAULT_MAX_DECODED_BYTES;
 use crate::descriptor::{Cond, Descriptor, Framing, ModelEnd};
+use crate::eventstream::DEFAULT_MAX_EVENT_BYTES;
+use crate::field::{self, SLOTS};
 use crate::json::{Pat, BARE_MAX, KEY_MAX};
 use crate::text::MAX_TEXTS;
 use crate::tokens::{MAX_HELD, MIN_BATCH, MODELS, PREFIXES};
 use crate::usage::MODEL_MAX;
-use crate::{field, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES};
 use std::fmt::Write;
 
 fn string(out: &mut String, s: &str) {
@@ -178,7 +180,7 @@ pub fn registry_json() -> String {
         out,
         "}},\n \"constants\": {{\"max_decoded_bytes\": {DEFAULT_MAX_DECODED_BYTES}, \"max_event_bytes\": {DEFAULT_MAX_EVENT_BYTES}, \
          \"model_max\": {MODEL_MAX}, \"max_texts\": {MAX_TEXTS}, \"json_key_max\": {KEY_MAX}, \"json_bare_max\": {BARE_MAX}, \
-         \"count_min_batch\": {MIN_BATCH}, \"count_max_held\": {MAX_HELD}}},\n \"models\": "
+         \"count_min_batch\": {MIN_BATCH}, \"count_max_held\": {MAX_HELD}, \"usage_slots\": {SLOTS}}},\n \"models\": "
     );
     table(&mut out, &MODELS);
     out.push_str(",\n \"model_prefixes\": ");
