@@ -1,5 +1,7 @@
 """Helpers shared by the test modules (not by the package: the demo keeps its own)."""
 
+import random
+
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -10,3 +12,32 @@ def metric_samples(text: str) -> dict:
         for s in fam.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
+
+
+def case_scanner(case, backend, encoding="", **kw):
+    """A scanner with a fixture case's settings (its request parsed first)."""
+    import llmtally
+    from conftest import load
+
+    req = None
+    if "request" in case:
+        req = llmtally.parse_request(load(case["request"]), case["provider"], case.get("path", ""))
+    return llmtally.ResponseScanner(
+        case["provider"],
+        req,
+        content_type=case.get("content_type", ""),
+        content_encoding=encoding,
+        path=case.get("path", ""),
+        backend=backend,
+        **kw,
+    )
+
+
+def random_chunks(body: bytes, seed: int):
+    """`body` in pieces of 1, 5, 100 or 3000 bytes, chosen by a seeded generator."""
+    rng = random.Random(seed)
+    i = 0
+    while i < len(body):
+        n = rng.choice((1, 5, 100, 3000))
+        yield body[i : i + n]
+        i += n

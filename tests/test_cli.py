@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import oracle
 from conftest import CASES, FIXTURES
 
 
@@ -51,3 +52,21 @@ def test_bad_arguments_one_line_exit_2(args, message):
     assert r.stdout == b""
     assert r.stderr.count(b"\n") == 1 and r.stderr.startswith(b"llmtally: error: ")
     assert message in r.stderr
+
+
+def test_count_cli(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("Please explain the movie Dr. Strangelove in 1 sentence.")
+
+    def run(*a, **kw):
+        return subprocess.run([sys.executable, "-m", "llmtally.cli", "count", *a], capture_output=True, **kw)
+
+    want = oracle.count(f.read_text(), "cl100k_base")
+    r = run("--model", "gpt-3.5-turbo", str(f))
+    assert (r.returncode, r.stdout) == (0, f"{want}\n".encode())
+    r = run("--encoding", "o200k_base", "-", input=f.read_bytes())
+    assert (r.returncode, r.stdout) == (0, f"{oracle.count(f.read_text(), 'o200k_base')}\n".encode())
+    r = run("--encoding", "r50k_base", str(f))
+    assert r.returncode == 2 and r.stderr.startswith(b"llmtally: error: ")
+    r = run("--model", "x", "--encoding", "o200k_base", str(f))
+    assert r.returncode == 2 and b"not allowed with" in r.stderr

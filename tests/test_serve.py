@@ -21,6 +21,7 @@ from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import llmtally
 import oracle
 from conftest import CASES, load
 from helpers import metric_samples
@@ -189,7 +190,6 @@ def case_messages(case, **kw):
 
 def expected_request(case, llm):
     """The request-body metadata: model, streaming and the prompt estimate (from the oracle)."""
-    import llmtally
 
     info = llmtally.parse_request(
         load(case["request"]) if "request" in case else b"{}", case["provider"], case.get("path") or "/"
@@ -208,7 +208,6 @@ def expected_request(case, llm):
 @pytest.mark.parametrize("via", ["grpc-metadata", "request-header"])
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_every_case_gives_exact_metadata(sidecar, case, via):
-    import llmtally
 
     provider = case["provider"]
     msgs = case_messages(case, header_provider=provider if via == "request-header" else None)
@@ -241,7 +240,6 @@ def expected_mid_stream(case, msgs, llm):
     """Metadata on the responses between the request body and the end: a snapshot
     after each body chunk where the reported usage changed (replayed through the
     public scanner on the same chunks), else nothing."""
-    import llmtally
 
     info = llmtally.parse_request(
         load(case["request"]) if "request" in case else b"{}", case["provider"], case.get("path") or "/"
@@ -453,7 +451,6 @@ def test_concurrent_streams_beyond_the_cap_are_refused(tmp_path):
 
 
 def test_request_body_beyond_the_cap_is_read_up_to_it(tmp_path):
-    import llmtally
 
     s = Sidecar(tmp_path, extra="maxRequestBodyBytes: 64\n")
     try:

@@ -5,26 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import BinaryIO, NoReturn
 
-from . import BACKENDS, ResponseScanner, count_tokens, parse_request
+from . import BACKENDS, RequestInfo, ResponseScanner, count_tokens, parse_request
 
 CHUNK = 64 * 1024
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
         self.exit(2, f"llmtally: error: {message}\n")
 
 
-def _open(path: str):
+def _open(path: str) -> BinaryIO:
     return sys.stdin.buffer if path == "-" else open(path, "rb")
 
 
-def _scan(args) -> int:
-    request = None
+def _scan(args: argparse.Namespace) -> int:
+    request: RequestInfo | None = None
     if args.request:
-        with open(args.request, "rb") as f:
-            request = parse_request(f.read(), args.provider, args.path)
+        with open(args.request, "rb") as rf:
+            request = parse_request(rf.read(), args.provider, args.path)
     sc = ResponseScanner(
         args.provider,
         request,
@@ -44,7 +45,7 @@ def _scan(args) -> int:
     return 0
 
 
-def _count(args) -> int:
+def _count(args: argparse.Namespace) -> int:
     f = _open(args.file)
     try:
         text = f.read().decode("utf-8", "replace")
@@ -55,7 +56,7 @@ def _count(args) -> int:
     return 0
 
 
-def _serve(args) -> int:
+def _serve(args: argparse.Namespace) -> int:
     import logging
 
     from .config import ConfigError, load
@@ -80,7 +81,7 @@ def _serve(args) -> int:
     return 0
 
 
-def _envoy_config(args) -> int:
+def _envoy_config(args: argparse.Namespace) -> int:
     from .gateway import bootstrap
 
     with open(args.jwks, encoding="utf-8") as f:
@@ -99,7 +100,7 @@ def _envoy_config(args) -> int:
     return 0
 
 
-def _demo(args) -> int:
+def _demo(args: argparse.Namespace) -> int:
     from .demo import main as demo_main
 
     return demo_main(keep_running=args.keep_running)
@@ -150,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        rc: int = args.func(args)
+        return rc
     except (OSError, ValueError, ImportError) as e:
         print(f"llmtally: error: {e}", file=sys.stderr)
         return 2

@@ -6,9 +6,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ._api import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES
+
+if TYPE_CHECKING:
+    from .ratelimit import TokenLimit
 
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 RESERVED_LABELS = {"llm", "model", "le", "stage", "kind", "source"}
@@ -36,7 +41,7 @@ class RateLimitConfig:
     domain: str = "llmtally"
     window_seconds: int = 60
     #: (descriptor key, tokens per window, optional value)
-    limits: tuple = ()
+    limits: tuple[TokenLimit, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,7 +161,8 @@ _ENV = {
 }
 
 
-def _coerce(name: str, value):
+def _coerce(name: str, value: Any) -> int | float | str:
+    # `value`: a YAML scalar (anything) or an environment string; int() and float() judge it
     kind = {f.name: f.type for f in dataclasses.fields(Config)}[name]
     try:
         if kind == "int":
@@ -172,12 +178,12 @@ def _coerce(name: str, value):
     return value
 
 
-def _from_mapping(doc) -> dict:
+def _from_mapping(doc: object) -> dict[str, Any]:
     if doc is None:
         return {}
     if not isinstance(doc, dict):
         raise ConfigError("the configuration file must hold a mapping")
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in doc.items():
         if key == "stats":
             out.update(_stats(value))
@@ -190,10 +196,10 @@ def _from_mapping(doc) -> dict:
     return out
 
 
-def _stats(stats) -> dict:
+def _stats(stats: object) -> dict[str, Any]:
     if not isinstance(stats, dict) or set(stats) - {"customLabels", "labelValuesMax"}:
         raise ConfigError("stats: expected a mapping with customLabels and labelValuesMax")
-    out = {}
+    out: dict[str, Any] = {}
     if "labelValuesMax" in stats:
         out["label_values_max"] = _coerce("label_values_max", stats["labelValuesMax"])
     labels = []
@@ -215,7 +221,7 @@ def _stats(stats) -> dict:
     return out
 
 
-def _rate_limit(doc) -> RateLimitConfig:
+def _rate_limit(doc: object) -> RateLimitConfig:
     from .ratelimit import UNITS, TokenLimit
 
     if not isinstance(doc, dict) or set(doc) - {"domain", "windowSeconds", "limits"}:
@@ -223,7 +229,7 @@ def _rate_limit(doc) -> RateLimitConfig:
     window = doc.get("windowSeconds", 60)
     if window not in UNITS:
         raise ConfigError(f"rateLimit.windowSeconds: {window!r} is not one of {sorted(UNITS)}")
-    limits = []
+    limits: list[TokenLimit] = []
     for i, item in enumerate(doc.get("limits") or []):
         where = f"rateLimit.limits[{i}]"
         if (
@@ -246,10 +252,12 @@ def _rate_limit(doc) -> RateLimitConfig:
     return RateLimitConfig(domain=domain, window_seconds=window, limits=tuple(limits))
 
 
-def load(path: str | None = None, flags: dict | None = None, environ=None) -> Config:
+def load(
+    path: str | None = None, flags: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
     """Defaults < the YAML file < environment variables < flags."""
     environ = os.environ if environ is None else environ
-    values: dict = {}
+    values: dict[str, Any] = {}
     path = path or environ.get("LLMTALLY_CONFIG")
     if path:
         import yaml

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import cast
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from google.protobuf.struct_pb2 import Struct
 
 from . import _api
+from ._types import RequestInfo, Usage
 from .config import Config
 from .metadata import custom_labels, final_metadata, request_metadata
 from .metrics import Metrics
@@ -45,13 +48,13 @@ _EMPTY_OF = {
 }
 
 
-def with_metadata(kind: str, struct) -> pb.ProcessingResponse:
+def with_metadata(kind: str, struct: Struct) -> pb.ProcessingResponse:
     return pb.ProcessingResponse(**{kind: _EMPTY_OF[kind]()}, dynamic_metadata=struct)
 
 
-def headers_of(http_headers, wanted: tuple[str, ...]) -> dict[str, str]:
+def headers_of(http_headers: pb.HttpHeaders, wanted: tuple[str, ...]) -> dict[str, str]:
     """Only the named headers (Envoy sends lowercase keys, values in raw_value)."""
-    out = {}
+    out: dict[str, str] = {}
     for h in http_headers.headers.headers:
         if h.key in wanted:
             out[h.key] = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
@@ -102,13 +105,13 @@ class Exchange:
         self.host = host
         self.provider = provider_hint
         self.path = ""
-        self.labels = None
+        self.labels: dict[str, str] | None = None
         self.body = bytearray()
         self.body_over = False
-        self.request = None
-        self.scanner = None
+        self.request: RequestInfo | None = None
+        self.scanner: _api.ResponseScanner | None = None
         self.t0 = time.monotonic()
-        self.t_first = None
+        self.t_first: float | None = None
         self.done = False
         self.broken = False
         self.saw_request = False
@@ -133,7 +136,7 @@ class Exchange:
 
     # -- request --
 
-    def request_headers(self, req):
+    def request_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         self.saw_request = True
         h = headers_of(req.request_headers, (":path", PROVIDER_KEY))
         self.path = h.get(":path", "")
@@ -143,7 +146,7 @@ class Exchange:
             return self._request_done("request_headers")
         return PASS["request_headers"]
 
-    def request_body(self, req):
+    def request_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         self.saw_request = True
         b = req.request_body
         if not self.body_over:
@@ -154,7 +157,7 @@ class Exchange:
             return self._request_done("request_body")
         return PASS["request_body"]
 
-    def request_trailers(self, req):
+    def request_trailers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         if self.request is None:
             return self._request_done("request_trailers")
         return PASS["request_trailers"]
@@ -165,17 +168,18 @@ class Exchange:
         )
         self.body = bytearray()
 
-    def _request_done(self, kind: str):
+    def _request_done(self, kind: str) -> pb.ProcessingResponse:
         self._parse()
-        return with_metadata(kind, request_metadata(self.host.config, self._llm(), self.request))
+        info = cast(RequestInfo, self.request)  # set by _parse()
+        return with_metadata(kind, request_metadata(self.host.config, self._llm(), info))
 
     # -- response --
 
-    def _scanner(self, content_type: str = "", content_encoding: str = "") -> None:
+    def _scanner(self, content_type: str = "", content_encoding: str = "") -> _api.ResponseScanner:
         if self.request is None and (self.body or self.path):
             self._parse()  # the request body was cut or never ended: read what came
         c = self.host.config
-        self.scanner = _api.ResponseScanner(
+        self.scanner = scanner = _api.ResponseScanner(
             self.provider or "auto",
             self.request,
             content_type=content_type,
@@ -185,50 +189,53 @@ class Exchange:
             max_decoded_bytes=c.max_decoded_bytes,
             max_event_bytes=c.max_event_bytes,
         )
+        return scanner
 
-    def response_headers(self, req):
+    def response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         h = headers_of(req.response_headers, ("content-type", "content-encoding"))
-        self._scanner(h.get("content-type", ""), h.get("content-encoding", ""))
+        scanner = self._scanner(h.get("content-type", ""), h.get("content-encoding", ""))
         if req.response_headers.end_of_stream:
-            return self._finish("response_headers")
+            return self._finish("response_headers", scanner)
         return PASS["response_headers"]
 
-    def response_body(self, req):
+    def response_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         b = req.response_body
-        if self.scanner is None:
-            self._scanner()
+        scanner = self.scanner
+        if scanner is None:
+            scanner = self._scanner()
         if b.body:
             if self.t_first is None:
                 self.t_first = self.t_meta = time.monotonic()
-            self.scanner.feed(b.body)
+            scanner.feed(b.body)
         if b.end_of_stream:
-            return self._finish("response_body")
-        return self._mid_stream()
+            return self._finish("response_body", scanner)
+        return self._mid_stream(scanner)
 
-    def _mid_stream(self):
+    def _mid_stream(self, scanner: _api.ResponseScanner) -> pb.ProcessingResponse:
         """Metadata as soon as numbers are known, so an access log written for a
         stream cut short still has them: when the provider's usage changed, and
         for streams without it, tokenizer counts at most every
         `midStreamMetadataSeconds`."""
-        changes = self.scanner.usage_changes()
+        changes = scanner.usage_changes()
         if changes != self.sent_changes:
             self.sent_changes = changes
-            u = self.scanner.snapshot()
+            u = scanner.snapshot()
         else:
             period = self.host.config.mid_stream_metadata_seconds
             now = time.monotonic()
             if not period or now - self.t_meta < period:
                 return PASS["response_body"]
             self.t_meta = now
-            u = self.scanner.snapshot()
+            u = scanner.snapshot()
         if u.source == "none":
             return PASS["response_body"]
         return with_metadata("response_body", final_metadata(self.host.config, self._llm(), u))
 
-    def response_trailers(self, req):
-        if self.scanner is None:
-            self._scanner()
-        return self._finish("response_trailers")
+    def response_trailers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        scanner = self.scanner
+        if scanner is None:
+            scanner = self._scanner()
+        return self._finish("response_trailers", scanner)
 
     def _llm(self) -> str:
         """The `llm` label and `provider` metadata: the provider whose format the
@@ -238,16 +245,16 @@ class Exchange:
             return self.scanner.provider
         return _api.resolve_provider(self.provider or "auto", self.path, backend=self.host.backend)
 
-    def _finish(self, kind: str):
-        u = self._record()
+    def _finish(self, kind: str, scanner: _api.ResponseScanner) -> pb.ProcessingResponse:
+        u = self._record(scanner)
         return with_metadata(kind, final_metadata(self.host.config, self._llm(), u))
 
-    def _record(self, aborted: bool = False) -> _api.Usage:
+    def _record(self, scanner: _api.ResponseScanner, aborted: bool = False) -> Usage:
         """Finish the scan, record the metrics once, return the usage. A
         response whose request never reached llmtally (a local reply, such as
         Envoy's own 429 from an earlier filter) is not an LLM call: no metrics."""
         self.done = True
-        u = self.scanner.finish()
+        u = scanner.finish()
         if not self.saw_request:
             return u
         now = time.monotonic()
@@ -264,7 +271,7 @@ class Exchange:
             ttft=None if first is None else first - self.t0,
             tpot_span=None if first is None else now - first,
         )
-        seen = m.record_anomalies(llm, self.scanner.stats())
+        seen = m.record_anomalies(llm, scanner.stats())
         if seen:
             log.warning(
                 "odd response body (provider %s, path %s): %s; traffic passed through unchanged",
@@ -283,8 +290,9 @@ class Exchange:
         if self.done or self.broken or not self.saw_request:
             return
         try:
-            if self.scanner is not None:
-                self._record(aborted=True)
+            scanner = self.scanner
+            if scanner is not None:
+                self._record(scanner, aborted=True)
             else:  # cut before any response: nothing was billed
                 self.done = True
                 self.host.metrics.record(
@@ -295,7 +303,7 @@ class Exchange:
 
 
 class _NoMetadata:
-    filter_metadata: dict = {}
+    filter_metadata: dict[str, Struct] = {}
 
 
 _NO_METADATA = _NoMetadata()

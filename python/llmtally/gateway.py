@@ -53,15 +53,15 @@ TEAM_DESCRIPTOR = [
 ]
 
 
-def _address(addr: str) -> dict:
+def _address(addr: str) -> dict[str, object]:
     if addr.startswith("unix:"):
         return {"pipe": {"path": addr[5:]}}
     host, _, port = addr.rpartition(":")
     return {"socket_address": {"address": host, "port_value": int(port)}}
 
 
-def _cluster(name: str, addr: str, http2: bool = False) -> dict:
-    c = {
+def _cluster(name: str, addr: str, http2: bool = False) -> dict[str, object]:
+    c: dict[str, object] = {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
@@ -91,12 +91,12 @@ def bootstrap(
     rate_limit_domain: str | None = "llmtally",
     listen_host: str = "127.0.0.1",
     ext_proc: bool = True,
-) -> dict:
+) -> dict[str, object]:
     """The Envoy configuration. `rate_limit_domain` None leaves rate limiting
     out; `ext_proc` False leaves llmtally out (for benchmarks)."""
     routes = []
     for prefix, rewrite, provider in ROUTES:
-        per_filter = {
+        per_filter: dict[str, object] = {
             EXT_PROC: {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
                 "overrides": {"grpc_initial_metadata": [{"key": "x-llm-provider", "value": provider}]},

@@ -3,14 +3,27 @@ values read from the metadata Envoy forwards. Never a header value."""
 
 from __future__ import annotations
 
-from google.protobuf.struct_pb2 import Struct
+from collections.abc import Mapping
+from typing import Protocol
+
+from google.protobuf.struct_pb2 import Struct, Value
 
 from ._api import display_name
 from ._types import RequestInfo, Usage
 from .config import Config
 
+#: a metadata value as Struct holds it
+Scalar = str | int | float | bool
 
-def _struct(namespaces: dict[str, dict]) -> Struct:
+
+class MetadataContext(Protocol):
+    """What `custom_labels` reads of `ProcessingRequest.metadata_context` (envoy.config.core.v3.Metadata)."""
+
+    @property
+    def filter_metadata(self) -> Mapping[str, Struct]: ...
+
+
+def _struct(namespaces: Mapping[str, Mapping[str, Scalar]]) -> Struct:
     """A Struct built by direct field writes (protobuf's Struct.update is pure Python and slow)."""
     s = Struct()
     for ns, values in namespaces.items():
@@ -28,7 +41,11 @@ def _struct(namespaces: dict[str, dict]) -> Struct:
 def request_metadata(config: Config, provider: str, info: RequestInfo) -> Struct:
     """On the request body response: what is known before the response, and
     the prompt estimate as `hits_addend` (see README, "Rate limiting")."""
-    ai = {"provider": display_name(provider), "streaming": info.streaming, "prompt_tokens": info.prompt_tokens}
+    ai: dict[str, Scalar] = {
+        "provider": display_name(provider),
+        "streaming": info.streaming,
+        "prompt_tokens": info.prompt_tokens,
+    }
     if info.model is not None:
         ai["model"] = info.model
     return _struct({config.metadata_namespace: ai, config.ratelimit_namespace: {"hits_addend": info.prompt_tokens}})
@@ -36,7 +53,7 @@ def request_metadata(config: Config, provider: str, info: RequestInfo) -> Struct
 
 def final_metadata(config: Config, provider: str, u: Usage) -> Struct:
     """At the end of the response: the usage, and `hits_addend` = total tokens."""
-    ai = {
+    ai: dict[str, Scalar] = {
         "total_tokens": u.total_tokens,
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
@@ -53,7 +70,7 @@ def final_metadata(config: Config, provider: str, u: Usage) -> Struct:
     return _struct({config.metadata_namespace: ai, config.ratelimit_namespace: {"hits_addend": u.total_tokens}})
 
 
-def _scalar(v) -> str | None:
+def _scalar(v: Value) -> str | None:
     kind = v.WhichOneof("kind")
     if kind == "string_value":
         return v.string_value
@@ -65,10 +82,10 @@ def _scalar(v) -> str | None:
     return None
 
 
-def custom_labels(config: Config, metadata_context) -> dict[str, str]:
+def custom_labels(config: Config, metadata_context: MetadataContext) -> dict[str, str]:
     """Values of the configured labels from `ProcessingRequest.metadata_context`
     (a missing or non-scalar value gets `missingLabelValue`)."""
-    out = {}
+    out: dict[str, str] = {}
     fm = metadata_context.filter_metadata
     for lab in config.custom_labels:
         value = None
@@ -77,10 +94,10 @@ def custom_labels(config: Config, metadata_context) -> dict[str, str]:
             *heads, last = lab.path()
             for key in heads:
                 if key not in node.fields or node.fields[key].WhichOneof("kind") != "struct_value":
-                    node = None
                     break
                 node = node.fields[key].struct_value
-            if node is not None and last in node.fields:
-                value = _scalar(node.fields[last])
+            else:
+                if last in node.fields:
+                    value = _scalar(node.fields[last])
         out[lab.name] = config.missing_label_value if value in (None, "") else value
     return out

@@ -4,19 +4,22 @@ whose distinct values are capped so a hostile claim cannot explode memory."""
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from .config import Config
 
 if TYPE_CHECKING:
-    from ._api import Usage
+    from ._types import Stats, Usage
 
 TOKEN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 PER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 #: the scanner `stats()` counters reported as `ai_scan_anomalies_total{kind}`
-ANOMALY_KINDS = ("broken_docs", "corrupt_frames", "oversized_events", "decode_capped", "decode_failed", "undecodable")
+AnomalyKind = Literal[
+    "broken_docs", "corrupt_frames", "oversized_events", "decode_capped", "decode_failed", "undecodable"
+]
+ANOMALY_KINDS: tuple[AnomalyKind, ...] = get_args(AnomalyKind)
 
 
 class LabelValues:
@@ -138,9 +141,9 @@ class Metrics:
         if tpot_span is not None and usage.streaming and usage.completion_tokens > 1:
             s.tpot.observe(tpot_span / (usage.completion_tokens - 1))
 
-    def record_anomalies(self, llm: str, stats: dict) -> dict[str, int]:
+    def record_anomalies(self, llm: str, stats: Stats) -> dict[str, int]:
         """Count the oddities in a scanner's `stats()`; returns those seen (kind: count)."""
-        seen = {k: int(stats[k]) for k in ANOMALY_KINDS if stats[k]}
+        seen: dict[str, int] = {k: int(stats[k]) for k in ANOMALY_KINDS if stats[k]}
         for k, n in seen.items():
             self.anomalies.labels(llm, k).inc(n)
         return seen
@@ -177,6 +180,16 @@ class Series:
         "tpot",
         "requests",
     )
+    prompt: Counter
+    completion: Counter
+    cached: Counter
+    reasoning: Counter
+    rate_limited: Counter
+    aborted: Counter
+    duration: Histogram
+    ttft: Histogram
+    tpot: Histogram
+    requests: dict[str, Counter]
 
     def __init__(self, m: Metrics, values: tuple[str, ...]):
         for name in (

@@ -18,9 +18,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+
+if TYPE_CHECKING:
+    import grpc
 
 log = logging.getLogger("llmtally.ratelimit")
 
@@ -42,12 +47,25 @@ class TokenLimit:
     value: str | None = None
 
 
+class DescriptorEntry(Protocol):
+    """One entry of a rate-limit descriptor (`envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry`)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def value(self) -> str: ...
+
+
 class Budgets:
     """Fixed-window token counters per (descriptor key, value); the number of
     windows kept is capped like label values, so hostile values cannot grow it."""
 
     def __init__(
-        self, limits: tuple[TokenLimit, ...], window_seconds: int, max_keys: int = 10_000, clock=time.monotonic
+        self,
+        limits: tuple[TokenLimit, ...],
+        window_seconds: int,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.limits = limits
         self.window = window_seconds
@@ -57,7 +75,7 @@ class Budgets:
         self.epoch = -1
         self.lock = threading.Lock()
 
-    def limit_for(self, entries) -> tuple[TokenLimit, str] | None:
+    def limit_for(self, entries: Iterable[DescriptorEntry]) -> tuple[TokenLimit, str] | None:
         for lim in self.limits:
             for e in entries:
                 if e.key == lim.descriptor_key and (lim.value is None or e.value == lim.value):
@@ -79,12 +97,17 @@ class Budgets:
             return over, max(limit - used, 0)
 
 
-class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
+# xds-protos has no type stubs: the generated servicer base class is Any
+class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
     def __init__(self, domain: str, budgets: Budgets):
         self.domain = domain
         self.budgets = budgets
 
-    async def ShouldRateLimit(self, request, context):
+    async def ShouldRateLimit(
+        self,
+        request: rls_pb2.RateLimitRequest,
+        context: grpc.aio.ServicerContext[rls_pb2.RateLimitRequest, rls_pb2.RateLimitResponse],
+    ) -> rls_pb2.RateLimitResponse:
         resp = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
         unit = UNITS.get(self.budgets.window, rls_pb2.RateLimitResponse.RateLimit.UNKNOWN)
         for d in request.descriptors:

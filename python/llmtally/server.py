@@ -13,6 +13,8 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, cast
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
@@ -24,22 +26,33 @@ from .config import Config
 from .exchange import PROVIDER_KEY, Exchange, Host
 from .metrics import Metrics
 
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+    from prometheus_client import CollectorRegistry
+
 log = logging.getLogger("llmtally")
 
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 MAX_GRPC_MESSAGE = 64 << 20
 
 
-class Processor(pb_grpc.ExternalProcessorServicer):
+# xds-protos has no type stubs: the generated servicer base class is Any
+class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     def __init__(self, host: Host):
         self.host = host
 
-    async def Process(self, request_iterator, context):
+    async def Process(
+        self,
+        request_iterator: AsyncIterator[pb.ProcessingRequest],
+        context: grpc.aio.ServicerContext[pb.ProcessingRequest, pb.ProcessingResponse],
+    ) -> AsyncIterator[pb.ProcessingResponse]:
         hint = None
         for key, value in context.invocation_metadata() or ():
             if key == PROVIDER_KEY and value:
                 hint = value
-        ex = Exchange(self.host, hint)
+        ex = Exchange(self.host, cast("str | None", hint))  # a key without the -bin suffix has a str value
         try:
             async for req in request_iterator:
                 resp = ex.handle(req)
@@ -49,7 +62,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):
             ex.close()
 
 
-def _start_metrics_http(config: Config, registry):
+def _start_metrics_http(config: Config, registry: CollectorRegistry) -> WSGIServer:
     import prometheus_client
 
     mhost, _, mport = config.metrics_addr.rpartition(":")
@@ -72,7 +85,7 @@ def run(config: Config) -> None:
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=mp_dir)
+    MultiProcessCollector(registry, path=mp_dir)  # type: ignore[no-untyped-call]  # not annotated in prometheus-client
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(config, i), name=f"llmtally-worker-{i}") for i in range(config.workers)]
     for p in procs:
@@ -87,7 +100,7 @@ def run(config: Config) -> None:
     while not stop.is_set() and all(p.is_alive() for p in procs):
         stop.wait(0.5)
     for p in procs:
-        if p.is_alive():
+        if p.is_alive() and p.pid is not None:  # started, so it has a pid
             os.kill(p.pid, signal.SIGTERM)
     for p in procs:
         p.join(config.shutdown_grace_seconds + 5)
@@ -103,13 +116,13 @@ def _worker(config: Config, index: int) -> None:
     asyncio.run(serve(config, worker=True))
 
 
-async def serve(config: Config, *, ready=None, worker: bool = False) -> None:
+async def serve(config: Config, *, ready: Callable[[], object] | None = None, worker: bool = False) -> None:
     """Run until SIGTERM/SIGINT, then stop accepting and give open streams
     `shutdown_grace_seconds` to finish. A worker shares the port with its
     siblings and leaves /metrics to its parent."""
     import prometheus_client
 
-    prometheus_client.disable_created_metrics()
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # not annotated in prometheus-client
     metrics = Metrics(config)
     host = Host(config, metrics)
     if config.default_encoding:

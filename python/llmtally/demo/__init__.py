@@ -28,7 +28,7 @@ from . import keys
 from .envoy_runner import Envoy, envoy_binary
 
 SEED_PROMPT = "Please explain the movie Dr. Strangelove in 1 sentence."
-SEED_BODY = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": SEED_PROMPT}]}
+SEED_BODY: dict[str, object] = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": SEED_PROMPT}]}
 SEED_STREAM_BODY = dict(SEED_BODY, stream_options={"include_usage": True}, stream=True)
 #: tokens per minute per team; ops is small so the demo can show a refusal
 BUDGETS = {"dev": 100_000, "ops": 400, "qa": 100}
@@ -68,9 +68,9 @@ class Stack:
         self.admin_port = free_port()
         self.access_log = os.path.join(self.workdir, "access.log")
         self.serve_log = os.path.join(self.workdir, "llmtally.log")
-        self.serve = None
-        self.envoy = None
-        self._loop = None
+        self.serve: subprocess.Popen[bytes] | None = None
+        self.envoy: Envoy | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle --
 
@@ -179,7 +179,7 @@ def main(keep_running: bool = False) -> int:
     try:
         stack.start()
         alice, bob = stack.key.token(keys.ALICE), stack.key.token(keys.BOB)
-        requests = [
+        requests: list[tuple[str, str, str, dict[str, object]]] = [
             ("Alice, OpenAI, not streaming (the seed)", "/openai", alice, SEED_BODY),
             ("Bob, OpenAI, streaming with include_usage (the seed)", "/openai", bob, SEED_STREAM_BODY),
             (
@@ -236,6 +236,10 @@ def main(keep_running: bool = False) -> int:
             ):
                 print(ln)
         if keep_running:
+            # handlers first: whoever reads "Ctrl-C stops it." may signal at once
+            stop = threading.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):  # both, explicitly: a shell may start us with SIGINT ignored
+                signal.signal(sig, lambda *_: stop.set())
             print(
                 f"\nRunning. Try:\n  export ALICE_TOKEN={alice}\n  export BOB_TOKEN={bob}\n"
                 f'  curl {stack.url("/openai")} -H "Authorization: Bearer $ALICE_TOKEN" '
@@ -244,9 +248,6 @@ def main(keep_running: bool = False) -> int:
                 f"  tail -f {stack.access_log}\nCtrl-C stops it.",
                 flush=True,
             )
-            stop = threading.Event()
-            for sig in (signal.SIGINT, signal.SIGTERM):  # both, explicitly: a shell may start us with SIGINT ignored
-                signal.signal(sig, lambda *_: stop.set())
             stop.wait()
         return 0
     finally:

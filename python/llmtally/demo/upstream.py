@@ -17,6 +17,7 @@ import asyncio
 import base64
 import json
 import time
+from collections.abc import Callable
 from urllib.parse import unquote
 
 from .. import count_tokens, parse_request
@@ -271,7 +272,7 @@ def bedrock(body: dict, raw: bytes, path: str, repeat: int) -> Reply:
     return Reply(200, "application/vnd.amazon.eventstream", out, True)
 
 
-def route(path: str) -> tuple[str, object]:
+def route(path: str) -> tuple[str, Callable[[dict, bytes, str, int], Reply] | None]:
     bare = unquote(path.split("?", 1)[0])
     if bare.endswith("/chat/completions"):
         return "openai", openai

@@ -29,7 +29,7 @@ class Base64:
             if self.pad:
                 self.failed = True
                 break
-            j = _VALID.match(data, i).end()
+            j = _VALID.match(data, i).end()  # type: ignore[union-attr]  # matches the empty string: never None
             if j == i:
                 self.failed = True
                 break

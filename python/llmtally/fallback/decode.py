@@ -9,6 +9,8 @@ codings are undecodable in this backend (``pip install llmtally[fallback]``).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
+from typing import IO, cast
 
 try:
     import brotli
@@ -17,7 +19,7 @@ except ImportError:  # pragma: no cover
 try:
     import zstandard
 except ImportError:  # pragma: no cover
-    zstandard = None
+    zstandard = None  # type: ignore[assignment]  # optional: parse() refuses zstd without it
 
 BLOCK = 32 * 1024
 ZSTD_WINDOW_MAX = 1 << 23
@@ -148,7 +150,7 @@ class _Gzip:
                 size = int.from_bytes(self.buf[4:], "little")
                 if crc != self.crc or size != self.size:
                     return ERROR
-                self.__init__()
+                _Gzip.__init__(self)
                 self.phase = "between"
         return MORE
 
@@ -202,11 +204,13 @@ class _Stop(Exception):
 
 class _Zstd:
     def __init__(self):
-        self.emit = None
-        self.w = zstandard.ZstdDecompressor(max_window_size=ZSTD_WINDOW_MAX).stream_writer(self, write_size=BLOCK)
+        self.emit: Callable[[bytes], bool] | None = None
+        # zstandard only calls write() of its writer
+        writer = cast("IO[bytes]", self)
+        self.w = zstandard.ZstdDecompressor(max_window_size=ZSTD_WINDOW_MAX).stream_writer(writer, write_size=BLOCK)
 
     def write(self, b) -> int:  # called by zstandard with each output block
-        if not self.emit(bytes(b)):
+        if not self.emit(bytes(b)):  # type: ignore[misc]  # push() set emit before zstandard writes
             raise _Stop
         return len(b)
 

@@ -9,7 +9,9 @@ The rules are those of the Rust module, so both backends agree exactly.
 
 from __future__ import annotations
 
+import builtins
 import re
+from typing import Any
 
 from .data import CONSTANTS
 
@@ -36,7 +38,7 @@ class Leaf:
 class Obj:
     __slots__ = ("mark", "kids")
 
-    def __init__(self, mark: int | None, kids: dict[str, object]):
+    def __init__(self, mark: int | None, kids: dict[str, Pattern]):
         self.mark = mark
         self.kids = {k.encode(): v for k, v in kids.items()}
 
@@ -44,7 +46,7 @@ class Obj:
 class Arr:
     __slots__ = ("elem",)
 
-    def __init__(self, elem):
+    def __init__(self, elem: Pattern):
         self.elem = elem
 
 
@@ -53,10 +55,10 @@ class Or:
 
     __slots__ = ("alts",)
 
-    def __init__(self, *alts):
+    def __init__(self, *alts: Pattern):
         self.alts = alts
 
-    def pick(self, b: int):
+    def pick(self, b: int) -> Pattern | None:
         for p in self.alts:
             kind = type(p)
             if (kind is Obj and b == 0x7B) or (kind is Arr and b == 0x5B) or (kind is Leaf and b not in (0x7B, 0x5B)):
@@ -64,16 +66,21 @@ class Or:
         return None
 
 
+#: a path pattern: what a format reads of a value
+Pattern = Leaf | Obj | Arr | Or
+
+
 class Sink:
     """Receiver of values; override what you need."""
 
+    # `builtins.int` after the method `int`: in a class body the name is the method
     def int(self, f: int, v: int) -> None: ...
-    def boolean(self, f: int, v: bool) -> None: ...
-    def str_start(self, f: int) -> None: ...
-    def str_piece(self, f: int, s: bytes) -> None: ...
-    def str_end(self, f: int) -> None: ...
-    def enter(self, mark: int) -> None: ...
-    def exit(self, mark: int) -> None: ...
+    def boolean(self, f: builtins.int, v: bool) -> None: ...
+    def str_start(self, f: builtins.int) -> None: ...
+    def str_piece(self, f: builtins.int, s: bytes) -> None: ...
+    def str_end(self, f: builtins.int) -> None: ...
+    def enter(self, mark: builtins.int) -> None: ...
+    def exit(self, mark: builtins.int) -> None: ...
 
 
 # document ends
@@ -116,15 +123,17 @@ class JsonScanner:
         "seen",
     )
 
-    def __init__(self, root):
+    def __init__(self, root: Pattern):
         self.root = root
-        self.stack: list = []
+        # the patterns in use are Any: the hot paths tell their kinds apart by `kind = type(pat)`,
+        # which mypy does not narrow `pat` through
+        self.stack: list[Any] = []  # the open Obj and Arr patterns
         self.key = b""
         self.key_over = False
         self.bare = b""
         self.bare_over = False
         self.leaf = 0
-        self.leaf_bare = None
+        self.leaf_bare: int | None = None
         self.skip_depth = 0
         self.skip_in_str = False
         self.skip_esc = False
@@ -135,12 +144,12 @@ class JsonScanner:
     def reset(self) -> None:
         self.stack.clear()
         self.st = VALUE
-        self.value_pat = self.root
+        self.value_pat: Any = self.root  # None: a value nobody reads
         self.seen = False
-        self.high = None
+        self.high: int | None = None  # a high surrogate awaiting its low half
         self.esc = E_NONE
 
-    def end_doc(self, sink) -> str:
+    def end_doc(self, sink: Sink) -> str:
         if self.st == BARE:
             self._finish_bare(sink)
         if self.st == DONE:
@@ -155,13 +164,13 @@ class JsonScanner:
     def _after_value(self) -> None:
         self.st = COMMA_OR_END if self.stack else DONE
 
-    def _close(self, sink) -> None:
+    def _close(self, sink: Sink) -> None:
         pat = self.stack.pop()
         if type(pat) is Obj and pat.mark is not None:
             sink.exit(pat.mark)
         self._after_value()
 
-    def _finish_bare(self, sink) -> None:
+    def _finish_bare(self, sink: Sink) -> None:
         f = self.leaf_bare
         if f is not None and not self.bare_over:
             tok = self.bare
@@ -175,7 +184,7 @@ class JsonScanner:
                     sink.int(f, v)
         self._after_value()
 
-    def _start_value(self, b: int, sink) -> bool:
+    def _start_value(self, b: int, sink: Sink) -> bool:
         pat = self.value_pat
         if type(pat) is Or:
             pat = pat.pick(b)
@@ -220,7 +229,7 @@ class JsonScanner:
         self.skip_esc = False
         self.st = SKIP
 
-    def _emit(self, piece: bytes, sink) -> None:
+    def _emit(self, piece: bytes, sink: Sink) -> None:
         if self.st == KEY:
             if len(self.key) + len(piece) > KEY_MAX:
                 self.key_over = True
@@ -229,12 +238,12 @@ class JsonScanner:
         else:
             sink.str_piece(self.leaf, piece)
 
-    def _flush_high(self, sink) -> None:
+    def _flush_high(self, sink: Sink) -> None:
         if self.high is not None:
             self.high = None
             self._emit(REPLACEMENT, sink)
 
-    def _emit_unit(self, u: int, sink) -> None:
+    def _emit_unit(self, u: int, sink: Sink) -> None:
         if 0xD800 <= u <= 0xDBFF:
             self._flush_high(sink)
             self.high = u
@@ -249,7 +258,7 @@ class JsonScanner:
             self._flush_high(sink)
             self._emit(chr(u).encode(), sink)
 
-    def _string(self, data: bytes, i: int, sink) -> int:
+    def _string(self, data: bytes, i: int, sink: Sink) -> int:
         n = len(data)
         while i < n:
             esc = self.esc
@@ -339,7 +348,7 @@ class JsonScanner:
                         return i
         return i
 
-    def feed(self, data: bytes, sink) -> None:
+    def feed(self, data: bytes, sink: Sink) -> None:
         i = 0
         n = len(data)
         while i < n:
@@ -353,7 +362,7 @@ class JsonScanner:
                 i = self._skip(data, i)
                 continue
             if st == BARE:
-                j = _BARE.match(data, i).end()
+                j = _BARE.match(data, i).end()  # type: ignore[union-attr]  # matches the empty string: never None
                 if j > i:
                     self.bare += data[i:j]
                     if len(self.bare) > BARE_MAX:

@@ -8,21 +8,21 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from .data import CONSTANTS, DATA
-from .json_scan import Arr, Leaf, Obj, Or
+from .json_scan import Arr, Leaf, Obj, Or, Pattern
 
 MODEL_MAX = CONSTANTS["model_max"]
 
 Cond = tuple[str, str]
 
 
-def _pat(node: dict):
+def _pat(node: dict) -> Pattern:
     if "leaf" in node:
         return Leaf(node["leaf"])
     if "arr" in node:
         return Arr(_pat(node["arr"]))
     if "or" in node:
         return Or(*(_pat(a) for a in node["or"]))
-    kids: dict[str, object] = {}
+    kids: dict[str, Pattern] = {}
     for key, sub in node["obj"]:
         kids.setdefault(key, _pat(sub))  # the first of a repeated key wins, as in Rust
     return Obj(node["mark"], kids)
@@ -48,10 +48,10 @@ class Descriptor:
     completion_adds_reasoning: bool
     brace_framing: str
     nul_framing: str | None
-    request: object
-    response: object
-    inner: object
-    response_array: object = field(init=False)
+    request: Pattern
+    response: Pattern
+    inner: Pattern | None
+    response_array: Arr = field(init=False)
 
     def __post_init__(self):
         object.__setattr__(self, "response_array", Arr(self.response))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 from .._types import RequestInfo
 from .json_scan import JsonScanner, Sink
 from .registry import resolve
@@ -11,8 +13,8 @@ from .usage import INCLUDE_USAGE, MODEL, R_MSG, R_NAME, R_TEXT, STREAM, ShortStr
 
 class _Collect(Sink):
     def __init__(self):
-        self.model = None
-        self.stream = None
+        self.model: str | None = None
+        self.stream: bool | None = None
         self.include_usage = False
         self.buf = ShortString()
         self.texts: list[str] = []
@@ -24,25 +26,25 @@ class _Collect(Sink):
         if f == R_TEXT:
             self.fixed += 1  # a token id
 
-    def boolean(self, f: int, v: bool) -> None:
+    def boolean(self, f: builtins.int, v: bool) -> None:
         if f == STREAM:
             self.stream = v
         elif f == INCLUDE_USAGE:
             self.include_usage = v
 
-    def str_start(self, f: int) -> None:
+    def str_start(self, f: builtins.int) -> None:
         if f == MODEL:
             self.buf.start()
         elif f in (R_TEXT, R_NAME):
             self.text = bytearray()
 
-    def str_piece(self, f: int, s: bytes) -> None:
+    def str_piece(self, f: builtins.int, s: bytes) -> None:
         if f == MODEL:
             self.buf.push(s)
         elif f in (R_TEXT, R_NAME):
             self.text += s
 
-    def str_end(self, f: int) -> None:
+    def str_end(self, f: builtins.int) -> None:
         if f == MODEL:
             m = self.buf.take()
             if m is not None:
@@ -51,7 +53,7 @@ class _Collect(Sink):
             self.fixed += f == R_NAME
             self.texts.append(self.text.decode("utf-8", "replace"))
 
-    def enter(self, mark: int) -> None:
+    def enter(self, mark: builtins.int) -> None:
         if mark == R_MSG:
             self.messages += 1
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import builtins
+from typing import Literal
+
 from .._types import RequestInfo, Stats, Usage
 from . import decode, ndjson
 from .base64 import Base64
 from .data import CONSTANTS
 from .eventstream import EventStream
-from .json_scan import BROKEN, COMPLETE, JsonScanner
+from .json_scan import BROKEN, COMPLETE, JsonScanner, Pattern
 from .registry import resolve
 from .sse import SseFramer
 from .text import TextState
@@ -29,14 +32,14 @@ class _Collector(UsageAcc):
 
     __slots__ = ("text", "b64", "inner")
 
-    def __init__(self, inner, model):
+    def __init__(self, inner: Pattern | None, model: str | None):
         super().__init__()
         self.text = TextState(model)
         self.b64 = Base64() if inner is not None else None
-        self.inner = JsonScanner(inner) if inner is not None else None
+        self.inner = JsonScanner(inner) if inner is not None else None  # set whenever b64 is
 
     def _feed_inner(self, d: bytes) -> None:
-        self.inner.feed(d, self)
+        self.inner.feed(d, self)  # type: ignore[union-attr]  # b64's output: set with b64
 
     def int(self, f: int, v: int) -> None:
         if f == CHOICE_INDEX or f == TOOL_INDEX:
@@ -44,16 +47,16 @@ class _Collector(UsageAcc):
         else:
             super().int(f, v)
 
-    def str_start(self, f: int) -> None:
+    def str_start(self, f: builtins.int) -> None:
         if f == BYTES and self.b64 is not None:
             self.b64.reset()
-            self.inner.reset()
+            self.inner.reset()  # type: ignore[union-attr]  # set with b64
         elif is_text(f):
             self.text.start(f, self.provider_model)
         else:
             super().str_start(f)
 
-    def str_piece(self, f: int, s: bytes) -> None:
+    def str_piece(self, f: builtins.int, s: bytes) -> None:
         if f == BYTES and self.b64 is not None:
             self.b64.push(s, self._feed_inner)
         elif is_text(f):
@@ -61,16 +64,16 @@ class _Collector(UsageAcc):
         else:
             super().str_piece(f, s)
 
-    def str_end(self, f: int) -> None:
+    def str_end(self, f: builtins.int) -> None:
         if f == BYTES and self.b64 is not None:
             self.b64.finish(self._feed_inner)
-            self.inner.end_doc(self)
+            self.inner.end_doc(self)  # type: ignore[union-attr]  # set with b64
         elif is_text(f):
             self.text.end()
         else:
             super().str_end(f)
 
-    def enter(self, mark: int) -> None:
+    def enter(self, mark: builtins.int) -> None:
         super().enter(mark)
         self.text.enter(mark)
 
@@ -80,7 +83,7 @@ class _Docs:
 
     __slots__ = ("json", "col", "docs", "broken")
 
-    def __init__(self, json, col):
+    def __init__(self, json: JsonScanner, col: _Collector):
         self.json = json
         self.col = col
         self.docs = 0
@@ -161,15 +164,15 @@ class ResponseScanner:
             hint = None
         codecs = decode.parse(content_encoding)
         if codecs is None:
-            self.decoder = False  # undecodable
+            self.decoder: decode.Decoder | Literal[False] | None = False  # undecodable
         elif not codecs:
             self.decoder = None
         else:
             self.decoder = decode.Decoder(codecs, max_decoded_bytes)
         self.hint = hint
-        self.kind = None  # undecided
+        self.kind: str | None = None  # undecided
         self.array = False
-        self.framer = None
+        self.framer: SseFramer | EventStream | None = None  # with kind SSE and EVENTSTREAM
         self.held = b""
         self.max_event = max_event_bytes
         self.docs = _Docs(
@@ -177,11 +180,11 @@ class ResponseScanner:
             _Collector(self.format.inner, request.model if request is not None else None),
         )
         self.bytes = 0
-        self.result = None
+        self.result: Usage | None = None
         if hint == EVENTSTREAM:
             self._decide(None)
 
-    def _decide(self, first) -> None:
+    def _decide(self, first: int | None) -> None:
         kind = self.hint
         if kind is None:
             if first == 0x7B:
@@ -228,13 +231,13 @@ class ResponseScanner:
             data = held[start:]
         kind = self.kind
         if kind == SSE:
-            self.framer.feed(data, self.docs)
+            self.framer.feed(data, self.docs)  # type: ignore[union-attr]  # _decide set it with kind
         elif kind == JSON:
             self.docs.feed(data)
         elif kind == NDJSON:
             ndjson.feed(data, self.docs)
         else:
-            self.framer.feed(data, self._message)
+            self.framer.feed(data, self._message)  # type: ignore[union-attr]  # _decide set it with kind
 
     def _message(self, event_type: bytes, message_type: bytes, payload: bytes) -> None:
         if message_type == b"exception":
@@ -258,7 +261,7 @@ class ResponseScanner:
 
     def stats(self) -> Stats:
         dec = self.decoder
-        es = self.framer if self.kind == EVENTSTREAM else None
+        es = self.framer if isinstance(self.framer, EventStream) else None  # kind EVENTSTREAM
         return Stats(
             bytes=self.bytes,
             decoded_bytes=self.bytes if dec is None else (0 if dec is False else dec.produced),
@@ -267,8 +270,8 @@ class ResponseScanner:
             errors=self.docs.col.errors,
             corrupt_frames=es.corrupt if es else 0,
             oversized_events=es.oversized if es else 0,
-            decode_capped=bool(dec) and dec.stopped,
-            decode_failed=bool(dec) and dec.failed,
+            decode_capped=isinstance(dec, decode.Decoder) and dec.stopped,
+            decode_failed=isinstance(dec, decode.Decoder) and dec.failed,
             undecodable=dec is False,
         )
 
@@ -276,9 +279,10 @@ class ResponseScanner:
         if self.result is not None:
             return self.result
         kind = self.kind
-        if kind in (JSON, NDJSON) or (kind == SSE and self.framer.pending()):
+        pending = self.framer is not None and self.framer.pending()
+        if kind in (JSON, NDJSON) or (kind == SSE and pending):
             self.docs.end()
-        elif kind == EVENTSTREAM and self.framer.pending():
+        elif kind == EVENTSTREAM and pending:
             self.docs.broken += 1
         self.result = self.snapshot()
         return self.result

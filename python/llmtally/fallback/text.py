@@ -14,11 +14,11 @@ class TextState:
 
     def __init__(self, model: str | None):
         self.model = model
-        self.enc = None
+        self.enc: str | None = None
         self.texts: list[TextCounter] = []
-        self.keys: list[tuple] = []
+        self.keys: list[tuple[int, int, int]] = []  # (choice, tool, field) of each text
         self.choice = self.choice_pos = self.tool = self.tool_pos = 0
-        self.cur = None
+        self.cur: int | None = None
 
     def enter(self, mark: int) -> None:
         if mark == ROOT:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import TYPE_CHECKING
 
 from .data import CONSTANTS, FIELDS
@@ -103,22 +104,22 @@ class UsageAcc(Sink):
             self.slots[f] = v
             self.changes += 1
 
-    def str_start(self, f: int) -> None:
+    def str_start(self, f: builtins.int) -> None:
         if f == MODEL:
             self.model_buf.start()
 
-    def str_piece(self, f: int, s: bytes) -> None:
+    def str_piece(self, f: builtins.int, s: bytes) -> None:
         if f == MODEL:
             self.model_buf.push(s)
 
-    def str_end(self, f: int) -> None:
+    def str_end(self, f: builtins.int) -> None:
         # a change is a change of bytes, as in Rust (two invalid sequences may decode alike)
         if f == MODEL and self.model_buf.valid() and self.model_buf.buf != self.model_bytes:
             self.model_bytes = self.model_buf.buf
             self.provider_model = self.model_buf.take()
             self.changes += 1
 
-    def enter(self, mark: int) -> None:
+    def enter(self, mark: builtins.int) -> None:
         if mark == ERROR:
             self.errors += 1
         elif mark == USAGE_RESET:
