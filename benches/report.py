@@ -6,7 +6,7 @@ below), and optionally draw the plot.
         [--out bench-results.json] [--plot docs/performance.png]
 
 Floors guard against regressions in CI (set below what the 2-core CI machine
-measures, to stay clear of its noise); targets are the goals the README
+measures, to stay clear of its noise); targets are the goals docs/performance.md
 reports against.
 """
 

@@ -34,6 +34,7 @@ def scan(case, chunks, backend, body=None):
         request_of(case),
         content_type=case.get("content_type", ""),
         path=case.get("path", ""),
+        headers=case.get("headers", {}),
         backend=backend,
     )
     for c in chunks:

@@ -28,6 +28,7 @@ def case_scanner(case, backend, encoding="", **kw):
         content_type=case.get("content_type", ""),
         content_encoding=encoding,
         path=case.get("path", ""),
+        headers=case.get("headers", {}),
         backend=backend,
         **kw,
     )

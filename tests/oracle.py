@@ -71,7 +71,7 @@ def docs(case, body: bytes):
     if case.get("binary"):
         return list(eventstream_docs(body))
     stripped = body.lstrip()
-    if stripped.startswith(b"{") and b"\n{" in body and "ollama" in case["response"]:
+    if stripped.startswith(b"{") and b"\n{" in body and case["response"].endswith(".ndjson"):
         return [json.loads(ln) for ln in body.splitlines() if ln.strip()]
     if stripped.startswith((b"{", b"[")):
         doc = json.loads(body)
@@ -89,6 +89,20 @@ def texts(docs_):
         if isinstance(v, str):
             acc[key] += v
 
+    def cohere_message(idx, m):
+        """Cohere v2: content and tool calls are objects in deltas, lists in bodies."""
+        if not isinstance(m, dict):
+            return
+        for c in m.get("content") if isinstance(m.get("content"), list) else [m.get("content")]:
+            if isinstance(c, dict):
+                add((idx, 0, "content"), c.get("text"))
+        add((idx, 0, "plan"), m.get("tool_plan"))
+        for tc in m.get("tool_calls") if isinstance(m.get("tool_calls"), list) else [m.get("tool_calls")]:
+            if isinstance(tc, dict):
+                f = tc.get("function") or {}
+                add((idx, 0, "tool_name"), f.get("name"))
+                add((idx, 0, "tool_args"), f.get("arguments"))
+
     for d in docs_:
         if not isinstance(d, dict):
             continue
@@ -99,6 +113,11 @@ def texts(docs_):
                 add((ci, 0, "content"), m.get("content"))
                 add((ci, 0, "refusal"), m.get("refusal"))
                 add((ci, 0, "reasoning"), m.get("reasoning_content"))
+                add((ci, 0, "reasoning_alt"), m.get("reasoning"))
+                for rd in m.get("reasoning_details") or []:
+                    if isinstance(rd, dict):
+                        add((ci, 0, "reasoning_detail"), rd.get("text"))
+                        add((ci, 0, "reasoning_detail"), rd.get("summary"))
                 for tpos, tc in enumerate(m.get("tool_calls") or []):
                     f = tc.get("function") or {}
                     add((ci, tc.get("index", tpos), "tool_name"), f.get("name"))
@@ -113,6 +132,7 @@ def texts(docs_):
             add((idx, d.get("content_index", 0), "content"), delta)
         elif isinstance(delta, dict):
             add((idx, 0, "content"), delta.get("text"))
+            cohere_message(idx, delta.get("message"))
             add((idx, 0, "reasoning"), delta.get("thinking"))
             add((idx, 0, "tool_args"), delta.get("partial_json"))
             add((idx, 0, "tool_args"), (delta.get("toolUse") or {}).get("input"))
@@ -123,15 +143,44 @@ def texts(docs_):
         if isinstance(msg, dict):
             add((0, 0, "content"), msg.get("content"))
             add((0, 0, "reasoning"), msg.get("thinking"))
+            cohere_message(idx, msg)
         add((0, 0, "content"), d.get("response"))
+        # Bedrock model families
+        add((idx, 0, "content"), d.get("generation"))
+        add((idx, 0, "content"), d.get("outputText"))
+        add((idx, 0, "content"), d.get("text"))
+        for key, field in (("results", "outputText"), ("outputs", "text"), ("generations", "text")):
+            for pos, r in enumerate(d.get(key) or []):
+                if isinstance(r, dict):
+                    add((pos, 0, "content"), r.get(field))
+        for part in ((d.get("output") or {}).get("message") or {}).get("content") or []:
+            if isinstance(part, dict):
+                add((idx, 0, "content"), part.get("text"))
+        cbd = d.get("contentBlockDelta")
+        if isinstance(cbd, dict):
+            add((cbd.get("contentBlockIndex", idx), 0, "content"), (cbd.get("delta") or {}).get("text"))
+        # Gemini Interactions, non-streaming
+        for pos, step in enumerate(d.get("steps") or []):
+            for part in step.get("content") or [] if isinstance(step, dict) else []:
+                if isinstance(part, dict):
+                    add((pos, 0, "content"), part.get("text"))
     return acc
 
 
+REASONING_KINDS = ("reasoning", "reasoning_alt", "reasoning_detail")
+
+
 def completion(docs_, enc: str) -> tuple[int, int]:
+    """(all output tokens, reasoning tokens); reasoning sent under several names for one choice and tool
+    call counts once, the largest (providers repeat the same text under two names)."""
     t = texts(docs_)
-    every = sum(count(v, enc) for v in t.values())
-    reasoning = sum(count(v, enc) for k, v in t.items() if k[2] == "reasoning")
-    return every, reasoning
+    other = sum(count(v, enc) for k, v in t.items() if k[2] not in REASONING_KINDS)
+    most: dict = {}
+    for (ci, ti, kind), v in t.items():
+        if kind in REASONING_KINDS:
+            most[(ci, ti)] = max(most.get((ci, ti), 0), count(v, enc))
+    reasoning = sum(most.values())
+    return other + reasoning, reasoning
 
 
 # ---- request prompt estimates (the README's rules) ----
@@ -159,7 +208,21 @@ def prompt_estimate(body: dict, provider: str, enc: str) -> int:
         for key in ("systemInstruction", "system_instruction"):
             if key in body:
                 parts.append(body[key].get("parts"))
-        return sum(count(s, enc) for p in parts for s in _blocks(p))
+        strings = [s for p in parts for s in _blocks(p)]
+        inp = body.get("input")  # Interactions: a string or turns
+        for turn in [inp] if isinstance(inp, str) else inp if isinstance(inp, list) else []:
+            if isinstance(turn, str):
+                strings.append(turn)
+            elif isinstance(turn, dict):
+                strings += _blocks(turn.get("content")) + _blocks([turn])
+        strings += [i["content"] for i in body.get("instances", []) if isinstance(i.get("content"), str)]
+        return sum(count(s, enc) for s in strings)
+    if provider == "cohere":
+        strings = [s for m in body.get("messages", []) for s in _blocks(m.get("content"))]
+        strings += [body[k] for k in ("message", "preamble") if isinstance(body.get(k), str)]
+        strings += [m["message"] for m in body.get("chat_history", []) if isinstance(m.get("message"), str)]
+        strings += [t for t in body.get("texts", []) if isinstance(t, str)]
+        return sum(count(s, enc) for s in strings)
     if provider == "ollama":
         strings = [m["content"] for m in body.get("messages", []) if isinstance(m.get("content"), str)]
         strings += [body[k] for k in ("prompt", "system") if isinstance(body.get(k), str)]

@@ -90,6 +90,7 @@ def test_usage_as_dict_and_stats(backend):
         "completion_tokens",
         "total_tokens",
         "cached_tokens",
+        "cache_write_tokens",
         "reasoning_tokens",
         "model",
         "provider_model",
@@ -145,11 +146,14 @@ def test_bad_constructor_arguments(backend):
 
 def test_the_fallbacks_registry_is_the_cores():
     """The fallback is built from a generated copy of the Rust registry (cargo test checks the file;
-    this checks what each backend actually loaded)."""
+    this checks the data the fallback loaded against what the extension computes)."""
     from llmtally import _native, fallback
+    from llmtally.fallback.data import DATA
 
-    assert json.loads(fallback.registry_json()) == json.loads(_native.registry_json())
-    assert fallback.registry.ALL[0].id == json.loads(_native.registry_json())["providers"][0]["id"]
+    core = json.loads(_native.registry_json())
+    assert DATA == core
+    assert [d.id for d in fallback.registry.ALL] == [p["id"] for p in core["providers"]]
+    assert fallback.tokens.ENCODINGS == llmtally.ENCODINGS == tuple(core["encodings"])
 
 
 def test_provider_ids_round_trip(backend):
@@ -181,3 +185,16 @@ def test_the_fallback_is_not_imported_with_the_native_backend():
         env={k: v for k, v in os.environ.items() if k != "LLMTALLY_BACKEND"},
     ).stdout
     assert eval(out) == ["llmtally", "llmtally._api", "llmtally._native", "llmtally._types"]
+
+
+def test_request_objects_are_checked_alike(backend):
+    class Req:
+        model, streaming, include_usage, prompt_tokens = "gpt-4o", True, False, 7
+
+    sc = llmtally.ResponseScanner("openai", Req(), backend=backend)  # any object with the attributes
+    assert sc.finish() == llmtally.Usage(model="gpt-4o", streaming=True)
+    for attr, bad, err in (("streaming", 1, TypeError), ("prompt_tokens", -1, ValueError), ("model", 3, TypeError)):
+        r = Req()
+        setattr(r, attr, bad)
+        with pytest.raises(err):
+            llmtally.ResponseScanner("openai", r, backend=backend)

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import llmtally as llmtally_pkg
 import oracle
 from conftest import CASES, FIXTURES
 
@@ -16,13 +17,17 @@ def llmtally(*args, stdin=None):
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_scan_prints_usage(case, backend):
-    args = ["scan", "--provider", case["provider"], "--backend", backend]
+    # the command line refuses ids it does not know (the API reads them as OpenAI-compatible)
+    provider = case["provider"] if case["provider"] in llmtally_pkg.PROVIDERS else "openai"
+    args = ["scan", "--provider", provider, "--backend", backend]
     if "request" in case:
         args += ["--request", str(FIXTURES / case["request"])]
     if case.get("path"):
         args += ["--path", case["path"]]
     if case.get("content_type"):
         args += ["--content-type", case["content_type"]]
+    for name, value in (case.get("headers") or {}).items():
+        args += ["--header", f"{name}: {value}"]
     r = llmtally(*args, str(FIXTURES / case["response"]))
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == case["usage"]
@@ -44,6 +49,8 @@ def test_scan_from_stdin():
         (["scan", "--request", "/nonexistent", str(FIXTURES / "openai/chat.json")], b"No such file"),
         (["frobnicate"], b"invalid choice"),
         ([], b"required"),
+        (["scan", "--provider", "gemnii", "x"], b"unknown provider 'gemnii'; known: bedrock, vertex-ai, gemini"),
+        (["scan", "--header", "no colon", str(FIXTURES / "openai/chat.json")], b"is not 'Name: value'"),
     ],
 )
 def test_bad_arguments_one_line_exit_2(args, message):
@@ -70,3 +77,35 @@ def test_count_cli(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith(b"llmtally: error: ")
     r = run("--model", "x", "--encoding", "o200k_base", str(f))
     assert r.returncode == 2 and b"not allowed with" in r.stderr
+
+
+def test_scan_detects_the_format_from_the_bytes():
+    """No provider and no path: the body's own markers decide; the result equals the case's (cases whose
+    path tells the model or the streaming flag are left out: without the path those differ)."""
+    sniffable = [
+        c
+        for c in CASES
+        if c["provider"] in ("anthropic", "gemini", "bedrock", "cohere", "ollama", "auto") and "path" not in c
+    ]
+    assert len(sniffable) >= 6
+    for case in sniffable:
+        args = ["scan"]
+        if case.get("content_type"):
+            args += ["--content-type", case["content_type"]]
+        if "request" in case:
+            args += ["--request", str(FIXTURES / case["request"])]
+        for name, value in (case.get("headers") or {}).items():
+            args += ["--header", f"{name}: {value}"]
+        r = llmtally(*args, str(FIXTURES / case["response"]))
+        assert (r.returncode, json.loads(r.stdout)) == (0, case["usage"]), case["name"]
+
+
+def test_scan_warns_when_it_finds_nothing(tmp_path):
+    f = tmp_path / "body.txt"
+    f.write_bytes(b"<html>502 Bad Gateway</html>")
+    r = llmtally("scan", str(f))
+    assert r.returncode == 0 and json.loads(r.stdout)["source"] == "none"
+    assert r.stderr.decode().startswith(f"llmtally: warning: no usage and no text found in {f} read as openai")
+    assert r.stderr.count(b"\n") == 1
+    r = llmtally("scan", str(FIXTURES / "openai/chat.json"))
+    assert r.stderr == b""

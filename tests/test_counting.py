@@ -291,7 +291,36 @@ def test_tokenizer_cases_are_the_oracles():
         assert case["usage"] == oracle_usage(case), case["name"]
 
 
-USAGE_KEYS = {"usage", "usageMetadata", "amazon-bedrock-invocationMetrics", "prompt_eval_count", "eval_count"}
+def test_provisional_cases_count_the_delivered_text():
+    """Streams cut before their final usage: the provider's prompt side stays, the completion is the
+    oracle's count of the text delivered (it exceeds the provisional number)."""
+    from conftest import CASES
+
+    cases = [c for c in CASES if c["usage"]["source"] == "provider+tokenizer"]
+    assert len(cases) >= 2
+    for case in cases:
+        u = case["usage"]
+        o = oracle_usage(case)
+        assert (u["completion_tokens"], u["reasoning_tokens"]) == (o["completion_tokens"], o["reasoning_tokens"])
+        assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"], case["name"]
+
+
+USAGE_KEYS = {
+    "usage",
+    "usageMetadata",
+    "amazon-bedrock-invocationMetrics",
+    "prompt_eval_count",
+    "eval_count",
+    "x_groq",
+    "timings",
+    "billed_units",
+    "inputTextTokenCount",
+    "totalOutputTextTokenCount",
+    "tokenCount",
+    "prompt_token_count",
+    "generation_token_count",
+    "token_count",
+}
 
 
 def strip_usage(v):

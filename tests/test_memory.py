@@ -46,6 +46,7 @@ def test_100mb_json_body_flat_memory(backend_, mib, enc):
         "completion_tokens": 0,
         "total_tokens": 5000,
         "cached_tokens": 0,
+        "cache_write_tokens": 0,
         "reasoning_tokens": 0,
         "model": "text-embedding-3-large",
         "provider_model": "text-embedding-3-large",

@@ -115,7 +115,16 @@ def jwt_metadata(team=None, sub=None):
 
 
 def messages(
-    path, request_body, status, content_type, response_chunks, *, header_provider=None, md=None, encoding=None
+    path,
+    request_body,
+    status,
+    content_type,
+    response_chunks,
+    *,
+    header_provider=None,
+    md=None,
+    encoding=None,
+    response_headers=(),
 ):
     headers = [hv(":method", "POST"), hv(":path", path), hv("authorization", SECRET), hv("x-api-key", SECRET)]
     if header_provider:
@@ -123,6 +132,7 @@ def messages(
     resp_headers = [hv(":status", str(status)), hv("content-type", content_type)]
     if encoding:
         resp_headers.append(hv("content-encoding", encoding))
+    resp_headers += [hv(k, v) for k, v in response_headers]
     kw = {"metadata_context": md} if md is not None else {}
     out = [
         pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=headers)), **kw),
@@ -152,16 +162,12 @@ def floats(d):
     }
 
 
-DISPLAY = {
-    "openai": "OpenAI",
-    "azure": "AzureOpenAI",
-    "anthropic": "Anthropic",
-    "gemini": "Gemini",
-    "vertex-ai": "VertexAI",
-    "bedrock": "Bedrock",
-    "mistral": "Mistral",
-    "ollama": "Ollama",
-}
+#: the `provider` metadata of every registry id (the seed's spelling of the ones it names is checked below)
+DISPLAY = {p.id: p.display for p in llmtally.providers()}
+
+
+def test_display_names_are_the_seeds():
+    assert (DISPLAY["openai"], DISPLAY["anthropic"]) == ("OpenAI", "Anthropic")  # the seed document's examples
 
 
 def expected_final(u: dict, llm: str) -> dict:
@@ -170,6 +176,7 @@ def expected_final(u: dict, llm: str) -> dict:
         "prompt_tokens": u["prompt_tokens"],
         "completion_tokens": u["completion_tokens"],
         "cached_tokens": u["cached_tokens"],
+        "cache_write_tokens": u["cache_write_tokens"],
         "reasoning_tokens": u["reasoning_tokens"],
         "provider": DISPLAY[llm],
         "streaming": u["streaming"],
@@ -185,7 +192,15 @@ def expected_final(u: dict, llm: str) -> dict:
 def case_messages(case, **kw):
     body = load(case["request"]) if "request" in case else b"{}"
     ct = case.get("content_type") or ""
-    return messages(case.get("path") or "/", body, case.get("status", 200), ct, split3(load(case["response"])), **kw)
+    return messages(
+        case.get("path") or "/",
+        body,
+        case.get("status", 200),
+        ct,
+        split3(load(case["response"])),
+        response_headers=sorted((case.get("headers") or {}).items()),
+        **kw,
+    )
 
 
 def expected_request(case, llm):
@@ -245,7 +260,11 @@ def expected_mid_stream(case, msgs, llm):
         load(case["request"]) if "request" in case else b"{}", case["provider"], case.get("path") or "/"
     )
     sc = llmtally.ResponseScanner(
-        case["provider"], info, content_type=case.get("content_type") or "", path=case.get("path") or "/"
+        case["provider"],
+        info,
+        content_type=case.get("content_type") or "",
+        path=case.get("path") or "/",
+        headers=case.get("headers", {}),
     )
     out, sent = [{}], 0  # the response headers' response carries nothing
     for m in msgs[3:-1]:
@@ -408,6 +427,26 @@ def test_a_stream_cut_short_is_counted_as_aborted_with_its_usage_so_far(tmp_path
         )
         assert sample(m, "ai_requests_total", **labels, source="tokenizer") == 1
         assert sum(sample(m, "ai_requests_total", **labels, source=src) for src in ("provider", "none")) == 0
+    finally:
+        s.stop()
+
+
+def test_cache_writes_and_provisional_usage_reach_the_metrics(tmp_path):
+    s = Sidecar(tmp_path)
+    try:
+        by_name = {c["name"]: c for c in CASES}
+        cache = by_name["anthropic stream with cache, thinking and tool use (auto)"]
+        cut = by_name["anthropic overloaded mid-stream"]
+        for case in (cache, cut):
+            s.process(case_messages(case), provider="anthropic")
+        m = s.metrics()
+        base = {"llm": "anthropic", "team": "unknown", "user": "unknown"}
+        writes = {k: v for k, v in m.items() if k[0] == "ai_cache_write_tokens_total"}
+        assert sum(writes.values()) == 2048 == cache["usage"]["cache_write_tokens"]
+        # the cut stream's delivered text (2 tokens) won over message_start's placeholder (1)
+        labels = dict(base, model=cut["usage"]["model"])
+        assert sample(m, "ai_requests_total", **labels, source="provider+tokenizer") == 1
+        assert sample(m, "ai_completion_tokens_total", **labels) == 2
     finally:
         s.stop()
 

@@ -15,6 +15,8 @@ from ._api import (
     providers,
     resolve_provider,
     set_default_encoding,
+    sniff_provider,
+    usage_headers,
 )
 from ._types import Provider, RequestInfo, Stats, Usage
 
@@ -41,4 +43,6 @@ __all__ = [
     "providers",
     "resolve_provider",
     "set_default_encoding",
+    "sniff_provider",
+    "usage_headers",
 ]

@@ -11,6 +11,7 @@ import importlib
 import json
 import os
 import warnings
+from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,6 @@ except ImportError:  # pragma: no cover - exercised by installs without the exte
     _native = None  # type: ignore[assignment]
 
 BACKENDS = ("native", "python")
-ENCODINGS = ("o200k_base", "cl100k_base")
 #: set_default_encoding's choice, applied to the fallback when it is first imported
 _default_encoding: str | None = None
 
@@ -65,6 +65,16 @@ def _registry() -> dict[str, Any]:
     return data
 
 
+#: the encodings counted exactly, and the one for models without a public tokenizer (the core's tables)
+ENCODINGS: tuple[str, ...] = tuple(_registry()["encodings"])
+DEFAULT_ENCODING: str = _registry()["default_encoding"]
+
+
+@functools.cache
+def _display() -> dict[str, str]:
+    return {p["id"]: p["display"] for p in _registry()["providers"]}
+
+
 def providers() -> tuple[Provider, ...]:
     """Every provider llmtally reads, in `auto` detection order."""
     return tuple(Provider(id=p["id"], display=p["display"]) for p in _registry()["providers"])
@@ -73,8 +83,20 @@ def providers() -> tuple[Provider, ...]:
 def display_name(provider: str) -> str:
     """The `provider` metadata value for a provider id (`OpenAI`, `Anthropic`, ...);
     an unknown id is read as OpenAI-compatible, so it gets OpenAI's."""
-    pid = resolve_provider(provider) if provider.strip().lower() not in ("", "auto") else "openai"
-    return next(p.display for p in providers() if p.id == pid)
+    return _display()[resolve_provider(provider)]
+
+
+def sniff_provider(head: bytes, *, backend: str | None = None) -> str | None:
+    """The provider whose format the first bytes of a response body show (SSE event
+    names, Gemini's `usageMetadata`, the event-stream prelude, ...); None when
+    nothing tells (an OpenAI-compatible body, for one)."""
+    pid: str | None = _impl(backend).sniff_provider(head)
+    return pid
+
+
+def usage_headers() -> frozenset[str]:
+    """Lowercase names of the response headers any provider reports usage in."""
+    return frozenset(h for p in _registry()["providers"] for h, _ in p["usage_headers"])
 
 
 def parse_request(body: bytes, provider: str, path: str = "", *, backend: str | None = None) -> RequestInfo:
@@ -127,6 +149,18 @@ def set_default_encoding(name: str) -> None:
         _fallback().set_default_encoding(name)
 
 
+def _checked_request(r: Any) -> RequestInfo:
+    """Any object with RequestInfo's attributes, checked as both backends need it."""
+    model, streaming, include_usage, prompt = r.model, r.streaming, r.include_usage, r.prompt_tokens
+    if not (model is None or isinstance(model, str)) or not isinstance(streaming, bool):
+        raise TypeError("request: model must be a str or None, streaming a bool")
+    if not isinstance(include_usage, bool) or isinstance(prompt, bool) or not isinstance(prompt, int):
+        raise TypeError("request: include_usage must be a bool, prompt_tokens an int")
+    if not 0 <= prompt < 1 << 64:
+        raise ValueError(f"request: prompt_tokens out of range: {prompt}")
+    return r if type(r) is RequestInfo else RequestInfo(model, streaming, include_usage, prompt)
+
+
 class ResponseScanner:
     """Scans a response body fed in chunks; ``finish()`` returns its Usage.
 
@@ -144,6 +178,7 @@ class ResponseScanner:
         content_type: str = "",
         content_encoding: str = "",
         path: str = "",
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
         backend: str | None = None,
         max_decoded_bytes: int | None = None,
         max_event_bytes: int | None = None,
@@ -158,8 +193,19 @@ class ResponseScanner:
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 63:
                 raise ValueError(f"{name} must be an integer from 0 to 2**63-1, not {value!r}")
             limits[name] = value
+        if request is not None:
+            request = _checked_request(request)
+        pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in pairs):
+            raise TypeError("headers must be str names and values")
         self._impl: _native_t.ResponseScanner = module.ResponseScanner(
-            provider, request, content_type=content_type, content_encoding=content_encoding, path=path, **limits
+            provider,
+            request,
+            content_type=content_type,
+            content_encoding=content_encoding,
+            path=path,
+            headers=pairs,
+            **limits,
         )
         self.feed = self._impl.feed
         self.backend = "native" if module is _native else "python"

@@ -27,11 +27,14 @@ class Usage:
     completion_tokens: int = 0
     total_tokens: int = 0
     cached_tokens: int = 0
+    #: input tokens written to the provider's cache (priced apart from reads and fresh input)
+    cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     model: str | None = None
     provider_model: str | None = None
     streaming: bool = False
-    #: `provider`, `tokenizer` or `none`
+    #: `provider`, `tokenizer`, `provider+tokenizer` (provisional provider usage raised to the
+    #: count of the text delivered) or `none`
     source: str = "none"
 
     def as_dict(self) -> dict[str, object]:

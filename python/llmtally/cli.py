@@ -7,7 +7,7 @@ import json
 import sys
 from typing import BinaryIO, NoReturn
 
-from . import BACKENDS, RequestInfo, ResponseScanner, count_tokens, parse_request
+from . import BACKENDS, PROVIDERS, RequestInfo, ResponseScanner, count_tokens, parse_request, sniff_provider
 
 CHUNK = 64 * 1024
 
@@ -21,27 +21,56 @@ def _open(path: str) -> BinaryIO:
     return sys.stdin.buffer if path == "-" else open(path, "rb")
 
 
+def _headers(values: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for v in values:
+        name, sep, value = v.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"--header {v!r} is not 'Name: value'")
+        out.append((name.strip(), value.strip()))
+    return out
+
+
 def _scan(args: argparse.Namespace) -> int:
-    request: RequestInfo | None = None
-    if args.request:
-        with open(args.request, "rb") as rf:
-            request = parse_request(rf.read(), args.provider, args.path)
-    sc = ResponseScanner(
-        args.provider,
-        request,
-        content_type=args.content_type,
-        content_encoding=args.content_encoding,
-        path=args.path,
-        backend=args.backend,
-    )
+    provider = args.provider.strip().lower()
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown provider {args.provider!r}; known: {', '.join(PROVIDERS)}")
     f = _open(args.response)
     try:
-        while chunk := f.read(CHUNK):
+        head = f.read(CHUNK)
+        how = ""
+        if provider == "auto" and not args.path and not args.content_encoding:
+            sniffed = sniff_provider(head, backend=args.backend)  # the bytes tell where a path would
+            if sniffed is not None:
+                provider, how = sniffed, " (detected from the body)"
+        request: RequestInfo | None = None
+        if args.request:
+            with open(args.request, "rb") as rf:
+                request = parse_request(rf.read(), provider, args.path)
+        sc = ResponseScanner(
+            provider,
+            request,
+            content_type=args.content_type,
+            content_encoding=args.content_encoding,
+            path=args.path,
+            headers=_headers(args.header),
+            backend=args.backend,
+        )
+        chunk = head
+        while chunk:
             sc.feed(chunk)
+            chunk = f.read(CHUNK)
     finally:
         if f is not sys.stdin.buffer:
             f.close()
-    print(json.dumps(sc.finish().as_dict()))
+    u = sc.finish()
+    print(json.dumps(u.as_dict()))
+    if u.source == "none":
+        print(
+            f"llmtally: warning: no usage and no text found in {args.response} read as {sc.provider}{how}, "
+            f"framing {sc.framing or 'undecided'}; give --provider, --path or --content-type if that is wrong",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -110,11 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="llmtally", description="Exact token accounting for LLM traffic.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     s = sub.add_parser("scan", help="scan a response body and print its usage as JSON")
-    s.add_argument("--provider", default="auto", help="provider id (default: auto)")
+    s.add_argument(
+        "--provider",
+        default="auto",
+        help=f"one of {', '.join(PROVIDERS)} (default: auto: from --path and --content-type, else from the bytes)",
+    )
     s.add_argument("--request", metavar="FILE", help="the request body, for the model and streaming flag")
     s.add_argument("--path", default="", help="request path, e.g. /v1/chat/completions")
     s.add_argument("--content-type", default="", help="response content type")
     s.add_argument("--content-encoding", default="", help="response content encoding")
+    s.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a response header (repeatable); some providers report usage in headers (Bedrock)",
+    )
     s.add_argument("--backend", choices=BACKENDS, help="force a backend")
     s.add_argument("response", metavar="RESPONSE_FILE|-", help="response body file, or - for stdin")
     s.set_defaults(func=_scan)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._api import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES
+from ._api import DEFAULT_ENCODING, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES, ENCODINGS
 
 if TYPE_CHECKING:
     from .ratelimit import TokenLimit
@@ -65,7 +65,7 @@ class Config:
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     #: encoding for models without a public tokenizer
-    default_encoding: str = "o200k_base"
+    default_encoding: str = DEFAULT_ENCODING
     #: seconds open streams may take to finish on SIGTERM/SIGINT
     shutdown_grace_seconds: float = 10.0
     #: scanning backend: native, python, or empty for the default
@@ -104,8 +104,8 @@ class Config:
             raise ConfigError("midStreamMetadataSeconds: must be >= 0")
         if self.shutdown_grace_seconds < 0:
             raise ConfigError("shutdownGraceSeconds: must be >= 0")
-        if self.default_encoding not in ("o200k_base", "cl100k_base"):
-            raise ConfigError(f"defaultEncoding: {self.default_encoding!r} is not o200k_base or cl100k_base")
+        if self.default_encoding not in ENCODINGS:
+            raise ConfigError(f"defaultEncoding: {self.default_encoding!r} is not one of {', '.join(ENCODINGS)}")
         if self.workers < 1:
             raise ConfigError("workers: must be a positive integer")
         if self.workers > 1 and self.listen.startswith("unix"):

@@ -28,6 +28,8 @@ from .metrics import Metrics
 log = logging.getLogger("llmtally")
 
 PROVIDER_KEY = "x-llm-provider"
+#: the response headers read: the framing's, and those a provider reports usage in (never a credential)
+RESPONSE_HEADERS = ("content-type", "content-encoding", *sorted(_api.usage_headers()))
 
 # Responses that change nothing, built once and reused.
 PASS = {
@@ -175,7 +177,9 @@ class Exchange:
 
     # -- response --
 
-    def _scanner(self, content_type: str = "", content_encoding: str = "") -> _api.ResponseScanner:
+    def _scanner(
+        self, content_type: str = "", content_encoding: str = "", headers: dict[str, str] | None = None
+    ) -> _api.ResponseScanner:
         if self.request is None and (self.body or self.path):
             self._parse()  # the request body was cut or never ended: read what came
         c = self.host.config
@@ -185,6 +189,7 @@ class Exchange:
             content_type=content_type,
             content_encoding=content_encoding,
             path=self.path,
+            headers=headers or (),
             backend=self.host.backend,
             max_decoded_bytes=c.max_decoded_bytes,
             max_event_bytes=c.max_event_bytes,
@@ -192,8 +197,8 @@ class Exchange:
         return scanner
 
     def response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
-        h = headers_of(req.response_headers, ("content-type", "content-encoding"))
-        scanner = self._scanner(h.get("content-type", ""), h.get("content-encoding", ""))
+        h = headers_of(req.response_headers, RESPONSE_HEADERS)
+        scanner = self._scanner(h.pop("content-type", ""), h.pop("content-encoding", ""), h)
         if req.response_headers.end_of_stream:
             return self._finish("response_headers", scanner)
         return PASS["response_headers"]

@@ -40,7 +40,7 @@ def _struct(namespaces: Mapping[str, Mapping[str, Scalar]]) -> Struct:
 
 def request_metadata(config: Config, provider: str, info: RequestInfo) -> Struct:
     """On the request body response: what is known before the response, and
-    the prompt estimate as `hits_addend` (see README, "Rate limiting")."""
+    the prompt estimate as `hits_addend` (see docs/envoy.md, "Token rate limiting")."""
     ai: dict[str, Scalar] = {
         "provider": display_name(provider),
         "streaming": info.streaming,
@@ -58,6 +58,7 @@ def final_metadata(config: Config, provider: str, u: Usage) -> Struct:
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "cached_tokens": u.cached_tokens,
+        "cache_write_tokens": u.cache_write_tokens,
         "reasoning_tokens": u.reasoning_tokens,
         "provider": display_name(provider),
         "streaming": u.streaming,

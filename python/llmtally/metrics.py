@@ -60,6 +60,9 @@ class Metrics:
         self.prompt = Counter("ai_prompt_tokens", "Prompt tokens", names, registry=r)
         self.completion = Counter("ai_completion_tokens", "Completion tokens", names, registry=r)
         self.cached = Counter("ai_cached_tokens", "Prompt tokens served from cache", names, registry=r)
+        self.cache_write = Counter(
+            "ai_cache_write_tokens", "Prompt tokens written to the provider's cache", names, registry=r
+        )
         self.reasoning = Counter("ai_reasoning_tokens", "Completion tokens spent on reasoning", names, registry=r)
         self.rate_limited = Counter(
             "ai_rate_limited_tokens", "Tokens charged to rate limits (hits_addend)", names, registry=r
@@ -131,6 +134,7 @@ class Metrics:
         s.prompt.inc(usage.prompt_tokens)
         s.completion.inc(usage.completion_tokens)
         s.cached.inc(usage.cached_tokens)
+        s.cache_write.inc(usage.cache_write_tokens)
         s.reasoning.inc(usage.reasoning_tokens)
         s.rate_limited.inc(usage.total_tokens)
         s.requests[usage.source].inc()
@@ -167,11 +171,16 @@ class Metrics:
         return s
 
 
+#: every `Usage.source`
+SOURCES = ("provider", "tokenizer", "provider+tokenizer", "none")
+
+
 class Series:
     __slots__ = (
         "prompt",
         "completion",
         "cached",
+        "cache_write",
         "reasoning",
         "rate_limited",
         "aborted",
@@ -183,6 +192,7 @@ class Series:
     prompt: Counter
     completion: Counter
     cached: Counter
+    cache_write: Counter
     reasoning: Counter
     rate_limited: Counter
     aborted: Counter
@@ -196,6 +206,7 @@ class Series:
             "prompt",
             "completion",
             "cached",
+            "cache_write",
             "reasoning",
             "rate_limited",
             "aborted",
@@ -204,4 +215,4 @@ class Series:
             "tpot",
         ):
             setattr(self, name, getattr(m, name).labels(*values))
-        self.requests = {src: m.requests.labels(*values, src) for src in ("provider", "tokenizer", "none")}
+        self.requests = {src: m.requests.labels(*values, src) for src in SOURCES}

@@ -5,7 +5,7 @@ fixed windows; for several Envoys or replicas use envoyproxy/ratelimit with
 Redis and the same descriptors.
 
 Envoy evaluates `ratelimit` on the request headers, before any body is read,
-so the charge is made in two phases (see README, "Token rate limiting"):
+so the charge is made in two phases (see docs/envoy.md, "Token rate limiting"):
 - before: a descriptor with `hits_addend` 0 only checks whether the budget
   is already spent (OVER_LIMIT: Envoy answers 429);
 - after: `apply_on_stream_done` sends the same descriptor with the request's

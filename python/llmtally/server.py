@@ -127,8 +127,8 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
     host = Host(config, metrics)
     if config.default_encoding:
         _api.set_default_encoding(config.default_encoding)
-    _api.count_tokens("warm up", encoding="o200k_base", backend=host.backend)  # load vocabularies before traffic
-    _api.count_tokens("warm up", encoding="cl100k_base", backend=host.backend)
+    for enc in _api.ENCODINGS:  # load vocabularies before traffic
+        _api.count_tokens("warm up", encoding=enc, backend=host.backend)
 
     server = grpc.aio.server(
         maximum_concurrent_rpcs=config.max_concurrent_streams,

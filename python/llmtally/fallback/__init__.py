@@ -6,7 +6,7 @@ Rust core. The public API in :mod:`llmtally` picks one backend."""
 
 import pathlib
 
-from .registry import resolve
+from .registry import resolve, sniff
 from .request import parse_request
 from .scanner import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES, ResponseScanner
 from .tokens import count_tokens, default_encoding, encoding_for_model, set_default_encoding
@@ -15,6 +15,12 @@ from .tokens import count_tokens, default_encoding, encoding_for_model, set_defa
 def resolve_provider(provider: str, path: str = "", content_type: str = "") -> str:
     """The provider id whose format is read (`auto`: detected; unknown: `openai`)."""
     return resolve(provider, path, content_type).id
+
+
+def sniff_provider(head: bytes) -> str | None:
+    """The provider whose body markers appear in the first bytes of a response, if any."""
+    d = sniff(head)
+    return None if d is None else d.id
 
 
 def registry_json() -> str:
@@ -33,4 +39,5 @@ __all__ = [
     "registry_json",
     "resolve_provider",
     "set_default_encoding",
+    "sniff_provider",
 ]

@@ -12,6 +12,8 @@ import zlib
 from collections.abc import Callable
 from typing import IO, cast
 
+from .data import CONSTANTS
+
 try:
     import brotli
 except ImportError:  # pragma: no cover
@@ -21,8 +23,8 @@ try:
 except ImportError:  # pragma: no cover
     zstandard = None  # type: ignore[assignment]  # optional: parse() refuses zstd without it
 
-BLOCK = 32 * 1024
-ZSTD_WINDOW_MAX = 1 << 23
+BLOCK = CONSTANTS["decode_block"]
+ZSTD_WINDOW_MAX = 1 << CONSTANTS["zstd_window_log_max"]
 
 GZIP, DEFLATE, BROTLI, ZSTD = "gzip", "deflate", "br", "zstd"
 _NAMES = {"gzip": GZIP, "x-gzip": GZIP, "deflate": DEFLATE, "br": BROTLI, "zstd": ZSTD}

@@ -5,8 +5,10 @@ from __future__ import annotations
 import struct
 import zlib
 
-PRELUDE = 12
-MIN_MESSAGE = 16
+from .data import CONSTANTS
+
+PRELUDE = CONSTANTS["eventstream_prelude"]
+MIN_MESSAGE = CONSTANTS["eventstream_min_message"]
 _FIXED = {0: 0, 1: 0, 2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}
 
 

@@ -101,6 +101,14 @@ def parse_uint(tok: bytes) -> int | None:
     return v if v <= U64_MAX else None
 
 
+def parse_count(tok: bytes) -> int | None:
+    """An integer, or one written with a zero fraction (`4.0`); no sign, no exponent."""
+    whole, dot, frac = tok.partition(b".")
+    if dot and (not frac or frac.strip(b"0")):
+        return None
+    return parse_uint(whole)
+
+
 class JsonScanner:
     __slots__ = (
         "root",
@@ -179,7 +187,7 @@ class JsonScanner:
             elif tok == b"false":
                 sink.boolean(f, False)
             else:
-                v = parse_uint(tok)
+                v = parse_count(tok)
                 if v is not None:
                     sink.int(f, v)
         self._after_value()

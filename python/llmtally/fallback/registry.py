@@ -4,7 +4,7 @@ facts, and the JSON patterns of requests and responses."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 from .data import CONSTANTS, DATA
@@ -28,13 +28,15 @@ def _pat(node: dict) -> Pattern:
     return Obj(node["mark"], kids)
 
 
-def _holds(cond: Cond, path: str, content_type: str) -> bool:
+def holds(cond: Cond, path: str, content_type: str) -> bool:
     kind, s = cond
     if kind == "path_contains":
         return s in path
     if kind == "path_ends_with":
         return path.endswith(s)
-    return content_type.startswith(s)  # content_type_starts_with
+    if kind == "content_type_starts_with":
+        return content_type.startswith(s)
+    return s in content_type  # content_type_contains
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,13 +50,12 @@ class Descriptor:
     completion_adds_reasoning: bool
     brace_framing: str
     nul_framing: str | None
+    usage_headers: tuple[tuple[str, int], ...]
+    body_markers: tuple[bytes, ...]
     request: Pattern
     response: Pattern
     inner: Pattern | None
-    response_array: Arr = field(init=False)
-
-    def __post_init__(self):
-        object.__setattr__(self, "response_array", Arr(self.response))
+    response_array: Pattern
 
     def path_model(self, path: str) -> str | None:
         """The model named by the path, where the API puts it there."""
@@ -80,10 +81,28 @@ class Descriptor:
     def path_streams(self, path: str) -> bool:
         """Whether the path alone says the request streams."""
         path = path_only(path)
-        return any(_holds(c, path, "") for c in self.streams_by_path)
+        return any(holds(c, path, "") for c in self.streams_by_path)
+
+
+_CONDS = {"path_contains", "path_ends_with", "content_type_starts_with", "content_type_contains"}
+#: the framings this backend implements (a document may be sniffed as one of these)
+_FRAMINGS = {"sse", "json", "ndjson", "eventstream"}
+
+
+def _check(d: dict) -> None:
+    """Refuse data this backend would misread (the core grew a kind the fallback lacks)."""
+    conds = [c for rule in d["detect"] for c in rule] + list(d["streams_by_path"])
+    bad = [k for k, _ in conds if k not in _CONDS] + [
+        f for f in (d["brace_framing"], d["nul_framing"]) if f is not None and f not in _FRAMINGS
+    ]
+    if bad or (
+        d["path_model"] is not None and len(d["path_model"]["end"]) != 1 and d["path_model"]["end"] != "last_slash"
+    ):
+        raise ValueError(f"registry.json: provider {d['id']!r} uses {bad or d['path_model']} unknown to the fallback")
 
 
 def _descriptor(d: dict) -> Descriptor:
+    _check(d)
     return Descriptor(
         id=d["id"],
         display=d["display"],
@@ -94,11 +113,19 @@ def _descriptor(d: dict) -> Descriptor:
         completion_adds_reasoning=d["completion_adds_reasoning"],
         brace_framing=d["brace_framing"],
         nul_framing=d["nul_framing"],
+        usage_headers=tuple((h, f) for h, f in d["usage_headers"]),
+        body_markers=tuple(m.encode() for m in d["body_markers"]),
         request=_pat(d["request"]),
         response=_pat(d["response"]),
+        response_array=_pat(d["response_array"]),
         inner=None if d["inner"] is None else _pat(d["inner"]),
     )
 
+
+#: the framing a content type tells, first match wins
+CONTENT_TYPES: tuple[tuple[Cond, str], ...] = tuple(((k, s), f) for (k, s), f in DATA["content_types"])
+if any(k not in _CONDS for (k, _), _ in CONTENT_TYPES) or any(f not in _FRAMINGS for _, f in CONTENT_TYPES):
+    raise ValueError("registry.json: a content type rule unknown to the fallback")
 
 #: every provider, in `auto` detection order
 ALL: tuple[Descriptor, ...] = tuple(_descriptor(d) for d in DATA["providers"])
@@ -111,14 +138,14 @@ def path_only(path: str) -> str:
 
 
 # Rust's str::trim (Unicode White_Space) and to_ascii_lowercase, exactly
-_WHITE_SPACE = (
+WHITE_SPACE = (
     "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
 )
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def _id(provider_id: str) -> str:
-    return provider_id.strip(_WHITE_SPACE).translate(_ASCII_LOWER)
+    return provider_id.strip(WHITE_SPACE).translate(_ASCII_LOWER)
 
 
 def by_id(provider_id: str) -> Descriptor | None:
@@ -130,9 +157,17 @@ def detect(path: str, content_type: str = "") -> Descriptor:
     path = path_only(path)
     ct = content_type.translate(_ASCII_LOWER)
     for d in ALL:
-        if any(all(_holds(c, path, ct) for c in rule) for rule in d.detect):
+        if any(all(holds(c, path, ct) for c in rule) for rule in d.detect):
             return d
     return OPENAI
+
+
+def sniff(head: bytes) -> Descriptor | None:
+    """The provider whose body markers appear in the first bytes of a response, first in registry order."""
+    for d in ALL:
+        if any(m in head for m in d.body_markers):
+            return d
+    return None
 
 
 def resolve(provider_id: str, path: str = "", content_type: str = "") -> Descriptor:

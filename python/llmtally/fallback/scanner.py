@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from typing import Literal
 
 from .._types import RequestInfo, Stats, Usage
@@ -10,8 +11,8 @@ from . import decode, ndjson
 from .base64 import Base64
 from .data import CONSTANTS
 from .eventstream import EventStream
-from .json_scan import BROKEN, COMPLETE, JsonScanner, Pattern
-from .registry import resolve
+from .json_scan import BROKEN, COMPLETE, JsonScanner, Pattern, parse_uint
+from .registry import CONTENT_TYPES, WHITE_SPACE, holds, resolve
 from .sse import SseFramer
 from .text import TextState
 from .usage import BYTES, CHOICE_INDEX, TOOL_INDEX, U64_MAX, UsageAcc, is_text
@@ -19,7 +20,7 @@ from .usage import BYTES, CHOICE_INDEX, TOOL_INDEX, U64_MAX, UsageAcc, is_text
 DEFAULT_MAX_DECODED_BYTES = CONSTANTS["max_decoded_bytes"]
 DEFAULT_MAX_EVENT_BYTES = CONSTANTS["max_event_bytes"]
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-SNIFF_MAX = 4096
+SNIFF_MAX = CONSTANTS["sniff_max"]
 BOM = b"\xef\xbb\xbf"
 _WS = b" \t\n\r\x0c"  # Rust u8::is_ascii_whitespace
 
@@ -139,6 +140,7 @@ class ResponseScanner:
         content_type: str = "",
         content_encoding: str = "",
         path: str = "",
+        headers: Sequence[tuple[str, str]] = (),
         max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ):
@@ -152,16 +154,7 @@ class ResponseScanner:
             )
         self.request = request
         ct = content_type.translate(_ASCII_LOWER)
-        if ct.startswith("application/vnd.amazon.eventstream"):
-            hint = EVENTSTREAM
-        elif "event-stream" in ct:
-            hint = SSE
-        elif "ndjson" in ct or "jsonl" in ct:
-            hint = NDJSON
-        elif "json" in ct:
-            hint = JSON
-        else:
-            hint = None
+        hint = next((kind for cond, kind in CONTENT_TYPES if holds(cond, "", ct)), None)
         codecs = decode.parse(content_encoding)
         if codecs is None:
             self.decoder: decode.Decoder | Literal[False] | None = False  # undecodable
@@ -183,6 +176,15 @@ class ResponseScanner:
         self.result: Usage | None = None
         if hint == EVENTSTREAM:
             self._decide(None)
+        usage_headers = self.format.usage_headers
+        for name, value in headers:
+            name = name.strip(WHITE_SPACE).translate(_ASCII_LOWER)
+            slot = next((f for h, f in usage_headers if h == name), None)
+            v = parse_uint(value.strip(WHITE_SPACE).encode()) if slot is not None else None
+            if slot is not None and v is not None:
+                acc = self.docs.col
+                acc.int(slot, v)
+                acc.mark_final()  # the provider's own totals for the response
 
     def _decide(self, first: int | None) -> None:
         kind = self.hint
@@ -284,6 +286,8 @@ class ResponseScanner:
             self.docs.end()
         elif kind == EVENTSTREAM and pending:
             self.docs.broken += 1
+        if kind == JSON and not self.array and self.docs.docs > 0:
+            self.docs.col.mark_final()  # a whole body, not a stream: nothing is provisional
         self.result = self.snapshot()
         return self.result
 
@@ -303,22 +307,29 @@ class ResponseScanner:
             streaming = bool(req.streaming)
         else:
             streaming = kind in (SSE, NDJSON, EVENTSTREAM) or (kind == JSON and self.array)
-        nums = (0, 0, 0, 0, 0)
+        nums = (0, 0, 0, 0, 0, 0)
         source = "none"
         if acc.reported():
             nums = acc.numbers(self.format)
             source = "provider"
+            if not acc.is_final() and acc.text.seen():  # provisional usage never wins over the text delivered
+                completion, reasoning = acc.text.totals()
+                p, c, _, ca, cw, r = nums
+                if completion > c:
+                    nums = (p, completion, min(p + completion, U64_MAX), ca, cw, max(r, reasoning))
+                    source = "provider+tokenizer"
         elif acc.text.seen():
             completion, reasoning = acc.text.totals()
             prompt = req.prompt_tokens if req is not None else 0
-            nums = (prompt, completion, min(prompt + completion, U64_MAX), 0, reasoning)
+            nums = (prompt, completion, min(prompt + completion, U64_MAX), 0, 0, reasoning)
             source = "tokenizer"
-        p, c, t, ca, r = nums
+        p, c, t, ca, cw, r = nums
         return Usage(
             prompt_tokens=p,
             completion_tokens=c,
             total_tokens=t,
             cached_tokens=ca,
+            cache_write_tokens=cw,
             reasoning_tokens=r,
             model=model,
             provider_model=pm,

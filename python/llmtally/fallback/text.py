@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .data import CONSTANTS
 from .tokens import TextCounter, encoding_for
-from .usage import CHOICE, CHOICE_INDEX, ROOT, T_REASONING, TOOL, TOOL_INDEX
+from .usage import CHOICE, CHOICE_INDEX, ROOT, TOOL, TOOL_INDEX, is_reasoning
 
 MAX_TEXTS = CONSTANTS["max_texts"]
 
@@ -63,11 +63,15 @@ class TextState:
         return bool(self.texts)
 
     def totals(self) -> tuple[int, int]:
-        """(all output tokens, reasoning tokens)."""
-        every = reasoning = 0
-        for (_, _, f), c in zip(self.keys, self.texts, strict=False):
-            n = c.total()
-            every += n
-            if f == T_REASONING:
-                reasoning += n
-        return every, reasoning
+        """(all output tokens, reasoning tokens). Reasoning sent under several names
+        for one choice (and tool call) counts once: the largest."""
+        counts = [c.total() for c in self.texts]
+        other = 0
+        most: dict[tuple[int, int], int] = {}
+        for (choice, tool, f), n in zip(self.keys, counts, strict=True):
+            if is_reasoning(f):
+                most[(choice, tool)] = max(most.get((choice, tool), 0), n)
+            else:
+                other += n
+        reasoning = min(sum(most.values()), (1 << 64) - 1)
+        return min(other + reasoning, (1 << 64) - 1), reasoning

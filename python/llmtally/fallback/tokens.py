@@ -24,7 +24,7 @@ import threading
 from .data import CONSTANTS, DATA
 
 BASE_URL = "https://openaipublic.blob.core.windows.net/encodings/"
-ENCODINGS = ("o200k_base", "cl100k_base")
+ENCODINGS = tuple(DATA["encodings"])
 MIN_BATCH = CONSTANTS["count_min_batch"]
 MAX_HELD = CONSTANTS["count_max_held"]
 
@@ -32,7 +32,7 @@ MAX_HELD = CONSTANTS["count_max_held"]
 _MODELS = dict(DATA["models"])
 _PREFIXES = tuple((p, e) for p, e in DATA["model_prefixes"])
 
-_default = "o200k_base"
+_default: str = DATA["default_encoding"]
 _encodings: dict = {}
 _lock = threading.Lock()
 

@@ -15,21 +15,42 @@ if TYPE_CHECKING:
 INPUT, OUTPUT, TOTAL, CACHED, CACHE_WRITE, REASONING, EXTRA_INPUT = (
     FIELDS[n] for n in ("INPUT", "OUTPUT", "TOTAL", "CACHED", "CACHE_WRITE", "REASONING", "EXTRA_INPUT")
 )
+SUM_INPUT, SUM_OUTPUT, SUM_CACHED, SUM_CACHE_WRITE, ALT_INPUT, ALT_CACHED, ALT_OUTPUT = (
+    FIELDS[n]
+    for n in ("SUM_INPUT", "SUM_OUTPUT", "SUM_CACHED", "SUM_CACHE_WRITE", "ALT_INPUT", "ALT_CACHED", "ALT_OUTPUT")
+)
 SLOTS = CONSTANTS["usage_slots"]
-MODEL, ERROR, STREAM, INCLUDE_USAGE, USAGE_RESET, BYTES = (
-    FIELDS[n] for n in ("MODEL", "ERROR", "STREAM", "INCLUDE_USAGE", "USAGE_RESET", "BYTES")
+MODEL, ERROR, STREAM, INCLUDE_USAGE, USAGE_RESET, BYTES, SUM_RESET, FINISH = (
+    FIELDS[n] for n in ("MODEL", "ERROR", "STREAM", "INCLUDE_USAGE", "USAGE_RESET", "BYTES", "SUM_RESET", "FINISH")
 )
 ROOT, CHOICE, TOOL, CHOICE_INDEX, TOOL_INDEX = (
     FIELDS[n] for n in ("ROOT", "CHOICE", "TOOL", "CHOICE_INDEX", "TOOL_INDEX")
 )
-T_CONTENT, T_REFUSAL, T_REASONING, T_TOOL_NAME, T_TOOL_ARGS = (
-    FIELDS[n] for n in ("T_CONTENT", "T_REFUSAL", "T_REASONING", "T_TOOL_NAME", "T_TOOL_ARGS")
+T_CONTENT, T_REFUSAL, T_REASONING, T_TOOL_NAME, T_TOOL_ARGS, T_PLAN, T_REASONING_ALT, T_REASONING_DETAIL = (
+    FIELDS[n]
+    for n in (
+        "T_CONTENT",
+        "T_REFUSAL",
+        "T_REASONING",
+        "T_TOOL_NAME",
+        "T_TOOL_ARGS",
+        "T_PLAN",
+        "T_REASONING_ALT",
+        "T_REASONING_DETAIL",
+    )
 )
 R_MSG, R_TEXT, R_NAME = (FIELDS[n] for n in ("R_MSG", "R_TEXT", "R_NAME"))
+_SUMS = range(SUM_INPUT, SUM_CACHE_WRITE + 1)
+#: every slot but a server's own counters (ALT_*), which count only when none of these is reported
+_PROPER = tuple(s for s in range(SLOTS) if not ALT_INPUT <= s <= ALT_OUTPUT)
 
 
 def is_text(f: int) -> bool:
-    return T_CONTENT <= f <= T_TOOL_ARGS
+    return T_CONTENT <= f <= T_REASONING_DETAIL
+
+
+def is_reasoning(f: int) -> bool:
+    return f in (T_REASONING, T_REASONING_ALT, T_REASONING_DETAIL)
 
 
 MODEL_MAX = CONSTANTS["model_max"]
@@ -67,7 +88,17 @@ def sat_add(a: int, b: int) -> int:
 
 
 class UsageAcc(Sink):
-    __slots__ = ("slots", "provider_model", "errors", "changes", "model_buf", "model_bytes")
+    __slots__ = (
+        "slots",
+        "provider_model",
+        "errors",
+        "changes",
+        "model_buf",
+        "model_bytes",
+        "doc",
+        "finish_doc",
+        "usage_doc",
+    )
 
     def __init__(self):
         self.slots: list[int | None] = [None] * SLOTS
@@ -76,6 +107,10 @@ class UsageAcc(Sink):
         self.changes = 0  # grows whenever a reported number or the provider's model changes
         self.model_buf = ShortString()
         self.model_bytes = b""  # what provider_model was decoded from
+        # documents begun, the one of the first finish reason, the one of the latest number
+        self.doc = 0
+        self.finish_doc: int | None = None
+        self.usage_doc = 0
 
     def reported(self) -> bool:
         return any(v is not None for v in self.slots)
@@ -84,29 +119,61 @@ class UsageAcc(Sink):
         v = self.slots[f]
         return 0 if v is None else v
 
-    def numbers(self, fmt: Descriptor) -> tuple[int, int, int, int, int]:
-        """prompt, completion, total, cached, reasoning, by the format's rules."""
-        cached = self._get(CACHED)
+    def _get_or_sum(self, f: int, total: int) -> int:
+        v = self.slots[total]
+        return self._get(f) if v is None else v
+
+    def mark_final(self) -> None:
+        self.finish_doc = self.doc if self.finish_doc is None else min(self.finish_doc, self.doc)
+
+    def is_final(self) -> bool:
+        return self.finish_doc is not None and self.usage_doc >= self.finish_doc
+
+    def numbers(self, fmt: Descriptor) -> tuple[int, int, int, int, int, int]:
+        """prompt, completion, total, cached, cache write, reasoning, by the format's rules (see usage.rs)."""
+        slots = self.slots
+        if all(slots[s] is None for s in _PROPER):  # only a server's own counters (llama.cpp `timings`)
+            cached = self._get(ALT_CACHED)
+            prompt = sat_add(self._get(ALT_INPUT), cached)
+            completion = self._get(ALT_OUTPUT)
+            return prompt, completion, sat_add(prompt, completion), cached, 0, 0
+        cached = self._get_or_sum(CACHED, SUM_CACHED)
+        cache_write = self._get_or_sum(CACHE_WRITE, SUM_CACHE_WRITE)
         reasoning = self._get(REASONING)
-        prompt = sat_add(self._get(INPUT), self._get(EXTRA_INPUT))
+        prompt = sat_add(self._get_or_sum(INPUT, SUM_INPUT), self._get(EXTRA_INPUT))
         if fmt.prompt_adds_cache:
-            prompt = sat_add(sat_add(prompt, cached), self._get(CACHE_WRITE))
-        completion = self._get(OUTPUT)
+            prompt = sat_add(sat_add(prompt, cached), cache_write)
+        completion = self._get_or_sum(OUTPUT, SUM_OUTPUT)
         if fmt.completion_adds_reasoning:
             completion = sat_add(completion, reasoning)
-        total = self.slots[TOTAL]
-        if total is None:
+        total = slots[TOTAL]
+        if total is not None and slots[SUM_INPUT] is None and slots[SUM_OUTPUT] is None:
+            if reasoning > 0 and prompt + completion + reasoning == total:  # xAI: completion excluded reasoning
+                completion += reasoning
+        else:
             total = sat_add(prompt, completion)
-        return prompt, completion, total, cached, reasoning
+        return prompt, completion, total, cached, cache_write, reasoning
 
     def int(self, f: int, v: int) -> None:
-        if f < SLOTS and self.slots[f] != v:
+        if f >= SLOTS:
+            return
+        self.usage_doc = self.doc
+        if f in _SUMS:
+            old = self.slots[f]
+            v = sat_add(0 if old is None else old, v)
+        if self.slots[f] != v:
             self.slots[f] = v
             self.changes += 1
+
+    def boolean(self, f: builtins.int, v: bool) -> None:
+        if f == FINISH and v and self.finish_doc is None:
+            self.finish_doc = self.doc
 
     def str_start(self, f: builtins.int) -> None:
         if f == MODEL:
             self.model_buf.start()
+        elif f == FINISH and self.finish_doc is None:
+            self.finish_doc = self.doc
 
     def str_piece(self, f: builtins.int, s: bytes) -> None:
         if f == MODEL:
@@ -124,3 +191,8 @@ class UsageAcc(Sink):
             self.errors += 1
         elif mark == USAGE_RESET:
             self.slots = [None] * SLOTS
+        elif mark == SUM_RESET:
+            for s in _SUMS:
+                self.slots[s] = None
+        elif mark == ROOT:
+            self.doc += 1

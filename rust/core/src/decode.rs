@@ -19,7 +19,7 @@ use zstd::stream::raw::{DParameter, Decoder as ZstdDecoder, InBuffer, Operation,
 pub const DEFAULT_MAX_DECODED_BYTES: u64 = 64 << 20;
 
 pub const BLOCK: usize = 32 * 1024;
-const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+pub(crate) const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Codec {

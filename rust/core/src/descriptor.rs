@@ -3,6 +3,7 @@
 //! One [`Descriptor`] per provider lives in `providers/`; the registry
 //! export hands the same data to the pure-Python fallback.
 
+use crate::field::Field;
 use crate::json::Pat;
 use crate::usage::Arithmetic;
 
@@ -12,6 +13,7 @@ pub enum Cond {
     PathContains(&'static str),
     PathEndsWith(&'static str),
     ContentTypeStartsWith(&'static str),
+    ContentTypeContains(&'static str),
 }
 
 impl Cond {
@@ -21,6 +23,7 @@ impl Cond {
             Cond::PathContains(s) => path.contains(s),
             Cond::PathEndsWith(s) => path.ends_with(s),
             Cond::ContentTypeStartsWith(s) => content_type.starts_with(s),
+            Cond::ContentTypeContains(s) => content_type.contains(s),
         }
     }
 }
@@ -67,6 +70,24 @@ impl Framing {
     }
 }
 
+/// Bytes held while the framing is undecided (a BOM prefix and whitespace).
+pub(crate) const SNIFF_MAX: usize = 4096;
+
+/// The framing a content type tells, first match wins (lowercased; without
+/// a match the first bytes decide).
+pub(crate) const CONTENT_TYPES: &[(Cond, Framing)] = &[
+    (
+        Cond::ContentTypeStartsWith("application/vnd.amazon.eventstream"),
+        Framing::EventStream,
+    ),
+    (Cond::ContentTypeContains("event-stream"), Framing::Sse),
+    (Cond::ContentTypeContains("ndjson"), Framing::Ndjson),
+    (Cond::ContentTypeContains("jsonl"), Framing::Ndjson),
+    // Cohere's v1 streams
+    (Cond::ContentTypeContains("stream+json"), Framing::Ndjson),
+    (Cond::ContentTypeContains("json"), Framing::Json),
+];
+
 pub struct Descriptor {
     /// The id operators configure (`x-llm-provider`), and the `llm` label.
     pub id: &'static str,
@@ -91,4 +112,9 @@ pub struct Descriptor {
     pub path_model: Option<PathModel>,
     /// The request streams unless its body says otherwise when one of these holds.
     pub streams_by_path: &'static [Cond],
+    /// Response headers that report usage (lowercase names), read before the body.
+    pub usage_headers: &'static [(&'static str, Field)],
+    /// Byte strings whose presence near the start of a response body tells
+    /// this provider's format when nothing else does (`llmtally scan` on a file).
+    pub body_markers: &'static [&'static str],
 }

@@ -11,8 +11,8 @@
 //! headers are malformed, is skipped whole; a message longer than
 //! `max_message` is skipped without being buffered.
 
-const PRELUDE: usize = 12;
-const MIN_MESSAGE: usize = 16;
+pub(crate) const PRELUDE: usize = 12;
+pub(crate) const MIN_MESSAGE: usize = 16;
 
 /// A verified message, as handed to the handler.
 /// Default cap on one buffered event-stream message (Bedrock).

@@ -14,7 +14,19 @@ pub const CACHE_WRITE: Field = 4;
 pub const REASONING: Field = 5;
 /// Input billed besides the prompt (Gemini `toolUsePromptTokenCount`).
 pub const EXTRA_INPUT: Field = 6;
-pub const SLOTS: usize = 7;
+/// Summed slots: every value adds (Anthropic `usage.iterations[]`, Vertex
+/// `predictions[]`); reset on entering a `SUM_RESET` object. Where reported,
+/// they replace INPUT, OUTPUT, CACHED and CACHE_WRITE.
+pub const SUM_INPUT: Field = 7;
+pub const SUM_OUTPUT: Field = 8;
+pub const SUM_CACHED: Field = 9;
+pub const SUM_CACHE_WRITE: Field = 10;
+/// A server's own counters, used only when no usage proper is reported
+/// (llama.cpp `timings`: `prompt_n` excludes the `cache_n` reused tokens).
+pub const ALT_INPUT: Field = 11;
+pub const ALT_CACHED: Field = 12;
+pub const ALT_OUTPUT: Field = 13;
+pub const SLOTS: usize = 14;
 /// A model name (string leaf).
 pub const MODEL: Field = 16;
 /// Mark: an error object.
@@ -30,6 +42,11 @@ pub const BYTES: Field = 21;
 pub const ROOT: Field = 22;
 pub const CHOICE: Field = 23;
 pub const TOOL: Field = 24;
+/// Mark: an object whose arrays of summed values start from zero.
+pub const SUM_RESET: Field = 27;
+/// A finish reason (any string, or `true`): usage reported in this document
+/// or a later one is final; earlier usage was provisional (see usage.rs).
+pub const FINISH: Field = 28;
 /// Leaves naming the current choice / tool call (else their position).
 pub const CHOICE_INDEX: Field = 25;
 pub const TOOL_INDEX: Field = 26;
@@ -40,6 +57,13 @@ pub const T_REFUSAL: Field = 31;
 pub const T_REASONING: Field = 32;
 pub const T_TOOL_NAME: Field = 33;
 pub const T_TOOL_ARGS: Field = 34;
+/// Other billed output text (Cohere's `tool_plan`).
+pub const T_PLAN: Field = 35;
+/// Reasoning text under other names, which some providers send beside
+/// `T_REASONING` with the same text: per choice, the largest count of the
+/// three kinds is the reasoning (never their sum).
+pub const T_REASONING_ALT: Field = 36;
+pub const T_REASONING_DETAIL: Field = 37;
 /// Request side: a chat message (mark), a counted string (an integer
 /// there is one token id), a `name` (counted, plus one token).
 pub const R_MSG: Field = 40;
@@ -47,7 +71,11 @@ pub const R_TEXT: Field = 41;
 pub const R_NAME: Field = 42;
 
 pub fn is_text(f: Field) -> bool {
-    (T_CONTENT..=T_TOOL_ARGS).contains(&f)
+    (T_CONTENT..=T_REASONING_DETAIL).contains(&f)
+}
+
+pub fn is_reasoning(f: Field) -> bool {
+    matches!(f, T_REASONING | T_REASONING_ALT | T_REASONING_DETAIL)
 }
 
 /// Every id by name, for the registry export.
@@ -59,6 +87,13 @@ pub const NAMES: &[(&str, Field)] = &[
     ("CACHE_WRITE", CACHE_WRITE),
     ("REASONING", REASONING),
     ("EXTRA_INPUT", EXTRA_INPUT),
+    ("SUM_INPUT", SUM_INPUT),
+    ("SUM_OUTPUT", SUM_OUTPUT),
+    ("SUM_CACHED", SUM_CACHED),
+    ("SUM_CACHE_WRITE", SUM_CACHE_WRITE),
+    ("ALT_INPUT", ALT_INPUT),
+    ("ALT_CACHED", ALT_CACHED),
+    ("ALT_OUTPUT", ALT_OUTPUT),
     ("MODEL", MODEL),
     ("ERROR", ERROR),
     ("STREAM", STREAM),
@@ -68,6 +103,8 @@ pub const NAMES: &[(&str, Field)] = &[
     ("ROOT", ROOT),
     ("CHOICE", CHOICE),
     ("TOOL", TOOL),
+    ("SUM_RESET", SUM_RESET),
+    ("FINISH", FINISH),
     ("CHOICE_INDEX", CHOICE_INDEX),
     ("TOOL_INDEX", TOOL_INDEX),
     ("T_CONTENT", T_CONTENT),
@@ -75,6 +112,9 @@ pub const NAMES: &[(&str, Field)] = &[
     ("T_REASONING", T_REASONING),
     ("T_TOOL_NAME", T_TOOL_NAME),
     ("T_TOOL_ARGS", T_TOOL_ARGS),
+    ("T_PLAN", T_PLAN),
+    ("T_REASONING_ALT", T_REASONING_ALT),
+    ("T_REASONING_DETAIL", T_REASONING_DETAIL),
     ("R_MSG", R_MSG),
     ("R_TEXT", R_TEXT),
     ("R_NAME", R_NAME),

@@ -11,9 +11,10 @@
 //! - structure is validated along matched paths; a syntax error there stops
 //!   the document (values already reported stay reported); skipped subtrees
 //!   are only bracket-balanced;
-//! - a leaf receives an integer (`0|[1-9][0-9]*`, at most `u64::MAX`), a
-//!   boolean, or a string delivered as decoded UTF-8 pieces; any other value
-//!   at a leaf (float, null, object...) is ignored;
+//! - a leaf receives an integer (`0|[1-9][0-9]*`, at most `u64::MAX`, also
+//!   written with a zero fraction such as `4.0`), a boolean, or a string
+//!   delivered as decoded UTF-8 pieces; any other value at a leaf (another
+//!   float, null, object...) is ignored;
 //! - a `\u` escape of a lone surrogate decodes to U+FFFD; other bytes of
 //!   strings are passed through unchanged.
 
@@ -150,6 +151,20 @@ pub fn parse_uint(tok: &[u8]) -> Option<u64> {
     Some(v)
 }
 
+/// A count: an integer, or one written as a float with a zero fraction
+/// (`4.0`, as Vertex AI writes `token_count`); no sign, no exponent.
+pub fn parse_count(tok: &[u8]) -> Option<u64> {
+    match tok.iter().position(|&b| b == b'.') {
+        None => parse_uint(tok),
+        Some(dot) => {
+            let frac = &tok[dot + 1..];
+            (!frac.is_empty() && frac.iter().all(|&b| b == b'0'))
+                .then(|| parse_uint(&tok[..dot]))
+                .flatten()
+        }
+    }
+}
+
 const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
 
 impl JsonScanner {
@@ -246,7 +261,7 @@ impl JsonScanner {
                 b"true" => sink.boolean(f, true),
                 b"false" => sink.boolean(f, false),
                 _ => {
-                    if let Some(v) = parse_uint(tok) {
+                    if let Some(v) = parse_count(tok) {
                         sink.int(f, v)
                     }
                 }
@@ -653,10 +668,12 @@ mod tests {
     #[test]
     fn leaves_ignore_non_integers_and_overflow() {
         let (got, end) = run(
-            br#"{"n":1.5,"n":-1,"n":01,"n":18446744073709551616,"n":null,"n":{"n":1},"n":7}"#,
+            br#"{"n":1.5,"n":-1,"n":01,"n":18446744073709551616,"n":null,"n":{"n":1},"n":2.,"n":1e3,"n":7}"#,
             3,
         );
         assert_eq!(got, vec!["int 1 7"]);
+        let (got, _) = run(br#"{"n":4.0,"n":12.000,"n":-0.0,"n":0.00}"#, 1);
+        assert_eq!(got, vec!["int 1 4", "int 1 12", "int 1 0"]);
         assert_eq!(end, DocEnd::Complete);
     }
 

@@ -23,13 +23,11 @@ mod text;
 mod tokens;
 mod usage;
 
-pub use decode::{parse as parse_content_encoding, Codec, Decoder};
+pub use decode::{parse as parse_content_encoding, Decoder};
 pub use descriptor::{Cond, Descriptor, Framing, ModelEnd, PathModel};
-pub use eventstream::{
-    Counters as EventStreamCounters, EventStream, Message as EventStreamMessage,
-};
+pub use eventstream::{Counters as EventStreamCounters, EventStream};
 pub use providers::{
-    by_id as provider_by_id, registry_json, resolve as resolve_provider, ALL as PROVIDERS,
+    registry_json, resolve as resolve_provider, sniff as sniff_provider, ALL as PROVIDERS,
 };
 pub use request::{parse_request, RequestInfo};
 pub use scanner::{
@@ -67,13 +65,28 @@ mod structure {
         }
         for (module, path) in files {
             let text = std::fs::read_to_string(path).unwrap();
-            let code = text.split("#[cfg(test)]").next().unwrap();
+            // the unit tests sit at the end of each file, in `#[cfg(test)] mod tests`
+            let code = text.split("#[cfg(test)]\nmod ").next().unwrap();
+            let mut targets = vec![];
             for (i, _) in code.match_indices("crate::") {
                 let rest = &code[i + 7..];
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(rest.len());
-                let target = &rest[..end];
+                if let Some(group) = rest.strip_prefix('{') {
+                    // `use crate::{a, b::c}`: the first segment of each path
+                    let inner = &group[..group.find('}').unwrap_or(group.len())];
+                    targets.extend(
+                        inner
+                            .split(',')
+                            .map(|p| p.trim().split("::").next().unwrap_or("")),
+                    );
+                } else {
+                    targets.push(
+                        rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                            .next()
+                            .unwrap_or(""),
+                    );
+                }
+            }
+            for target in targets {
                 if target != module
                     && !target.is_empty()
                     && target.chars().next().unwrap().is_ascii_lowercase()

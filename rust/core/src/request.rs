@@ -1,7 +1,7 @@
 //! What the request tells: model, streaming, stream usage, and a prompt
 //! token estimate.
 //!
-//! Prompt rules (see README, "Prompt estimates"): OpenAI-style chat
+//! Prompt rules (see docs/providers.md, "Prompt estimates"): OpenAI-style chat
 //! messages follow the OpenAI cookbook (3 tokens per message, the tokens of
 //! every string value, 1 more per `name`, 3 for the reply priming); every
 //! other format counts the tokens of its text fields. An integer where text

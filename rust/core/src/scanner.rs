@@ -2,10 +2,10 @@
 
 use crate::base64::Base64;
 use crate::decode::{self, Decoder};
-use crate::descriptor::{Descriptor, Framing as Kind};
+use crate::descriptor::{Descriptor, Framing as Kind, CONTENT_TYPES, SNIFF_MAX};
 use crate::eventstream::EventStream;
 use crate::field::{self, Field};
-use crate::json::{DocEnd, JsonScanner, Sink};
+use crate::json::{parse_uint, DocEnd, JsonScanner, Sink};
 use crate::ndjson::{self, LineHandler};
 use crate::providers;
 use crate::request::RequestInfo;
@@ -22,6 +22,9 @@ pub struct ResponseMeta {
     pub content_type: String,
     pub content_encoding: String,
     pub path: String,
+    /// Response headers that may carry usage (the descriptor's `usage_headers`;
+    /// any other header is ignored). Names in any case.
+    pub headers: Vec<(String, String)>,
     pub max_decoded_bytes: u64,
     pub max_event_bytes: usize,
 }
@@ -32,6 +35,7 @@ impl Default for ResponseMeta {
             content_type: String::new(),
             content_encoding: String::new(),
             path: String::new(),
+            headers: Vec::new(),
             max_decoded_bytes: DEFAULT_MAX_DECODED_BYTES,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
         }
@@ -98,6 +102,9 @@ impl Sink for Leaves<'_> {
             self.acc.str_end(f);
         }
     }
+    fn boolean(&mut self, f: Field, v: bool) {
+        self.acc.boolean(f, v);
+    }
     fn enter(&mut self, mark: Field) {
         self.acc.enter(mark);
         self.text.enter(mark);
@@ -157,6 +164,9 @@ impl Sink for Collector {
             }
             _ => self.leaves().str_end(f),
         }
+    }
+    fn boolean(&mut self, f: Field, v: bool) {
+        self.leaves().boolean(f, v);
     }
     fn enter(&mut self, mark: Field) {
         self.leaves().enter(mark);
@@ -220,8 +230,6 @@ enum Framing {
     EventStream(EventStream),
 }
 
-/// Bytes held while the framing is undecided (a BOM prefix and whitespace).
-const SNIFF_MAX: usize = 4096;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// The decoded body: framing detection and documents.
@@ -342,17 +350,10 @@ impl ResponseScanner {
     pub fn new(provider: &str, request: Option<RequestInfo>, meta: &ResponseMeta) -> Self {
         let format = providers::resolve(provider, &meta.path, &meta.content_type);
         let ct = meta.content_type.to_ascii_lowercase();
-        let hint = if ct.starts_with("application/vnd.amazon.eventstream") {
-            Some(Kind::EventStream)
-        } else if ct.contains("event-stream") {
-            Some(Kind::Sse)
-        } else if ct.contains("ndjson") || ct.contains("jsonl") {
-            Some(Kind::Ndjson)
-        } else if ct.contains("json") {
-            Some(Kind::Json)
-        } else {
-            None
-        };
+        let hint = CONTENT_TYPES
+            .iter()
+            .find(|(c, _)| c.holds("", &ct))
+            .map(|(_, k)| *k);
         let decoder = match decode::parse(&meta.content_encoding) {
             None => Some(None),
             Some(c) if c.is_empty() => None,
@@ -378,6 +379,16 @@ impl ResponseScanner {
         };
         if hint == Some(Kind::EventStream) {
             body.decide(hint, None); // binary: no BOM or whitespace sniffing
+        }
+        for (name, value) in &meta.headers {
+            let slot = format
+                .usage_headers
+                .iter()
+                .find(|(h, _)| h.eq_ignore_ascii_case(name.trim()));
+            if let (Some((_, f)), Some(v)) = (slot, parse_uint(value.trim().as_bytes())) {
+                body.docs.col.acc.int(*f, v);
+                body.docs.col.acc.mark_final(); // the provider's own totals for the response
+            }
         }
         ResponseScanner {
             request,
@@ -443,6 +454,9 @@ impl ResponseScanner {
             return u.clone();
         }
         self.body.finish();
+        if matches!(self.body.framing, Framing::Json { array: false }) && self.body.docs.docs > 0 {
+            self.body.docs.col.acc.mark_final(); // a whole body, not a stream: nothing is provisional
+        }
         let u = self.snapshot();
         self.result = Some(u.clone());
         u
@@ -477,13 +491,24 @@ impl ResponseScanner {
         };
         let text = &self.body.docs.col.text;
         if acc.reported() {
-            let [p, c, t, ca, r] = acc.numbers(self.body.format.arithmetic);
-            u.prompt_tokens = p;
-            u.completion_tokens = c;
-            u.total_tokens = t;
-            u.cached_tokens = ca;
-            u.reasoning_tokens = r;
+            let n = acc.numbers(self.body.format.arithmetic);
+            u.prompt_tokens = n.prompt;
+            u.completion_tokens = n.completion;
+            u.total_tokens = n.total;
+            u.cached_tokens = n.cached;
+            u.cache_write_tokens = n.cache_write;
+            u.reasoning_tokens = n.reasoning;
             u.source = Source::Provider;
+            // provisional usage never wins over the text delivered
+            if !acc.is_final() && text.seen() {
+                let (completion, reasoning) = text.totals();
+                if completion > n.completion {
+                    u.completion_tokens = completion;
+                    u.reasoning_tokens = n.reasoning.max(reasoning);
+                    u.total_tokens = n.prompt.saturating_add(completion);
+                    u.source = Source::ProviderTokenizer;
+                }
+            }
         } else if text.seen() {
             let (completion, reasoning) = text.totals();
             u.prompt_tokens = self.request.as_ref().map_or(0, |r| r.prompt_tokens);

@@ -92,13 +92,25 @@ impl TextState {
         !self.texts.is_empty()
     }
 
-    /// (all output tokens, reasoning tokens).
+    /// (all output tokens, reasoning tokens). Reasoning sent under several
+    /// names for one choice (and tool call) counts once: the largest.
     pub fn totals(&self) -> (u64, u64) {
-        self.texts
-            .iter()
-            .fold((0, 0), |(all, reasoning), ((_, _, f), c)| {
-                let n = c.total();
-                (all + n, reasoning + if *f == T_REASONING { n } else { 0 })
-            })
+        let counts: Vec<u64> = self.texts.iter().map(|(_, c)| c.total()).collect();
+        let (mut other, mut reasoning) = (0u64, 0u64);
+        for (i, ((choice, tool, f), _)) in self.texts.iter().enumerate() {
+            if !is_reasoning(*f) {
+                other = other.saturating_add(counts[i]);
+                continue;
+            }
+            let same = |j: &usize| {
+                let (c, t, g) = self.texts[*j].0;
+                c == *choice && t == *tool && is_reasoning(g)
+            };
+            if (0..self.texts.len()).find(same) == Some(i) {
+                let most = (0..self.texts.len()).filter(same).map(|j| counts[j]).max();
+                reasoning = reasoning.saturating_add(most.unwrap_or(0));
+            }
+        }
+        (other.saturating_add(reasoning), reasoning)
     }
 }

@@ -3,7 +3,7 @@
 use crate::field::{self, Field};
 use crate::json::Sink;
 
-/// How a provider's numbers combine into the common meaning (see README).
+/// How a provider's numbers combine into the common meaning (see docs/providers.md, "Usage semantics").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Arithmetic {
     /// The provider's input count excludes cache reads and writes: add them.
@@ -34,6 +34,9 @@ pub enum Source {
     None,
     Provider,
     Tokenizer,
+    /// The provider's usage was provisional (the stream ended or was cut
+    /// before its final usage) and the delivered text counted more.
+    ProviderTokenizer,
 }
 
 impl Source {
@@ -42,6 +45,7 @@ impl Source {
             Source::None => "none",
             Source::Provider => "provider",
             Source::Tokenizer => "tokenizer",
+            Source::ProviderTokenizer => "provider+tokenizer",
         }
     }
 }
@@ -53,6 +57,7 @@ pub struct Usage {
     pub completion_tokens: u64,
     pub total_tokens: u64,
     pub cached_tokens: u64,
+    pub cache_write_tokens: u64,
     pub reasoning_tokens: u64,
     pub model: Option<String>,
     pub provider_model: Option<String>,
@@ -93,6 +98,17 @@ impl ShortString {
     }
 }
 
+/// A response's numbers in the common meaning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Numbers {
+    pub prompt: u64,
+    pub completion: u64,
+    pub total: u64,
+    pub cached: u64,
+    pub cache_write: u64,
+    pub reasoning: u64,
+}
+
 /// Latest value of each usage slot, and the provider's model.
 #[derive(Default)]
 pub struct UsageAcc {
@@ -101,6 +117,11 @@ pub struct UsageAcc {
     pub errors: u64,
     /// Grows whenever a reported number or the provider's model changes.
     pub changes: u64,
+    /// Documents begun (ROOT marks), the one of the first finish reason,
+    /// and the one of the latest reported number.
+    doc: u64,
+    finish_doc: Option<u64>,
+    usage_doc: u64,
     model_buf: ShortString,
     /// The bytes `provider_model` was made from.
     model_bytes: Vec<u8>,
@@ -113,37 +134,114 @@ impl UsageAcc {
     fn get(&self, f: Field) -> u64 {
         self.slots[f as usize].unwrap_or(0)
     }
-    /// prompt, completion, total, cached, reasoning, by the format's rules.
-    pub fn numbers(&self, f: Arithmetic) -> [u64; 5] {
-        let cached = self.get(field::CACHED);
+    fn has(&self, f: Field) -> bool {
+        self.slots[f as usize].is_some()
+    }
+    /// A slot, or the summed slot that replaces it where reported.
+    fn get_or_sum(&self, f: Field, sum: Field) -> u64 {
+        self.slots[sum as usize].unwrap_or_else(|| self.get(f))
+    }
+    /// Whether the reported usage is final: a finish reason came in the
+    /// document of the latest number or before it. Streams report usage early
+    /// and then update it (Anthropic's `message_start` placeholder, running
+    /// totals of vLLM, Perplexity, Gemini, Bedrock's Llama); until a finish
+    /// reason, those numbers are a floor.
+    /// What is reported from here on is final (response headers, a whole body).
+    pub fn mark_final(&mut self) {
+        self.finish_doc = Some(self.finish_doc.map_or(self.doc, |f| f.min(self.doc)));
+    }
+
+    pub fn is_final(&self) -> bool {
+        self.finish_doc.is_some_and(|f| self.usage_doc >= f)
+    }
+    /// The reported numbers in the common meaning (see docs/providers.md,
+    /// "Usage semantics"): the format's arithmetic, then one rule for every
+    /// provider: a total that equals prompt + completion + reasoning means the
+    /// completion excluded reasoning (xAI), so reasoning is added to it.
+    pub fn numbers(&self, f: Arithmetic) -> Numbers {
+        let alt = field::ALT_INPUT..=field::ALT_OUTPUT;
+        let proper = (0..field::SLOTS as Field).filter(|s| !alt.contains(s));
+        if !proper.into_iter().any(|s| self.has(s)) {
+            // only a server's own counters (llama.cpp `timings`)
+            let cached = self.get(field::ALT_CACHED);
+            return Numbers {
+                prompt: self.get(field::ALT_INPUT).saturating_add(cached),
+                completion: self.get(field::ALT_OUTPUT),
+                total: self
+                    .get(field::ALT_INPUT)
+                    .saturating_add(cached)
+                    .saturating_add(self.get(field::ALT_OUTPUT)),
+                cached,
+                ..Numbers::default()
+            };
+        }
+        let cached = self.get_or_sum(field::CACHED, field::SUM_CACHED);
+        let cache_write = self.get_or_sum(field::CACHE_WRITE, field::SUM_CACHE_WRITE);
         let reasoning = self.get(field::REASONING);
         let mut prompt = self
-            .get(field::INPUT)
+            .get_or_sum(field::INPUT, field::SUM_INPUT)
             .saturating_add(self.get(field::EXTRA_INPUT));
         if f.prompt_adds_cache {
-            prompt = prompt
-                .saturating_add(cached)
-                .saturating_add(self.get(field::CACHE_WRITE));
+            prompt = prompt.saturating_add(cached).saturating_add(cache_write);
         }
-        let mut completion = self.get(field::OUTPUT);
+        let mut completion = self.get_or_sum(field::OUTPUT, field::SUM_OUTPUT);
         if f.completion_adds_reasoning {
             completion = completion.saturating_add(reasoning);
         }
-        let total = self.slots[field::TOTAL as usize].unwrap_or(prompt.saturating_add(completion));
-        [prompt, completion, total, cached, reasoning]
+        let total = match self.slots[field::TOTAL as usize] {
+            // a total beside summed slots is the top level's, not theirs
+            Some(t) if !self.has(field::SUM_INPUT) && !self.has(field::SUM_OUTPUT) => {
+                if reasoning > 0
+                    && prompt
+                        .checked_add(completion)
+                        .and_then(|s| s.checked_add(reasoning))
+                        == Some(t)
+                {
+                    completion += reasoning;
+                }
+                t
+            }
+            _ => prompt.saturating_add(completion),
+        };
+        Numbers {
+            prompt,
+            completion,
+            total,
+            cached,
+            cache_write,
+            reasoning,
+        }
     }
 }
 
 impl Sink for UsageAcc {
     fn int(&mut self, f: Field, v: u64) {
-        if (f as usize) < field::SLOTS && self.slots[f as usize] != Some(v) {
-            self.slots[f as usize] = Some(v);
+        let Some(slot) = self.slots.get_mut(f as usize) else {
+            return;
+        };
+        self.usage_doc = self.doc;
+        let new = if (field::SUM_INPUT..=field::SUM_CACHE_WRITE).contains(&f) {
+            slot.unwrap_or(0).saturating_add(v)
+        } else {
+            v
+        };
+        if *slot != Some(new) {
+            *slot = Some(new);
             self.changes += 1;
         }
     }
+    fn boolean(&mut self, f: Field, v: bool) {
+        if f == field::FINISH && v {
+            self.finish_doc.get_or_insert(self.doc);
+        }
+    }
     fn str_start(&mut self, f: Field) {
-        if f == field::MODEL {
-            self.model_buf.start();
+        match f {
+            field::MODEL => self.model_buf.start(),
+            field::FINISH => {
+                self.finish_doc.get_or_insert(self.doc);
+            }
+            _ => {}
         }
     }
     fn str_piece(&mut self, f: Field, s: &[u8]) {
@@ -163,7 +261,90 @@ impl Sink for UsageAcc {
         match mark {
             field::ERROR => self.errors += 1,
             field::USAGE_RESET => self.slots = [None; field::SLOTS],
+            field::SUM_RESET => {
+                for s in field::SUM_INPUT..=field::SUM_CACHE_WRITE {
+                    self.slots[s as usize] = None;
+                }
+            }
+            field::ROOT => self.doc += 1,
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acc(values: &[(Field, u64)]) -> UsageAcc {
+        let mut a = UsageAcc::default();
+        for &(f, v) in values {
+            a.int(f, v);
+        }
+        a
+    }
+
+    #[test]
+    fn a_completion_without_its_reasoning_gets_it_added() {
+        use field::*;
+        // xAI: 291 + 26 + 189 = 506
+        let n = acc(&[(INPUT, 291), (OUTPUT, 26), (REASONING, 189), (TOTAL, 506)])
+            .numbers(Arithmetic::AS_REPORTED);
+        assert_eq!(
+            (n.prompt, n.completion, n.total, n.reasoning),
+            (291, 215, 506, 189)
+        );
+        // OpenAI: the completion already holds the reasoning
+        let n = acc(&[(INPUT, 10), (OUTPUT, 50), (REASONING, 40), (TOTAL, 60)])
+            .numbers(Arithmetic::AS_REPORTED);
+        assert_eq!((n.completion, n.total), (50, 60));
+        let only_reasoning = acc(&[(REASONING, 1)]).numbers(Arithmetic::AS_REPORTED);
+        assert_eq!((only_reasoning.reasoning, only_reasoning.total), (1, 0));
+    }
+
+    #[test]
+    fn sums_replace_the_top_level_and_alt_counts_only_alone() {
+        use field::*;
+        let mut a = acc(&[(INPUT, 682), (OUTPUT, 1320)]);
+        a.enter(SUM_RESET);
+        for (i, o) in [(60385, 592), (682, 1320)] {
+            a.int(SUM_INPUT, i);
+            a.int(SUM_OUTPUT, o);
+        }
+        let n = a.numbers(Arithmetic::PROMPT_ADDS_CACHE);
+        assert_eq!((n.prompt, n.completion, n.total), (61067, 1912, 62979));
+        a.enter(SUM_RESET);
+        assert_eq!(a.numbers(Arithmetic::PROMPT_ADDS_CACHE).prompt, 682);
+        let n = acc(&[(ALT_INPUT, 75), (ALT_CACHED, 5), (ALT_OUTPUT, 31)])
+            .numbers(Arithmetic::AS_REPORTED);
+        assert_eq!(
+            (n.prompt, n.completion, n.total, n.cached),
+            (80, 31, 111, 5)
+        );
+        let n = acc(&[(ALT_INPUT, 75), (INPUT, 80)]).numbers(Arithmetic::AS_REPORTED);
+        assert_eq!(n.prompt, 80);
+    }
+
+    #[test]
+    fn usage_is_final_from_the_document_of_a_finish_reason_on() {
+        use field::*;
+        let mut a = UsageAcc::default();
+        a.enter(ROOT);
+        a.int(OUTPUT, 1);
+        assert!(!a.is_final());
+        a.enter(ROOT);
+        a.str_start(FINISH);
+        assert!(!a.is_final()); // the number came before the finish reason
+        a.int(OUTPUT, 15);
+        assert!(a.is_final());
+        a.enter(ROOT);
+        a.int(OUTPUT, 16); // a later number stays final
+        assert!(a.is_final());
+        let mut b = UsageAcc::default();
+        b.boolean(FINISH, false);
+        b.int(OUTPUT, 1);
+        assert!(!b.is_final());
+        b.mark_final();
+        assert!(b.is_final());
     }
 }

@@ -13,6 +13,7 @@ fn usage_json(u: &Usage) -> Value {
     serde_json::json!({
         "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
         "total_tokens": u.total_tokens, "cached_tokens": u.cached_tokens,
+        "cache_write_tokens": u.cache_write_tokens,
         "reasoning_tokens": u.reasoning_tokens, "model": u.model, "provider_model": u.provider_model,
         "streaming": u.streaming, "source": u.source.as_str(),
     })
@@ -33,9 +34,19 @@ fn scan(case: &Value, pieces: &[&[u8]]) -> Value {
             &s("path"),
         )
     });
+    let headers = case
+        .get("headers")
+        .and_then(Value::as_object)
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
     let meta = ResponseMeta {
         content_type: s("content_type"),
         path: s("path"),
+        headers,
         ..ResponseMeta::default()
     };
     let mut sc = ResponseScanner::new(&provider, request, &meta);

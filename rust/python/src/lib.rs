@@ -23,6 +23,7 @@ fn usage_obj<'py>(py: Python<'py>, u: core::Usage) -> PyResult<Bound<'py, PyAny>
     kw.set_item("completion_tokens", u.completion_tokens)?;
     kw.set_item("total_tokens", u.total_tokens)?;
     kw.set_item("cached_tokens", u.cached_tokens)?;
+    kw.set_item("cache_write_tokens", u.cache_write_tokens)?;
     kw.set_item("reasoning_tokens", u.reasoning_tokens)?;
     kw.set_item("model", u.model)?;
     kw.set_item("provider_model", u.provider_model)?;
@@ -50,14 +51,16 @@ struct ResponseScanner {
 impl ResponseScanner {
     #[new]
     #[pyo3(signature = (provider, request=None, *, content_type=String::new(), content_encoding=String::new(),
-                        path=String::new(), max_decoded_bytes=core::DEFAULT_MAX_DECODED_BYTES,
+                        path=String::new(), headers=Vec::new(), max_decoded_bytes=core::DEFAULT_MAX_DECODED_BYTES,
                         max_event_bytes=core::DEFAULT_MAX_EVENT_BYTES))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         provider: &str,
         request: Option<&Bound<'_, PyAny>>,
         content_type: String,
         content_encoding: String,
         path: String,
+        headers: Vec<(String, String)>,
         max_decoded_bytes: u64,
         max_event_bytes: usize,
     ) -> PyResult<Self> {
@@ -66,6 +69,7 @@ impl ResponseScanner {
             content_type,
             content_encoding,
             path,
+            headers,
             max_decoded_bytes,
             max_event_bytes,
         };
@@ -183,6 +187,12 @@ fn resolve_provider(provider: &str, path: &str, content_type: &str) -> &'static 
     core::resolve_provider(provider, path, content_type).id
 }
 
+/// The provider whose body markers appear in the first bytes of a response, if any.
+#[pyfunction]
+fn sniff_provider(head: &[u8]) -> Option<&'static str> {
+    core::sniff_provider(head).map(|d| d.id)
+}
+
 /// The registry the fallback is generated from (the same JSON as its `registry.json`).
 #[pyfunction]
 fn registry_json() -> String {
@@ -199,6 +209,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_default_encoding, m)?)?;
     m.add_function(wrap_pyfunction!(default_encoding, m)?)?;
     m.add_function(wrap_pyfunction!(registry_json, m)?)?;
+    m.add_function(wrap_pyfunction!(sniff_provider, m)?)?;
     m.add("DEFAULT_MAX_DECODED_BYTES", core::DEFAULT_MAX_DECODED_BYTES)?;
     m.add("DEFAULT_MAX_EVENT_BYTES", core::DEFAULT_MAX_EVENT_BYTES)?;
     Ok(())

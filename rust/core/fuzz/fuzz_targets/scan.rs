@@ -11,7 +11,16 @@ use llmtally_core::{ResponseMeta, ResponseScanner};
 #[path = "split.rs"]
 mod split;
 
-const PROVIDERS: [&str; 9] = ["openai", "anthropic", "gemini", "bedrock", "ollama", "azure", "auto", "mistral", "x"];
+/// Every registry id, `auto` and an unknown id.
+fn provider(i: u8) -> &'static str {
+    let ids = llmtally_core::PROVIDERS;
+    match i as usize % (ids.len() + 2) {
+        n if n < ids.len() => ids[n].id,
+        n if n == ids.len() => "auto",
+        _ => "x",
+    }
+}
+const PATHS: [&str; 4] = ["", "/v1/chat/completions", "/v1/messages", "/v1beta/models/m:streamGenerateContent"];
 const TYPES: [&str; 6] = ["", "text/event-stream", "application/json", "application/x-ndjson",
                           "application/vnd.amazon.eventstream", "text/plain"];
 const ENCODINGS: [&str; 6] = ["", "gzip", "deflate", "br", "zstd", "gzip, br"];
@@ -28,9 +37,10 @@ fuzz_target!(|input: &[u8]| {
         content_encoding: ENCODINGS[head[2] as usize % ENCODINGS.len()].into(),
         max_decoded_bytes: 1 << 20,
         max_event_bytes: 4096,
+        path: PATHS[(head[0] >> 4) as usize % PATHS.len()].into(),
         ..ResponseMeta::default()
     };
-    let provider = PROVIDERS[head[0] as usize % PROVIDERS.len()];
+    let provider = provider(head[0]);
     let mut whole = ResponseScanner::new(provider, None, &meta);
     whole.feed(body);
     let mut parts = ResponseScanner::new(provider, None, &meta);

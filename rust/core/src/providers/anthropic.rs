@@ -5,6 +5,9 @@
 //! repeat the input fields there too); the latest value of each field wins.
 //! Non-streaming: `usage` at the top level. `input_tokens` excludes cache
 //! reads and writes, which are added to make `prompt_tokens`.
+//! `output_tokens_details.thinking_tokens` is the reasoning part of
+//! `output_tokens`. With `usage.iterations` (server-side compaction, advisor
+//! and fallback steps) the bill is the sum over every iteration.
 //!
 //! Text for counting: `content_block_delta` events' `delta.text`,
 //! `delta.thinking` and `delta.partial_json`, and tool names from
@@ -16,16 +19,36 @@ use crate::field::*;
 use crate::json::Pat::{self, Arr, Leaf, Obj, Or};
 use crate::usage::Arithmetic;
 
-pub(crate) const USAGE: Pat = Obj(
+/// Server-side sampling steps (compaction, advisor, fallback): billed as
+/// the sum of every step, which replaces the top-level numbers.
+const ITERATION: Pat = Obj(
     None,
+    &[
+        ("input_tokens", Leaf(SUM_INPUT)),
+        ("output_tokens", Leaf(SUM_OUTPUT)),
+        ("cache_read_input_tokens", Leaf(SUM_CACHED)),
+        ("cache_creation_input_tokens", Leaf(SUM_CACHE_WRITE)),
+    ],
+);
+
+pub(crate) const USAGE: Pat = Obj(
+    Some(SUM_RESET),
     &[
         ("input_tokens", Leaf(INPUT)),
         ("output_tokens", Leaf(OUTPUT)),
         ("cache_read_input_tokens", Leaf(CACHED)),
         ("cache_creation_input_tokens", Leaf(CACHE_WRITE)),
+        (
+            "output_tokens_details",
+            Obj(None, &[("thinking_tokens", Leaf(REASONING))]),
+        ),
+        ("iterations", Arr(&ITERATION)),
     ],
 );
 
+/// `message_start.message`: its usage is a placeholder (`output_tokens` is
+/// often 1) until `message_delta`, which carries `stop_reason`, reports the
+/// final counts.
 pub(crate) const MESSAGE: Pat = Obj(None, &[("model", Leaf(MODEL)), ("usage", USAGE)]);
 
 /// `delta` of a content block (Anthropic), union with Bedrock Converse's.
@@ -35,6 +58,8 @@ pub(crate) const DELTA: Pat = Obj(
         ("text", Leaf(T_CONTENT)),
         ("thinking", Leaf(T_REASONING)),
         ("partial_json", Leaf(T_TOOL_ARGS)),
+        // message_delta
+        ("stop_reason", Leaf(FINISH)),
         ("toolUse", Obj(None, &[("input", Leaf(T_TOOL_ARGS))])),
         (
             "reasoningContent",
@@ -55,6 +80,7 @@ static RESPONSE: Pat = Obj(
         ("index", Leaf(CHOICE_INDEX)),
         ("delta", DELTA),
         ("content_block", BLOCK_START),
+        ("stop_reason", Leaf(FINISH)),
     ],
 );
 static RESPONSE_ARRAY: Pat = Arr(&RESPONSE);
@@ -88,4 +114,10 @@ pub static ANTHROPIC: Descriptor = Descriptor {
     nul_framing: None,
     path_model: None,
     streams_by_path: &[],
+    usage_headers: &[],
+    body_markers: &[
+        "\"message_start\"",
+        "\"content_block_delta\"",
+        "\"cache_creation_input_tokens\"",
+    ],
 };

@@ -13,6 +13,7 @@ pub static AZURE: Descriptor = Descriptor {
         end: ModelEnd::Char('/'),
         percent_decoded: true,
     }),
+    body_markers: &["\"prompt_filter_results\"", "\"content_filter_results\""],
     ..compatible(
         "azure",
         "AzureOpenAI",

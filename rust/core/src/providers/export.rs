@@ -4,12 +4,14 @@
 
 use super::ALL;
 use crate::decode::DEFAULT_MAX_DECODED_BYTES;
-use crate::descriptor::{Cond, Descriptor, Framing, ModelEnd};
+use crate::decode::{BLOCK, ZSTD_WINDOW_LOG_MAX};
+use crate::descriptor::{Cond, Descriptor, Framing, ModelEnd, CONTENT_TYPES, SNIFF_MAX};
 use crate::eventstream::DEFAULT_MAX_EVENT_BYTES;
+use crate::eventstream::{MIN_MESSAGE, PRELUDE};
 use crate::field::{self, SLOTS};
 use crate::json::{Pat, BARE_MAX, KEY_MAX};
 use crate::text::MAX_TEXTS;
-use crate::tokens::{MAX_HELD, MIN_BATCH, MODELS, PREFIXES};
+use crate::tokens::{default_encoding, Encoding, ENCODINGS, MAX_HELD, MIN_BATCH, MODELS, PREFIXES};
 use crate::usage::MODEL_MAX;
 use std::fmt::Write;
 
@@ -77,6 +79,7 @@ fn cond(out: &mut String, c: &Cond) {
         Cond::PathContains(s) => ("path_contains", s),
         Cond::PathEndsWith(s) => ("path_ends_with", s),
         Cond::ContentTypeStartsWith(s) => ("content_type_starts_with", s),
+        Cond::ContentTypeContains(s) => ("content_type_contains", s),
     };
     out.push('[');
     string(out, kind);
@@ -139,10 +142,28 @@ fn descriptor(out: &mut String, d: &Descriptor) {
     framing(out, Some(d.brace_framing));
     out.push_str(",\n   \"nul_framing\": ");
     framing(out, d.nul_framing);
-    out.push_str(",\n   \"request\": ");
+    out.push_str(",\n   \"usage_headers\": [");
+    for (i, (name, f)) in d.usage_headers.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push('[');
+        string(out, name);
+        let _ = write!(out, ", {f}]");
+    }
+    out.push_str("],\n   \"body_markers\": [");
+    for (i, m) in d.body_markers.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        string(out, m);
+    }
+    out.push_str("],\n   \"request\": ");
     pat(out, d.request);
     out.push_str(",\n   \"response\": ");
     pat(out, d.response);
+    out.push_str(",\n   \"response_array\": ");
+    pat(out, d.response_array);
     out.push_str(",\n   \"inner\": ");
     match d.inner {
         Some(p) => pat(out, p),
@@ -151,7 +172,7 @@ fn descriptor(out: &mut String, d: &Descriptor) {
     out.push_str("\n  }");
 }
 
-fn table(out: &mut String, rows: &[(&str, crate::tokens::Encoding)]) {
+fn table(out: &mut String, rows: &[(&str, Encoding)]) {
     out.push('[');
     for (i, (name, enc)) in rows.iter().enumerate() {
         if i > 0 {
@@ -180,9 +201,32 @@ pub fn registry_json() -> String {
         out,
         "}},\n \"constants\": {{\"max_decoded_bytes\": {DEFAULT_MAX_DECODED_BYTES}, \"max_event_bytes\": {DEFAULT_MAX_EVENT_BYTES}, \
          \"model_max\": {MODEL_MAX}, \"max_texts\": {MAX_TEXTS}, \"json_key_max\": {KEY_MAX}, \"json_bare_max\": {BARE_MAX}, \
-         \"count_min_batch\": {MIN_BATCH}, \"count_max_held\": {MAX_HELD}, \"usage_slots\": {SLOTS}}},\n \"models\": "
+         \"count_min_batch\": {MIN_BATCH}, \"count_max_held\": {MAX_HELD}, \"usage_slots\": {SLOTS}, \"sniff_max\": {SNIFF_MAX}, \"decode_block\": {BLOCK}, \
+         \"zstd_window_log_max\": {ZSTD_WINDOW_LOG_MAX}, \"eventstream_prelude\": {PRELUDE}, \
+         \"eventstream_min_message\": {MIN_MESSAGE}}},\n \"models\": "
     );
     table(&mut out, &MODELS);
+    out.push_str(",\n \"encodings\": [");
+    for (i, name) in ENCODINGS.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        string(&mut out, name);
+    }
+    out.push_str("],\n \"default_encoding\": ");
+    string(&mut out, default_encoding().name());
+    out.push_str(",\n \"content_types\": [");
+    for (i, (c, k)) in CONTENT_TYPES.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push('[');
+        cond(&mut out, c);
+        out.push_str(", ");
+        string(&mut out, k.name());
+        out.push(']');
+    }
+    out.push(']');
     out.push_str(",\n \"model_prefixes\": ");
     table(&mut out, &PREFIXES);
     out.push_str(",\n \"providers\": [\n  ");

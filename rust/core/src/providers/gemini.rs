@@ -7,12 +7,18 @@
 //! `toolUsePromptTokenCount` is billed input too and is added to the prompt;
 //! `thoughtsTokenCount` (reasoning) is not part of `candidatesTokenCount`
 //! and is added to the completion. `modelVersion` is the provider's model.
+//! A chunk with `finishReason` makes the usage final; before it the
+//! cumulative numbers are a floor (see usage.rs).
 //! Text for counting: `candidates[].content.parts[].text`, per candidate.
+//!
+//! Also read: the Interactions API (`/v1beta/interactions`, its `total_*`
+//! usage) and Vertex AI embeddings (`:predict`, the sum of
+//! `predictions[].embeddings.statistics.token_count`).
 
-use super::openai::{ERROR_OBJ, TEXT_BLOCKS};
+use super::openai::{ERROR_OBJ, TEXT_BLOCKS, TEXT_OR_BLOCKS};
 use crate::descriptor::{Cond, Descriptor, Framing, ModelEnd, PathModel};
 use crate::field::*;
-use crate::json::Pat::{self, Arr, Leaf, Obj};
+use crate::json::Pat::{self, Arr, Leaf, Obj, Or};
 use crate::usage::Arithmetic;
 
 const USAGE: Pat = Obj(
@@ -27,10 +33,32 @@ const USAGE: Pat = Obj(
     ],
 );
 
+/// The Interactions API's usage (snake_case on the Gemini API, camelCase on
+/// Vertex): thought tokens are outside `total_output_tokens`, tool-use tokens
+/// are billed input, `total_tokens` is their sum.
+const INTERACTION_USAGE: Pat = Obj(
+    Some(USAGE_RESET),
+    &[
+        ("total_input_tokens", Leaf(INPUT)),
+        ("total_output_tokens", Leaf(OUTPUT)),
+        ("total_thought_tokens", Leaf(REASONING)),
+        ("total_cached_tokens", Leaf(CACHED)),
+        ("total_tool_use_tokens", Leaf(EXTRA_INPUT)),
+        ("total_tokens", Leaf(TOTAL)),
+        ("totalInputTokens", Leaf(INPUT)),
+        ("totalOutputTokens", Leaf(OUTPUT)),
+        ("totalThoughtTokens", Leaf(REASONING)),
+        ("totalCachedTokens", Leaf(CACHED)),
+        ("totalToolUseTokens", Leaf(EXTRA_INPUT)),
+        ("totalTokens", Leaf(TOTAL)),
+    ],
+);
+
 const CANDIDATE: Pat = Obj(
     Some(CHOICE),
     &[
         ("index", Leaf(CHOICE_INDEX)),
+        ("finishReason", Leaf(FINISH)),
         (
             "content",
             Obj(
@@ -48,6 +76,40 @@ static RESPONSE: Pat = Obj(
         ("modelVersion", Leaf(MODEL)),
         ("error", ERROR_OBJ),
         ("candidates", Arr(&CANDIDATE)),
+        // Interactions API: `interaction.completed` (`interaction.complete`
+        // before steps), the non-streaming body, and `step.delta` text
+        (
+            "interaction",
+            Obj(
+                None,
+                &[("usage", INTERACTION_USAGE), ("model", Leaf(MODEL))],
+            ),
+        ),
+        ("usage", INTERACTION_USAGE),
+        ("model", Leaf(MODEL)),
+        ("index", Leaf(CHOICE_INDEX)),
+        ("delta", Obj(None, &[("text", Leaf(T_CONTENT))])),
+        (
+            "steps",
+            Arr(&Obj(
+                Some(CHOICE),
+                &[("content", Arr(&Obj(None, &[("text", Leaf(T_CONTENT))])))],
+            )),
+        ),
+        // Vertex AI embeddings (`:predict`): the input is the sum over predictions
+        (
+            "predictions",
+            Arr(&Obj(
+                None,
+                &[(
+                    "embeddings",
+                    Obj(
+                        None,
+                        &[("statistics", Obj(None, &[("token_count", Leaf(SUM_INPUT))]))],
+                    ),
+                )],
+            )),
+        ),
     ],
 );
 static RESPONSE_ARRAY: Pat = Arr(&RESPONSE);
@@ -60,6 +122,18 @@ static REQUEST: Pat = Obj(
         ("model", Leaf(MODEL)),
         ("stream", Leaf(STREAM)),
         ("contents", Arr(&CONTENT)),
+        // Interactions: a string or turns; Vertex embeddings: instances
+        (
+            "input",
+            Or(&[
+                Leaf(R_TEXT),
+                Arr(&Or(&[
+                    Leaf(R_TEXT),
+                    Obj(None, &[("content", TEXT_OR_BLOCKS), ("text", Leaf(R_TEXT))]),
+                ])),
+            ]),
+        ),
+        ("instances", Arr(&Obj(None, &[("content", Leaf(R_TEXT))]))),
         ("systemInstruction", CONTENT),
         ("system_instruction", CONTENT),
     ],
@@ -73,6 +147,7 @@ pub(crate) const fn google(
     id: &'static str,
     display: &'static str,
     detect: &'static [&'static [Cond]],
+    body_markers: &'static [&'static str],
 ) -> Descriptor {
     Descriptor {
         id,
@@ -92,7 +167,23 @@ pub(crate) const fn google(
             percent_decoded: false,
         }),
         streams_by_path: STREAM_GENERATE,
+        usage_headers: &[],
+        body_markers,
     }
 }
 
-pub static GEMINI: Descriptor = google("gemini", "Gemini", &[GENERATE, STREAM_GENERATE]);
+pub static GEMINI: Descriptor = google(
+    "gemini",
+    "Gemini",
+    &[
+        GENERATE,
+        STREAM_GENERATE,
+        &[Cond::PathContains("/interactions")],
+    ],
+    &[
+        "\"usageMetadata\"",
+        "\"candidates\"",
+        "interaction.created",
+        "interaction.complete",
+    ],
+);

@@ -7,6 +7,7 @@
 mod anthropic;
 mod azure;
 mod bedrock;
+mod cohere;
 mod export;
 mod gemini;
 mod mistral;
@@ -21,13 +22,14 @@ pub use export::registry_json;
 
 /// Every provider, in `auto` detection order: the first whose rule holds
 /// wins, and OpenAI (no rules) is the default.
-pub static ALL: [&Descriptor; 8] = [
+pub static ALL: &[&Descriptor] = &[
     &bedrock::BEDROCK,
     &vertex::VERTEX_AI,
     &gemini::GEMINI,
     &azure::AZURE,
     &anthropic::ANTHROPIC,
     &ollama::OLLAMA,
+    &cohere::COHERE,
     &openai::OPENAI,
     &mistral::MISTRAL,
 ];
@@ -60,6 +62,16 @@ pub fn detect(path: &str, content_type: &str) -> &'static Descriptor {
                 .any(|rule| rule.iter().all(|c| c.holds(path, &ct)))
         })
         .unwrap_or(&openai::OPENAI)
+}
+
+/// The provider whose body markers appear in `head` (the first bytes of a
+/// response), first in registry order; None when none does.
+pub fn sniff(head: &[u8]) -> Option<&'static Descriptor> {
+    ALL.iter().copied().find(|d| {
+        d.body_markers
+            .iter()
+            .any(|m| memchr::memmem::find(head, m.as_bytes()).is_some())
+    })
 }
 
 /// The path without its query string.

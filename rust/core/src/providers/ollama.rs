@@ -28,6 +28,8 @@ static RESPONSE: Pat = Obj(
         ("choices", Arr(&super::openai::CHOICE_OBJ)),
         ("thinking", Leaf(T_REASONING)),
         ("model", Leaf(MODEL)),
+        ("done", Leaf(FINISH)),
+        ("done_reason", Leaf(FINISH)),
         ("prompt_eval_count", Leaf(INPUT)),
         ("eval_count", Leaf(OUTPUT)),
         (
@@ -78,4 +80,6 @@ pub static OLLAMA: Descriptor = Descriptor {
     path_model: None,
     // the native API streams unless the body says `"stream": false`
     streams_by_path: &[CHAT, GENERATE],
+    usage_headers: &[],
+    body_markers: &["\"eval_count\"", "\"done_reason\""],
 };

@@ -7,6 +7,10 @@
 //! - Responses API: `response.usage` in `response.completed`,
 //!   `response.incomplete` and `response.failed` events, or `usage` at the
 //!   top of the non-streaming body, with `input_tokens`/`output_tokens`.
+//! - Vendor fields (see docs/providers.md): Groq's `x_groq.usage`, DeepSeek's
+//!   `prompt_cache_hit_tokens`, OpenRouter's `cache_write_tokens`, llama.cpp's
+//!   `timings` (`prompt_n + cache_n` input, `cache_n` cached, `predicted_n` output)
+//!   when no `usage` is reported.
 //! - Embeddings: `usage.prompt_tokens` and `total_tokens`; the (large)
 //!   `data` array is skipped.
 //!
@@ -33,8 +37,17 @@ const USAGE: Pat = Obj(
         ("total_tokens", Leaf(TOTAL)),
         (
             "prompt_tokens_details",
-            Obj(None, &[("cached_tokens", Leaf(CACHED))]),
+            Obj(
+                None,
+                &[
+                    ("cached_tokens", Leaf(CACHED)),
+                    // OpenRouter
+                    ("cache_write_tokens", Leaf(CACHE_WRITE)),
+                ],
+            ),
         ),
+        // DeepSeek: the same number as prompt_tokens_details.cached_tokens
+        ("prompt_cache_hit_tokens", Leaf(CACHED)),
         (
             "input_tokens_details",
             Obj(None, &[("cached_tokens", Leaf(CACHED))]),
@@ -74,7 +87,22 @@ const MESSAGE: Pat = Obj(
     &[
         ("content", Leaf(T_CONTENT)),
         ("refusal", Leaf(T_REFUSAL)),
+        // DeepSeek, xAI, llama.cpp, Fireworks, older vLLM
         ("reasoning_content", Leaf(T_REASONING)),
+        // Groq, OpenRouter, Cerebras, Ollama's /v1, vLLM since 2026 (some send
+        // it beside reasoning_content with the same text: counted once)
+        ("reasoning", Leaf(T_REASONING_ALT)),
+        // OpenRouter, beside `reasoning`: `text` or `summary` (`data` is encrypted)
+        (
+            "reasoning_details",
+            Arr(&Obj(
+                None,
+                &[
+                    ("text", Leaf(T_REASONING_DETAIL)),
+                    ("summary", Leaf(T_REASONING_DETAIL)),
+                ],
+            )),
+        ),
         ("tool_calls", Arr(&TOOL_CALL)),
     ],
 );
@@ -86,6 +114,7 @@ pub(crate) const CHOICE_OBJ: Pat = Obj(
         ("delta", MESSAGE),
         ("message", MESSAGE),
         ("text", Leaf(T_CONTENT)),
+        ("finish_reason", Leaf(FINISH)),
     ],
 );
 
@@ -94,6 +123,20 @@ pub(crate) static RESPONSE: Pat = Obj(
     &[
         ("model", Leaf(MODEL)),
         ("usage", USAGE),
+        // Groq: stream usage in the last chunk's `x_groq` (for some models only there)
+        ("x_groq", Obj(None, &[("usage", USAGE)])),
+        // llama.cpp's server: its own counts, used when no usage is reported
+        (
+            "timings",
+            Obj(
+                None,
+                &[
+                    ("prompt_n", Leaf(ALT_INPUT)),
+                    ("cache_n", Leaf(ALT_CACHED)),
+                    ("predicted_n", Leaf(ALT_OUTPUT)),
+                ],
+            ),
+        ),
         ("error", ERROR_OBJ),
         (
             "response",
@@ -180,6 +223,8 @@ pub(crate) const fn compatible(
         nul_framing: None,
         path_model: None,
         streams_by_path: &[],
+        usage_headers: &[],
+        body_markers: &[],
     }
 }
 

@@ -16,5 +16,15 @@ pub static VERTEX_AI: Descriptor = google(
             Cond::PathContains(":streamGenerateContent"),
             Cond::PathContains("/projects/"),
         ],
+        &[
+            Cond::PathContains(":predict"),
+            Cond::PathContains("/projects/"),
+        ],
+        &[
+            Cond::PathContains("/interactions"),
+            Cond::PathContains("/projects/"),
+        ],
     ],
+    // embeddings; its other responses read as Gemini's
+    &["\"predictions\""],
 );

@@ -1,0 +1,122 @@
+//! Cohere: Chat v2 (`/v2/chat`, SSE events `message-start` ...
+//! `content-delta` ... `message-end`), Chat v1 (`/v1/chat`, NDJSON
+//! `application/stream+json` ending in `stream-end`), and Embed (`/v{1,2}/embed`).
+//!
+//! Cohere bills `billed_units` (`input_tokens`, `output_tokens`), which
+//! leave out the prompt template, the system prompt and cached tokens; the raw
+//! `tokens` and `cached_tokens` beside them are not what is charged and are
+//! not read. Usage arrives only at the end (`message-end`'s `delta.usage`,
+//! the body's `usage`, v1 `stream-end`'s `response.meta`, embed's `meta`): a
+//! stream cut before it is counted by the tokenizer. Text for counting:
+//! content deltas, the tool plan, tool call names and arguments.
+
+use super::openai::{compatible, TEXT_OR_BLOCKS};
+use crate::descriptor::{Cond, Descriptor};
+use crate::field::*;
+use crate::json::Pat::{self, Arr, Leaf, Obj, Or};
+
+const BILLED: Pat = Obj(
+    None,
+    &[(
+        "billed_units",
+        Obj(
+            None,
+            &[
+                ("input_tokens", Leaf(INPUT)),
+                ("output_tokens", Leaf(OUTPUT)),
+            ],
+        ),
+    )],
+);
+
+const TEXT: Pat = Obj(None, &[("text", Leaf(T_CONTENT))]);
+const FUNCTION: Pat = Obj(
+    None,
+    &[(
+        "function",
+        Obj(
+            None,
+            &[
+                ("name", Leaf(T_TOOL_NAME)),
+                ("arguments", Leaf(T_TOOL_ARGS)),
+            ],
+        ),
+    )],
+);
+
+/// A message: its content and tool calls are objects in stream deltas, arrays in bodies.
+const MESSAGE: Pat = Obj(
+    None,
+    &[
+        ("content", Or(&[TEXT, Arr(&TEXT)])),
+        ("tool_plan", Leaf(T_PLAN)),
+        ("tool_calls", Or(&[FUNCTION, Arr(&FUNCTION)])),
+    ],
+);
+
+static RESPONSE: Pat = Obj(
+    Some(ROOT),
+    &[
+        ("index", Leaf(CHOICE_INDEX)),
+        (
+            "delta",
+            Obj(
+                None,
+                &[
+                    ("message", MESSAGE),
+                    ("finish_reason", Leaf(FINISH)),
+                    ("usage", BILLED),
+                ],
+            ),
+        ),
+        ("message", MESSAGE),
+        ("finish_reason", Leaf(FINISH)),
+        ("usage", BILLED),
+        // v1 and embed
+        ("meta", BILLED),
+        ("response", Obj(None, &[("meta", BILLED)])),
+        ("text", Leaf(T_CONTENT)),
+        ("is_finished", Leaf(FINISH)),
+    ],
+);
+static RESPONSE_ARRAY: Pat = Arr(&RESPONSE);
+
+/// v2 `messages[].content` (a string or text blocks), v1 `message`,
+/// `preamble` and `chat_history[].message`, embed `texts`.
+static REQUEST: Pat = Obj(
+    None,
+    &[
+        ("model", Leaf(MODEL)),
+        ("stream", Leaf(STREAM)),
+        ("messages", Arr(&Obj(None, &[("content", TEXT_OR_BLOCKS)]))),
+        ("message", Leaf(R_TEXT)),
+        ("preamble", Leaf(R_TEXT)),
+        (
+            "chat_history",
+            Arr(&Obj(None, &[("message", Leaf(R_TEXT))])),
+        ),
+        ("texts", Arr(&Leaf(R_TEXT))),
+    ],
+);
+
+pub static COHERE: Descriptor = Descriptor {
+    request: &REQUEST,
+    response: &RESPONSE,
+    response_array: &RESPONSE_ARRAY,
+    body_markers: &[
+        "\"billed_units\"",
+        "\"message-start\"",
+        "\"content-delta\"",
+        "\"stream-start\"",
+    ],
+    ..compatible(
+        "cohere",
+        "Cohere",
+        &[
+            &[Cond::PathEndsWith("/v2/chat")],
+            &[Cond::PathEndsWith("/v1/chat")],
+            &[Cond::PathEndsWith("/v2/embed")],
+            &[Cond::PathEndsWith("/v1/embed")],
+        ],
+    )
+};
