@@ -1,7 +1,9 @@
-"""Test-only entry point: the real `llmtally` command line with one fault
+"""Test-only entry point: the real `llmtally` command line with faults
 planted, so the suite can exercise the failure path of a stream. A request
 for model `explode` raises inside the stream handler, where the request body
-is parsed (stage `request_body`); every other request is served as usual.
+is parsed (stage `request_body`); one for `explode-late` raises on the last
+response body chunk (stage `response_body`), after the rest was scanned;
+every other request is served as usual.
 
     python tests/faulty_serve.py serve --config FILE
 
@@ -28,6 +30,18 @@ def _parse_or_explode(self) -> None:
 
 
 Exchange._parse = _parse_or_explode
+
+LATE_FAULT_MODEL = "explode-late"
+_response_body = Exchange.response_body
+
+
+def _response_body_or_explode(self, req):
+    if req.response_body.end_of_stream and self.request is not None and self.request.model == LATE_FAULT_MODEL:
+        raise RuntimeError(f"fault injected for testing (model {LATE_FAULT_MODEL!r})")
+    return _response_body(self, req)
+
+
+Exchange.response_body = _response_body_or_explode
 
 if __name__ == "__main__":
     sys.exit(cli.main())

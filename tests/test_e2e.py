@@ -391,3 +391,18 @@ def test_demo_keep_running_stops_cleanly_on_sigterm():
     assert proc.wait(timeout=60) == 0
     _, alive = psutil.wait_procs(children, timeout=15)
     assert alive == []  # Envoy and llmtally serve stopped with it
+
+
+@pytest.mark.parametrize("mib", [1, 8, 32])
+def test_large_request_bodies_pass_with_rate_limiting_on(stack, mib):
+    """Vision and long-context requests are several MB: Envoy hands llmtally the body up to its buffer
+    limit (BUFFERED_PARTIAL) and passes the rest; nothing stalls behind the rate-limit filter."""
+    team = f"large-{mib}"  # its own budget: no configured limit
+    token = stack.key.token(dict(keys.ALICE, team=team))
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x " * (mib << 19)}]}
+    t0 = time.monotonic()
+    status, data, line = send(stack, "/openai", token, body)
+    assert (status, line["response_code"], line["team"]) == (200, 200, team)
+    assert time.monotonic() - t0 < 30  # it used to wait for the 300 s route timeout, then 408
+    usage = json.loads(data)["usage"]  # the mock reports the whole body's prompt, as a provider would
+    assert (line["prompt_tokens"], line["total_tokens"]) == (usage["prompt_tokens"], usage["total_tokens"])

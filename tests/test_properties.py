@@ -56,6 +56,7 @@ def test_fixture_random_splits_both_backends_exact(data):
             None,
             content_type=case.get("content_type", ""),
             path=case.get("path", ""),
+            headers=case.get("headers", {}),
             backend=backend,
         )
         for p in pieces:

@@ -1,6 +1,8 @@
 """Providers: id resolution and `auto` detection, what request paths tell,
 and provider-specific usage rules. Both backends."""
 
+import json
+
 import pytest
 
 import llmtally
@@ -67,3 +69,129 @@ def test_request_path_facts(path, provider, model, streaming, backend):
         assert (info.model, info.streaming) == (model, streaming)
     info = llmtally.parse_request(b'{"model":"body-model","stream":false}', provider, path, backend=backend)
     assert (info.model, info.streaming) == ("body-model", False)
+
+
+def sse(*docs) -> bytes:
+    return b"".join(b"data: " + json.dumps(d).encode() + b"\n\n" for d in docs)
+
+
+def scan(provider, body, backend, content_type="text/event-stream", request=None, **kw):
+    sc = llmtally.ResponseScanner(provider, request, content_type=content_type, backend=backend, **kw)
+    sc.feed(body)
+    return sc.finish()
+
+
+WORDS = " ".join(["tokens"] * 40)  # 41 tokens in o200k_base
+
+
+def test_final_usage_of_complete_responses_and_interactions_streams_wins(backend):
+    """Usage that only final events carry is final: the delivered text never replaces it."""
+    body = sse(
+        {"type": "response.created", "response": {"id": "r", "status": "in_progress", "model": "m"}},
+        {"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": WORDS},
+        {
+            "type": "response.completed",
+            "response": {"usage": {"input_tokens": 10, "output_tokens": 30, "total_tokens": 40}},
+        },
+    )
+    u = scan("openai", body, backend)
+    assert (u.prompt_tokens, u.completion_tokens, u.total_tokens, u.source) == (10, 30, 40, "provider")
+    body = sse(
+        {"event_type": "interaction.created", "interaction": {"id": "i", "status": "in_progress"}},
+        {"event_type": "step.delta", "index": 1, "delta": {"type": "text", "text": WORDS}},
+        {
+            "event_type": "interaction.completed",
+            "interaction": {"usage": {"total_input_tokens": 9, "total_output_tokens": 30, "total_tokens": 39}},
+        },
+    )
+    u = scan("gemini", body, backend, path="/v1beta/interactions")
+    assert (u.prompt_tokens, u.completion_tokens, u.total_tokens, u.source) == (9, 30, 39, "provider")
+
+
+def test_a_compaction_summary_delivered_before_a_cut_is_charged(backend):
+    summary = " ".join(["summary"] * 60)
+    body = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"model":"claude-opus-4-6",'
+        b'"usage":{"input_tokens":60385,"output_tokens":5}}}\n\n'
+        + b"event: content_block_delta\ndata: "
+        + json.dumps(
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "compaction_delta", "content": summary}}
+        ).encode()
+        + b"\n\n"
+    )
+    u = scan("anthropic", body, backend)
+    want = llmtally.count_tokens(summary, backend=backend)
+    assert (u.prompt_tokens, u.completion_tokens, u.source) == (60385, want, "provider+tokenizer")
+
+
+def test_empty_finish_reasons_and_other_choices_keep_running_usage_provisional(backend):
+    """TGI-style `"finish_reason": ""` on every chunk is no finish; and one choice finishing does not make the
+    running usage final while another choice still streams."""
+    chunks = [
+        {
+            "choices": [{"index": 0, "delta": {"content": " tokens"}, "finish_reason": ""}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": i, "total_tokens": 5 + i},
+        }
+        for i in range(20)
+    ]
+    u = scan("openai", sse(*chunks), backend, request=llmtally.RequestInfo(model="gpt-4o", streaming=True))
+    assert (u.completion_tokens, u.source) == (20, "provider+tokenizer")  # 20 delivered, 19 reported
+    first = {
+        "candidates": [{"index": 0, "content": {"parts": [{"text": "Done."}]}, "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 2, "totalTokenCount": 6},
+    }
+    rest = [{"candidates": [{"index": 1, "content": {"parts": [{"text": " tokens"}]}}]} for _ in range(30)]
+    u = scan("gemini", sse(first, *rest), backend)
+    assert (u.completion_tokens, u.source) == (2 + 30, "provider+tokenizer")
+
+
+def test_body_markers_do_not_misread_content(backend):
+    """Markers are quoted JSON names found earliest in the body; a NUL first byte is an event stream."""
+    anthropic = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"model":"claude-x",'
+        b'"usage":{"input_tokens":20,"output_tokens":1}}}\n\nevent: content_block_delta\ndata: '
+        b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Wait for interaction.completed '
+        b'and :event-type."}}\n\n'
+    )
+    assert llmtally.sniff_provider(anthropic, backend=backend) == "anthropic"
+    openai = b'{"model":"gpt-4o","usage":{"prompt_tokens":2000,"completion_tokens":9,"cache_creation_input_tokens":1}}'
+    assert llmtally.sniff_provider(openai, backend=backend) is None
+    assert llmtally.sniff_provider(b"\x00\x00\x00\x55rest", backend=backend) == "bedrock"
+
+
+def test_claude_on_bedrock_reads_thinking_and_iterations(backend):
+    body = json.dumps(
+        {
+            "model": "claude",
+            "stop_reason": "end_turn",
+            "usage": {
+                "input_tokens": 612,
+                "output_tokens": 2819,
+                "output_tokens_details": {"thinking_tokens": 62},
+                "iterations": [
+                    {"type": "compaction", "input_tokens": 60385, "output_tokens": 522},
+                    {"type": "message", "input_tokens": 612, "output_tokens": 2819},
+                ],
+            },
+        }
+    ).encode()
+    u = scan("bedrock", body, backend, content_type="application/json", path="/model/x/invoke")
+    assert (u.prompt_tokens, u.completion_tokens, u.reasoning_tokens) == (60997, 3341, 62)
+
+
+def test_usage_headers_win_over_the_body(backend):
+    body = b'{"output":{"message":{"content":[{"text":"hi"}]}},"usage":{"inputTokens":30,"outputTokens":0}}'
+    headers = {"X-Amzn-Bedrock-Input-Token-Count": "30", "x-amzn-bedrock-output-token-count": " 51 "}
+    u = scan("bedrock", body, backend, content_type="application/json", path="/model/m/invoke", headers=headers)
+    assert (u.prompt_tokens, u.completion_tokens, u.total_tokens, u.source) == (30, 51, 81, "provider")
+
+
+def test_provisional_reasoning_is_at_least_the_reasoning_delivered(backend):
+    thought = " ".join(["think"] * 30)
+    chunk = {
+        "choices": [{"index": 0, "delta": {"reasoning_content": thought}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 80, "total_tokens": 83},
+    }
+    u = scan("openai", sse(chunk), backend, request=llmtally.RequestInfo(model="gpt-4o", streaming=True))
+    want = llmtally.count_tokens(thought, model="gpt-4o", backend=backend)
+    assert (u.completion_tokens, u.reasoning_tokens, u.source) == (80, want, "provider")

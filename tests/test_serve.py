@@ -252,9 +252,9 @@ def test_every_case_gives_exact_metadata(sidecar, case, via):
 
 
 def expected_mid_stream(case, msgs, llm):
-    """Metadata on the responses between the request body and the end: a snapshot
-    after each body chunk where the reported usage changed (replayed through the
-    public scanner on the same chunks), else nothing."""
+    """Metadata on the responses between the request body and the end: after each
+    body chunk that changed the numbers (new provider usage or new text, replayed
+    through the public scanner on the same chunks), the snapshot; else nothing."""
 
     info = llmtally.parse_request(
         load(case["request"]) if "request" in case else b"{}", case["provider"], case.get("path") or "/"
@@ -266,15 +266,15 @@ def expected_mid_stream(case, msgs, llm):
         path=case.get("path") or "/",
         headers=case.get("headers", {}),
     )
-    out, sent = [{}], 0  # the response headers' response carries nothing
+    out, last = [{}], None  # the response headers' response carries nothing
     for m in msgs[3:-1]:
         sc.feed(m.response_body.body)
-        changes = sc.usage_changes()
-        if changes != sent and sc.snapshot().source != "none":
-            out.append(expected_final(sc.snapshot().as_dict(), llm))
+        u = sc.snapshot()
+        if u.source != "none" and u != last:
+            out.append(expected_final(u.as_dict(), llm))
+            last = u
         else:
             out.append({})
-        sent = changes
     return out
 
 
@@ -367,6 +367,31 @@ def test_exception_in_one_stream_leaves_the_others_unaffected(tmp_path):
         s.stop()
     log = s.log.read_text()
     assert log.count("exception in request_body") == 1 and "SECRET" not in log
+
+
+def test_an_exception_late_in_a_stream_still_charges_what_was_known(tmp_path):
+    """The last chunk's handling raises: its answer carries the usage known before the fault (the
+    snapshot after the chunks before it), and the metrics record the same numbers."""
+    s = Sidecar(tmp_path, faulty=True)
+    try:
+        body = json.dumps(dict(json.loads(load(SEED_STREAM["request"])), model="explode-late")).encode()
+        chunks = split3(load(SEED_STREAM["response"]))
+        msgs = messages("/v1/chat/completions", body, 200, "text/event-stream", chunks)
+        resps = s.process(msgs, provider="openai")
+        info = llmtally.parse_request(body, "openai", "/v1/chat/completions")
+        sc = llmtally.ResponseScanner("openai", info, content_type="text/event-stream", path="/v1/chat/completions")
+        for c in chunks[:-1]:
+            sc.feed(c)
+        known = sc.snapshot().as_dict()
+        assert known["source"] != "none" and known["completion_tokens"] > 0
+        assert md_of(resps[-1]) == expected_final(known, "openai")
+        m = s.metrics()
+        assert sample(m, "ai_exception_raised_total", stage="response_body") == 1
+        labels = {"llm": "openai", "model": "explode-late", "team": "unknown", "user": "unknown"}
+        assert sample(m, "ai_completion_tokens_total", **labels) == known["completion_tokens"]
+        assert sample(m, "ai_rate_limited_tokens_total", **labels) == known["total_tokens"]
+    finally:
+        s.stop()
 
 
 def test_the_production_entry_point_has_no_fault_hook(sidecar):
@@ -611,10 +636,34 @@ def test_workers_share_the_port_and_one_metrics_endpoint(tmp_path):
         ("stats:\n  customLabels:\n  - name: model\n    metadataKey: a\n", "is reserved"),
         ("colour: blue\n", "unknown setting 'colour'"),
         ("logLevel: loud\n", "logLevel: 'loud' is not one of"),
-        ("maxRequestBodyBytes: many\n", "maxRequestBodyBytes: 'many' is not a number"),
+        ("maxRequestBodyBytes: many\n", "maxRequestBodyBytes: 'many' is not an integer"),
         ("- just\n- a list\n", "must hold a mapping"),
+        ("listen: [127.0.0.1:1\nworkers: 2\n", "is not valid YAML: while parsing a flow sequence"),
         ("unixSocketMode: '999'\n", "unixSocketMode: '999' is not an octal mode"),
-        ("maxConcurrentStreams: 0\n", "maxConcurrentStreams: must be a positive integer"),
+        ("unixSocketMode: 0660\n", "unixSocketMode: 432 is not a string; quote the mode"),  # YAML 1.1 octal
+        ("maxConcurrentStreams: 0\n", "maxConcurrentStreams: must be an integer from 1 to 1000000, not 0"),
+        # numbers: integers are integers, seconds are finite, everything has a sane maximum
+        ("maxDecodedBytes: 1.0e+30\n", "maxDecodedBytes: must be an integer from 1 to 1099511627776, not 1e+30"),
+        ("maxDecodedBytes: 1099511627777\n", "maxDecodedBytes: must be an integer from 1 to 1099511627776"),
+        ("maxRequestBodyBytes: 1.5\n", "maxRequestBodyBytes: must be an integer from 1 to 1073741824, not 1.5"),
+        ("maxEventBytes: -1\n", "maxEventBytes: must be an integer from 1 to 1073741824, not -1"),
+        ("stats:\n  labelValuesMax: 100001\n", "labelValuesMax: must be an integer from 1 to 100000, not 100001"),
+        ("workers: 2.0\n", "workers: must be an integer from 1 to 1024, not 2.0"),
+        ("workers: true\n", "workers: must be an integer from 1 to 1024, not True"),
+        ("shutdownGraceSeconds: .nan\n", "shutdownGraceSeconds: must be a number of seconds from 0 to 3600, not nan"),
+        ("shutdownGraceSeconds: 3601\n", "shutdownGraceSeconds: must be a number of seconds from 0 to 3600"),
+        ("shutdownGraceSeconds: -1\n", "shutdownGraceSeconds: must be a number of seconds from 0 to 3600"),
+        ("midStreamMetadataSeconds: .inf\n", "midStreamMetadataSeconds: must be a number of seconds from 0 to 3600"),
+        ("midStreamMetadataSeconds: soon\n", "midStreamMetadataSeconds: 'soon' is not a number"),
+        (
+            "rateLimit:\n  limits:\n  - descriptorKey: team\n    tokens: 1.0e+10\n",
+            "rateLimit.limits[0].tokens: must be an integer from 1 to 4294967295, not 10000000000.0",
+        ),
+        ("rateLimit:\n  windowSeconds: 60.5\n", "rateLimit.windowSeconds: 60.5 is not one of"),
+        # addresses: ASCII ports in range, /metrics apart from gRPC
+        ("listen: 127.0.0.1:99999\n", "listen: '127.0.0.1:99999' is not host:port"),
+        ("listen: '127.0.0.1:\u0661\u0668\u0660\u0668\u0660'\n", "is not host:port"),  # Arabic-Indic digits
+        ("metricsAddr: 127.0.0.1:18080\n", "metricsAddr: '127.0.0.1:18080' is the listen address too"),
     ],
 )
 def test_invalid_config_fails_at_start_with_one_clear_line(tmp_path, config, message):

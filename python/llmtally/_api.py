@@ -28,6 +28,9 @@ except ImportError:  # pragma: no cover - exercised by installs without the exte
 BACKENDS = ("native", "python")
 #: set_default_encoding's choice, applied to the fallback when it is first imported
 _default_encoding: str | None = None
+#: the warning for an invalid LLMTALLY_DEFAULT_ENCODING: given at first use, not at import, so that
+#: the command line can refuse the value with its own one-line error first
+_env_warning: str | None = None
 
 
 def backend() -> str:
@@ -48,6 +51,10 @@ def _fallback() -> ModuleType:
 
 
 def _impl(name: str | None) -> Any:
+    global _env_warning
+    if _env_warning is not None:
+        message, _env_warning = _env_warning, None
+        warnings.warn(message, stacklevel=3)
     b = backend() if name is None else name
     if b == "native":
         if _native is None:
@@ -215,14 +222,20 @@ class ResponseScanner:
         return self._impl.finish()
 
     def snapshot(self) -> Usage:
-        """The usage as of now, without finishing (for metadata mid-stream);
-        tokenizer counts cost a pass over the few KiB of text held back."""
+        """The usage as of now, without finishing (for metadata mid-stream); the
+        counted texts are settled first, so a snapshot per chunk costs in proportion
+        to the chunk."""
         return self._impl.snapshot()
 
     def usage_changes(self) -> int:
         """A number that grows whenever the reported usage (or the provider's
         model) changes; cheap enough to poll after every chunk."""
         return self._impl.usage_changes()
+
+    def text_changes(self) -> int:
+        """A number that grows whenever output text arrives (tokenizer counts may then
+        have grown); with `usage_changes`, what to poll after each chunk."""
+        return self._impl.text_changes()
 
     def stats(self) -> Stats:
         """What the scanner saw: bytes fed and decoded, JSON documents complete and
@@ -250,5 +263,5 @@ _env_encoding = os.environ.get("LLMTALLY_DEFAULT_ENCODING", "").strip()
 if _env_encoding:
     if _env_encoding in ENCODINGS:
         set_default_encoding(_env_encoding)
-    else:  # a library import must not fail on it; `llmtally serve` refuses it with a one-line error
-        warnings.warn(f"LLMTALLY_DEFAULT_ENCODING={_env_encoding!r} is not one of {ENCODINGS}; ignored", stacklevel=2)
+    else:  # a library import must not fail on it (warned at first use); the command line refuses it
+        _env_warning = f"LLMTALLY_DEFAULT_ENCODING={_env_encoding!r} is not one of {ENCODINGS}; ignored"

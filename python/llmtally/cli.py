@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import BinaryIO, NoReturn
 
-from . import BACKENDS, PROVIDERS, RequestInfo, ResponseScanner, count_tokens, parse_request, sniff_provider
+from . import (
+    BACKENDS,
+    ENCODINGS,
+    PROVIDERS,
+    RequestInfo,
+    ResponseScanner,
+    count_tokens,
+    parse_request,
+    sniff_provider,
+)
 
 CHUNK = 64 * 1024
 
@@ -103,11 +113,22 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"llmtally: error: invalid configuration: {e}", file=sys.stderr)
         return 2
+    except ImportError as e:  # PyYAML, for --config
+        print(f"llmtally: error: {e.name} is missing; pip install 'llmtally[serve]'", file=sys.stderr)
+        return 2
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .server import run
-
-    run(config)
-    return 0
+    try:
+        from .server import StartupError, run
+    except ImportError as e:
+        print(f"llmtally: error: {e.name} is missing; pip install 'llmtally[serve]'", file=sys.stderr)
+        return 2
+    try:
+        return run(config)
+    except StartupError as e:
+        print(f"llmtally: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers are in place
+        return 130
 
 
 def _envoy_config(args: argparse.Namespace) -> int:
@@ -169,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--listen", metavar="ADDR", help="gRPC address: host:port, unix:/path or unix-abstract:name")
     v.add_argument("--metrics-addr", metavar="HOST:PORT", help="Prometheus /metrics address")
     v.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-    v.add_argument("--workers", type=int, metavar="N", help="processes sharing the listen port (default 1)")
+    v.add_argument("--workers", metavar="N", help="processes sharing the listen port (default 1)")
     v.set_defaults(func=_serve)
     e = sub.add_parser("envoy-config", help="print the Envoy bootstrap (JSON) that goes with llmtally")
     e.add_argument("--jwks", required=True, metavar="FILE", help="JWKS (JSON) that signs your users' JWTs")
@@ -190,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    env_encoding = os.environ.get("LLMTALLY_DEFAULT_ENCODING", "").strip()
+    if env_encoding and env_encoding not in ENCODINGS:  # the library ignores it (with a warning); refuse it here
+        print(
+            f"llmtally: error: LLMTALLY_DEFAULT_ENCODING={env_encoding!r} is not one of {', '.join(ENCODINGS)}; "
+            "set one of them or unset it",
+            file=sys.stderr,
+        )
+        return 2
     try:
         rc: int = args.func(args)
         return rc

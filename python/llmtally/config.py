@@ -4,6 +4,7 @@ flags (in rising precedence), validated at start with clear messages."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -18,10 +19,39 @@ if TYPE_CHECKING:
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 RESERVED_LABELS = {"llm", "model", "le", "stage", "kind", "source"}
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: integer settings: (least, greatest); the greatest are far past any real use and below what would break
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "label_values_max": (1, 100_000),
+    "max_request_body_bytes": (1, 1 << 30),
+    "max_decoded_bytes": (1, 1 << 40),
+    "max_event_bytes": (1, 1 << 30),
+    "max_concurrent_streams": (1, 1_000_000),
+    "workers": (1, 1024),
+}
+#: durations in seconds: finite, (least, greatest)
+SECONDS_RANGES: dict[str, tuple[float, float]] = {
+    "shutdown_grace_seconds": (0.0, 3600.0),
+    "mid_stream_metadata_seconds": (0.0, 3600.0),
+}
+#: rateLimit.limits[].tokens: Envoy's requests_per_unit is a uint32
+MAX_TOKENS_PER_WINDOW = (1 << 32) - 1
+#: the address settings; a port alone (9092 or :9092) means 127.0.0.1, loopback only
+ADDRESSES = ("listen", "metrics_addr")
+# numbers as text (environment, flags, quoted YAML): ASCII digits only
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_PORT = re.compile(r"[0-9]{1,5}")
+_PORT_ONLY = re.compile(r":?([0-9]{1,5})")
 
 
 class ConfigError(ValueError):
-    """An invalid configuration; the message says which setting and why."""
+    """An invalid configuration; the message says which setting and why.
+    `setting`: the Config field at fault, when there is one."""
+
+    def __init__(self, problem: str, setting: str | None = None):
+        super().__init__(f"{_camel(setting)}: {problem}" if setting else problem)
+        self.problem = problem
+        self.setting = setting
 
 
 @dataclass(frozen=True)
@@ -74,50 +104,56 @@ class Config:
     rate_limit: RateLimitConfig | None = None
     #: processes sharing the listen port (SO_REUSEPORT); /metrics reports all of them
     workers: int = 1
-    #: streams without provider usage: tokenizer counts sent as metadata at most this often (0: never mid-stream)
-    mid_stream_metadata_seconds: float = 1.0
+    #: tokenizer counts sent as metadata mid-stream at most this often (0: with every chunk that changed them)
+    mid_stream_metadata_seconds: float = 0.0
     #: concurrent gRPC streams per worker; more are refused (Envoy fails open: that traffic is not counted)
     max_concurrent_streams: int = 10000
     #: permissions of a unix socket (octal)
     unix_socket_mode: str = "0660"
 
+    def __post_init__(self) -> None:
+        for name in ADDRESSES:  # a port alone: loopback
+            m = _PORT_ONLY.fullmatch(getattr(self, name)) if isinstance(getattr(self, name), str) else None
+            if m:
+                object.__setattr__(self, name, f"127.0.0.1:{m[1]}")
+
     def validate(self) -> Config:
+        for name in ("listen", "metrics_addr", "log_level", "default_encoding", "backend", "unix_socket_mode"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{getattr(self, name)!r} is not a string", name)
         _addr("listen", self.listen, unix=True)
-        _addr("metricsAddr", self.metrics_addr, unix=False)
+        _addr("metrics_addr", self.metrics_addr, unix=False)
+        if self.listen == self.metrics_addr and not self.listen.endswith(":0"):
+            raise ConfigError(
+                f"{self.metrics_addr!r} is the listen address too; give /metrics its own port", "metrics_addr"
+            )
         if self.log_level not in LOG_LEVELS:
-            raise ConfigError(f"logLevel: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+            raise ConfigError(f"{self.log_level!r} is not one of {', '.join(LOG_LEVELS)}", "log_level")
         for name in ("metadata_namespace", "ratelimit_namespace", "missing_label_value", "overflow_value"):
-            if not getattr(self, name):
-                raise ConfigError(f"{_camel(name)}: must not be empty")
+            if not getattr(self, name) or not isinstance(getattr(self, name), str):
+                raise ConfigError("must be a non-empty string", name)
         if not re.fullmatch(r"0?[0-7]{3}", self.unix_socket_mode):
-            raise ConfigError(f"unixSocketMode: {self.unix_socket_mode!r} is not an octal mode such as 0660")
-        for name in (
-            "label_values_max",
-            "max_request_body_bytes",
-            "max_decoded_bytes",
-            "max_event_bytes",
-            "max_concurrent_streams",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{_camel(name)}: must be a positive integer")
-        if self.mid_stream_metadata_seconds < 0:
-            raise ConfigError("midStreamMetadataSeconds: must be >= 0")
-        if self.shutdown_grace_seconds < 0:
-            raise ConfigError("shutdownGraceSeconds: must be >= 0")
+            raise ConfigError(f"{self.unix_socket_mode!r} is not an octal mode such as '0660'", "unix_socket_mode")
+        for name, (lo, hi) in INT_RANGES.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ConfigError(f"must be an integer from {lo} to {hi}, not {v!r}", name)
+        for name, (flo, fhi) in SECONDS_RANGES.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not flo <= v <= fhi:
+                raise ConfigError(f"must be a number of seconds from {flo:g} to {fhi:g}, not {v!r}", name)
         if self.default_encoding not in ENCODINGS:
-            raise ConfigError(f"defaultEncoding: {self.default_encoding!r} is not one of {', '.join(ENCODINGS)}")
-        if self.workers < 1:
-            raise ConfigError("workers: must be a positive integer")
+            raise ConfigError(f"{self.default_encoding!r} is not one of {', '.join(ENCODINGS)}", "default_encoding")
         if self.workers > 1 and self.listen.startswith("unix"):
-            raise ConfigError("workers: several workers cannot share a unix socket; listen on host:port")
+            raise ConfigError("several workers cannot share a unix socket; listen on host:port", "workers")
         if self.workers > 1 and self.listen.rsplit(":", 1)[1] == "0":
-            raise ConfigError("workers: several workers need a fixed port, not :0")
+            raise ConfigError("several workers need a fixed port, not :0", "workers")
         if self.workers > 1 and self.rate_limit is not None:
             raise ConfigError(
-                "workers: rateLimit budgets live in one process; run one worker, or an external rate-limit service"
+                "rateLimit budgets live in one process; run one worker, or an external rate-limit service", "workers"
             )
         if self.backend not in ("", "native", "python"):
-            raise ConfigError(f"backend: {self.backend!r} is not native or python")
+            raise ConfigError(f"{self.backend!r} is not native or python", "backend")
         seen = set()
         for i, lab in enumerate(self.custom_labels):
             where = f"stats.customLabels[{i}]"
@@ -138,15 +174,15 @@ def _camel(name: str) -> str:
     return head + "".join(w.title() for w in rest)
 
 
-def _addr(what: str, value: str, *, unix: bool) -> None:
+def _addr(name: str, value: str, *, unix: bool) -> None:
     if unix and (value.startswith("unix:") or value.startswith("unix-abstract:")):
         if value.split(":", 1)[1]:
             return
-        raise ConfigError(f"{what}: {value!r} has an empty socket name")
+        raise ConfigError(f"{value!r} has an empty socket name", name)
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+    if not sep or not _PORT.fullmatch(port) or int(port) > 65535 or not host:
         form = "host:port, unix:/path or unix-abstract:name" if unix else "host:port"
-        raise ConfigError(f"{what}: {value!r} is not {form}")
+        raise ConfigError(f"{value!r} is not {form} (a port alone means 127.0.0.1)", name)
 
 
 # YAML keys (camelCase, as kgateway spells them) -> Config fields
@@ -161,20 +197,25 @@ _ENV = {
 }
 
 
-def _coerce(name: str, value: Any) -> int | float | str:
-    # `value`: a YAML scalar (anything) or an environment string; int() and float() judge it
+def _coerce(name: str, value: Any) -> Any:
+    """A YAML scalar (anything) or a string (environment, flags) as the setting's type:
+    numbers written as text are read (ASCII digits only); validate() checks types and ranges."""
     kind = {f.name: f.type for f in dataclasses.fields(Config)}[name]
-    try:
-        if kind == "int":
-            if isinstance(value, bool):
-                raise ValueError
-            return int(value)
-        if kind == "float":
-            return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{_camel(name)}: {value!r} is not a number") from None
-    if not isinstance(value, str):
-        raise ConfigError(f"{_camel(name)}: {value!r} is not a string")
+    if kind in ("int", "float") and isinstance(value, str):
+        text = value.strip()
+        if kind == "int" and _INT_TEXT.fullmatch(text):
+            return int(text)
+        if kind == "float" and _FLOAT_TEXT.fullmatch(text):
+            return float(text)
+        raise ConfigError(f"{value!r} is not {'an integer' if kind == 'int' else 'a number'}", name)
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind == "str" and not isinstance(value, str):
+        if name in ADDRESSES and isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # metricsAddr: 9092, a port alone
+        if name == "unix_socket_mode":
+            raise ConfigError(f"{value!r} is not a string; quote the mode: unixSocketMode: '0660'", name)
+        raise ConfigError(f"{value!r} is not a string", name)
     return value
 
 
@@ -227,7 +268,7 @@ def _rate_limit(doc: object) -> RateLimitConfig:
     if not isinstance(doc, dict) or set(doc) - {"domain", "windowSeconds", "limits"}:
         raise ConfigError("rateLimit: expected a mapping with domain, windowSeconds and limits")
     window = doc.get("windowSeconds", 60)
-    if window not in UNITS:
+    if isinstance(window, bool) or not isinstance(window, int) or window not in UNITS:
         raise ConfigError(f"rateLimit.windowSeconds: {window!r} is not one of {sorted(UNITS)}")
     limits: list[TokenLimit] = []
     for i, item in enumerate(doc.get("limits") or []):
@@ -240,8 +281,8 @@ def _rate_limit(doc: object) -> RateLimitConfig:
         ):
             raise ConfigError(f"{where}: needs descriptorKey and tokens (and optionally value)")
         tokens = item.get("tokens")
-        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
-            raise ConfigError(f"{where}.tokens: must be a positive integer")
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or not 1 <= tokens <= MAX_TOKENS_PER_WINDOW:
+            raise ConfigError(f"{where}.tokens: must be an integer from 1 to {MAX_TOKENS_PER_WINDOW}, not {tokens!r}")
         value = item.get("value")
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"{where}.value: must be a string")
@@ -267,10 +308,22 @@ def load(
                 values.update(_from_mapping(yaml.safe_load(f)))
         except OSError as e:
             raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
-    for var, name in _ENV.items():
-        if environ.get(var):
-            values[name] = _coerce(name, environ[var])
-    values.update({k: v for k, v in (flags or {}).items() if v is not None})
-    return Config(**values).validate()
+        except yaml.YAMLError as e:  # PyYAML's message spans lines: one line of it
+            raise ConfigError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not UTF-8 text") from None
+    origin: dict[str, str] = {}  # settings from the environment or a flag: where they came from
+    try:
+        for var, name in _ENV.items():
+            if environ.get(var):
+                origin[name] = var
+                values[name] = _coerce(name, environ[var])
+        for name, value in (flags or {}).items():
+            if value is not None:
+                origin[name] = "--" + name.replace("_", "-")
+                values[name] = _coerce(name, value) if isinstance(value, str) else value
+        return Config(**values).validate()
+    except ConfigError as e:
+        if e.setting is not None and e.setting in origin:
+            raise ConfigError(f"{_camel(e.setting)} (from {origin[e.setting]}): {e.problem}") from None
+        raise

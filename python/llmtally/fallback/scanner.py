@@ -62,6 +62,7 @@ class _Collector(UsageAcc):
             self.b64.push(s, self._feed_inner)
         elif is_text(f):
             self.text.piece(s)
+            self.text_doc = self.doc
         else:
             super().str_piece(f, s)
 
@@ -182,9 +183,7 @@ class ResponseScanner:
             slot = next((f for h, f in usage_headers if h == name), None)
             v = parse_uint(value.strip(WHITE_SPACE).encode()) if slot is not None else None
             if slot is not None and v is not None:
-                acc = self.docs.col
-                acc.int(slot, v)
-                acc.mark_final()  # the provider's own totals for the response
+                self.docs.col.header(slot, v)
 
     def _decide(self, first: int | None) -> None:
         kind = self.hint
@@ -294,10 +293,14 @@ class ResponseScanner:
     def usage_changes(self) -> int:
         return self.docs.col.changes
 
+    def text_changes(self) -> int:
+        return self.docs.col.text.changes
+
     def snapshot(self) -> Usage:
-        """The usage as of now, without ending anything."""
+        """The usage as of now, without ending anything (texts settled first, as in Rust)."""
         if self.result is not None:
             return self.result
+        self.docs.col.text.settle()
         kind = self.kind
         acc = self.docs.col
         pm = acc.provider_model
@@ -314,7 +317,8 @@ class ResponseScanner:
             source = "provider"
             if not acc.is_final() and acc.text.seen():  # provisional usage never wins over the text delivered
                 completion, reasoning = acc.text.totals()
-                p, c, _, ca, cw, r = nums
+                p, c, t, ca, cw, r = nums
+                nums = (p, c, t, ca, cw, max(r, reasoning))
                 if completion > c:
                     nums = (p, completion, min(p + completion, U64_MAX), ca, cw, max(r, reasoning))
                     source = "provider+tokenizer"

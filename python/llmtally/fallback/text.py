@@ -10,7 +10,7 @@ MAX_TEXTS = CONSTANTS["max_texts"]
 
 
 class TextState:
-    __slots__ = ("model", "enc", "texts", "keys", "choice", "choice_pos", "tool", "tool_pos", "cur")
+    __slots__ = ("model", "enc", "texts", "keys", "choice", "choice_pos", "tool", "tool_pos", "cur", "changes")
 
     def __init__(self, model: str | None):
         self.model = model
@@ -19,6 +19,7 @@ class TextState:
         self.keys: list[tuple[int, int, int]] = []  # (choice, tool, field) of each text
         self.choice = self.choice_pos = self.tool = self.tool_pos = 0
         self.cur: int | None = None
+        self.changes = 0  # grows with every text begun and every piece of text counted
 
     def enter(self, mark: int) -> None:
         if mark == ROOT:
@@ -51,10 +52,16 @@ class TextState:
             else:
                 i = MAX_TEXTS - 1
         self.cur = i
+        self.changes += 1
 
     def piece(self, s: bytes) -> None:
         if self.cur is not None:
             self.texts[self.cur].push(s)
+            self.changes += 1
+
+    def settle(self) -> None:
+        for c in self.texts:
+            c.settle_now()
 
     def end(self) -> None:
         self.cur = None

@@ -181,6 +181,11 @@ class TextCounter:
             n = 0
         self.settled_len = n
 
+    def settle_now(self) -> None:
+        """Count what can no longer change now (see tokens.rs)."""
+        if self.fresh > 0:
+            self._settle()
+
     def total(self) -> int:
         pending = self.dec.getstate()[0]
         tail = pending.decode("utf-8", "replace") if pending else ""

@@ -20,8 +20,9 @@ SUM_INPUT, SUM_OUTPUT, SUM_CACHED, SUM_CACHE_WRITE, ALT_INPUT, ALT_CACHED, ALT_O
     for n in ("SUM_INPUT", "SUM_OUTPUT", "SUM_CACHED", "SUM_CACHE_WRITE", "ALT_INPUT", "ALT_CACHED", "ALT_OUTPUT")
 )
 SLOTS = CONSTANTS["usage_slots"]
-MODEL, ERROR, STREAM, INCLUDE_USAGE, USAGE_RESET, BYTES, SUM_RESET, FINISH = (
-    FIELDS[n] for n in ("MODEL", "ERROR", "STREAM", "INCLUDE_USAGE", "USAGE_RESET", "BYTES", "SUM_RESET", "FINISH")
+MODEL, ERROR, STREAM, INCLUDE_USAGE, USAGE_RESET, BYTES, SUM_RESET, FINISH, FINAL = (
+    FIELDS[n]
+    for n in ("MODEL", "ERROR", "STREAM", "INCLUDE_USAGE", "USAGE_RESET", "BYTES", "SUM_RESET", "FINISH", "FINAL")
 )
 ROOT, CHOICE, TOOL, CHOICE_INDEX, TOOL_INDEX = (
     FIELDS[n] for n in ("ROOT", "CHOICE", "TOOL", "CHOICE_INDEX", "TOOL_INDEX")
@@ -98,6 +99,8 @@ class UsageAcc(Sink):
         "doc",
         "finish_doc",
         "usage_doc",
+        "text_doc",
+        "headers",
     )
 
     def __init__(self):
@@ -111,39 +114,51 @@ class UsageAcc(Sink):
         self.doc = 0
         self.finish_doc: int | None = None
         self.usage_doc = 0
+        self.text_doc = 0  # the document of the latest output text
+        self.headers: list[int | None] = [None] * SLOTS  # usage from response headers, over any body value
 
     def reported(self) -> bool:
-        return any(v is not None for v in self.slots)
+        return any(v is not None for v in self.slots) or any(v is not None for v in self.headers)
 
-    def _get(self, f: int) -> int:
-        v = self.slots[f]
-        return 0 if v is None else v
+    def header(self, f: int, v: int) -> None:
+        if f < SLOTS:
+            self.headers[f] = v
+            self.changes += 1
 
-    def _get_or_sum(self, f: int, total: int) -> int:
-        v = self.slots[total]
-        return self._get(f) if v is None else v
+    def saw_text(self) -> None:
+        self.text_doc = self.doc
 
     def mark_final(self) -> None:
         self.finish_doc = self.doc if self.finish_doc is None else min(self.finish_doc, self.doc)
 
     def is_final(self) -> bool:
-        return self.finish_doc is not None and self.usage_doc >= self.finish_doc
+        # and no text came after the latest number (another choice still streaming)
+        return self.finish_doc is not None and self.usage_doc >= self.finish_doc and self.usage_doc >= self.text_doc
 
     def numbers(self, fmt: Descriptor) -> tuple[int, int, int, int, int, int]:
         """prompt, completion, total, cached, cache write, reasoning, by the format's rules (see usage.rs)."""
-        slots = self.slots
+        slots = [v if h is None else h for h, v in zip(self.headers, self.slots, strict=True)]
+
+        def get(f: int) -> int:
+            v = slots[f]
+            return 0 if v is None else v
+
+        def get_or_sum(f: int, total: int) -> int:
+            v = slots[total]
+            return get(f) if v is None else v
+
         if all(slots[s] is None for s in _PROPER):  # only a server's own counters (llama.cpp `timings`)
-            cached = self._get(ALT_CACHED)
-            prompt = sat_add(self._get(ALT_INPUT), cached)
-            completion = self._get(ALT_OUTPUT)
+            cached = get(ALT_CACHED)
+            prompt = sat_add(get(ALT_INPUT), cached)
+            completion = get(ALT_OUTPUT)
             return prompt, completion, sat_add(prompt, completion), cached, 0, 0
-        cached = self._get_or_sum(CACHED, SUM_CACHED)
-        cache_write = self._get_or_sum(CACHE_WRITE, SUM_CACHE_WRITE)
-        reasoning = self._get(REASONING)
-        prompt = sat_add(self._get_or_sum(INPUT, SUM_INPUT), self._get(EXTRA_INPUT))
+        cached = get_or_sum(CACHED, SUM_CACHED)
+        cache_write = get_or_sum(CACHE_WRITE, SUM_CACHE_WRITE)
+        reasoning = get(REASONING)
+        prompt = sat_add(get_or_sum(INPUT, SUM_INPUT), get(EXTRA_INPUT))
         if fmt.prompt_adds_cache:
             prompt = sat_add(sat_add(prompt, cached), cache_write)
-        completion = self._get_or_sum(OUTPUT, SUM_OUTPUT)
+        completion = get_or_sum(OUTPUT, SUM_OUTPUT)
         if fmt.completion_adds_reasoning:
             completion = sat_add(completion, reasoning)
         total = slots[TOTAL]
@@ -172,12 +187,12 @@ class UsageAcc(Sink):
     def str_start(self, f: builtins.int) -> None:
         if f == MODEL:
             self.model_buf.start()
-        elif f == FINISH and self.finish_doc is None:
-            self.finish_doc = self.doc
 
     def str_piece(self, f: builtins.int, s: bytes) -> None:
         if f == MODEL:
             self.model_buf.push(s)
+        elif f == FINISH and s and self.finish_doc is None:  # a non-empty finish reason
+            self.finish_doc = self.doc
 
     def str_end(self, f: builtins.int) -> None:
         # a change is a change of bytes, as in Rust (two invalid sequences may decode alike)
@@ -196,3 +211,5 @@ class UsageAcc(Sink):
                 self.slots[s] = None
         elif mark == ROOT:
             self.doc += 1
+        elif mark == FINAL and self.finish_doc is None:
+            self.finish_doc = self.doc

@@ -47,6 +47,9 @@ pub const SUM_RESET: Field = 27;
 /// A finish reason (any string, or `true`): usage reported in this document
 /// or a later one is final; earlier usage was provisional (see usage.rs).
 pub const FINISH: Field = 28;
+/// Mark: an object only final events carry (the Responses API's `response`,
+/// Gemini's `interaction`): entering it counts as a finish reason.
+pub const FINAL: Field = 29;
 /// Leaves naming the current choice / tool call (else their position).
 pub const CHOICE_INDEX: Field = 25;
 pub const TOOL_INDEX: Field = 26;
@@ -69,6 +72,28 @@ pub const T_REASONING_DETAIL: Field = 37;
 pub const R_MSG: Field = 40;
 pub const R_TEXT: Field = 41;
 pub const R_NAME: Field = 42;
+/// Marks: a tool (function) definition, which adds a fixed overhead; an
+/// Anthropic tool also brings Anthropic's tool-use system prompt (once per
+/// request). Its name, description and schema are `R_TEXT` leaves (the
+/// schema a `Raw` one).
+pub const R_TOOL: Field = 43;
+pub const R_TOOL_ANTHROPIC: Field = 44;
+/// Marks: a content part (or message) whose images, audio, video and files
+/// are billed by OpenAI's, Anthropic's or Gemini's rules (see request.rs).
+pub const R_PART_OPENAI: Field = 45;
+pub const R_PART_ANTHROPIC: Field = 46;
+pub const R_PART_GEMINI: Field = 47;
+/// In a part: a string that tells its kind (a `type` or a MIME type), the
+/// `detail` asked of an image, and the data (base64, a data URL) or a
+/// reference (URL, file id) of an image, audio, a video, a file, or of the
+/// kind the part tells.
+pub const R_KIND: Field = 48;
+pub const R_DETAIL: Field = 49;
+pub const R_IMAGE: Field = 50;
+pub const R_AUDIO: Field = 51;
+pub const R_VIDEO: Field = 52;
+pub const R_FILE: Field = 53;
+pub const R_MEDIA: Field = 54;
 
 pub fn is_text(f: Field) -> bool {
     (T_CONTENT..=T_REASONING_DETAIL).contains(&f)
@@ -105,6 +130,7 @@ pub const NAMES: &[(&str, Field)] = &[
     ("TOOL", TOOL),
     ("SUM_RESET", SUM_RESET),
     ("FINISH", FINISH),
+    ("FINAL", FINAL),
     ("CHOICE_INDEX", CHOICE_INDEX),
     ("TOOL_INDEX", TOOL_INDEX),
     ("T_CONTENT", T_CONTENT),
@@ -118,4 +144,16 @@ pub const NAMES: &[(&str, Field)] = &[
     ("R_MSG", R_MSG),
     ("R_TEXT", R_TEXT),
     ("R_NAME", R_NAME),
+    ("R_TOOL", R_TOOL),
+    ("R_TOOL_ANTHROPIC", R_TOOL_ANTHROPIC),
+    ("R_PART_OPENAI", R_PART_OPENAI),
+    ("R_PART_ANTHROPIC", R_PART_ANTHROPIC),
+    ("R_PART_GEMINI", R_PART_GEMINI),
+    ("R_KIND", R_KIND),
+    ("R_DETAIL", R_DETAIL),
+    ("R_IMAGE", R_IMAGE),
+    ("R_AUDIO", R_AUDIO),
+    ("R_VIDEO", R_VIDEO),
+    ("R_FILE", R_FILE),
+    ("R_MEDIA", R_MEDIA),
 ];

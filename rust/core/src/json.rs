@@ -16,7 +16,14 @@
 //!   delivered as decoded UTF-8 pieces; any other value at a leaf (another
 //!   float, null, object...) is ignored;
 //! - a `\u` escape of a lone surrogate decodes to U+FFFD; other bytes of
-//!   strings are passed through unchanged.
+//!   strings are passed through unchanged;
+//! - a [`Pat::Raw`] value (any kind) is delivered as text through the string
+//!   callbacks, compactly re-serialized: whitespace outside strings dropped,
+//!   strings decoded and re-escaped minimally (`\"`, `\\`, `\b`, `\f`,
+//!   `\n`, `\r`, `\t`, other control characters as `\u00xx`, as Python's
+//!   `json.dumps(v, separators=(",", ":"), ensure_ascii=False)` writes them),
+//!   numbers and literals as written; inside it, only strings are validated
+//!   (brackets are counted, as in a skipped value).
 
 use memchr::memchr2;
 
@@ -31,8 +38,12 @@ pub enum Pat {
     /// An array whose every element has the given shape.
     Arr(&'static Pat),
     /// The first alternative whose kind fits the value (`{` an Obj, `[` an
-    /// Arr, anything else a Leaf); e.g. a content that is a string or an array.
+    /// Arr, anything else a Leaf, any value a Raw); e.g. a content that is a
+    /// string or an array.
     Or(&'static [Pat]),
+    /// Any value, delivered as its compact JSON text (a tool's parameter
+    /// schema, to be counted as the tokens of that text).
+    Raw(Field),
 }
 
 /// Resolve `Or` by the value's first byte.
@@ -42,6 +53,7 @@ fn pick(pat: Option<&'static Pat>, b: u8) -> Option<&'static Pat> {
             Pat::Obj(..) => b == b'{',
             Pat::Arr(_) => b == b'[',
             Pat::Leaf(_) => b != b'{' && b != b'[',
+            Pat::Raw(_) => true,
             Pat::Or(_) => false,
         }),
         other => other,
@@ -87,6 +99,12 @@ enum St {
     Leaf,
     Bare,
     Skip,
+    /// Inside a raw value, outside its strings.
+    Raw,
+    /// Inside a string of a raw value.
+    RawStr,
+    /// A raw value that is a bare token (number or literal).
+    RawBare,
     Done,
     Error,
 }
@@ -121,6 +139,8 @@ pub struct JsonScanner {
     skip_depth: u32,
     skip_in_str: bool,
     skip_esc: bool,
+    /// Open brackets of the raw value being delivered.
+    raw_depth: u32,
     seen: bool,
 }
 
@@ -167,6 +187,47 @@ pub fn parse_count(tok: &[u8]) -> Option<u64> {
 
 const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
 
+/// Re-escape decoded string bytes for a raw value's compact text, in runs.
+fn escape(bytes: &[u8], out: &mut dyn FnMut(&[u8])) {
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            8 => b"\\b",
+            12 => b"\\f",
+            0..=0x1f => {
+                if start < i {
+                    out(&bytes[start..i]);
+                }
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 15) as usize],
+                ]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        if start < i {
+            out(&bytes[start..i]);
+        }
+        out(esc);
+        start = i + 1;
+    }
+    if start < bytes.len() {
+        out(&bytes[start..]);
+    }
+}
+
 impl JsonScanner {
     pub fn new(root: &'static Pat) -> Self {
         JsonScanner {
@@ -187,6 +248,7 @@ impl JsonScanner {
             skip_depth: 0,
             skip_in_str: false,
             skip_esc: false,
+            raw_depth: 0,
             seen: false,
         }
     }
@@ -205,6 +267,9 @@ impl JsonScanner {
     pub fn end_doc<S: Sink>(&mut self, sink: &mut S) -> DocEnd {
         if self.st == St::Bare {
             self.finish_bare(sink);
+        } else if self.st == St::RawBare {
+            sink.str_end(self.leaf);
+            self.after_value();
         }
         let end = match self.st {
             St::Done => DocEnd::Complete,
@@ -274,6 +339,22 @@ impl JsonScanner {
     fn start_value<S: Sink>(&mut self, b: u8, sink: &mut S) -> bool {
         let pat = pick(self.value_pat, b);
         self.seen = true;
+        if let Some(Pat::Raw(f)) = pat {
+            let st = match b {
+                b'"' => St::RawStr,
+                b'{' | b'[' => St::Raw,
+                _ if is_bare(b) => St::RawBare,
+                _ => return false,
+            };
+            self.leaf = *f;
+            self.raw_depth = (st == St::Raw) as u32;
+            self.esc = Esc::None;
+            self.high = None;
+            sink.str_start(*f);
+            sink.str_piece(*f, &[b]);
+            self.st = st;
+            return true;
+        }
         match b {
             b'{' => match pat {
                 Some(p @ Pat::Obj(mark, _)) => {
@@ -335,6 +416,9 @@ impl JsonScanner {
                 self.key[self.key_len..self.key_len + bytes.len()].copy_from_slice(bytes);
                 self.key_len += bytes.len();
             }
+        } else if self.st == St::RawStr {
+            let f = self.leaf;
+            escape(bytes, &mut |p| sink.str_piece(f, p));
         } else {
             sink.str_piece(self.leaf, bytes);
         }
@@ -398,6 +482,14 @@ impl JsonScanner {
                                 self.flush_high(sink);
                                 if self.st == St::Key {
                                     self.st = St::Colon;
+                                } else if self.st == St::RawStr {
+                                    sink.str_piece(self.leaf, b"\"");
+                                    if self.raw_depth == 0 {
+                                        sink.str_end(self.leaf);
+                                        self.after_value();
+                                    } else {
+                                        self.st = St::Raw;
+                                    }
                                 } else {
                                     sink.str_end(self.leaf);
                                     self.after_value();
@@ -501,14 +593,77 @@ impl JsonScanner {
         i
     }
 
+    /// A raw value outside its strings; returns the new index.
+    fn raw<S: Sink>(&mut self, data: &[u8], mut i: usize, sink: &mut S) -> usize {
+        while i < data.len() {
+            let rest = &data[i..];
+            let n = rest
+                .iter()
+                .position(|&b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']') || is_ws(b))
+                .unwrap_or(rest.len());
+            if n > 0 {
+                sink.str_piece(self.leaf, &rest[..n]);
+            }
+            i += n;
+            let Some(&b) = data.get(i) else { break };
+            i += 1;
+            match b {
+                b'"' => {
+                    sink.str_piece(self.leaf, b"\"");
+                    self.esc = Esc::None;
+                    self.high = None;
+                    self.st = St::RawStr;
+                    return i;
+                }
+                b'{' | b'[' => {
+                    self.raw_depth += 1;
+                    sink.str_piece(self.leaf, &[b]);
+                }
+                b'}' | b']' => {
+                    sink.str_piece(self.leaf, &[b]);
+                    self.raw_depth -= 1;
+                    if self.raw_depth == 0 {
+                        sink.str_end(self.leaf);
+                        self.after_value();
+                        return i;
+                    }
+                }
+                _ => {} // whitespace
+            }
+        }
+        i
+    }
+
+    /// A raw value that is a bare token; returns the new index.
+    fn raw_bare<S: Sink>(&mut self, data: &[u8], i: usize, sink: &mut S) -> usize {
+        let rest = &data[i..];
+        let n = rest.iter().position(|&b| !is_bare(b)).unwrap_or(rest.len());
+        if n > 0 {
+            sink.str_piece(self.leaf, &rest[..n]);
+        }
+        if n < rest.len() {
+            sink.str_end(self.leaf);
+            self.after_value();
+        }
+        i + n
+    }
+
     /// Feed the next piece of the document.
     pub fn feed<S: Sink>(&mut self, data: &[u8], sink: &mut S) {
         let mut i = 0;
         while i < data.len() {
             match self.st {
                 St::Error => return,
-                St::Key | St::Leaf => {
+                St::Key | St::Leaf | St::RawStr => {
                     i = self.string(data, i, sink);
+                    continue;
+                }
+                St::Raw => {
+                    i = self.raw(data, i, sink);
+                    continue;
+                }
+                St::RawBare => {
+                    i = self.raw_bare(data, i, sink);
                     continue;
                 }
                 St::Skip => {
@@ -705,5 +860,102 @@ mod tests {
         let long = format!(r#"{{"{}":1,"\u006e":4}}"#, "n".repeat(100));
         let (got, _) = run(long.as_bytes(), 1);
         assert_eq!(got, vec!["int 1 4"]);
+    }
+
+    /// Every (field, text, ended) string delivered, for raw values.
+    #[derive(Default)]
+    struct Texts(Vec<(Field, Vec<u8>, bool)>);
+    impl Sink for Texts {
+        fn str_start(&mut self, f: Field) {
+            self.0.push((f, Vec::new(), false));
+        }
+        fn str_piece(&mut self, f: Field, s: &[u8]) {
+            let last = self.0.last_mut().unwrap();
+            assert!(last.0 == f && !last.2);
+            last.1.extend_from_slice(s);
+        }
+        fn str_end(&mut self, f: Field) {
+            let last = self.0.last_mut().unwrap();
+            assert!(last.0 == f && !last.2);
+            last.2 = true;
+        }
+    }
+
+    static RAW: Pat = Pat::Obj(
+        None,
+        &[
+            ("r", Pat::Raw(5)),
+            ("a", Pat::Arr(&Pat::Raw(6))),
+            ("o", Pat::Or(&[Pat::Leaf(7), Pat::Raw(8)])),
+        ],
+    );
+
+    fn raw_run(doc: &[u8], step: usize) -> (Vec<(Field, String, bool)>, DocEnd) {
+        let mut sc = JsonScanner::new(&RAW);
+        let mut t = Texts::default();
+        for c in doc.chunks(step.max(1)) {
+            sc.feed(c, &mut t);
+        }
+        let end = sc.end_doc(&mut t);
+        let got =
+            t.0.into_iter()
+                .map(|(f, v, e)| (f, String::from_utf8(v).unwrap(), e))
+                .collect();
+        (got, end)
+    }
+
+    #[test]
+    fn raw_values_are_delivered_compactly_under_every_split() {
+        let doc = br#" { "r" : { "a" : [ 1 , 2.5e3, true, null, "x\"y\\z\/\n\t\u00e9\ud83d\ude00\u0001\b\f\r" ] ,
+            "b": { } , "c" : [ ] } , "z": {"r": 1}, "a": [ "s" , 12 , -3, [ ] , {"]": "}"} ],
+            "o": "leaf", "o": { "k": [ "v" ] }, "r": 7 , "r": "\ud800x" } "#;
+        let want = vec![
+            (
+                5,
+                "{\"a\":[1,2.5e3,true,null,\"x\\\"y\\\\z/\\n\\té😀\\u0001\\b\\f\\r\"],\"b\":{},\"c\":[]}"
+                    .to_string(),
+                true,
+            ),
+            (6, "\"s\"".into(), true),
+            (6, "12".into(), true),
+            (6, "-3".into(), true),
+            (6, "[]".into(), true),
+            (6, "{\"]\":\"}\"}".into(), true),
+            (7, "leaf".into(), true),
+            (8, "{\"k\":[\"v\"]}".into(), true),
+            (5, "7".into(), true),
+            (5, "\"\u{FFFD}x\"".into(), true),
+        ];
+        for step in 1..doc.len() {
+            let (got, end) = raw_run(doc, step);
+            assert_eq!(got, want, "step {step}");
+            assert_eq!(end, DocEnd::Complete);
+        }
+    }
+
+    #[test]
+    fn raw_values_stop_on_bad_strings_and_end_with_the_document() {
+        let (got, end) = raw_run(br#"{"r": {"a": "\x"}, "a": [1]}"#, 1);
+        assert_eq!(got, vec![(5, "{\"a\":\"".to_string(), false)]);
+        assert_eq!(end, DocEnd::Broken);
+        let (got, end) = raw_run(br#"{"r": {"a": [1, 2"#, 3);
+        assert_eq!(got, vec![(5, "{\"a\":[1,2".to_string(), false)]);
+        assert_eq!(end, DocEnd::Broken);
+        let (got, end) = raw_run(br#"{"r": }"#, 1);
+        assert!(got.is_empty());
+        assert_eq!(end, DocEnd::Broken);
+        // a bare raw value at the end of the document
+        static TOP: Pat = Pat::Raw(3);
+        let mut sc = JsonScanner::new(&TOP);
+        let mut t = Texts::default();
+        sc.feed(b" 12", &mut t);
+        sc.feed(b"34 ", &mut t);
+        assert_eq!(sc.end_doc(&mut t), DocEnd::Complete);
+        sc.feed(b"5e1", &mut t);
+        assert_eq!(sc.end_doc(&mut t), DocEnd::Complete);
+        assert_eq!(
+            t.0,
+            vec![(3, b"1234".to_vec(), true), (3, b"5e1".to_vec(), true)]
+        );
     }
 }

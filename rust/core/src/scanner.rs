@@ -91,6 +91,7 @@ impl Sink for Leaves<'_> {
     fn str_piece(&mut self, f: Field, s: &[u8]) {
         if field::is_text(f) {
             self.text.piece(s);
+            self.acc.saw_text();
         } else {
             self.acc.str_piece(f, s);
         }
@@ -386,8 +387,7 @@ impl ResponseScanner {
                 .iter()
                 .find(|(h, _)| h.eq_ignore_ascii_case(name.trim()));
             if let (Some((_, f)), Some(v)) = (slot, parse_uint(value.trim().as_bytes())) {
-                body.docs.col.acc.int(*f, v);
-                body.docs.col.acc.mark_final(); // the provider's own totals for the response
+                body.docs.col.acc.header(*f, v);
             }
         }
         ResponseScanner {
@@ -468,9 +468,21 @@ impl ResponseScanner {
         self.body.docs.col.acc.changes
     }
 
+    /// A number that grows whenever output text arrives (tokenizer counts may
+    /// have changed): with `usage_changes`, what a host polls after each chunk.
+    pub fn text_changes(&self) -> u64 {
+        self.body.docs.col.text.changes
+    }
+
     /// The usage as of now, without ending anything (for mid-stream metadata).
-    /// Tokenizer counts cost a pass over the text held back (a few KiB).
-    pub fn snapshot(&self) -> Usage {
+    /// Settles the counted texts first, so a snapshot after every chunk costs
+    /// in proportion to the chunk.
+    pub fn snapshot(&mut self) -> Usage {
+        self.body.docs.col.text.settle();
+        self.current()
+    }
+
+    fn current(&self) -> Usage {
         if let Some(u) = &self.result {
             return u.clone();
         }
@@ -502,9 +514,9 @@ impl ResponseScanner {
             // provisional usage never wins over the text delivered
             if !acc.is_final() && text.seen() {
                 let (completion, reasoning) = text.totals();
+                u.reasoning_tokens = n.reasoning.max(reasoning);
                 if completion > n.completion {
                     u.completion_tokens = completion;
-                    u.reasoning_tokens = n.reasoning.max(reasoning);
                     u.total_tokens = n.prompt.saturating_add(completion);
                     u.source = Source::ProviderTokenizer;
                 }

@@ -19,6 +19,8 @@ pub struct TextState {
     tool: u64,
     tool_pos: u64,
     cur: Option<usize>,
+    /// Grows with every text begun and every piece of text counted.
+    pub changes: u64,
 }
 
 impl TextState {
@@ -32,6 +34,7 @@ impl TextState {
             tool: 0,
             tool_pos: 0,
             cur: None,
+            changes: 0,
         }
     }
 
@@ -76,11 +79,20 @@ impl TextState {
             None => MAX_TEXTS - 1,
         };
         self.cur = Some(i);
+        self.changes += 1;
     }
 
     pub fn piece(&mut self, s: &[u8]) {
         if let Some(i) = self.cur {
             self.texts[i].1.push(s);
+            self.changes += 1;
+        }
+    }
+
+    /// Settle every text (see `TextCounter::settle_now`).
+    pub fn settle(&mut self) {
+        for (_, c) in &mut self.texts {
+            c.settle_now();
         }
     }
 

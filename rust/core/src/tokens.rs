@@ -231,6 +231,14 @@ impl TextCounter {
         self.settled_len = self.held.len();
     }
 
+    /// Count what can no longer change now, so that `total` costs only the
+    /// last two pieces (a snapshot after every chunk stays linear overall).
+    pub fn settle_now(&mut self) {
+        if self.fresh > 0 {
+            self.settle();
+        }
+    }
+
     /// Tokens so far, counting what is held as if the text ended here.
     pub fn total(&self) -> u64 {
         if self.partial.is_empty() {
@@ -269,6 +277,24 @@ mod tests {
                     c.push(chunk);
                 }
                 assert_eq!(c.total(), want, "{enc:?} step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn settling_at_any_time_stays_exact() {
+        let text = TEXT.repeat(40);
+        for enc in [Encoding::Cl100k, Encoding::O200k] {
+            for step in [1, 3, 7, 50] {
+                let mut c = TextCounter::new(enc);
+                for (i, chunk) in text.as_bytes().chunks(step).enumerate() {
+                    c.push(chunk);
+                    if i % 3 == 0 {
+                        c.settle_now();
+                        assert!(c.held.len() < 64, "held {}", c.held.len());
+                    }
+                }
+                assert_eq!(c.total(), enc.count(&text), "{enc:?} step {step}");
             }
         }
     }

@@ -122,6 +122,10 @@ pub struct UsageAcc {
     doc: u64,
     finish_doc: Option<u64>,
     usage_doc: u64,
+    /// The document of the latest output text.
+    text_doc: u64,
+    /// Usage from response headers: the provider's totals, over any body value.
+    headers: [Option<u64>; field::SLOTS],
     model_buf: ShortString,
     /// The bytes `provider_model` was made from.
     model_bytes: Vec<u8>,
@@ -129,17 +133,31 @@ pub struct UsageAcc {
 
 impl UsageAcc {
     pub fn reported(&self) -> bool {
-        self.slots.iter().any(Option::is_some)
+        self.slots.iter().chain(&self.headers).any(Option::is_some)
+    }
+    fn slot(&self, f: Field) -> Option<u64> {
+        self.headers[f as usize].or(self.slots[f as usize])
     }
     fn get(&self, f: Field) -> u64 {
-        self.slots[f as usize].unwrap_or(0)
+        self.slot(f).unwrap_or(0)
     }
     fn has(&self, f: Field) -> bool {
-        self.slots[f as usize].is_some()
+        self.slot(f).is_some()
     }
     /// A slot, or the summed slot that replaces it where reported.
     fn get_or_sum(&self, f: Field, sum: Field) -> u64 {
-        self.slots[sum as usize].unwrap_or_else(|| self.get(f))
+        self.slot(sum).unwrap_or_else(|| self.get(f))
+    }
+    /// A usage number from a response header (wins over the body's).
+    pub fn header(&mut self, f: Field, v: u64) {
+        if let Some(h) = self.headers.get_mut(f as usize) {
+            *h = Some(v);
+            self.changes += 1;
+        }
+    }
+    /// Output text arrived in the current document.
+    pub fn saw_text(&mut self) {
+        self.text_doc = self.doc;
     }
     /// Whether the reported usage is final: a finish reason came in the
     /// document of the latest number or before it. Streams report usage early
@@ -152,7 +170,8 @@ impl UsageAcc {
     }
 
     pub fn is_final(&self) -> bool {
-        self.finish_doc.is_some_and(|f| self.usage_doc >= f)
+        // and no text came after the latest number (another choice still streaming)
+        self.finish_doc.is_some_and(|f| self.usage_doc >= f) && self.usage_doc >= self.text_doc
     }
     /// The reported numbers in the common meaning (see docs/providers.md,
     /// "Usage semantics"): the format's arithmetic, then one rule for every
@@ -188,7 +207,7 @@ impl UsageAcc {
         if f.completion_adds_reasoning {
             completion = completion.saturating_add(reasoning);
         }
-        let total = match self.slots[field::TOTAL as usize] {
+        let total = match self.slot(field::TOTAL) {
             // a total beside summed slots is the top level's, not theirs
             Some(t) if !self.has(field::SUM_INPUT) && !self.has(field::SUM_OUTPUT) => {
                 if reasoning > 0
@@ -236,17 +255,18 @@ impl Sink for UsageAcc {
         }
     }
     fn str_start(&mut self, f: Field) {
-        match f {
-            field::MODEL => self.model_buf.start(),
-            field::FINISH => {
-                self.finish_doc.get_or_insert(self.doc);
-            }
-            _ => {}
+        if f == field::MODEL {
+            self.model_buf.start();
         }
     }
     fn str_piece(&mut self, f: Field, s: &[u8]) {
-        if f == field::MODEL {
-            self.model_buf.push(s);
+        match f {
+            field::MODEL => self.model_buf.push(s),
+            // a finish reason is a non-empty string (TGI and others send "" on every chunk)
+            field::FINISH if !s.is_empty() => {
+                self.finish_doc.get_or_insert(self.doc);
+            }
+            _ => {}
         }
     }
     fn str_end(&mut self, f: Field) {
@@ -267,6 +287,9 @@ impl Sink for UsageAcc {
                 }
             }
             field::ROOT => self.doc += 1,
+            field::FINAL => {
+                self.finish_doc.get_or_insert(self.doc);
+            }
             _ => {}
         }
     }
@@ -334,6 +357,10 @@ mod tests {
         assert!(!a.is_final());
         a.enter(ROOT);
         a.str_start(FINISH);
+        a.str_piece(FINISH, b"");
+        a.enter(ROOT);
+        a.str_start(FINISH);
+        a.str_piece(FINISH, b"stop");
         assert!(!a.is_final()); // the number came before the finish reason
         a.int(OUTPUT, 15);
         assert!(a.is_final());

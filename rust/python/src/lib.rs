@@ -86,12 +86,16 @@ impl ResponseScanner {
         usage_obj(py, self.inner.finish())
     }
 
-    fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn snapshot<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         usage_obj(py, self.inner.snapshot())
     }
 
     fn usage_changes(&self) -> u64 {
         self.inner.usage_changes()
+    }
+
+    fn text_changes(&self) -> u64 {
+        self.inner.text_changes()
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

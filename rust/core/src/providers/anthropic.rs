@@ -16,12 +16,12 @@
 use super::openai::{ERROR_OBJ, TEXT_OR_BLOCKS};
 use crate::descriptor::{Cond, Descriptor, Framing};
 use crate::field::*;
-use crate::json::Pat::{self, Arr, Leaf, Obj, Or};
+use crate::json::Pat::{self, Arr, Leaf, Obj, Or, Raw};
 use crate::usage::Arithmetic;
 
 /// Server-side sampling steps (compaction, advisor, fallback): billed as
 /// the sum of every step, which replaces the top-level numbers.
-const ITERATION: Pat = Obj(
+pub(crate) const ITERATION: Pat = Obj(
     None,
     &[
         ("input_tokens", Leaf(SUM_INPUT)),
@@ -58,6 +58,8 @@ pub(crate) const DELTA: Pat = Obj(
         ("text", Leaf(T_CONTENT)),
         ("thinking", Leaf(T_REASONING)),
         ("partial_json", Leaf(T_TOOL_ARGS)),
+        // compaction_delta: the summary of a server-side compaction step
+        ("content", Leaf(T_CONTENT)),
         // message_delta
         ("stop_reason", Leaf(FINISH)),
         ("toolUse", Obj(None, &[("input", Leaf(T_TOOL_ARGS))])),
@@ -85,9 +87,106 @@ static RESPONSE: Pat = Obj(
 );
 static RESPONSE_ARRAY: Pat = Arr(&RESPONSE);
 
+/// `source` of an image or document block: base64 `data`, a `url` or a
+/// `file_id`, whose kind `media_type` (or the block's `type`) tells; a
+/// `content` source holds text blocks.
+const SOURCE: Pat = Obj(
+    None,
+    &[
+        ("media_type", Leaf(R_KIND)),
+        ("data", Leaf(R_MEDIA)),
+        ("url", Leaf(R_MEDIA)),
+        ("file_id", Leaf(R_MEDIA)),
+        ("content", TEXT_OR_BLOCKS),
+    ],
+);
+
+/// Bedrock Converse media: `{"format", "source": {"bytes" | "s3Location"}}`.
+const CONVERSE_IMAGE: Pat = Obj(
+    None,
+    &[(
+        "source",
+        Obj(
+            None,
+            &[
+                ("bytes", Leaf(R_IMAGE)),
+                ("s3Location", Obj(None, &[("uri", Leaf(R_IMAGE))])),
+            ],
+        ),
+    )],
+);
+const CONVERSE_DOCUMENT: Pat = Obj(
+    None,
+    &[(
+        "source",
+        Obj(
+            None,
+            &[
+                ("bytes", Leaf(R_FILE)),
+                ("s3Location", Obj(None, &[("uri", Leaf(R_FILE))])),
+                ("text", Leaf(R_TEXT)),
+            ],
+        ),
+    )],
+);
+const CONVERSE_VIDEO: Pat = Obj(
+    None,
+    &[(
+        "source",
+        Obj(
+            None,
+            &[
+                ("bytes", Leaf(R_VIDEO)),
+                ("s3Location", Obj(None, &[("uri", Leaf(R_VIDEO))])),
+            ],
+        ),
+    )],
+);
+
+/// A block inside a tool result: text, an image or a document (Converse:
+/// also `json`).
+const RESULT_BLOCK: Pat = Obj(
+    Some(R_PART_ANTHROPIC),
+    &[
+        ("type", Leaf(R_KIND)),
+        ("text", Leaf(R_TEXT)),
+        ("source", SOURCE),
+        ("json", Raw(R_TEXT)),
+        ("image", CONVERSE_IMAGE),
+        ("document", CONVERSE_DOCUMENT),
+        ("video", CONVERSE_VIDEO),
+    ],
+);
+
+/// A message's content block (Messages, and Converse's keyed blocks): text,
+/// images and documents, tool uses (name and input), tool results.
+const BLOCK: Pat = Obj(
+    Some(R_PART_ANTHROPIC),
+    &[
+        ("type", Leaf(R_KIND)),
+        ("text", Leaf(R_TEXT)),
+        ("source", SOURCE),
+        ("content", Or(&[Leaf(R_TEXT), Arr(&RESULT_BLOCK)])),
+        ("name", Leaf(R_TEXT)),
+        ("input", Raw(R_TEXT)),
+        ("image", CONVERSE_IMAGE),
+        ("document", CONVERSE_DOCUMENT),
+        ("video", CONVERSE_VIDEO),
+        (
+            "toolUse",
+            Obj(None, &[("name", Leaf(R_TEXT)), ("input", Raw(R_TEXT))]),
+        ),
+        ("toolResult", Obj(None, &[("content", Arr(&RESULT_BLOCK))])),
+    ],
+);
+
+/// A structured-output format: `{"type": "json_schema", "schema": {...}}`.
+const OUTPUT_FORMAT: Pat = Obj(None, &[("schema", Raw(R_TEXT))]);
+
 /// Messages requests (also Bedrock Converse and InvokeModel's Anthropic
-/// body): `system` and every text block of `messages`, tool results included.
-const BLOCK: Pat = Obj(None, &[("text", Leaf(R_TEXT)), ("content", TEXT_OR_BLOCKS)]);
+/// body): `system`, the content blocks of `messages`, tool definitions
+/// (Messages `tools`, Converse `toolConfig.tools[].toolSpec`) and
+/// structured-output schemas.
 pub(crate) static REQUEST: Pat = Obj(
     None,
     &[
@@ -97,6 +196,42 @@ pub(crate) static REQUEST: Pat = Obj(
         (
             "messages",
             Arr(&Obj(None, &[("content", Or(&[Leaf(R_TEXT), Arr(&BLOCK)]))])),
+        ),
+        (
+            "tools",
+            Arr(&Obj(
+                Some(R_TOOL_ANTHROPIC),
+                &[
+                    ("name", Leaf(R_TEXT)),
+                    ("description", Leaf(R_TEXT)),
+                    ("input_schema", Raw(R_TEXT)),
+                ],
+            )),
+        ),
+        ("output_format", OUTPUT_FORMAT),
+        ("output_config", Obj(None, &[("format", OUTPUT_FORMAT)])),
+        (
+            "toolConfig",
+            Obj(
+                None,
+                &[(
+                    "tools",
+                    Arr(&Obj(
+                        None,
+                        &[(
+                            "toolSpec",
+                            Obj(
+                                Some(R_TOOL),
+                                &[
+                                    ("name", Leaf(R_TEXT)),
+                                    ("description", Leaf(R_TEXT)),
+                                    ("inputSchema", Obj(None, &[("json", Raw(R_TEXT))])),
+                                ],
+                            ),
+                        )],
+                    )),
+                )],
+            ),
         ),
     ],
 );
@@ -115,9 +250,10 @@ pub static ANTHROPIC: Descriptor = Descriptor {
     path_model: None,
     streams_by_path: &[],
     usage_headers: &[],
+    // the body: `stop_sequence` is a key no OpenAI-compatible response has
     body_markers: &[
         "\"message_start\"",
         "\"content_block_delta\"",
-        "\"cache_creation_input_tokens\"",
+        "\"stop_sequence\"",
     ],
 };

@@ -32,7 +32,7 @@ use crate::json::Pat::{self, Arr, Leaf, Obj};
 use crate::usage::Arithmetic;
 
 const USAGE: Pat = Obj(
-    None,
+    Some(SUM_RESET),
     &[
         ("inputTokens", Leaf(INPUT)),
         ("outputTokens", Leaf(OUTPUT)),
@@ -47,6 +47,11 @@ const USAGE: Pat = Obj(
         ("output_tokens", Leaf(OUTPUT)),
         ("cache_read_input_tokens", Leaf(CACHED)),
         ("cache_creation_input_tokens", Leaf(CACHE_WRITE)),
+        (
+            "output_tokens_details",
+            Obj(None, &[("thinking_tokens", Leaf(REASONING))]),
+        ),
+        ("iterations", Arr(&anthropic::ITERATION)),
         // AI21 Jamba's (OpenAI-style) body
         ("prompt_tokens", Leaf(INPUT)),
         ("completion_tokens", Leaf(OUTPUT)),
@@ -187,7 +192,6 @@ pub static BEDROCK: Descriptor = Descriptor {
         ("x-amzn-bedrock-cache-write-input-token-count", CACHE_WRITE),
     ],
     body_markers: &[
-        ":event-type",
         "\"amazon-bedrock-invocationMetrics\"",
         "\"inputTokens\"",
         "\"inputTextTokenCount\"",

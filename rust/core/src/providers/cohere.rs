@@ -10,10 +10,10 @@
 //! stream cut before it is counted by the tokenizer. Text for counting:
 //! content deltas, the tool plan, tool call names and arguments.
 
-use super::openai::{compatible, TEXT_OR_BLOCKS};
+use super::openai::{compatible, PART};
 use crate::descriptor::{Cond, Descriptor};
 use crate::field::*;
-use crate::json::Pat::{self, Arr, Leaf, Obj, Or};
+use crate::json::Pat::{self, Arr, Leaf, Obj, Or, Raw};
 
 const BILLED: Pat = Obj(
     None,
@@ -81,14 +81,19 @@ static RESPONSE: Pat = Obj(
 );
 static RESPONSE_ARRAY: Pat = Arr(&RESPONSE);
 
-/// v2 `messages[].content` (a string or text blocks), v1 `message`,
-/// `preamble` and `chat_history[].message`, embed `texts`.
+/// v2 `messages[].content` (a string or parts, images as OpenAI's), v1
+/// `message`, `preamble` and `chat_history[].message`, embed `texts`; tools
+/// (v2 in OpenAI's shape, v1 `parameter_definitions`) and v2
+/// `response_format.json_schema` (the schema itself).
 static REQUEST: Pat = Obj(
     None,
     &[
         ("model", Leaf(MODEL)),
         ("stream", Leaf(STREAM)),
-        ("messages", Arr(&Obj(None, &[("content", TEXT_OR_BLOCKS)]))),
+        (
+            "messages",
+            Arr(&Obj(None, &[("content", Or(&[Leaf(R_TEXT), Arr(&PART)]))])),
+        ),
         ("message", Leaf(R_TEXT)),
         ("preamble", Leaf(R_TEXT)),
         (
@@ -96,6 +101,32 @@ static REQUEST: Pat = Obj(
             Arr(&Obj(None, &[("message", Leaf(R_TEXT))])),
         ),
         ("texts", Arr(&Leaf(R_TEXT))),
+        (
+            "tools",
+            Arr(&Obj(
+                Some(R_TOOL),
+                &[
+                    (
+                        "function",
+                        Obj(
+                            None,
+                            &[
+                                ("name", Leaf(R_TEXT)),
+                                ("description", Leaf(R_TEXT)),
+                                ("parameters", Raw(R_TEXT)),
+                            ],
+                        ),
+                    ),
+                    ("name", Leaf(R_TEXT)),
+                    ("description", Leaf(R_TEXT)),
+                    ("parameter_definitions", Raw(R_TEXT)),
+                ],
+            )),
+        ),
+        (
+            "response_format",
+            Obj(None, &[("json_schema", Raw(R_TEXT))]),
+        ),
     ],
 );
 

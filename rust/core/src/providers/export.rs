@@ -35,6 +35,9 @@ fn pat(out: &mut String, p: &Pat) {
         Pat::Leaf(f) => {
             let _ = write!(out, "{{\"leaf\":{f}}}");
         }
+        Pat::Raw(f) => {
+            let _ = write!(out, "{{\"raw\":{f}}}");
+        }
         Pat::Arr(e) => {
             out.push_str("{\"arr\":");
             pat(out, e);

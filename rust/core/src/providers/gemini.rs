@@ -15,10 +15,10 @@
 //! usage) and Vertex AI embeddings (`:predict`, the sum of
 //! `predictions[].embeddings.statistics.token_count`).
 
-use super::openai::{ERROR_OBJ, TEXT_BLOCKS, TEXT_OR_BLOCKS};
+use super::openai::{ERROR_OBJ, TEXT_OR_BLOCKS};
 use crate::descriptor::{Cond, Descriptor, Framing, ModelEnd, PathModel};
 use crate::field::*;
-use crate::json::Pat::{self, Arr, Leaf, Obj, Or};
+use crate::json::Pat::{self, Arr, Leaf, Obj, Or, Raw};
 use crate::usage::Arithmetic;
 
 const USAGE: Pat = Obj(
@@ -81,7 +81,7 @@ static RESPONSE: Pat = Obj(
         (
             "interaction",
             Obj(
-                None,
+                Some(FINAL),
                 &[("usage", INTERACTION_USAGE), ("model", Leaf(MODEL))],
             ),
         ),
@@ -114,8 +114,77 @@ static RESPONSE: Pat = Obj(
 );
 static RESPONSE_ARRAY: Pat = Arr(&RESPONSE);
 
-/// `contents[].parts[].text` and the system instruction.
-const CONTENT: Pat = Obj(None, &[("parts", TEXT_BLOCKS)]);
+/// Inline data and file references: the MIME type tells the kind (the REST
+/// API takes camelCase and snake_case names).
+const BLOB: Pat = Obj(
+    None,
+    &[
+        ("mimeType", Leaf(R_KIND)),
+        ("mime_type", Leaf(R_KIND)),
+        ("data", Leaf(R_MEDIA)),
+    ],
+);
+const FILE_DATA: Pat = Obj(
+    None,
+    &[
+        ("mimeType", Leaf(R_KIND)),
+        ("mime_type", Leaf(R_KIND)),
+        ("fileUri", Leaf(R_MEDIA)),
+        ("file_uri", Leaf(R_MEDIA)),
+    ],
+);
+const FUNCTION_CALL: Pat = Obj(None, &[("name", Leaf(R_TEXT)), ("args", Raw(R_TEXT))]);
+const FUNCTION_RESPONSE: Pat = Obj(None, &[("name", Leaf(R_TEXT)), ("response", Raw(R_TEXT))]);
+
+/// A part: text, inline data, a file, a function call or response.
+const PART: Pat = Obj(
+    Some(R_PART_GEMINI),
+    &[
+        ("text", Leaf(R_TEXT)),
+        ("inlineData", BLOB),
+        ("inline_data", BLOB),
+        ("fileData", FILE_DATA),
+        ("file_data", FILE_DATA),
+        ("functionCall", FUNCTION_CALL),
+        ("function_call", FUNCTION_CALL),
+        ("functionResponse", FUNCTION_RESPONSE),
+        ("function_response", FUNCTION_RESPONSE),
+    ],
+);
+
+/// `contents[].parts[]` and the system instruction.
+const CONTENT: Pat = Obj(None, &[("parts", Arr(&PART))]);
+
+/// `tools[].functionDeclarations[]`.
+const DECLARATION: Pat = Obj(
+    Some(R_TOOL),
+    &[
+        ("name", Leaf(R_TEXT)),
+        ("description", Leaf(R_TEXT)),
+        ("parameters", Raw(R_TEXT)),
+        ("parametersJsonSchema", Raw(R_TEXT)),
+        ("parameters_json_schema", Raw(R_TEXT)),
+    ],
+);
+const TOOL_SET: Pat = Obj(
+    None,
+    &[
+        ("functionDeclarations", Arr(&DECLARATION)),
+        ("function_declarations", Arr(&DECLARATION)),
+    ],
+);
+
+/// Structured output: `generationConfig.responseSchema` / `responseJsonSchema`.
+const GENERATION_CONFIG: Pat = Obj(
+    None,
+    &[
+        ("responseSchema", Raw(R_TEXT)),
+        ("response_schema", Raw(R_TEXT)),
+        ("responseJsonSchema", Raw(R_TEXT)),
+        ("response_json_schema", Raw(R_TEXT)),
+    ],
+);
+
 static REQUEST: Pat = Obj(
     None,
     &[
@@ -136,6 +205,9 @@ static REQUEST: Pat = Obj(
         ("instances", Arr(&Obj(None, &[("content", Leaf(R_TEXT))]))),
         ("systemInstruction", CONTENT),
         ("system_instruction", CONTENT),
+        ("tools", Arr(&TOOL_SET)),
+        ("generationConfig", GENERATION_CONFIG),
+        ("generation_config", GENERATION_CONFIG),
     ],
 );
 
@@ -178,12 +250,15 @@ pub static GEMINI: Descriptor = google(
     &[
         GENERATE,
         STREAM_GENERATE,
-        &[Cond::PathContains("/interactions")],
+        &[Cond::PathContains("/v1beta/interactions")],
+        &[Cond::PathContains("/v1alpha/interactions")],
+        &[Cond::PathContains("/v1/interactions")],
     ],
     &[
         "\"usageMetadata\"",
         "\"candidates\"",
-        "interaction.created",
-        "interaction.complete",
+        "\"interaction.created\"",
+        "\"interaction.completed\"",
+        "\"interaction.complete\"",
     ],
 );

@@ -64,14 +64,26 @@ pub fn detect(path: &str, content_type: &str) -> &'static Descriptor {
         .unwrap_or(&openai::OPENAI)
 }
 
-/// The provider whose body markers appear in `head` (the first bytes of a
-/// response), first in registry order; None when none does.
+/// The provider whose format the first bytes of a response show: a binary
+/// prelude (a NUL first byte) is an event stream; else the provider whose
+/// body marker appears earliest in `head` (registry order breaks ties). None
+/// when no marker appears.
 pub fn sniff(head: &[u8]) -> Option<&'static Descriptor> {
-    ALL.iter().copied().find(|d| {
-        d.body_markers
-            .iter()
-            .any(|m| memchr::memmem::find(head, m.as_bytes()).is_some())
-    })
+    if head.first() == Some(&0) {
+        return ALL.iter().copied().find(|d| d.nul_framing.is_some());
+    }
+    let mut best: Option<(usize, &'static Descriptor)> = None;
+    for d in ALL.iter().copied() {
+        for m in d.body_markers {
+            if let Some(at) = memchr::memmem::find(head, m.as_bytes()) {
+                match best {
+                    Some((b, _)) if b <= at => {}
+                    _ => best = Some((at, d)),
+                }
+            }
+        }
+    }
+    best.map(|(_, d)| d)
 }
 
 /// The path without its query string.

@@ -8,7 +8,7 @@
 use super::openai::ERROR_OBJ;
 use crate::descriptor::{Cond, Descriptor, Framing};
 use crate::field::*;
-use crate::json::Pat::{self, Arr, Leaf, Obj};
+use crate::json::Pat::{self, Arr, Leaf, Obj, Raw};
 use crate::usage::Arithmetic;
 
 static RESPONSE: Pat = Obj(
@@ -48,8 +48,11 @@ static RESPONSE: Pat = Obj(
 );
 static RESPONSE_ARRAY: Pat = Arr(&RESPONSE);
 
+/// `messages[].content`, `prompt`, `system`; images (`messages[].images`,
+/// generate's `images`: base64, counted by OpenAI's rules, Ollama's models
+/// having none published), tools (OpenAI's shape) and a `format` schema.
 static REQUEST: Pat = Obj(
-    None,
+    Some(R_PART_OPENAI),
     &[
         ("model", Leaf(MODEL)),
         ("stream", Leaf(STREAM)),
@@ -57,9 +60,18 @@ static REQUEST: Pat = Obj(
             "stream_options",
             Obj(None, &[("include_usage", Leaf(INCLUDE_USAGE))]),
         ),
-        ("messages", Arr(&Obj(None, &[("content", Leaf(R_TEXT))]))),
+        (
+            "messages",
+            Arr(&Obj(
+                Some(R_PART_OPENAI),
+                &[("content", Leaf(R_TEXT)), ("images", Arr(&Leaf(R_IMAGE)))],
+            )),
+        ),
         ("prompt", Leaf(R_TEXT)),
         ("system", Leaf(R_TEXT)),
+        ("images", Arr(&Leaf(R_IMAGE))),
+        ("tools", Arr(&super::openai::TOOL_DEF)),
+        ("format", Raw(R_TEXT)),
     ],
 );
 

@@ -24,7 +24,7 @@
 
 use crate::descriptor::{Descriptor, Framing};
 use crate::field::*;
-use crate::json::Pat::{self, Arr, Leaf, Obj, Or};
+use crate::json::Pat::{self, Arr, Leaf, Obj, Or, Raw};
 use crate::usage::Arithmetic;
 
 const USAGE: Pat = Obj(
@@ -138,10 +138,12 @@ pub(crate) static RESPONSE: Pat = Obj(
             ),
         ),
         ("error", ERROR_OBJ),
+        // Responses API events: usage only in the final ones (completed,
+        // incomplete, failed), which makes it final
         (
             "response",
             Obj(
-                None,
+                Some(FINAL),
                 &[
                     ("model", Leaf(MODEL)),
                     ("usage", USAGE),
@@ -162,12 +164,79 @@ const STREAM_OPTIONS: Pat = Obj(None, &[("include_usage", Leaf(INCLUDE_USAGE))])
 pub(crate) const TEXT_BLOCKS: Pat = Arr(&Obj(None, &[("text", Leaf(R_TEXT))]));
 pub(crate) const TEXT_OR_BLOCKS: Pat = Or(&[Leaf(R_TEXT), TEXT_BLOCKS]);
 
+/// `image_url`: a URL or data URL (Responses `input_image`), or `{url, detail}`
+/// (Chat Completions).
+const IMAGE_URL: Pat = Or(&[
+    Leaf(R_IMAGE),
+    Obj(None, &[("url", Leaf(R_IMAGE)), ("detail", Leaf(R_DETAIL))]),
+]);
+
+/// A content part of Chat Completions or Responses: its text, and the media
+/// OpenAI bills: images (by `detail` and size), `input_audio`, files
+/// (`file` in Chat Completions, `input_file` in Responses; a Responses
+/// `file_id` is an image or a file as its `type` says).
+pub(crate) const PART: Pat = Obj(
+    Some(R_PART_OPENAI),
+    &[
+        ("type", Leaf(R_KIND)),
+        ("text", Leaf(R_TEXT)),
+        ("image_url", IMAGE_URL),
+        ("detail", Leaf(R_DETAIL)),
+        ("input_audio", Obj(None, &[("data", Leaf(R_AUDIO))])),
+        (
+            "file",
+            Obj(
+                None,
+                &[("file_data", Leaf(R_FILE)), ("file_id", Leaf(R_FILE))],
+            ),
+        ),
+        ("file_id", Leaf(R_MEDIA)),
+        ("file_data", Leaf(R_FILE)),
+        ("file_url", Leaf(R_FILE)),
+    ],
+);
+const CONTENT: Pat = Or(&[Leaf(R_TEXT), Arr(&PART)]);
+
+/// A tool definition: Chat Completions' `{"type": "function", "function":
+/// {name, description, parameters}}`, the Responses API's flat form, a legacy
+/// `functions[]` entry; built-in tools (`web_search`...) count the overhead only.
+pub(crate) const TOOL_DEF: Pat = Obj(
+    Some(R_TOOL),
+    &[
+        (
+            "function",
+            Obj(
+                None,
+                &[
+                    ("name", Leaf(R_TEXT)),
+                    ("description", Leaf(R_TEXT)),
+                    ("parameters", Raw(R_TEXT)),
+                ],
+            ),
+        ),
+        ("name", Leaf(R_TEXT)),
+        ("description", Leaf(R_TEXT)),
+        ("parameters", Raw(R_TEXT)),
+    ],
+);
+
+/// A structured-output schema: Chat Completions' `response_format.json_schema`,
+/// Responses' `text.format`.
+const JSON_SCHEMA: Pat = Obj(
+    None,
+    &[
+        ("name", Leaf(R_TEXT)),
+        ("description", Leaf(R_TEXT)),
+        ("schema", Raw(R_TEXT)),
+    ],
+);
+
 /// A chat message (also Responses message items).
 const CHAT_MESSAGE: Pat = Obj(
     Some(R_MSG),
     &[
         ("role", Leaf(R_TEXT)),
-        ("content", TEXT_OR_BLOCKS),
+        ("content", CONTENT),
         ("name", Leaf(R_NAME)),
         ("tool_call_id", Leaf(R_TEXT)),
         (
@@ -200,6 +269,13 @@ pub(crate) static REQUEST: Pat = Obj(
         ("input", INPUT_VALUE),
         ("prompt", INPUT_VALUE),
         ("instructions", Leaf(R_TEXT)),
+        ("tools", Arr(&TOOL_DEF)),
+        ("functions", Arr(&TOOL_DEF)),
+        (
+            "response_format",
+            Obj(None, &[("json_schema", JSON_SCHEMA)]),
+        ),
+        ("text", Obj(None, &[("format", JSON_SCHEMA)])),
     ],
 );
 
