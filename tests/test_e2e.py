@@ -4,6 +4,7 @@ budgets, fail-open, a client that disconnects mid-stream, the demo command."""
 
 import http.client
 import json
+import pathlib
 import subprocess
 import sys
 import time
@@ -238,8 +239,11 @@ def test_a_client_that_disconnects_mid_stream(stack):
     lines = stack.access_lines(logged + 1)  # Envoy logs the cut request once it has torn it down
     cut = lines[-1]
     assert (len(lines), cut["user"], cut["prompt_tokens"], cut["streaming"]) == (logged + 1, "alice", 21, True)
-    # tokenizer counts rode on the stream as metadata (every second), so the cut request's line has numbers
-    assert 0 < cut["completion_tokens"] <= partial and cut["total_tokens"] == 21 + cut["completion_tokens"]
+    # the usage rode on every chunk as metadata, and Envoy forwards a chunk only after llmtally's answer: the
+    # cut request's line has exactly what the metrics recorded, at least what the client received
+    received = oracle.completion(list(oracle.sse_docs(got[: got.rfind(b"\n\n") + 2])), "cl100k_base")[0]
+    assert 0 < received <= cut["completion_tokens"] == partial
+    assert cut["total_tokens"] == 21 + cut["completion_tokens"]
     assert (
         sample(samples(stack), "ai_aborted_streams_total", **labels) - sample(m0, "ai_aborted_streams_total", **labels)
         == 1
@@ -406,3 +410,25 @@ def test_large_request_bodies_pass_with_rate_limiting_on(stack, mib):
     assert time.monotonic() - t0 < 30  # it used to wait for the 300 s route timeout, then 408
     usage = json.loads(data)["usage"]  # the mock reports the whole body's prompt, as a provider would
     assert (line["prompt_tokens"], line["total_tokens"]) == (usage["prompt_tokens"], usage["total_tokens"])
+
+
+def test_a_stream_envoy_drops_on_its_message_timeout_is_not_an_abort(tmp_path):
+    """An answer slower than Envoy's message timeout: Envoy goes on without llmtally (fail open) and the client
+    gets the whole response; the stream is counted as a message timeout, not as a client abort."""
+    faulty = [sys.executable, str(pathlib.Path(__file__).with_name("faulty_serve.py"))]
+    s = Stack(str(tmp_path), serve_command=faulty).start()
+    try:
+        token = s.key.token(dict(keys.ALICE, team="slow"))
+        status, data = s.post("/openai", token, dict(SEED_STREAM_BODY, model="slow"), {"x-mock-delay-ms": "5"})
+        assert status == 200 and data.rstrip().endswith(b"data: [DONE]")  # the client got everything
+        deadline = time.monotonic() + 10
+        while True:
+            m = metric_samples(s.metrics_text())
+            timeouts = sum(v for (name, _), v in m.items() if name == "ai_message_timeouts_total")
+            if timeouts or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        aborted = sum(v for (name, _), v in m.items() if name == "ai_aborted_streams_total")
+        assert (timeouts, aborted) == (1, 0)
+    finally:
+        s.stop()

@@ -32,6 +32,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
 SECONDS_RANGES: dict[str, tuple[float, float]] = {
     "shutdown_grace_seconds": (0.0, 3600.0),
     "mid_stream_metadata_seconds": (0.0, 3600.0),
+    "message_timeout_seconds": (0.0, 3600.0),
 }
 #: rateLimit.limits[].tokens: Envoy's requests_per_unit is a uint32
 MAX_TOKENS_PER_WINDOW = (1 << 32) - 1
@@ -106,6 +107,9 @@ class Config:
     workers: int = 1
     #: tokenizer counts sent as metadata mid-stream at most this often (0: with every chunk that changed them)
     mid_stream_metadata_seconds: float = 0.0
+    #: Envoy's ext_proc `message_timeout` (the generated bootstrap's): a stream that closes right after an answer
+    #: that took this long was dropped by Envoy, not by the client (0: never assume so)
+    message_timeout_seconds: float = 2.0
     #: concurrent gRPC streams per worker; more are refused (Envoy fails open: that traffic is not counted)
     max_concurrent_streams: int = 10000
     #: permissions of a unix socket (octal)

@@ -87,6 +87,20 @@ class Host:
         self.config = config
         self.metrics = metrics
         self.backend = config.backend or _api.backend()  # resolved once, not per call
+        self.last_timeout_warning = -60.0
+
+    def warn_timeout(self, ex: Exchange, seconds: float) -> None:
+        """Rate-limited: at most one line a minute."""
+        now = time.monotonic()
+        if now - self.last_timeout_warning >= 60:
+            self.last_timeout_warning = now
+            log.warning(
+                "an answer took %.1f s, past Envoy's message timeout (provider %s, path %s): Envoy went on "
+                "without llmtally, so the rest of that response was not counted (ai_message_timeouts_total)",
+                seconds,
+                ex._llm(),
+                ex.path.split("?", 1)[0],
+            )
 
     def fault(self, stage: str, ex: Exchange) -> None:
         self.metrics.record_exception(stage)
@@ -121,6 +135,7 @@ class Exchange:
         "sent_usage",
         "known",
         "t_meta",
+        "last_answer_seconds",
     )
 
     def __init__(self, host: Host, provider_hint: str | None):
@@ -141,6 +156,7 @@ class Exchange:
         self.sent_texts = 0
         self.sent_usage: Usage | None = None
         self.known: Usage | None = None
+        self.last_answer_seconds = 0.0  # how long the latest answer took
         self.t_meta = 0.0
 
     def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
@@ -148,6 +164,13 @@ class Exchange:
         kind = req.WhichOneof("request")
         if kind is None:
             return None
+        t_in = time.monotonic()
+        try:
+            return self._handle(kind, req)
+        finally:
+            self.last_answer_seconds = time.monotonic() - t_in
+
+    def _handle(self, kind: str, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         if self.done:
             return PASS[kind]
         if self.broken:
@@ -319,7 +342,7 @@ class Exchange:
         u = self._record(scanner)
         return with_metadata(kind, final_metadata(self.host.config, self._llm(), u))
 
-    def _record(self, scanner: _api.ResponseScanner, aborted: bool = False) -> Usage:
+    def _record(self, scanner: _api.ResponseScanner, aborted: bool = False, timed_out: bool = False) -> Usage:
         """Finish the scan, record the metrics once, return the usage. A
         response whose request never reached llmtally (a local reply, such as
         Envoy's own 429 from an earlier filter) is not an LLM call: no metrics."""
@@ -337,6 +360,7 @@ class Exchange:
             self._labels(),
             u,
             aborted=aborted,
+            timed_out=timed_out,
             duration=now - self.t0,
             ttft=None if first is None else first - self.t0,
             tpot_span=None if first is None else now - first,
@@ -371,7 +395,11 @@ class Exchange:
         try:
             scanner = self.scanner
             if scanner is not None:
-                self._record(scanner, aborted=True)
+                timeout = self.host.config.message_timeout_seconds
+                timed_out = bool(timeout) and self.last_answer_seconds >= timeout
+                if timed_out:
+                    self.host.warn_timeout(self, self.last_answer_seconds)
+                self._record(scanner, aborted=not timed_out, timed_out=timed_out)
             else:  # cut before any response: nothing was billed
                 self.done = True
                 self.host.metrics.record(

@@ -169,6 +169,7 @@ def bootstrap(
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
                     "grpc_service": {"envoy_grpc": {"cluster_name": "llmtally"}, "timeout": "5s"},
                     "failure_mode_allow": True,
+                    # llmtally's messageTimeoutSeconds (default 2) must match: it tells these drops from aborts
                     "message_timeout": "2s",
                     "processing_mode": {
                         "request_header_mode": "SEND",

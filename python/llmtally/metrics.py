@@ -73,6 +73,13 @@ class Metrics:
             names,
             registry=r,
         )
+        self.timeouts = Counter(
+            "ai_message_timeouts",
+            "Streams Envoy let go of because an answer of llmtally's took longer than its message timeout "
+            "(the client may have received everything; only what llmtally saw is counted)",
+            names,
+            registry=r,
+        )
         self.requests = Counter(
             "ai_requests", "LLM requests seen, by where their numbers came from", [*names, "source"], registry=r
         )
@@ -117,17 +124,21 @@ class Metrics:
         usage: Usage | None,
         *,
         aborted: bool = False,
+        timed_out: bool = False,
         duration: float | None = None,
         ttft: float | None = None,
         tpot_span: float | None = None,
     ) -> None:
         """One finished (or cut) LLM call. `usage` None: cut before any response,
-        so only `aborted` counts. `duration`: request headers to the end;
+        so only `aborted` counts; `timed_out`: Envoy dropped the stream on its message timeout (counted
+        instead of `aborted`). `duration`: request headers to the end;
         `ttft`: to the first response body bytes; `tpot_span`: from those bytes
         to the end (None when no body came), spread over the completion tokens
         of a streamed answer."""
         s = self._series_of(llm, model, labels)
-        if aborted:
+        if timed_out:
+            s.timeouts.inc()
+        elif aborted:
             s.aborted.inc()
         if usage is None:
             return
@@ -184,6 +195,7 @@ class Series:
         "reasoning",
         "rate_limited",
         "aborted",
+        "timeouts",
         "duration",
         "ttft",
         "tpot",
@@ -196,6 +208,7 @@ class Series:
     reasoning: Counter
     rate_limited: Counter
     aborted: Counter
+    timeouts: Counter
     duration: Histogram
     ttft: Histogram
     tpot: Histogram
@@ -210,6 +223,7 @@ class Series:
             "reasoning",
             "rate_limited",
             "aborted",
+            "timeouts",
             "duration",
             "ttft",
             "tpot",

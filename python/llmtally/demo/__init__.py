@@ -57,8 +57,10 @@ def llmtally_config(grpc_addr: str, metrics_port: int) -> str:
 class Stack:
     """Mock upstream + llmtally serve + Envoy, all on loopback."""
 
-    def __init__(self, workdir: str | None = None, listen_port: int = 0, say=lambda msg: None):
+    def __init__(self, workdir: str | None = None, listen_port: int = 0, say=lambda msg: None, serve_command=None):
         self.say = say
+        #: how to run `llmtally serve` (the tests plant faults with another entry point)
+        self.serve_command = serve_command or [sys.executable, "-m", "llmtally.cli"]
         self.workdir = workdir or tempfile.mkdtemp(prefix="llmtally-demo-")
         self.key = keys.SigningKey()
         self.upstream_port = free_port()
@@ -118,7 +120,7 @@ class Stack:
         with open(cfg, "w") as f:
             f.write(llmtally_config(f"127.0.0.1:{self.grpc_port}", self.metrics_port))
         self.serve = subprocess.Popen(
-            [sys.executable, "-m", "llmtally.cli", "serve", "--config", cfg],
+            [*self.serve_command, "serve", "--config", cfg],
             stdout=open(self.serve_log, "ab"),
             stderr=subprocess.STDOUT,
         )
