@@ -432,3 +432,26 @@ def test_a_stream_envoy_drops_on_its_message_timeout_is_not_an_abort(tmp_path):
         assert (timeouts, aborted) == (1, 0)
     finally:
         s.stop()
+
+
+def test_an_exception_late_in_a_stream_leaves_its_usage_in_the_access_log(tmp_path):
+    """The last chunk's handling raises inside llmtally: the client still gets the whole response, and the
+    access log (what budgets charge) holds the usage known before the fault, as the metrics do."""
+    faulty = [sys.executable, str(pathlib.Path(__file__).with_name("faulty_serve.py"))]
+    s = Stack(str(tmp_path), serve_command=faulty).start()
+    try:
+        token = s.key.token(dict(keys.ALICE, team="late"))
+        before = len(s.access_lines(0))
+        status, data = s.post("/openai", token, dict(SEED_STREAM_BODY, model="explode-late"))
+        assert status == 200 and data.rstrip().endswith(b"data: [DONE]")
+        line = s.access_lines(before + 1)[-1]
+        labels = {"llm": "openai", "model": "explode-late", "team": "late"}
+        deadline = time.monotonic() + 10
+        while not (completion := sample(samples(s), "ai_completion_tokens_total", **labels)):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert line["completion_tokens"] == completion > 0
+        assert line["rate_limited_tokens"] == line["total_tokens"] == line["prompt_tokens"] + completion
+        assert sample(samples(s), "ai_exception_raised_total", stage="response_body") == 1
+    finally:
+        s.stop()
