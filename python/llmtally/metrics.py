@@ -186,21 +186,24 @@ class Metrics:
 SOURCES = ("provider", "tokenizer", "provider+tokenizer", "none")
 
 
+#: the labelled children a Series holds, one per metric with the llm, model and custom labels
+_CHILDREN = (
+    "prompt",
+    "completion",
+    "cached",
+    "cache_write",
+    "reasoning",
+    "rate_limited",
+    "aborted",
+    "timeouts",
+    "duration",
+    "ttft",
+    "tpot",
+)
+
+
 class Series:
-    __slots__ = (
-        "prompt",
-        "completion",
-        "cached",
-        "cache_write",
-        "reasoning",
-        "rate_limited",
-        "aborted",
-        "timeouts",
-        "duration",
-        "ttft",
-        "tpot",
-        "requests",
-    )
+    __slots__ = (*_CHILDREN, "requests")
     prompt: Counter
     completion: Counter
     cached: Counter
@@ -215,18 +218,6 @@ class Series:
     requests: dict[str, Counter]
 
     def __init__(self, m: Metrics, values: tuple[str, ...]):
-        for name in (
-            "prompt",
-            "completion",
-            "cached",
-            "cache_write",
-            "reasoning",
-            "rate_limited",
-            "aborted",
-            "timeouts",
-            "duration",
-            "ttft",
-            "tpot",
-        ):
+        for name in _CHILDREN:
             setattr(self, name, getattr(m, name).labels(*values))
         self.requests = {src: m.requests.labels(*values, src) for src in SOURCES}
