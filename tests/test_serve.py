@@ -98,7 +98,8 @@ class Sidecar:
 
 @pytest.fixture(scope="module")
 def sidecar(tmp_path_factory, request):
-    s = Sidecar(tmp_path_factory.mktemp("serve"))
+    # trusted here so that the cases also run with the provider named by the request header
+    s = Sidecar(tmp_path_factory.mktemp("serve"), extra="trustProviderHeader: true\n")
     yield s
     s.stop()
 
@@ -472,6 +473,26 @@ def test_cache_writes_and_provisional_usage_reach_the_metrics(tmp_path):
         labels = dict(base, model=cut["usage"]["model"])
         assert sample(m, "ai_requests_total", **labels, source="provider+tokenizer") == 1
         assert sample(m, "ai_completion_tokens_total", **labels) == 2
+    finally:
+        s.stop()
+
+
+def test_a_client_cannot_pick_the_parser_nor_blow_up_the_labels(tmp_path):
+    """By default the client's own x-llm-provider header is ignored (`gemini` on an OpenAI stream would read
+    zero); a claim longer than labelValueMaxLength, or with a control character, becomes the overflow value."""
+    s = Sidecar(tmp_path)
+    try:
+        runs = [("x" * 200, "long"), ("ops\nai_fake_total 1", "newline"), ("dev", "alice")]
+        for team, sub in runs:
+            msgs = case_messages(SEED_STREAM, header_provider="gemini", md=jwt_metadata(team, sub))
+            resps = s.process(msgs)  # no provider from Envoy: the client's header is all there is
+            assert md_of(resps[-1]) == expected_final(SEED_STREAM["usage"], "openai")
+        m = s.metrics()
+        common = {"llm": "openai", "model": "gpt-3.5-turbo"}
+        for team, user in (("overflow", "long"), ("overflow", "newline"), ("dev", "alice")):
+            assert sample(m, "ai_completion_tokens_total", **common, team=team, user=user) == 40
+        assert not any(k[0] == "ai_completion_tokens_total" and dict(k[1]).get("llm") == "gemini" for k in m)
+        assert all(len(v) <= 128 and v.isprintable() for k in m for _, v in k[1])
     finally:
         s.stop()
 

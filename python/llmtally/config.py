@@ -22,6 +22,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 #: integer settings: (least, greatest); the greatest are far past any real use and below what would break
 INT_RANGES: dict[str, tuple[int, int]] = {
     "label_values_max": (1, 100_000),
+    "label_value_max_length": (1, 4096),
     "max_request_body_bytes": (1, 1 << 30),
     "max_decoded_bytes": (1, 1 << 40),
     "max_event_bytes": (1, 1 << 30),
@@ -89,6 +90,8 @@ class Config:
     custom_labels: tuple[CustomLabel, ...] = ()
     #: distinct values kept per custom label; more fold into `overflow_value`
     label_values_max: int = 100
+    #: longest label value kept (characters); a longer one, or one with a control character, is `overflow_value`
+    label_value_max_length: int = 128
     missing_label_value: str = "unknown"
     overflow_value: str = "overflow"
     #: request body bytes gathered for parse_request (the rest passes unread)
@@ -121,6 +124,10 @@ class Config:
             if m:
                 object.__setattr__(self, name, f"127.0.0.1:{m[1]}")
 
+    #: let the client's own `x-llm-provider` request header pick the parser when Envoy sets none (off: a client
+    #: could pick a parser that reads zero from its provider's responses)
+    trust_provider_header: bool = False
+
     def validate(self) -> Config:
         for name in ("listen", "metrics_addr", "log_level", "default_encoding", "backend", "unix_socket_mode"):
             if not isinstance(getattr(self, name), str):
@@ -131,6 +138,8 @@ class Config:
             raise ConfigError(
                 f"{self.metrics_addr!r} is the listen address too; give /metrics its own port", "metrics_addr"
             )
+        if not isinstance(self.trust_provider_header, bool):
+            raise ConfigError(f"{self.trust_provider_header!r} is not true or false", "trust_provider_header")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"{self.log_level!r} is not one of {', '.join(LOG_LEVELS)}", "log_level")
         for name in ("metadata_namespace", "ratelimit_namespace", "missing_label_value", "overflow_value"):
@@ -242,11 +251,13 @@ def _from_mapping(doc: object) -> dict[str, Any]:
 
 
 def _stats(stats: object) -> dict[str, Any]:
-    if not isinstance(stats, dict) or set(stats) - {"customLabels", "labelValuesMax"}:
-        raise ConfigError("stats: expected a mapping with customLabels and labelValuesMax")
+    if not isinstance(stats, dict) or set(stats) - {"customLabels", "labelValuesMax", "labelValueMaxLength"}:
+        raise ConfigError("stats: expected a mapping with customLabels, labelValuesMax and labelValueMaxLength")
     out: dict[str, Any] = {}
     if "labelValuesMax" in stats:
         out["label_values_max"] = _coerce("label_values_max", stats["labelValuesMax"])
+    if "labelValueMaxLength" in stats:
+        out["label_value_max_length"] = _coerce("label_value_max_length", stats["labelValueMaxLength"])
     labels = []
     for i, item in enumerate(stats.get("customLabels") or []):
         if not isinstance(item, dict) or "name" not in item or "metadataKey" not in item:

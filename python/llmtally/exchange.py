@@ -228,7 +228,8 @@ class Exchange:
         h = headers_of(req.request_headers, (":path", PROVIDER_KEY))
         self.path = h.get(":path", "")
         if self.provider is None:
-            self.provider = h.get(PROVIDER_KEY) or "auto"
+            # the client's own header only where the operator trusts it: else auto detection
+            self.provider = (h.get(PROVIDER_KEY) if self.host.config.trust_provider_header else None) or "auto"
         if req.request_headers.end_of_stream:  # no body: nothing more will come
             return self._request_done("request_headers")
         return PASS["request_headers"]

@@ -100,5 +100,13 @@ def custom_labels(config: Config, metadata_context: MetadataContext) -> dict[str
             else:
                 if last in node.fields:
                     value = _scalar(node.fields[last])
-        out[lab.name] = config.missing_label_value if value in (None, "") else value
+        out[lab.name] = config.missing_label_value if value in (None, "") else clean(config, value)
     return out
+
+
+def clean(config: Config, value: str) -> str:
+    """A label value as exported: a longer one than `labelValueMaxLength`, or one with a control character,
+    becomes `overflowValue` (a client's claim must not grow /metrics, nor break its lines)."""
+    if len(value) > config.label_value_max_length or not value.isprintable():
+        return config.overflow_value
+    return value

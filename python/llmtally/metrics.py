@@ -169,7 +169,10 @@ class Metrics:
     # -- label handling --
 
     def label_values(self, llm: str, model: str | None, custom: dict[str, str]) -> tuple[str, ...]:
-        model = self.model_values.admit(model or "")
+        # the request names the model: a control character (a broken /metrics line) folds into overflow
+        model = (
+            self.model_values.admit(model or "") if model is None or model.isprintable() else self.model_values.overflow
+        )
         return (llm, model, *(self.caps[n].admit(custom[n]) for n in self.custom))
 
     def _series_of(self, llm: str, model: str | None, custom: dict[str, str]) -> Series:
