@@ -90,7 +90,9 @@ def providers() -> tuple[Provider, ...]:
 def display_name(provider: str) -> str:
     """The `provider` metadata value for a provider id (`OpenAI`, `Anthropic`, ...);
     an unknown id is read as OpenAI-compatible, so it gets OpenAI's."""
-    return _display()[resolve_provider(provider)]
+    names = _display()
+    name = names.get(provider)  # the host passes resolved ids: no second resolution
+    return name if name is not None else names[resolve_provider(provider)]
 
 
 def sniff_provider(head: bytes, *, backend: str | None = None) -> str | None:
