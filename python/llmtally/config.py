@@ -27,6 +27,8 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "max_decoded_bytes": (1, 1 << 40),
     "max_event_bytes": (1, 1 << 30),
     "max_concurrent_streams": (1, 1_000_000),
+    "max_buffered_body_bytes": (1, 1 << 40),
+    "series_max": (1, 10_000_000),
     "workers": (1, 1024),
 }
 #: durations in seconds: finite, (least, greatest)
@@ -34,6 +36,7 @@ SECONDS_RANGES: dict[str, tuple[float, float]] = {
     "shutdown_grace_seconds": (0.0, 3600.0),
     "mid_stream_metadata_seconds": (0.0, 3600.0),
     "message_timeout_seconds": (0.0, 3600.0),
+    "stream_idle_seconds": (0.0, 86400.0),
 }
 #: rateLimit.limits[].tokens: Envoy's requests_per_unit is a uint32
 MAX_TOKENS_PER_WINDOW = (1 << 32) - 1
@@ -74,6 +77,8 @@ class RateLimitConfig:
     window_seconds: int = 60
     #: (descriptor key, tokens per window, optional value)
     limits: tuple[TokenLimit, ...] = ()
+    #: serve the rate-limit service on its own gRPC address (same TLS settings); empty: on `listen`
+    listen: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,8 +118,25 @@ class Config:
     #: Envoy's ext_proc `message_timeout` (the generated bootstrap's): a stream that closes right after an answer
     #: that took this long was dropped by Envoy, not by the client (0: never assume so)
     message_timeout_seconds: float = 2.0
-    #: concurrent gRPC streams per worker; more are refused (Envoy fails open: that traffic is not counted)
+    #: concurrent ext_proc streams per worker; more are refused (Envoy fails open: that traffic is not counted);
+    #: health checks and rate-limit calls are never refused
     max_concurrent_streams: int = 10000
+    #: request body bytes buffered across all streams of a worker; past it a body is estimated from what was
+    #: buffered (the rest passes unread), so memory stays bounded whatever the streams
+    max_buffered_body_bytes: int = 256 << 20
+    #: an ext_proc stream that receives no message for this long is released, counted as aborted (0: never);
+    #: keep it above the longest a provider may take between two chunks (Envoy's stream_idle_timeout: 300 s)
+    stream_idle_seconds: float = 900.0
+    #: time series kept per metric; label combinations past it fold into the overflow value
+    series_max: int = 2000
+    #: model names always admitted to the model label; others only after a provider answered 2xx reporting
+    #: a model for them, so names in failing requests cannot fill the label
+    models: tuple[str, ...] = ()
+    #: TLS for the gRPC listener(s): a certificate chain and its key (PEM files); both or neither
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    #: mutual TLS: CA bundle that client certificates must chain to (needs tlsCertFile)
+    tls_client_ca_file: str = ""
     #: permissions of a unix socket (octal)
     unix_socket_mode: str = "0660"
 
@@ -129,7 +151,17 @@ class Config:
     trust_provider_header: bool = False
 
     def validate(self) -> Config:
-        for name in ("listen", "metrics_addr", "log_level", "default_encoding", "backend", "unix_socket_mode"):
+        for name in (
+            "listen",
+            "metrics_addr",
+            "log_level",
+            "default_encoding",
+            "backend",
+            "unix_socket_mode",
+            "tls_cert_file",
+            "tls_key_file",
+            "tls_client_ca_file",
+        ):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{getattr(self, name)!r} is not a string", name)
         _addr("listen", self.listen, unix=True)
@@ -161,6 +193,21 @@ class Config:
             raise ConfigError("several workers cannot share a unix socket; listen on host:port", "workers")
         if self.workers > 1 and self.listen.rsplit(":", 1)[1] == "0":
             raise ConfigError("several workers need a fixed port, not :0", "workers")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("give both tlsCertFile and tlsKeyFile, or neither", "tls_cert_file")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError("mutual TLS needs the server's tlsCertFile and tlsKeyFile too", "tls_client_ca_file")
+        if not isinstance(self.models, tuple) or not all(isinstance(m, str) and m for m in self.models):
+            raise ConfigError("must be a list of non-empty model names", "models")
+        if self.rate_limit is not None and self.rate_limit.listen:
+            try:
+                _addr("rate_limit", self.rate_limit.listen, unix=True)
+            except ConfigError as e:
+                raise ConfigError(f"rateLimit.listen: {e.problem}") from None
+            if self.rate_limit.listen in (self.listen, self.metrics_addr):
+                raise ConfigError(
+                    f"rateLimit.listen: {self.rate_limit.listen!r} is taken by listen or metricsAddr; give its own"
+                )
         if self.workers > 1 and self.rate_limit is not None:
             raise ConfigError(
                 "rateLimit budgets live in one process; run one worker, or an external rate-limit service", "workers"
@@ -199,7 +246,17 @@ def _addr(name: str, value: str, *, unix: bool) -> None:
 
 
 # YAML keys (camelCase, as kgateway spells them) -> Config fields
-_KEYS = {_camel(f.name): f.name for f in dataclasses.fields(Config) if f.name not in ("custom_labels", "rate_limit")}
+_KEYS = {
+    _camel(f.name): f.name
+    for f in dataclasses.fields(Config)
+    if f.name not in ("custom_labels", "rate_limit", "series_max", "models")
+}
+#: settings under `stats:` -> Config fields
+_STATS_KEYS = {
+    "labelValuesMax": "label_values_max",
+    "labelValueMaxLength": "label_value_max_length",
+    "seriesMax": "series_max",
+}
 _ENV = {
     "LLMTALLY_LISTEN": "listen",
     "LLMTALLY_METRICS_ADDR": "metrics_addr",
@@ -251,13 +308,18 @@ def _from_mapping(doc: object) -> dict[str, Any]:
 
 
 def _stats(stats: object) -> dict[str, Any]:
-    if not isinstance(stats, dict) or set(stats) - {"customLabels", "labelValuesMax", "labelValueMaxLength"}:
-        raise ConfigError("stats: expected a mapping with customLabels, labelValuesMax and labelValueMaxLength")
+    known = {"customLabels", "models", *_STATS_KEYS}
+    if not isinstance(stats, dict) or set(stats) - known:
+        raise ConfigError(f"stats: expected a mapping with {', '.join(sorted(known))}")
     out: dict[str, Any] = {}
-    if "labelValuesMax" in stats:
-        out["label_values_max"] = _coerce("label_values_max", stats["labelValuesMax"])
-    if "labelValueMaxLength" in stats:
-        out["label_value_max_length"] = _coerce("label_value_max_length", stats["labelValueMaxLength"])
+    for key, name in _STATS_KEYS.items():
+        if key in stats:
+            out[name] = _coerce(name, stats[key])
+    if "models" in stats:
+        models = stats["models"]
+        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+            raise ConfigError("stats.models: must be a list of non-empty model names")
+        out["models"] = tuple(models)
     labels = []
     for i, item in enumerate(stats.get("customLabels") or []):
         if not isinstance(item, dict) or "name" not in item or "metadataKey" not in item:
@@ -280,8 +342,8 @@ def _stats(stats: object) -> dict[str, Any]:
 def _rate_limit(doc: object) -> RateLimitConfig:
     from .ratelimit import UNITS, TokenLimit
 
-    if not isinstance(doc, dict) or set(doc) - {"domain", "windowSeconds", "limits"}:
-        raise ConfigError("rateLimit: expected a mapping with domain, windowSeconds and limits")
+    if not isinstance(doc, dict) or set(doc) - {"domain", "windowSeconds", "limits", "listen"}:
+        raise ConfigError("rateLimit: expected a mapping with domain, windowSeconds, limits and listen")
     window = doc.get("windowSeconds", 60)
     if isinstance(window, bool) or not isinstance(window, int) or window not in UNITS:
         raise ConfigError(f"rateLimit.windowSeconds: {window!r} is not one of {sorted(UNITS)}")
@@ -305,7 +367,15 @@ def _rate_limit(doc: object) -> RateLimitConfig:
     domain = doc.get("domain", "llmtally")
     if not isinstance(domain, str) or not domain:
         raise ConfigError("rateLimit.domain: must be a non-empty string")
-    return RateLimitConfig(domain=domain, window_seconds=window, limits=tuple(limits))
+    listen = doc.get("listen", "")
+    if isinstance(listen, int) and not isinstance(listen, bool):
+        listen = f"127.0.0.1:{listen}"
+    if not isinstance(listen, str):
+        raise ConfigError(f"rateLimit.listen: {listen!r} is not an address")
+    m = _PORT_ONLY.fullmatch(listen)
+    if m:
+        listen = f"127.0.0.1:{m[1]}"
+    return RateLimitConfig(domain=domain, window_seconds=window, limits=tuple(limits), listen=listen)
 
 
 def load(

@@ -13,6 +13,7 @@ server here: see `server.py`.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import cast
 
@@ -29,7 +30,11 @@ log = logging.getLogger("llmtally")
 
 PROVIDER_KEY = "x-llm-provider"
 #: the response headers read: the framing's, and those a provider reports usage in (never a credential)
-RESPONSE_HEADERS = ("content-type", "content-encoding", *sorted(_api.usage_headers()))
+RESPONSE_HEADERS = (":status", "content-type", "content-encoding", *sorted(_api.usage_headers()))
+#: a message this large is worth handing to a thread (see `Exchange.heavy`)
+HEAVY_BYTES = 64 << 10
+#: what `Host.shed` counts: a stream refused at the cap, released when idle, a request body not buffered
+SHED_REASONS = ("stream_cap", "idle", "body_memory")
 
 # Responses that change nothing, built once and reused.
 PASS = {
@@ -88,6 +93,29 @@ class Host:
         self.metrics = metrics
         self.backend = config.backend or _api.backend()  # resolved once, not per call
         self.last_timeout_warning = -60.0
+        self.last_shed_warning = dict.fromkeys(SHED_REASONS, -60.0)
+        #: request body bytes buffered by all streams, within `maxBufferedBodyBytes`
+        self.buffered = 0
+        self.lock = threading.Lock()  # exchanges run in the offload threads too
+
+    def take_body(self, n: int) -> int:
+        """Reserve up to `n` bytes of the request-body budget; returns those granted."""
+        with self.lock:
+            granted = max(0, min(n, self.config.max_buffered_body_bytes - self.buffered))
+            self.buffered += granted
+        return granted
+
+    def give_body(self, n: int) -> None:
+        with self.lock:
+            self.buffered -= n
+
+    def shed(self, reason: str) -> None:
+        """A stream refused, released or not buffered: counted, and logged at most once a minute per reason."""
+        self.metrics.record_shed(reason)
+        now = time.monotonic()
+        if now - self.last_shed_warning[reason] >= 60:
+            self.last_shed_warning[reason] = now
+            log.warning("%s (ai_shed_total{reason=%r}); %s", _SHED_WHY[reason], reason, _SHED_ADVICE[reason])
 
     def warn_timeout(self, ex: Exchange, seconds: float) -> None:
         """Rate-limited: at most one line a minute."""
@@ -113,6 +141,20 @@ class Host:
         )
 
 
+_SHED_WHY = {
+    "stream_cap": "an ext_proc stream was refused: maxConcurrentStreams streams are open, and Envoy passes that "
+    "request through uncounted",
+    "idle": "an ext_proc stream received nothing for streamIdleSeconds and was released, counted as aborted",
+    "body_memory": "a request body was estimated from its first bytes: the streams' buffered bodies reached "
+    "maxBufferedBodyBytes",
+}
+_SHED_ADVICE = {
+    "stream_cap": "raise maxConcurrentStreams, or add workers",
+    "idle": "raise streamIdleSeconds above the longest pause between a provider's chunks",
+    "body_memory": "raise maxBufferedBodyBytes, or lower maxRequestBodyBytes",
+}
+
+
 class Exchange:
     """The state of one HTTP request; bounded whatever the body sizes."""
 
@@ -135,7 +177,9 @@ class Exchange:
         "sent_usage",
         "known",
         "t_meta",
+        "t_last",
         "last_answer_seconds",
+        "status",
     )
 
     def __init__(self, host: Host, provider_hint: str | None):
@@ -158,17 +202,31 @@ class Exchange:
         self.known: Usage | None = None
         self.last_answer_seconds = 0.0  # how long the latest answer took
         self.t_meta = 0.0
+        self.t_last = self.t0  # when the latest message came (idle streams are released)
+        self.status = ""  # the response's :status
 
     def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
         """The response to one message (None for a message with nothing in it)."""
         kind = req.WhichOneof("request")
         if kind is None:
             return None
-        t_in = time.monotonic()
+        t_in = self.t_last = time.monotonic()
         try:
             return self._handle(kind, req)
         finally:
             self.last_answer_seconds = time.monotonic() - t_in
+
+    def heavy(self, req: pb.ProcessingRequest) -> bool:
+        """The message may cost milliseconds of CPU (a large body's prompt estimate, a large response chunk):
+        the server hands it to a thread so that other streams' answers are not delayed."""
+        kind = req.WhichOneof("request")
+        if kind == "response_body":
+            return len(req.response_body.body) > HEAVY_BYTES
+        if kind == "request_body":
+            b = req.request_body
+            return bool(b.end_of_stream) and len(self.body) + len(b.body) > HEAVY_BYTES
+        # a request cut before its end is parsed when the response starts
+        return self.request is None and len(self.body) > HEAVY_BYTES
 
     def _handle(self, kind: str, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         if self.done:
@@ -237,10 +295,13 @@ class Exchange:
     def request_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         self.saw_request = True
         b = req.request_body
-        if not self.body_over:
-            room = self.host.config.max_request_body_bytes - len(self.body)
-            self.body += b.body[:room]
-            self.body_over = len(b.body) > room
+        if not self.body_over and b.body:
+            want = min(len(b.body), self.host.config.max_request_body_bytes - len(self.body))
+            got = self.host.take_body(want)
+            self.body += b.body[:got]
+            self.body_over = len(b.body) > got
+            if got < want:
+                self.host.shed("body_memory")
         if b.end_of_stream:
             return self._request_done("request_body")
         return PASS["request_body"]
@@ -254,7 +315,12 @@ class Exchange:
         self.request = _api.parse_request(
             bytes(self.body), self.provider or "auto", self.path, backend=self.host.backend
         )
-        self.body = bytearray()
+        self._drop_body()
+
+    def _drop_body(self) -> None:
+        if self.body:
+            self.host.give_body(len(self.body))
+            self.body = bytearray()
 
     def _request_done(self, kind: str) -> pb.ProcessingResponse:
         self._parse()
@@ -284,6 +350,7 @@ class Exchange:
 
     def response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         h = headers_of(req.response_headers, RESPONSE_HEADERS)
+        self.status = h.pop(":status", "")
         scanner = self._scanner(h.pop("content-type", ""), h.pop("content-encoding", ""), h)
         if req.response_headers.end_of_stream:
             return self._finish("response_headers", scanner)
@@ -365,6 +432,7 @@ class Exchange:
             duration=now - self.t0,
             ttft=None if first is None else first - self.t0,
             tpot_span=None if first is None else now - first,
+            admit_model=self._admits_model(u),
         )
         seen = m.record_anomalies(llm, scanner.stats())
         if seen:
@@ -376,6 +444,11 @@ class Exchange:
             )
         return u
 
+    def _admits_model(self, u: Usage) -> bool:
+        """A new model label value only from a response the provider accepted: 2xx, with the provider's
+        model name or usage in it (a made-up name fails at the provider)."""
+        return self.status.startswith("2") and (bool(u.provider_model) or u.source.startswith("provider"))
+
     def _labels(self) -> dict[str, str]:
         return self.labels if self.labels is not None else custom_labels(self.host.config, _NO_METADATA)
 
@@ -383,13 +456,22 @@ class Exchange:
         """The gRPC stream ended. A stream cut short (client gone, upstream
         reset) is counted as aborted, with its usage so far recorded; one that
         broke on an exception is recorded with the usage known before it."""
+        try:
+            self._close()
+        finally:
+            self._drop_body()
+
+    def _close(self) -> None:
         if self.done or not self.saw_request:
             return
         if self.broken:
             self.done = True
             if self.known is not None:
                 try:
-                    self.host.metrics.record(self._llm(), self.known.model, self._labels(), self.known)
+                    u = self.known
+                    self.host.metrics.record(
+                        self._llm(), u.model, self._labels(), u, admit_model=self._admits_model(u)
+                    )
                 except Exception:
                     log.warning("could not record the usage of a broken stream", exc_info=True)
             return

@@ -33,9 +33,12 @@ class LabelValues:
         self.lock = threading.Lock()
         self.cap += len(self.seen)
 
-    def admit(self, value: str) -> str:
+    def admit(self, value: str, new: bool = True) -> str:
+        """`value` if seen before, or (`new`) if the cap has room; else the overflow value."""
         if value in self.seen:
             return value
+        if not new:
+            return self.overflow
         with self.lock:
             if len(self.seen) < self.cap:
                 self.seen.add(value)
@@ -52,8 +55,11 @@ class Metrics:
         self.custom = [lab.name for lab in config.custom_labels]
         cap, overflow, missing = config.label_values_max, config.overflow_value, config.missing_label_value
         self.caps = {lab.name: LabelValues(cap, overflow, missing) for lab in config.custom_labels}
-        # the model label is capped too: the request controls it
+        # the model label is capped too, and admits a new name only from an accepted response: the request names it
         self.model_values = LabelValues(cap, overflow, "")
+        self.model_values.seen.update(config.models)  # the operator's list: beyond the cap
+        self.model_values.cap += len(config.models)
+        self.series_max = config.series_max
         self._series: dict[tuple[str, ...], Series] = {}
         names = ["llm", "model", *self.custom]
         r = self.registry
@@ -87,6 +93,13 @@ class Metrics:
             "ai_exception_raised",
             "Exceptions while processing a stream (traffic passed through)",
             ["stage"],
+            registry=r,
+        )
+        self.shed = Counter(
+            "ai_shed",
+            "ext_proc streams refused at maxConcurrentStreams (stream_cap) or released after streamIdleSeconds "
+            "(idle), and request bodies not buffered past maxBufferedBodyBytes (body_memory)",
+            ["reason"],
             registry=r,
         )
         self.anomalies = Counter(
@@ -128,14 +141,15 @@ class Metrics:
         duration: float | None = None,
         ttft: float | None = None,
         tpot_span: float | None = None,
+        admit_model: bool = False,
     ) -> None:
         """One finished (or cut) LLM call. `usage` None: cut before any response,
         so only `aborted` counts; `timed_out`: Envoy dropped the stream on its message timeout (counted
         instead of `aborted`). `duration`: request headers to the end;
         `ttft`: to the first response body bytes; `tpot_span`: from those bytes
         to the end (None when no body came), spread over the completion tokens
-        of a streamed answer."""
-        s = self._series_of(llm, model, labels)
+        of a streamed answer. `admit_model`: the provider accepted the model (see `label_values`)."""
+        s = self._series_of(llm, model, labels, admit_model)
         if timed_out:
             s.timeouts.inc()
         elif aborted:
@@ -166,22 +180,38 @@ class Metrics:
     def record_exception(self, stage: str) -> None:
         self.exceptions.labels(stage).inc()
 
+    def record_shed(self, reason: str) -> None:
+        self.shed.labels(reason).inc()
+
     # -- label handling --
 
-    def label_values(self, llm: str, model: str | None, custom: dict[str, str]) -> tuple[str, ...]:
-        # the request names the model: a control character (a broken /metrics line) folds into overflow
-        model = (
-            self.model_values.admit(model or "") if model is None or model.isprintable() else self.model_values.overflow
-        )
+    def label_values(
+        self, llm: str, model: str | None, custom: dict[str, str], admit_model: bool = False
+    ) -> tuple[str, ...]:
+        """The label values of a call: custom values capped; a model name the label has not seen is admitted
+        only when `admit_model` (or listed in `stats.models`), else it is the overflow value; a name with a
+        control character (a broken /metrics line) is always the overflow value."""
+        if model is None:
+            model = ""
+        elif model.isprintable():
+            model = self.model_values.admit(model, admit_model)
+        else:
+            model = self.model_values.overflow
         return (llm, model, *(self.caps[n].admit(custom[n]) for n in self.custom))
 
-    def _series_of(self, llm: str, model: str | None, custom: dict[str, str]) -> Series:
-        """The labelled children for one label tuple, made once (every label value is capped, so
-        the cache is bounded); prometheus-client's labels() is slow on the hot path."""
-        values = self.label_values(llm, model, custom)
+    def _series_of(self, llm: str, model: str | None, custom: dict[str, str], admit_model: bool = False) -> Series:
+        """The labelled children for one label tuple, made once; prometheus-client's labels() is slow on the
+        hot path. Past `stats.seriesMax` combinations, a new one folds into (llm, overflow, overflow...): each
+        label is capped on its own, but their product is not."""
+        values = self.label_values(llm, model, custom, admit_model)
         s = self._series.get(values)
         if s is None:
-            s = self._series[values] = Series(self, values)
+            if len(self._series) >= self.series_max:
+                o = self.model_values.overflow
+                values = (llm, *(o for _ in values[1:]))
+                s = self._series.get(values)
+            if s is None:
+                s = self._series[values] = Series(self, values)
         return s
 
 

@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, cast
 
 import grpc
@@ -61,34 +62,92 @@ class StartupError(Exception):
     """`llmtally serve` cannot start; the message is one line naming the culprit and what to do."""
 
 
+#: a request body (at its end) or response chunk this large is handled in the worker threads, off the event loop,
+#: so that its prompt estimate or scan (the native backend releases the GIL) does not delay other streams' answers
+OFFLOAD_BYTES = 64 << 10
+#: threads for that work: the estimates run in parallel with the event loop, never more than this at once
+OFFLOAD_THREADS = 2
+
+
 # xds-protos has no type stubs: the generated servicer base class is Any
 class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    def __init__(self, host: Host):
+    """One `Exchange` per ext_proc stream. Open streams are capped (`maxConcurrentStreams`: more are refused
+    with RESOURCE_EXHAUSTED, which Envoy fails open on) and released when idle (`streamIdleSeconds`); health
+    checks and rate-limit calls share the gRPC server but never the cap."""
+
+    def __init__(self, host: Host, pool: ThreadPoolExecutor):
         self.host = host
+        self.pool = pool
+        #: open streams and the task serving each (what `reap_idle` cancels)
+        self.open: dict[Exchange, asyncio.Task[object] | None] = {}
 
     async def Process(
         self,
         request_iterator: AsyncIterator[pb.ProcessingRequest],
         context: grpc.aio.ServicerContext[pb.ProcessingRequest, pb.ProcessingResponse],
     ) -> AsyncIterator[pb.ProcessingResponse]:
+        host = self.host
+        if len(self.open) >= host.config.max_concurrent_streams:
+            host.shed("stream_cap")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "llmtally: maxConcurrentStreams reached")
         hint = None
         for key, value in context.invocation_metadata() or ():
             if key == PROVIDER_KEY and value:
                 hint = value
-        ex = Exchange(self.host, cast("str | None", hint))  # a key without the -bin suffix has a str value
+        ex = Exchange(host, cast("str | None", hint))  # a key without the -bin suffix has a str value
+        self.open[ex] = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[pb.ProcessingResponse | None] | None = None
         try:
             async for req in request_iterator:
-                resp = ex.handle(req)
+                if ex.heavy(req):
+                    pending = loop.run_in_executor(self.pool, ex.handle, req)
+                    resp = await pending
+                    pending = None
+                else:
+                    resp = ex.handle(req)
                 if resp is not None:
                     yield resp
         finally:
-            ex.close()
+            del self.open[ex]
+            if pending is not None and not pending.done():  # cancelled while a thread works on it: close after
+                pending.add_done_callback(lambda _: ex.close())
+            else:
+                ex.close()
+
+    def reap_idle(self, now: float) -> int:
+        """Cancel the streams that received nothing for `streamIdleSeconds`; returns how many."""
+        idle = self.host.config.stream_idle_seconds
+        stale = [(ex, task) for ex, task in self.open.items() if now - ex.t_last >= idle]
+        for _, task in stale:
+            if task is not None:
+                task.cancel()
+            self.host.shed("idle")
+        return len(stale)
+
+
+async def _reap_idle_streams(processor: Processor) -> None:
+    idle = processor.host.config.stream_idle_seconds
+    every = min(max(idle / 4, 0.05), 10.0)
+    while True:
+        await asyncio.sleep(every)
+        processor.reap_idle(time.monotonic())
 
 
 # -- checks before binding: one line naming the address, not gRPC's log line and a traceback --
 
 #: where each address is set, for the advice of an error
-_WHERE = {"listen": "--listen or the listen setting", "metricsAddr": "--metrics-addr or the metricsAddr setting"}
+_WHERE = {
+    "listen": "--listen or the listen setting",
+    "metricsAddr": "--metrics-addr or the metricsAddr setting",
+    "rateLimit.listen": "the rateLimit.listen setting",
+}
+#: the TLS settings: (Config field, YAML name)
+_TLS_FILES = (
+    ("tls_cert_file", "tlsCertFile"),
+    ("tls_key_file", "tlsKeyFile"),
+    ("tls_client_ca_file", "tlsClientCaFile"),
+)
 
 
 def _host_port(addr: str) -> tuple[str, int]:
@@ -136,9 +195,32 @@ def _check_tcp(what: str, addr: str) -> None:
     raise _tcp_failure(what, addr, first or OSError(errno.EADDRNOTAVAIL, "no address"))
 
 
-def _check_unix(addr: str) -> None:
+def _credentials(config: Config) -> grpc.ServerCredentials | None:
+    """The gRPC server credentials of the TLS settings (None: plaintext); a file that cannot be
+    read or holds no PEM block is a StartupError naming it."""
+    if not config.tls_cert_file:
+        return None
+    pem: dict[str, bytes] = {}
+    for field, name in _TLS_FILES:
+        path = getattr(config, field)
+        if not path:
+            continue
+        try:
+            with open(path, "rb") as f:
+                pem[field] = f.read()
+        except OSError as e:
+            raise StartupError(f"{name} {path}: cannot read it ({e.strerror}); give a readable PEM file") from None
+        if b"-----BEGIN " not in pem[field]:
+            raise StartupError(f"{name} {path}: not a PEM file; give the PEM encoding (-----BEGIN ...)")
+    ca = pem.get("tls_client_ca_file")
+    return grpc.ssl_server_credentials(
+        [(pem["tls_key_file"], pem["tls_cert_file"])], root_certificates=ca, require_client_auth=ca is not None
+    )
+
+
+def _check_unix(addr: str, what: str = "listen") -> None:
     path = addr[len("unix:") :]
-    where = f"listen {addr}"
+    where = f"{what} {addr}"
     if len(os.fsencode(path)) > _MAX_UNIX_PATH:
         raise StartupError(f"{where}: the path is longer than {_MAX_UNIX_PATH} bytes; choose a shorter one")
     directory = os.path.dirname(path) or "."
@@ -160,14 +242,14 @@ def _check_unix(addr: str) -> None:
     raise StartupError(f"{where}: another process listens on this socket; stop it, or choose another path")
 
 
-def _check_unix_abstract(addr: str) -> None:
+def _check_unix_abstract(addr: str, what: str = "listen") -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         try:
             s.bind("\0" + addr[len("unix-abstract:") :])
         except OSError as e:
             problem, _ = _why(e)
             raise StartupError(
-                f"listen {addr}: {problem}; another process has this name: stop it, or choose another"
+                f"{what} {addr}: {problem}; another process has this name: stop it, or choose another"
             ) from None
 
 
@@ -181,6 +263,15 @@ def preflight(config: Config) -> None:
     else:
         _check_tcp("listen", config.listen)
     _check_tcp("metricsAddr", config.metrics_addr)
+    rl = config.rate_limit
+    if rl is not None and rl.listen:
+        if rl.listen.startswith("unix:"):
+            _check_unix(rl.listen, "rateLimit.listen")
+        elif rl.listen.startswith("unix-abstract:"):
+            _check_unix_abstract(rl.listen, "rateLimit.listen")
+        else:
+            _check_tcp("rateLimit.listen", rl.listen)
+    _credentials(config)
     try:
         _api.resolve_provider("openai", backend=config.backend or None)
     except ImportError as e:
@@ -399,21 +490,35 @@ def _worker(config: Config, index: int, conn: Connection, parent_pid: int) -> No
         sys.exit(2)
 
 
-def _bind(server: grpc.aio.Server, config: Config) -> None:
-    """Bind the gRPC address; a unix socket is created with `unixSocketMode`
+def _bind(server: grpc.aio.Server, config: Config, addr: str, what: str = "listen") -> None:
+    """Bind a gRPC address, with TLS when configured; a unix socket is created with `unixSocketMode`
     (the umask is set around the bind, so it is never more open than that)."""
     old = None
-    if config.listen.startswith("unix:"):
+    if addr.startswith("unix:"):
         old = os.umask(0o777 & ~int(config.unix_socket_mode, 8))
+    credentials = _credentials(config)
     try:
-        port = server.add_insecure_port(config.listen)  # a TCP port, or 1 for a unix socket
+        if credentials is None:
+            port = server.add_insecure_port(addr)  # a TCP port, or 1 for a unix socket
+        else:
+            port = server.add_secure_port(addr, credentials)
     except RuntimeError:  # gRPC has logged why; preflight found nothing, so another process was quicker
         port = 0
     finally:
         if old is not None:
             os.umask(old)
     if port == 0:
-        raise StartupError(f"listen {config.listen}: cannot bind (gRPC's line above says why); choose another address")
+        raise StartupError(f"{what} {addr}: cannot bind (gRPC's line above says why); choose another address")
+
+
+def _grpc_server(worker: bool) -> grpc.aio.Server:
+    return grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
+            ("grpc.max_send_message_length", MAX_GRPC_MESSAGE),
+            ("grpc.so_reuseport", 1 if worker else 0),
+        ],
+    )
 
 
 async def serve(config: Config, *, ready: Callable[[], object] | None = None, worker: bool = False) -> None:
@@ -430,36 +535,43 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
     for enc in _api.ENCODINGS:  # load vocabularies before traffic
         _api.count_tokens("warm up", encoding=enc, backend=host.backend)
 
-    server = grpc.aio.server(
-        maximum_concurrent_rpcs=config.max_concurrent_streams,
-        options=[
-            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
-            ("grpc.max_send_message_length", MAX_GRPC_MESSAGE),
-            ("grpc.so_reuseport", 1 if worker else 0),
-        ],
-    )
-    pb_grpc.add_ExternalProcessorServicer_to_server(Processor(host), server)
+    # no maximum_concurrent_rpcs: gRPC's cap would refuse health checks and rate-limit calls too;
+    # the Processor caps ext_proc streams alone
+    server = _grpc_server(worker)
+    pool = ThreadPoolExecutor(OFFLOAD_THREADS, thread_name_prefix="llmtally-offload")
+    processor = Processor(host, pool)
+    pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
+    servers = [server]
     if config.rate_limit is not None:
         from envoy.service.ratelimit.v3 import rls_pb2_grpc
 
         from .ratelimit import Budgets, RateLimitService
 
         rl = config.rate_limit
+        rls_server = server
+        if rl.listen:  # its own listener, for a network policy apart from ext_proc's
+            rls_server = _grpc_server(worker)
+            servers.append(rls_server)
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(
-            RateLimitService(rl.domain, Budgets(rl.limits, rl.window_seconds)), server
+            RateLimitService(rl.domain, Budgets(rl.limits, rl.window_seconds)), rls_server
         )
+        if rl.listen:
+            _bind(rls_server, config, rl.listen, "rateLimit.listen")
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    _bind(server, config)
+    _bind(server, config, config.listen)
     http = None if worker else _start_metrics_http(config, metrics.registry)
-    await server.start()
+    for srv in servers:
+        await srv.start()
+    reaper = asyncio.create_task(_reap_idle_streams(processor)) if config.stream_idle_seconds else None
     for svc in ("", SERVICE):
         await health.set(svc, health_pb2.HealthCheckResponse.SERVING)
     if not worker:
         log.info(
-            "llmtally %s backend: ext_proc on %s, metrics on http://%s/metrics",
+            "llmtally %s backend: ext_proc on %s%s, metrics on http://%s/metrics",
             host.backend,
             config.listen,
+            "" if not config.tls_cert_file else (" (mutual TLS)" if config.tls_client_ca_file else " (TLS)"),
             config.metrics_addr,
         )
     if ready is not None:
@@ -473,7 +585,10 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
     log.info("stopping: draining open streams for up to %ss", config.shutdown_grace_seconds)
     for svc in ("", SERVICE):
         await health.set(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.stop(config.shutdown_grace_seconds)
+    if reaper is not None:
+        reaper.cancel()
+    await asyncio.gather(*(srv.stop(config.shutdown_grace_seconds) for srv in servers))
+    pool.shutdown(wait=False, cancel_futures=True)
     if http is not None:
         http.shutdown()
         log.info("stopped")

@@ -42,9 +42,15 @@ fn request_of(obj: &Bound<'_, PyAny>) -> PyResult<RequestInfo> {
     })
 }
 
+/// Inputs past this many bytes are worked on with the GIL released, so a host
+/// thread scanning or estimating a large body leaves the others running.
+const DETACH_BYTES: usize = 1 << 16;
+
 #[pyclass(module = "llmtally._native")]
 struct ResponseScanner {
     inner: core::ResponseScanner,
+    /// bytes fed since the last snapshot: the text that snapshot will count
+    unsettled: usize,
 }
 
 #[pymethods]
@@ -75,19 +81,28 @@ impl ResponseScanner {
         };
         Ok(ResponseScanner {
             inner: core::ResponseScanner::new(provider, request, &meta),
+            unsettled: 0,
         })
     }
 
-    fn feed(&mut self, chunk: &[u8]) {
-        self.inner.feed(chunk);
+    fn feed(&mut self, py: Python<'_>, chunk: &[u8]) {
+        self.unsettled = self.unsettled.saturating_add(chunk.len());
+        if chunk.len() > DETACH_BYTES {
+            let inner = &mut self.inner;
+            py.detach(|| inner.feed(chunk));
+        } else {
+            self.inner.feed(chunk);
+        }
     }
 
     fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        usage_obj(py, self.inner.finish())
+        let u = self.settle(py, core::ResponseScanner::finish);
+        usage_obj(py, u)
     }
 
     fn snapshot<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        usage_obj(py, self.inner.snapshot())
+        let u = self.settle(py, core::ResponseScanner::snapshot);
+        usage_obj(py, u)
     }
 
     fn usage_changes(&self) -> u64 {
@@ -127,6 +142,24 @@ impl ResponseScanner {
     }
 }
 
+impl ResponseScanner {
+    /// `f` (snapshot or finish: they count the text fed since the last one),
+    /// with the GIL released when that text is large.
+    fn settle(
+        &mut self,
+        py: Python<'_>,
+        f: fn(&mut core::ResponseScanner) -> core::Usage,
+    ) -> core::Usage {
+        let unsettled = std::mem::take(&mut self.unsettled);
+        let inner = &mut self.inner;
+        if unsettled > DETACH_BYTES {
+            py.detach(|| f(inner))
+        } else {
+            f(inner)
+        }
+    }
+}
+
 #[pyfunction]
 #[pyo3(signature = (body, provider, path=""))]
 fn parse_request<'py>(
@@ -135,7 +168,11 @@ fn parse_request<'py>(
     provider: &str,
     path: &str,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let r = core::parse_request(body, provider, path);
+    let r = if body.len() > DETACH_BYTES {
+        py.detach(|| core::parse_request(body, provider, path))
+    } else {
+        core::parse_request(body, provider, path)
+    };
     let kw = PyDict::new(py);
     kw.set_item("model", r.model)?;
     kw.set_item("streaming", r.streaming)?;
@@ -159,7 +196,7 @@ fn count_tokens(
     model: Option<&str>,
     encoding: Option<&str>,
 ) -> PyResult<u64> {
-    let result = if text.len() > 1 << 16 {
+    let result = if text.len() > DETACH_BYTES {
         py.detach(|| core::count_tokens(text, model, encoding))
     } else {
         core::count_tokens(text, model, encoding)
