@@ -469,9 +469,7 @@ class Exchange:
             if self.known is not None:
                 try:
                     u = self.known
-                    self.host.metrics.record(
-                        self._llm(), u.model, self._labels(), u, admit_model=self._admits_model(u)
-                    )
+                    self.host.metrics.record(self._llm(), u.model, self._labels(), u, admit_model=self._admits_model(u))
                 except Exception:
                     log.warning("could not record the usage of a broken stream", exc_info=True)
             return

@@ -39,10 +39,11 @@ from .metrics import Metrics
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
-    from wsgiref.simple_server import WSGIServer
 
     from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
     from prometheus_client import CollectorRegistry
+
+    from .metrics_http import MetricsHTTP
 
 log = logging.getLogger("llmtally")
 
@@ -80,6 +81,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         self.pool = pool
         #: open streams and the task serving each (what `reap_idle` cancels)
         self.open: dict[Exchange, asyncio.Task[object] | None] = {}
+        self.idle: set[Exchange] = set()  # released by `reap_idle`, not yet ended
 
     async def Process(
         self,
@@ -108,7 +110,13 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                     resp = ex.handle(req)
                 if resp is not None:
                     yield resp
+        except asyncio.CancelledError:
+            if ex not in self.idle:
+                raise  # gRPC's own cancellation: the client went away
+            # released by `reap_idle`: end the RPC with a status (a bare cancellation would leave the peer waiting)
+            await context.abort(grpc.StatusCode.CANCELLED, "llmtally: the stream was idle for streamIdleSeconds")
         finally:
+            self.idle.discard(ex)
             del self.open[ex]
             if pending is not None and not pending.done():  # cancelled while a thread works on it: close after
                 pending.add_done_callback(lambda _: ex.close())
@@ -118,9 +126,10 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     def reap_idle(self, now: float) -> int:
         """Cancel the streams that received nothing for `streamIdleSeconds`; returns how many."""
         idle = self.host.config.stream_idle_seconds
-        stale = [(ex, task) for ex, task in self.open.items() if now - ex.t_last >= idle]
-        for _, task in stale:
+        stale = [(ex, task) for ex, task in self.open.items() if now - ex.t_last >= idle and ex not in self.idle]
+        for ex, task in stale:
             if task is not None:
+                self.idle.add(ex)
                 task.cancel()
             self.host.shed("idle")
         return len(stale)
@@ -278,15 +287,15 @@ def preflight(config: Config) -> None:
         raise StartupError(f"backend {config.backend}: {e}") from None
 
 
-def _start_metrics_http(config: Config, registry: CollectorRegistry) -> WSGIServer:
-    import prometheus_client
+def _start_metrics_http(config: Config, registry: CollectorRegistry, ready: Callable[[], bool]) -> MetricsHTTP:
+    """/metrics, /healthz and /readyz (`ready`: the ext_proc service is serving), bounded (see metrics_http)."""
+    from .metrics_http import start_metrics_http
 
     host, port = _host_port(config.metrics_addr)
     try:
-        http, _ = prometheus_client.start_http_server(port, addr=host, registry=registry)
+        return start_metrics_http(host, port, registry, ready=ready)
     except OSError as e:
         raise _tcp_failure("metricsAddr", config.metrics_addr, e) from None
-    return http
 
 
 # -- the stale metrics directories of parents that are gone --
@@ -377,13 +386,14 @@ def _run_workers(config: Config) -> int:
     http = None
     rc = 0
     started = False
+    serving = threading.Event()  # every worker is serving: /readyz
     try:
         from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector
 
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=mp_dir)  # type: ignore[no-untyped-call]  # not annotated in prometheus-client
-        http = _start_metrics_http(config, registry)
+        http = _start_metrics_http(config, registry, ready=lambda: serving.is_set())
         for i in range(config.workers):
             ours, theirs = ctx.Pipe()
             proc = ctx.Process(target=_worker, args=(config, i, theirs, os.getpid()), name=f"llmtally-worker-{i}")
@@ -405,6 +415,7 @@ def _run_workers(config: Config) -> int:
                 if msg[0] == "error":
                     raise StartupError(msg[1])
         started = True
+        serving.set()
         if not stop.is_set():
             log.info(
                 "%d workers: ext_proc on %s, metrics on http://%s/metrics",
@@ -421,6 +432,7 @@ def _run_workers(config: Config) -> int:
                 break
             stop.wait(0.5)
     finally:
+        serving.clear()
         # a failed start: kill (the workers have served nothing; they would only log their drain)
         sig = signal.SIGTERM if started else signal.SIGKILL
         for p in procs:
@@ -432,7 +444,7 @@ def _run_workers(config: Config) -> int:
                 p.kill()
                 p.join()
         if http is not None:
-            http.shutdown()
+            http.close()
         for conn in conns:
             conn.close()
         shutil.rmtree(mp_dir, ignore_errors=True)
@@ -560,12 +572,14 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     _bind(server, config, config.listen)
-    http = None if worker else _start_metrics_http(config, metrics.registry)
+    serving = threading.Event()  # the ext_proc service is serving: /readyz
+    http = None if worker else _start_metrics_http(config, metrics.registry, ready=serving.is_set)
     for srv in servers:
         await srv.start()
     reaper = asyncio.create_task(_reap_idle_streams(processor)) if config.stream_idle_seconds else None
     for svc in ("", SERVICE):
         await health.set(svc, health_pb2.HealthCheckResponse.SERVING)
+    serving.set()
     if not worker:
         log.info(
             "llmtally %s backend: ext_proc on %s%s, metrics on http://%s/metrics",
@@ -583,6 +597,7 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: draining open streams for up to %ss", config.shutdown_grace_seconds)
+    serving.clear()
     for svc in ("", SERVICE):
         await health.set(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
     if reaper is not None:
@@ -590,5 +605,5 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
     await asyncio.gather(*(srv.stop(config.shutdown_grace_seconds) for srv in servers))
     pool.shutdown(wait=False, cancel_futures=True)
     if http is not None:
-        http.shutdown()
+        http.close()
         log.info("stopped")
