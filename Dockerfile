@@ -15,6 +15,9 @@ COPY --from=build /dist/*.whl /tmp/
 # the sidecar's dependencies (grpcio, xds-protos, prometheus-client, PyYAML) come with the [serve] extra
 RUN pip install --no-cache-dir "$(ls /tmp/*.whl)[serve]" && rm /tmp/*.whl
 USER 65532:65532
-EXPOSE 18080 9092
+# /metrics on every interface; ext_proc on 127.0.0.1:18080, for an Envoy in the same network namespace (a pod).
+# A shared deployment listens on 0.0.0.0 with tlsCertFile, tlsKeyFile and tlsClientCaFile (docs/envoy.md):
+# whoever reaches the gRPC port can charge any team
+EXPOSE 9092
 ENTRYPOINT ["llmtally"]
-CMD ["serve", "--listen", "0.0.0.0:18080"]
+CMD ["serve"]

@@ -68,3 +68,34 @@ def test_host_per_message(benchmark, backend):
         out[-1].dynamic_metadata.fields["ai.gateway.kgateway.dev"].struct_value.fields["total_tokens"].number_value
         == 61
     )
+
+
+def test_scrape_at_the_maximum_label_set(benchmark):
+    """/metrics at its bound: `seriesMax` label combinations (the default), every custom label value at
+    `labelValueMaxLength` characters; the page is generated in the metrics thread."""
+    from prometheus_client import generate_latest
+
+    from llmtally._types import Usage
+    from llmtally.config import Config, CustomLabel
+    from llmtally.metrics import Metrics
+
+    c = Config(custom_labels=(CustomLabel("team", "principal:team"), CustomLabel("user", "principal:sub")))
+    m = Metrics(c)
+    u = Usage(prompt_tokens=10, completion_tokens=20, total_tokens=30, model="m", streaming=True, source="provider")
+    width = c.label_value_max_length - 3
+    for i in range(c.series_max + 100):  # past the cap: the rest fold into the overflow series
+        team, user = f"{i % 100:03d}".rjust(width + 3, "t"), f"{i // 100:03d}".rjust(width + 3, "u")
+        m.record(
+            "openai",
+            f"model-{i % 7}",
+            {"team": team, "user": user},
+            u,
+            duration=1,
+            ttft=0.1,
+            tpot_span=1,
+            admit_model=True,
+        )
+    assert len(m._series) == c.series_max + 1
+    page = benchmark(generate_latest, m.registry)
+    benchmark.group = "scrape"
+    benchmark.extra_info.update(bytes=len(page), series=len(m._series))

@@ -8,6 +8,7 @@ import pathlib
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -295,7 +296,13 @@ def test_deploy_files_match_what_llmtally_exports(stack, tmp_path):
     docs = list(yaml.safe_load_all((deploy / "kubernetes.yaml").read_text()))
     cfg = yaml.safe_load(docs[0]["data"]["llmtally.yaml"])
     sidecar = next(c for c in docs[1]["spec"]["template"]["spec"]["containers"] if c["name"] == "llmtally")
-    assert sidecar["readinessProbe"]["grpc"]["port"] == int(cfg["listen"].rsplit(":", 1)[1])
+    # ext_proc on the pod's loopback; the probes on the metrics port, and they answer 200 on a serving sidecar
+    assert cfg["listen"].startswith("127.0.0.1:")
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = sidecar[probe]["httpGet"]
+        assert get["port"] == int(cfg["metricsAddr"].rsplit(":", 1)[1])
+        url = f"http://127.0.0.1:{stack.metrics_port}{get['path']}"
+        assert urllib.request.urlopen(url, timeout=5).status == 200
     assert yaml.safe_load((deploy / "prometheus.yml").read_text())["scrape_configs"][0]["job_name"] == "llmtally"
     jwks = tmp_path / "jwks.json"
     jwks.write_text(stack.key.jwks())

@@ -8,10 +8,12 @@ import logging
 import socket
 import threading
 import time
+import urllib.request
 
 import psutil
 import pytest
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from llmtally.metrics_http import MAX_HEAD_BYTES, start_metrics_http
@@ -340,3 +342,32 @@ def test_close_frees_the_port_and_ends_the_thread(registry):
         assert get(address, "/healthz")[0] == 200
     finally:
         again.close()
+
+
+def test_a_page_is_reused_while_younger_than_four_times_its_cost():
+    """Scrapes however frequent cost at most a quarter of a core: a page that took t to make is served again
+    for 4 t."""
+
+    class Slow:
+        made = 0
+
+        def describe(self):
+            return []  # registered without a collect()
+
+        def collect(self):
+            Slow.made += 1
+            time.sleep(0.1)  # a page that costs 100 ms
+            yield GaugeMetricFamily("pages_made", "pages made", value=Slow.made)
+
+    registry = CollectorRegistry()
+    registry.register(Slow())
+    srv = start_metrics_http("127.0.0.1", 0, registry)
+    try:
+        url = f"http://127.0.0.1:{srv.address[1]}/metrics"
+        first = urllib.request.urlopen(url, timeout=5).read()
+        again = urllib.request.urlopen(url, timeout=5).read()  # within 400 ms of the first
+        assert b"pages_made 1.0" in first and again == first
+        time.sleep(0.45)
+        assert b"pages_made 2.0" in urllib.request.urlopen(url, timeout=5).read()
+    finally:
+        srv.close()

@@ -128,7 +128,7 @@ class Config:
     #: keep it above the longest a provider may take between two chunks (Envoy's stream_idle_timeout: 300 s)
     stream_idle_seconds: float = 900.0
     #: time series kept per metric; label combinations past it fold into the overflow value
-    series_max: int = 2000
+    series_max: int = 500
     #: model names always admitted to the model label; others only after a provider answered 2xx reporting
     #: a model for them, so names in failing requests cannot fill the label
     models: tuple[str, ...] = ()

@@ -20,6 +20,7 @@ import gzip
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -33,6 +34,8 @@ __all__ = ["MAX_HEAD_BYTES", "MetricsHTTP", "start_metrics_http"]
 
 #: the largest request head (request line and headers) read
 MAX_HEAD_BYTES = 8192
+#: a /metrics page is served again while younger than this many times the time it took to generate
+PAGE_REUSE = 4
 #: connections the kernel may queue before the loop accepts them
 _BACKLOG = 64
 #: how long a closing connection drains what the client still sends (see _linger)
@@ -77,6 +80,9 @@ class MetricsHTTP:
         self._header_timeout = header_timeout
         self._idle_timeout = idle_timeout
         self._conns: list[_Conn] = []  # oldest first
+        self._page: bytes | None = None  # the latest /metrics page, when it was made and what it cost (s)
+        self._page_at = 0.0
+        self._page_cost = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._error: BaseException | None = None
@@ -228,9 +234,17 @@ class MetricsHTTP:
         return 404, _TEXT, b"not found\n", []
 
     def _metrics(self, accept_encoding: str) -> tuple[int, str, bytes, list[str]]:
-        # CPU work under the GIL, done right here in the metrics thread: it stalls this loop only, never the gRPC one
+        # CPU work under the GIL, done right here in the metrics thread: it stalls this loop only, never the gRPC one.
+        # A page is reused while younger than PAGE_REUSE x what it cost to make, so that scrapes however frequent
+        # (several Prometheus servers, or anyone hammering the port) take at most 1/PAGE_REUSE of a core
         try:
-            body = generate_latest(self._registry)
+            now = time.monotonic()
+            if self._page is not None and now - self._page_at < PAGE_REUSE * self._page_cost:
+                body = self._page
+            else:
+                body = generate_latest(self._registry)
+                self._page, self._page_at = body, now
+                self._page_cost = time.monotonic() - now
         except Exception:  # a collector failed (a multiprocess file half written, say): say so, keep serving
             log.warning("metrics endpoint: collecting the metrics failed", exc_info=True)
             return 500, _TEXT, b"collecting the metrics failed\n", []
