@@ -132,8 +132,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _envoy_config(args: argparse.Namespace) -> int:
-    from .gateway import bootstrap
+    from .gateway import LlmtallyTls, bootstrap
 
+    tls = None
+    if args.llmtally_ca or args.llmtally_cert or args.llmtally_key or args.llmtally_server_name:
+        if not args.llmtally_ca:
+            raise ValueError("--llmtally-cert, --llmtally-key and --llmtally-server-name need --llmtally-ca")
+        tls = LlmtallyTls(args.llmtally_ca, args.llmtally_server_name, args.llmtally_cert, args.llmtally_key)
+    if args.rate_limit_service and args.no_rate_limit:
+        raise ValueError("--rate-limit-service and --no-rate-limit exclude each other")
     with open(args.jwks, encoding="utf-8") as f:
         jwks = f.read()
     cfg = bootstrap(
@@ -145,6 +152,8 @@ def _envoy_config(args: argparse.Namespace) -> int:
         jwks=jwks,
         rate_limit_domain=None if args.no_rate_limit else args.rate_limit_domain,
         listen_host=args.listen_host,
+        llmtally_tls=tls,
+        rate_limit_addr=args.rate_limit_service,
     )
     print(json.dumps(cfg, indent=2))
     return 0
@@ -202,6 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--access-log", default="/dev/stdout", metavar="PATH")
     e.add_argument("--rate-limit-domain", default="llmtally")
     e.add_argument("--no-rate-limit", action="store_true", help="leave the token rate limiting out")
+    e.add_argument(
+        "--rate-limit-service",
+        metavar="ADDR",
+        help="llmtally's rateLimit.listen address, when the rate-limit service has its own (default: --llmtally)",
+    )
+    t = e.add_argument_group("TLS to llmtally (its tlsCertFile/tlsKeyFile; paths as Envoy sees them)")
+    t.add_argument("--llmtally-ca", metavar="FILE", help="CA (PEM) that llmtally's certificate must chain to")
+    t.add_argument(
+        "--llmtally-server-name",
+        metavar="NAME",
+        default="",
+        help="name llmtally's certificate must carry, sent as SNI (default: the host of --llmtally; "
+        "an IP address is matched against IP SANs)",
+    )
+    t.add_argument("--llmtally-cert", metavar="FILE", default="", help="Envoy's client certificate (mutual TLS)")
+    t.add_argument("--llmtally-key", metavar="FILE", default="", help="its private key")
     e.set_defaults(func=_envoy_config)
     d = sub.add_parser("demo", help="run the seed walkthrough: Envoy + llmtally + a mock LLM, on loopback")
     d.add_argument("--keep-running", action="store_true", help="stay up afterwards and print curl commands")

@@ -6,9 +6,14 @@ Listener: routes per provider (`/openai`, `/anthropic`, `/mistral`,
 API paths; filters `jwt_authn` (local JWKS, claims in metadata under
 `principal`), `ratelimit` (token budgets per team, two-phase), `ext_proc`
 (llmtally, fail-open), `router`; a JSON access log with the seed's fields.
+With `LlmtallyTls`, Envoy reaches llmtally (the ext_proc and the rate-limit
+service clusters) over TLS, or mutual TLS with a client certificate.
 """
 
 from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
 
 EXT_PROC = "envoy.filters.http.ext_proc"
 #: the request body buffered for the prompt estimate, as llmtally's maxRequestBodyBytes default
@@ -55,17 +60,87 @@ TEAM_DESCRIPTOR = [
 ]
 
 
+#: the cluster of the rate-limit service when it has an address of its own (`rateLimit.listen`)
+RATELIMIT_CLUSTER = "llmtally_ratelimit"
+
+
+@dataclass(frozen=True)
+class LlmtallyTls:
+    """TLS from Envoy to llmtally (`tlsCertFile`/`tlsKeyFile` on llmtally's side). Paths are as
+    Envoy sees them. `server_name`: the name llmtally's certificate must carry (a DNS SAN, also
+    sent as SNI); empty: the host of the llmtally address (an IP literal is matched against the
+    certificate's IP SANs and no SNI is sent). `cert_file` and `key_file`: Envoy's client
+    certificate, for llmtally's `tlsClientCaFile` (mutual TLS)."""
+
+    ca_file: str
+    server_name: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.ca_file:
+            raise ValueError("TLS to llmtally needs the CA that signed its certificate (--llmtally-ca)")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("give both --llmtally-cert and --llmtally-key, or neither")
+
+
+def _split(addr: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{addr!r} is not host:port or unix:/path")
+    return host.strip("[]"), int(port)
+
+
+def _ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _address(addr: str) -> dict[str, object]:
     if addr.startswith("unix:"):
         return {"pipe": {"path": addr[5:]}}
-    host, _, port = addr.rpartition(":")
-    return {"socket_address": {"address": host, "port_value": int(port)}}
+    host, port = _split(addr)
+    return {"socket_address": {"address": host, "port_value": port}}
 
 
-def _cluster(name: str, addr: str, http2: bool = False) -> dict[str, object]:
+def _tls_socket(tls: LlmtallyTls, addr: str) -> dict[str, object]:
+    """The UpstreamTlsContext for a cluster at `addr`: llmtally's certificate checked against
+    the CA and the server name, ALPN h2 (gRPC), Envoy's client certificate when given."""
+    name = tls.server_name
+    if not name:
+        if addr.startswith("unix:"):
+            raise ValueError(f"--llmtally-server-name is needed with TLS to {addr} (no host name to check)")
+        name = _split(addr)[0]
+    san_type = "IP_ADDRESS" if _ip(name) else "DNS"
+    common: dict[str, object] = {
+        "alpn_protocols": ["h2"],
+        "validation_context": {
+            "trusted_ca": {"filename": tls.ca_file},
+            "match_typed_subject_alt_names": [{"san_type": san_type, "matcher": {"exact": name}}],
+        },
+    }
+    if tls.cert_file:
+        common["tls_certificates"] = [
+            {"certificate_chain": {"filename": tls.cert_file}, "private_key": {"filename": tls.key_file}}
+        ]
+    context: dict[str, object] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+    }
+    if san_type == "DNS":  # SNI carries host names only (RFC 6066)
+        context["sni"] = name
+    context["common_tls_context"] = common
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
+def _cluster(name: str, addr: str, http2: bool = False, tls: LlmtallyTls | None = None) -> dict[str, object]:
+    by_name = not addr.startswith("unix:") and not _ip(_split(addr)[0])
     c: dict[str, object] = {
         "name": name,
-        "type": "STATIC",
+        # a host name (a Kubernetes Service, say) is resolved by Envoy; STATIC takes IP addresses only
+        "type": "STRICT_DNS" if by_name else "STATIC",
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": name,
@@ -79,6 +154,8 @@ def _cluster(name: str, addr: str, http2: bool = False) -> dict[str, object]:
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
         }
+    if tls is not None:
+        c["transport_socket"] = _tls_socket(tls, addr)
     return c
 
 
@@ -94,12 +171,22 @@ def bootstrap(
     listen_host: str = "127.0.0.1",
     ext_proc: bool = True,
     request_buffer_bytes: int = REQUEST_BUFFER_BYTES,
+    llmtally_tls: LlmtallyTls | None = None,
+    rate_limit_addr: str | None = None,
 ) -> dict[str, object]:
     """The Envoy configuration. `rate_limit_domain` None leaves rate limiting
     out; `ext_proc` False leaves llmtally out (for benchmarks).
     `request_buffer_bytes` is how much of a request body Envoy buffers for
     llmtally's prompt estimate (the connection buffer limit); a larger body
-    passes with the rest unread (BUFFERED_PARTIAL)."""
+    passes with the rest unread (BUFFERED_PARTIAL). `llmtally_tls`: TLS on the
+    clusters to llmtally. `rate_limit_addr`: the rate-limit service's address
+    when it is not `llmtally_addr` (llmtally's `rateLimit.listen`), a cluster
+    of its own."""
+    rls_cluster = "llmtally"
+    if rate_limit_addr and rate_limit_addr != llmtally_addr:
+        if not rate_limit_domain:
+            raise ValueError("a rate-limit service address without rate limiting (drop --no-rate-limit)")
+        rls_cluster = RATELIMIT_CLUSTER
     routes = []
     for prefix, rewrite, provider in ROUTES:
         per_filter: dict[str, object] = {
@@ -156,7 +243,7 @@ def bootstrap(
                     "failure_mode_deny": False,
                     "rate_limit_service": {
                         "transport_api_version": "V3",
-                        "grpc_service": {"envoy_grpc": {"cluster_name": "llmtally"}},
+                        "grpc_service": {"envoy_grpc": {"cluster_name": rls_cluster}},
                     },
                 },
             }
@@ -212,6 +299,10 @@ def bootstrap(
         "route_config": {"name": "ai", "virtual_hosts": [{"name": "ai", "domains": ["*"], "routes": routes}]},
         "http_filters": filters,
     }
+    clusters = [_cluster("llm_upstream", upstream_addr), _cluster("llmtally", llmtally_addr, True, llmtally_tls)]
+    if rls_cluster != "llmtally":
+        assert rate_limit_addr is not None
+        clusters.append(_cluster(rls_cluster, rate_limit_addr, True, llmtally_tls))
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
@@ -225,6 +316,6 @@ def bootstrap(
                     ],
                 }
             ],
-            "clusters": [_cluster("llm_upstream", upstream_addr), _cluster("llmtally", llmtally_addr, http2=True)],
+            "clusters": clusters,
         },
     }
