@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._api import DEFAULT_ENCODING, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES, ENCODINGS
 
 if TYPE_CHECKING:
-    from .ratelimit import TokenLimit
+    from .budgets import Limit
 
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 RESERVED_LABELS = {"llm", "model", "le", "stage", "kind", "source"}
@@ -74,11 +74,24 @@ class CustomLabel:
 class RateLimitConfig:
     #: must equal the `domain` of Envoy's ratelimit filter
     domain: str = "llmtally"
+    #: the window of a limit that names none
     window_seconds: int = 60
-    #: (descriptor key, tokens per window, optional value)
-    limits: tuple[TokenLimit, ...] = ()
+    limits: tuple[Limit, ...] = ()
     #: serve the rate-limit service on its own gRPC address (same TLS settings); empty: on `listen`
     listen: str = ""
+    #: the shared store: redis://, rediss:// or unix:// (empty: in this process's memory)
+    redis: str = ""
+    redis_cluster: bool = False
+    #: every store operation's deadline
+    redis_timeout_ms: int = 50
+    #: when the store fails: "open" (requests pass, uncharged) or "closed" (refused with 503)
+    failure_mode: str = "open"
+    #: llmtally reserves each request's tokens when its body is read and answers 429 itself
+    enforce: bool = False
+    #: output tokens reserved for a request that sets no output limit
+    default_max_output_tokens: int = 4096
+    #: x-ratelimit-* headers on responses (with enforce)
+    headers: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,10 +221,22 @@ class Config:
                 raise ConfigError(
                     f"rateLimit.listen: {self.rate_limit.listen!r} is taken by listen or metricsAddr; give its own"
                 )
-        if self.workers > 1 and self.rate_limit is not None:
+        if self.workers > 1 and self.rate_limit is not None and not self.rate_limit.redis:
             raise ConfigError(
-                "rateLimit budgets live in one process; run one worker, or an external rate-limit service", "workers"
+                "rateLimit budgets live in one process without rateLimit.redis; run one worker, or share them in Redis",
+                "workers",
             )
+        if self.rate_limit is not None:
+            from .budgets import BUILTIN_KEYS
+
+            known = {lab.name for lab in self.custom_labels} | set(BUILTIN_KEYS)
+            for i, lim in enumerate(self.rate_limit.limits):
+                unknown = [k for k in lim.by if k not in known]
+                if unknown:
+                    raise ConfigError(
+                        f"rateLimit.limits[{i}].by: {unknown} are neither custom labels (stats.customLabels) nor "
+                        f"{' or '.join(BUILTIN_KEYS)}"
+                    )
         if self.backend not in ("", "native", "python"):
             raise ConfigError(f"{self.backend!r} is not native or python", "backend")
         seen = set()
@@ -339,31 +364,80 @@ def _stats(stats: object) -> dict[str, Any]:
     return out
 
 
-def _rate_limit(doc: object) -> RateLimitConfig:
-    from .ratelimit import UNITS, TokenLimit
+_RATE_LIMIT_KEYS = {
+    "domain",
+    "windowSeconds",
+    "limits",
+    "listen",
+    "redis",
+    "redisCluster",
+    "redisTimeoutMs",
+    "failureMode",
+    "enforce",
+    "defaultMaxOutputTokens",
+    "headers",
+}
+_LIMIT_KEYS = {"by", "descriptorKey", "value", "match", "tokens", "requests", "per", "windowSeconds"}
 
-    if not isinstance(doc, dict) or set(doc) - {"domain", "windowSeconds", "limits", "listen"}:
-        raise ConfigError("rateLimit: expected a mapping with domain, windowSeconds, limits and listen")
-    window = doc.get("windowSeconds", 60)
-    if isinstance(window, bool) or not isinstance(window, int) or window not in UNITS:
-        raise ConfigError(f"rateLimit.windowSeconds: {window!r} is not one of {sorted(UNITS)}")
-    limits: list[TokenLimit] = []
-    for i, item in enumerate(doc.get("limits") or []):
-        where = f"rateLimit.limits[{i}]"
-        if (
-            not isinstance(item, dict)
-            or set(item) - {"descriptorKey", "value", "tokens"}
-            or not isinstance(item.get("descriptorKey"), str)
-            or not item.get("descriptorKey")
-        ):
-            raise ConfigError(f"{where}: needs descriptorKey and tokens (and optionally value)")
-        tokens = item.get("tokens")
-        if not isinstance(tokens, int) or isinstance(tokens, bool) or not 1 <= tokens <= MAX_TOKENS_PER_WINDOW:
-            raise ConfigError(f"{where}.tokens: must be an integer from 1 to {MAX_TOKENS_PER_WINDOW}, not {tokens!r}")
-        value = item.get("value")
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{where}.value: must be a string")
-        limits.append(TokenLimit(item["descriptorKey"], tokens, value))
+
+def _count(where: str, v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_TOKENS_PER_WINDOW:
+        raise ConfigError(f"{where}: must be an integer from 1 to {MAX_TOKENS_PER_WINDOW}, not {v!r}")
+    return v
+
+
+def _window(where: str, v: object) -> int:
+    from .budgets import PERIODS
+
+    if isinstance(v, str) and v in PERIODS:
+        return PERIODS[v]
+    if isinstance(v, bool) or not isinstance(v, int) or v not in PERIODS.values():
+        raise ConfigError(f"{where}: {v!r} is not one of {sorted(PERIODS.values())} (or {', '.join(PERIODS)})")
+    return v
+
+
+def _limit(where: str, item: object, window: int) -> Limit:
+    from .budgets import Limit
+
+    if not isinstance(item, dict) or set(item) - _LIMIT_KEYS:
+        raise ConfigError(f"{where}: expected a mapping with {', '.join(sorted(_LIMIT_KEYS))}")
+    if ("by" in item) == ("descriptorKey" in item):
+        raise ConfigError(f"{where}: give by (a list of keys) or descriptorKey (one key)")
+    by = item["by"] if "by" in item else [item["descriptorKey"]]
+    if isinstance(by, str):
+        by = [by]
+    if not isinstance(by, list) or not by or not all(isinstance(k, str) and k for k in by) or len(set(by)) < len(by):
+        raise ConfigError(f"{where}.by: must be a list of distinct key names")
+    match = item.get("match", {})
+    if not isinstance(match, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in match.items()):
+        raise ConfigError(f"{where}.match: must map keys to string values")
+    if "value" in item:
+        if not isinstance(item["value"], str) or len(by) != 1:
+            raise ConfigError(f"{where}.value: a string, with one key (else use match)")
+        match = {**match, by[0]: item["value"]}
+    if set(match) - set(by):
+        raise ConfigError(f"{where}.match: keys {sorted(set(match) - set(by))} are not in by")
+    if "tokens" not in item and "requests" not in item:
+        raise ConfigError(f"{where}: needs tokens or requests (or both)")
+    tokens = _count(f"{where}.tokens", item["tokens"]) if "tokens" in item else None
+    requests = _count(f"{where}.requests", item["requests"]) if "requests" in item else None
+    if "per" in item and "windowSeconds" in item:
+        raise ConfigError(f"{where}: give per or windowSeconds, not both")
+    if "per" in item:
+        window = _window(f"{where}.per", item["per"])
+    elif "windowSeconds" in item:
+        window = _window(f"{where}.windowSeconds", item["windowSeconds"])
+    return Limit(tuple(by), tokens, requests, window, tuple(sorted(match.items())))
+
+
+def _rate_limit(doc: object) -> RateLimitConfig:
+    if not isinstance(doc, dict) or set(doc) - _RATE_LIMIT_KEYS:
+        raise ConfigError(f"rateLimit: expected a mapping with {', '.join(sorted(_RATE_LIMIT_KEYS))}")
+    window = _window("rateLimit.windowSeconds", doc.get("windowSeconds", 60))
+    items = doc.get("limits") or []
+    if not isinstance(items, list):
+        raise ConfigError("rateLimit.limits: must be a list")
+    limits = tuple(_limit(f"rateLimit.limits[{i}]", item, window) for i, item in enumerate(items))
     domain = doc.get("domain", "llmtally")
     if not isinstance(domain, str) or not domain:
         raise ConfigError("rateLimit.domain: must be a non-empty string")
@@ -375,7 +449,38 @@ def _rate_limit(doc: object) -> RateLimitConfig:
     m = _PORT_ONLY.fullmatch(listen)
     if m:
         listen = f"127.0.0.1:{m[1]}"
-    return RateLimitConfig(domain=domain, window_seconds=window, limits=tuple(limits), listen=listen)
+    redis = doc.get("redis", "")
+    if not isinstance(redis, str) or (redis and not re.match(r"(rediss?|unix)://", redis)):
+        raise ConfigError(f"rateLimit.redis: {redis!r} is not a redis://, rediss:// or unix:// URL")
+    for key in ("redisCluster", "enforce", "headers"):
+        if not isinstance(doc.get(key, False), bool):
+            raise ConfigError(f"rateLimit.{key}: {doc[key]!r} is not true or false")
+    timeout = doc.get("redisTimeoutMs", 50)
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 60_000:
+        raise ConfigError(f"rateLimit.redisTimeoutMs: must be an integer from 1 to 60000, not {timeout!r}")
+    failure = doc.get("failureMode", "open")
+    if failure not in ("open", "closed"):
+        raise ConfigError(f"rateLimit.failureMode: {failure!r} is not open or closed")
+    default_out = doc.get("defaultMaxOutputTokens", 4096)
+    if isinstance(default_out, bool) or not isinstance(default_out, int) or not 0 <= default_out <= 10_000_000:
+        raise ConfigError(
+            f"rateLimit.defaultMaxOutputTokens: must be an integer from 0 to 10000000, not {default_out!r}"
+        )
+    if doc.get("headers") and not doc.get("enforce"):
+        raise ConfigError("rateLimit.headers: the x-ratelimit-* headers need enforce: true")
+    return RateLimitConfig(
+        domain=domain,
+        window_seconds=window,
+        limits=limits,
+        listen=listen,
+        redis=redis,
+        redis_cluster=bool(doc.get("redisCluster", False)),
+        redis_timeout_ms=timeout,
+        failure_mode=failure,
+        enforce=bool(doc.get("enforce", False)),
+        default_max_output_tokens=default_out,
+        headers=bool(doc.get("headers", False)),
+    )
 
 
 def load(

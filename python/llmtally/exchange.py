@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf.struct_pb2 import Struct
@@ -23,8 +23,11 @@ from google.protobuf.struct_pb2 import Struct
 from . import _api
 from ._types import RequestInfo, Usage
 from .config import Config
-from .metadata import custom_labels, final_metadata, request_metadata
+from .metadata import custom_labels, final_metadata, metadata_values, request_metadata
 from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .budgets import Budgets, Counter, Reservation
 
 log = logging.getLogger("llmtally")
 
@@ -76,6 +79,19 @@ def with_metadata(kind: str, struct: Struct) -> pb.ProcessingResponse:
     return pb.ProcessingResponse(**{kind: _EMPTY_OF[kind]()}, dynamic_metadata=struct)
 
 
+def immediate(status: int, body: bytes, headers: list[tuple[str, str]], metadata: Struct) -> pb.ProcessingResponse:
+    """Envoy answers the client with this instead of calling the upstream."""
+    from envoy.config.core.v3 import base_pb2
+    from envoy.type.v3 import http_status_pb2
+
+    r = pb.ImmediateResponse(status=http_status_pb2.HttpStatus(code=status), body=body, details="llmtally_budget")
+    for k, v in headers:
+        r.headers.set_headers.add(header=base_pb2.HeaderValue(key=k, raw_value=v.encode()))
+    out = pb.ProcessingResponse(immediate_response=r)
+    out.dynamic_metadata.CopyFrom(metadata)
+    return out
+
+
 def headers_of(http_headers: pb.HttpHeaders, wanted: tuple[str, ...]) -> dict[str, str]:
     """Only the named headers (Envoy sends lowercase keys, values in raw_value)."""
     out: dict[str, str] = {}
@@ -97,6 +113,43 @@ class Host:
         #: request body bytes buffered by all streams, within `maxBufferedBodyBytes`
         self.buffered = 0
         self.lock = threading.Lock()  # exchanges run in the offload threads too
+        #: the token budgets, when rateLimit is configured (set by the server)
+        self.budgets: Budgets | None = None
+        rl = config.rate_limit
+        self.enforce = rl is not None and rl.enforce and bool(rl.limits)
+
+    async def admit(self, ex: Exchange, resp: pb.ProcessingResponse) -> pb.ProcessingResponse:
+        """The request body is read: reserve its tokens on every budget that applies, all or none. Returns
+        `resp` when they fit (or no limit applies), else a 429 in the provider's shape; with the store
+        failing, `resp` or a 503, by `failureMode`."""
+        from .budgets import rate_limit_headers, refusal
+
+        budgets, rl = cast("Budgets", self.budgets), self.config.rate_limit
+        assert rl is not None
+        tokens, ex.reserve_tokens = ex.reserve_tokens, None
+        r = await budgets.reserve(ex.budget_keys(), cast(int, tokens))
+        if r is None:
+            return resp
+        ex.reservation = r
+        d = r.decision
+        now = budgets.clock()
+        if d.allowed:
+            if rl.headers and d.used:
+                ex.response_headers_added = rate_limit_headers(d, now)
+            return resp
+        ex.done = True  # Envoy answers the client itself: nothing more comes on this stream
+        if d.store_failed:
+            status, message, extra = 503, "llmtally: the token budget store is unavailable; retry later", []
+        else:
+            c = cast("Counter", d.denied)
+            wait = max(c.reset_at - now, 0.0)
+            message = (
+                f"llmtally: the {c.kind} budget of {c.limit.name} ({c.cap} per {c.limit.window} s) has no room "
+                f"for this request ({c.amount} {c.kind}); retry in {int(-(-wait // 1))} s"
+            )
+            status, extra = 429, [("retry-after", str(int(-(-wait // 1)))), *rate_limit_headers(d, now)]
+        body, headers = refusal(ex._llm(), status, message)
+        return immediate(status, body, headers + extra, resp.dynamic_metadata)
 
     def take_body(self, n: int) -> int:
         """Reserve up to `n` bytes of the request-body budget; returns those granted."""
@@ -180,6 +233,12 @@ class Exchange:
         "t_last",
         "last_answer_seconds",
         "status",
+        "raw_keys",
+        "reserve_tokens",
+        "reservation",
+        "response_headers_added",
+        "hits",
+        "charged",
     )
 
     def __init__(self, host: Host, provider_hint: str | None):
@@ -204,6 +263,12 @@ class Exchange:
         self.t_meta = 0.0
         self.t_last = self.t0  # when the latest message came (idle streams are released)
         self.status = ""  # the response's :status
+        self.raw_keys: dict[str, str] | None = None  # the forwarded metadata's values, for budgets
+        self.reserve_tokens: int | None = None  # set when the request is read: the server reserves them
+        self.reservation: Reservation | None = None
+        self.response_headers_added: list[tuple[str, str]] = []
+        self.hits = 0  # the latest hits_addend sent
+        self.charged: int | None = None  # the tokens recorded at the end
 
     def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
         """The response to one message (None for a message with nothing in it)."""
@@ -236,6 +301,8 @@ class Exchange:
         try:
             if self.labels is None and req.HasField("metadata_context"):
                 self.labels = custom_labels(self.host.config, req.metadata_context)
+                if self.host.enforce:
+                    self.raw_keys = metadata_values(self.host.config, req.metadata_context)
             return getattr(self, kind)(req)
         except Exception:
             self.broken = True
@@ -275,7 +342,7 @@ class Exchange:
         if u is None or kind not in METADATA_KINDS or not (now or _ends_stream(kind, req)):
             return PASS[kind]
         try:
-            return with_metadata(kind, final_metadata(self.host.config, self._llm(), u))
+            return with_metadata(kind, self._final_md(u))
         except Exception:
             return PASS[kind]
 
@@ -325,7 +392,27 @@ class Exchange:
     def _request_done(self, kind: str) -> pb.ProcessingResponse:
         self._parse()
         info = cast(RequestInfo, self.request)  # set by _parse()
+        self.hits = info.prompt_tokens
+        if self.host.enforce:
+            rl = self.host.config.rate_limit
+            assert rl is not None
+            out = info.max_output_tokens if info.max_output_tokens is not None else rl.default_max_output_tokens
+            self.reserve_tokens = info.prompt_tokens + out
         return with_metadata(kind, request_metadata(self.host.config, self._llm(), info))
+
+    def budget_keys(self) -> dict[str, str]:
+        """What a budget may be by: the custom labels' values as forwarded (not capped: a budget is
+        never shared by overflow), the model the request names, the provider."""
+        missing = self.host.config.missing_label_value
+        keys = dict(self.raw_keys) if self.raw_keys is not None else dict(self._labels())
+        model = self.request.model if self.request is not None else None
+        keys["model"] = model or missing
+        keys["llm"] = self._llm()
+        return keys
+
+    def _final_md(self, u: Usage) -> Struct:
+        self.hits = u.total_tokens
+        return final_metadata(self.host.config, self._llm(), u)
 
     # -- response --
 
@@ -354,7 +441,7 @@ class Exchange:
         scanner = self._scanner(h.pop("content-type", ""), h.pop("content-encoding", ""), h)
         if req.response_headers.end_of_stream:
             return self._finish("response_headers", scanner)
-        return PASS["response_headers"]
+        return self._add_headers("response_headers", PASS["response_headers"])
 
     def response_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         b = req.response_body
@@ -390,7 +477,7 @@ class Exchange:
         if u.source == "none" or u == self.sent_usage:
             return PASS["response_body"]
         self.sent_usage = u
-        return with_metadata("response_body", final_metadata(self.host.config, self._llm(), u))
+        return with_metadata("response_body", self._final_md(u))
 
     def response_trailers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         scanner = self.scanner
@@ -408,7 +495,21 @@ class Exchange:
 
     def _finish(self, kind: str, scanner: _api.ResponseScanner) -> pb.ProcessingResponse:
         u = self._record(scanner)
-        return with_metadata(kind, final_metadata(self.host.config, self._llm(), u))
+        resp = with_metadata(kind, self._final_md(u))
+        return self._add_headers(kind, resp)
+
+    def _add_headers(self, kind: str, resp: pb.ProcessingResponse) -> pb.ProcessingResponse:
+        """The x-ratelimit-* headers, on the response headers' answer (configured: rateLimit.headers)."""
+        if kind != "response_headers" or not self.response_headers_added:
+            return resp
+        out = pb.ProcessingResponse()
+        out.CopyFrom(resp)
+        mutation = out.response_headers.response.header_mutation
+        from envoy.config.core.v3 import base_pb2
+
+        for k, v in self.response_headers_added:
+            mutation.set_headers.add(header=base_pb2.HeaderValue(key=k, raw_value=v.encode()))
+        return out
 
     def _record(self, scanner: _api.ResponseScanner, aborted: bool = False, timed_out: bool = False) -> Usage:
         """Finish the scan, record the metrics once, return the usage. A
@@ -416,6 +517,7 @@ class Exchange:
         Envoy's own 429 from an earlier filter) is not an LLM call: no metrics."""
         self.done = True
         u = scanner.finish()
+        self.charged = u.total_tokens
         if not self.saw_request:
             return u
         now = time.monotonic()
@@ -467,6 +569,7 @@ class Exchange:
         if self.broken:
             self.done = True
             if self.known is not None:
+                self.charged = self.known.total_tokens
                 try:
                     u = self.known
                     self.host.metrics.record(self._llm(), u.model, self._labels(), u, admit_model=self._admits_model(u))

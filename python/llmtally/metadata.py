@@ -83,9 +83,9 @@ def _scalar(v: Value) -> str | None:
     return None
 
 
-def custom_labels(config: Config, metadata_context: MetadataContext) -> dict[str, str]:
-    """Values of the configured labels from `ProcessingRequest.metadata_context`
-    (a missing or non-scalar value gets `missingLabelValue`)."""
+def metadata_values(config: Config, metadata_context: MetadataContext) -> dict[str, str]:
+    """Values of the configured labels from `ProcessingRequest.metadata_context`, as forwarded (a missing
+    or non-scalar value gets `missingLabelValue`); budgets use them as they are, labels after `clean`."""
     out: dict[str, str] = {}
     fm = metadata_context.filter_metadata
     for lab in config.custom_labels:
@@ -100,8 +100,14 @@ def custom_labels(config: Config, metadata_context: MetadataContext) -> dict[str
             else:
                 if last in node.fields:
                     value = _scalar(node.fields[last])
-        out[lab.name] = config.missing_label_value if value in (None, "") else clean(config, value)
+        out[lab.name] = config.missing_label_value if value in (None, "") else value
     return out
+
+
+def custom_labels(config: Config, metadata_context: MetadataContext) -> dict[str, str]:
+    """The custom label values of a request: `metadata_values`, cleaned for /metrics."""
+    missing = config.missing_label_value
+    return {k: v if v == missing else clean(config, v) for k, v in metadata_values(config, metadata_context).items()}
 
 
 def clean(config: Config, value: str) -> str:

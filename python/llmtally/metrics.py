@@ -102,6 +102,22 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.budget_decisions = Counter(
+            "ai_budget_decisions",
+            "Reservations by limit and outcome: allowed, denied (429), store_failed_allowed, store_failed_denied",
+            ["limit", "outcome"],
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "ai_budget_store_errors", "Budget store operations that failed or timed out", ["op"], registry=r
+        )
+        self.store_latency = Histogram(
+            "ai_budget_store_seconds",
+            "Budget store operations (reserve, settle, hit), successful ones",
+            ["op"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
         self.anomalies = Counter(
             "ai_scan_anomalies", "Oddities in response bodies, by kind", ["llm", "kind"], registry=r
         )
@@ -182,6 +198,15 @@ class Metrics:
 
     def record_shed(self, reason: str) -> None:
         self.shed.labels(reason).inc()
+
+    def record_budget(self, limit: str, outcome: str) -> None:
+        self.budget_decisions.labels(limit, outcome).inc()
+
+    def record_store_error(self, op: str) -> None:
+        self.store_errors.labels(op).inc()
+
+    def record_store_latency(self, op: str, seconds: float) -> None:
+        self.store_latency.labels(op).observe(seconds)
 
     # -- label handling --
 

@@ -1,8 +1,7 @@
 """A token-budget rate-limit service (`envoy.service.ratelimit.v3.RateLimitService`)
 for Envoy's global `ratelimit` filter, served by `llmtally serve` when
-`rateLimit` is configured. Budgets live in memory, per sidecar process, in
-fixed windows; for several Envoys or replicas use envoyproxy/ratelimit with
-Redis and the same descriptors.
+`rateLimit` is configured, on the budgets of `budgets.py` (in memory, or in
+Redis shared by every replica).
 
 Envoy evaluates `ratelimit` on the request headers, before any body is read,
 so the charge is made in two phases (see docs/envoy.md, "Token rate limiting"):
@@ -16,13 +15,11 @@ so the charge is made in two phases (see docs/envoy.md, "Token rate limiting"):
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+
+from .budgets import Budgets
 
 if TYPE_CHECKING:
     import grpc
@@ -37,70 +34,12 @@ UNITS = {
 }
 
 
-@dataclass(frozen=True)
-class TokenLimit:
-    #: the descriptor entry key it applies to (e.g. `team`)
-    descriptor_key: str
-    #: tokens per window
-    tokens: int
-    #: only this entry value; None: every value has its own budget
-    value: str | None = None
-
-
-class DescriptorEntry(Protocol):
-    """One entry of a rate-limit descriptor (`envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry`)."""
-
-    @property
-    def key(self) -> str: ...
-    @property
-    def value(self) -> str: ...
-
-
-class Budgets:
-    """Fixed-window token counters per (descriptor key, value); the number of
-    windows kept is capped like label values, so hostile values cannot grow it."""
-
-    def __init__(
-        self,
-        limits: tuple[TokenLimit, ...],
-        window_seconds: int,
-        max_keys: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self.limits = limits
-        self.window = window_seconds
-        self.max_keys = max_keys
-        self.clock = clock
-        self.used: dict[tuple[str, str], int] = {}
-        self.epoch = -1
-        self.lock = threading.Lock()
-
-    def limit_for(self, entries: Iterable[DescriptorEntry]) -> tuple[TokenLimit, str] | None:
-        for lim in self.limits:
-            for e in entries:
-                if e.key == lim.descriptor_key and (lim.value is None or e.value == lim.value):
-                    return lim, e.value
-        return None
-
-    def apply(self, key: tuple[str, str], limit: int, addend: int) -> tuple[bool, int]:
-        """Add `addend` tokens; returns (over the limit, tokens remaining)."""
-        with self.lock:
-            epoch = int(self.clock() // self.window)
-            if epoch != self.epoch:
-                self.epoch, self.used = epoch, {}
-            used = self.used.get(key, 0)
-            if key not in self.used and len(self.used) >= self.max_keys:
-                key = ("", "overflow")  # one shared budget for the excess keys
-                used = self.used.get(key, 0)
-            over = used >= limit if addend == 0 else used + addend > limit
-            self.used[key] = used = used + addend
-            return over, max(limit - used, 0)
-
-
 # xds-protos has no type stubs: the generated servicer base class is Any
 class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
-    def __init__(self, domain: str, budgets: Budgets):
-        self.domain = domain
+    """Envoy's rate-limit filter on llmtally's budgets: a descriptor's entries (key, value) name the limits
+    by exactly those keys; `hits_addend` 0 checks, a positive one charges (the tokens were spent)."""
+
+    def __init__(self, budgets: Budgets):
         self.budgets = budgets
 
     async def ShouldRateLimit(
@@ -109,22 +48,25 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         context: grpc.aio.ServicerContext[rls_pb2.RateLimitRequest, rls_pb2.RateLimitResponse],
     ) -> rls_pb2.RateLimitResponse:
         resp = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
-        unit = UNITS.get(self.budgets.window, rls_pb2.RateLimitResponse.RateLimit.UNKNOWN)
         for d in request.descriptors:
             status = resp.statuses.add(code=rls_pb2.RateLimitResponse.OK)
-            found = self.budgets.limit_for(d.entries) if request.domain == self.domain else None
-            if found is None:
+            if request.domain != self.budgets.domain:
                 continue
-            lim, value = found
+            entries = {e.key: e.value for e in d.entries}
             addend = d.hits_addend.value if d.HasField("hits_addend") else (request.hits_addend or 1)
-            over, remaining = self.budgets.apply((lim.descriptor_key, value), lim.tokens, addend)
-            log.debug(
-                "rate limit %s=%s: +%d, over=%s, remaining=%d", lim.descriptor_key, value, addend, over, remaining
-            )
-            status.current_limit.requests_per_unit = lim.tokens
-            status.current_limit.unit = unit
-            status.limit_remaining = remaining
-            if over:
+            counters = self.budgets.descriptor_counters(entries, addend)
+            if not counters:
+                continue
+            answers = await self.budgets.hit(counters)
+            if answers is None:  # the store failed: failureMode decides
+                answers = [(not self.budgets.fail_open, 0)] * len(counters)
+            tightest = min(range(len(counters)), key=lambda i: answers[i][1])
+            c = counters[tightest]
+            status.current_limit.requests_per_unit = c.cap
+            status.current_limit.unit = UNITS.get(c.limit.window, rls_pb2.RateLimitResponse.RateLimit.UNKNOWN)
+            status.limit_remaining = answers[tightest][1]
+            log.debug("rate limit %s: +%d, answers %s", entries, addend, answers)
+            if any(over for over, _ in answers):
                 status.code = rls_pb2.RateLimitResponse.OVER_LIMIT
                 resp.overall_code = rls_pb2.RateLimitResponse.OVER_LIMIT
         return resp

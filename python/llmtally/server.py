@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
     from prometheus_client import CollectorRegistry
 
+    from .budgets import Budgets
     from .metrics_http import MetricsHTTP
 
 log = logging.getLogger("llmtally")
@@ -108,6 +109,8 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                     pending = None
                 else:
                     resp = ex.handle(req)
+                if ex.reserve_tokens is not None and resp is not None:  # the request is read: its budget
+                    resp = await host.admit(ex, resp)
                 if resp is not None:
                     yield resp
         except asyncio.CancelledError:
@@ -119,9 +122,16 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             self.idle.discard(ex)
             del self.open[ex]
             if pending is not None and not pending.done():  # cancelled while a thread works on it: close after
-                pending.add_done_callback(lambda _: ex.close())
+                pending.add_done_callback(lambda _: self._end(ex))
             else:
-                ex.close()
+                self._end(ex)
+
+    def _end(self, ex: Exchange) -> None:
+        """The stream is over: record it, and replace its reservation by what it was charged."""
+        ex.close()
+        r, budgets = ex.reservation, self.host.budgets
+        if r is not None and budgets is not None:
+            budgets.settle(r, ex.charged if ex.charged is not None else ex.hits)
 
     def reap_idle(self, now: float) -> int:
         """Cancel the streams that received nothing for `streamIdleSeconds`; returns how many."""
@@ -523,6 +533,17 @@ def _bind(server: grpc.aio.Server, config: Config, addr: str, what: str = "liste
         raise StartupError(f"{what} {addr}: cannot bind (gRPC's line above says why); choose another address")
 
 
+def _budgets(config: Config, metrics: Metrics) -> Budgets:
+    from .budgets import Budgets, MemoryStore, RedisStore, Store
+
+    rl = config.rate_limit
+    assert rl is not None
+    store: Store = (
+        RedisStore(rl.redis, rl.redis_timeout_ms / 1000, cluster=rl.redis_cluster) if rl.redis else MemoryStore()
+    )
+    return Budgets(rl.limits, store, domain=rl.domain, fail_open=rl.failure_mode == "open", metrics=metrics)
+
+
 def _grpc_server(worker: bool) -> grpc.aio.Server:
     return grpc.aio.server(
         options=[
@@ -557,16 +578,15 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
     if config.rate_limit is not None:
         from envoy.service.ratelimit.v3 import rls_pb2_grpc
 
-        from .ratelimit import Budgets, RateLimitService
+        from .ratelimit import RateLimitService
 
         rl = config.rate_limit
+        host.budgets = budgets = _budgets(config, metrics)
         rls_server = server
         if rl.listen:  # its own listener, for a network policy apart from ext_proc's
             rls_server = _grpc_server(worker)
             servers.append(rls_server)
-        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(
-            RateLimitService(rl.domain, Budgets(rl.limits, rl.window_seconds)), rls_server
-        )
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RateLimitService(budgets), rls_server)
         if rl.listen:
             _bind(rls_server, config, rl.listen, "rateLimit.listen")
     health = health_aio.HealthServicer()
@@ -603,6 +623,9 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
     if reaper is not None:
         reaper.cancel()
     await asyncio.gather(*(srv.stop(config.shutdown_grace_seconds) for srv in servers))
+    if host.budgets is not None:  # the settles of the streams that just finished, then the store
+        await host.budgets.drain()
+        await host.budgets.store.close()
     pool.shutdown(wait=False, cancel_futures=True)
     if http is not None:
         http.close()

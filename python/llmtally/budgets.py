@@ -1,0 +1,483 @@
+"""Token and request budgets shared by any number of `llmtally serve` processes and Envoys.
+
+A `Limit` is what an operator writes: per a combination of forwarded keys (custom label names such as `team`,
+and `model`, `llm`), so many tokens and/or requests per window. The counters live in a `Store`: `MemoryStore`
+in one process, or `RedisStore`, where every operation is one server-side script, so replicas never lose an
+update. Two ways to use them:
+
+- reservation (`enforce: true`): when the request body is read, llmtally knows the caller, the model and the
+  prompt estimate; it reserves the estimate plus the requested output limit on every matching limit at once
+  (all or none), answers 429 itself when that does not fit, and at the end of the stream replaces the
+  reservation by what the request was charged (`Budgets.reserve`, `Budgets.settle`);
+- Envoy's rate-limit filter (`ratelimit.RateLimitService`): the two-phase check-then-charge on descriptors,
+  on the same store (`Budgets.hit`).
+
+Counters are fixed windows aligned to the wall clock (shared by every replica): a key holds the window's
+charged total and expires with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
+log = logging.getLogger("llmtally.budgets")
+
+#: window lengths by name (and the seconds accepted as `windowSeconds`)
+PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+#: budget keys a limit may be by, besides the custom labels
+BUILTIN_KEYS = ("model", "llm")
+#: a key value longer than this is stored by its hash (values come from clients: JWT claims, model names)
+VALUE_MAX = 64
+#: the in-memory store keeps at most this many counters; past it, new keys share one counter per limit
+MEMORY_KEYS_MAX = 100_000
+
+
+@dataclass(frozen=True)
+class Limit:
+    #: the budget keys, in the order written (e.g. ("team",) or ("team", "model"))
+    by: tuple[str, ...]
+    #: tokens per window (None: not limited in tokens)
+    tokens: int | None = None
+    #: requests per window (None: not limited in requests)
+    requests: int | None = None
+    #: window length in seconds: 1, 60, 3600 or 86400
+    window: int = 60
+    #: only requests with these values (key, value); empty: every value has its own budget
+    match: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def name(self) -> str:
+        """How metrics and logs name it: `team`, `team,model`, `team=ops`."""
+        fixed = dict(self.match)
+        return ",".join(f"{k}={fixed[k]}" if k in fixed else k for k in self.by)
+
+    def applies(self, values: Mapping[str, str]) -> bool:
+        return all(k in values for k in self.by) and all(values.get(k) == v for k, v in self.match)
+
+
+@dataclass(frozen=True)
+class Counter:
+    """One counter a request touches: a store key, its limit, and what the request adds to it."""
+
+    limit: Limit
+    kind: str  # "tokens" or "requests"
+    key: str
+    cap: int
+    amount: int
+    #: seconds the key lives (past its window's end, so a late settle still finds it)
+    ttl: int
+    #: when the window ends (wall clock)
+    reset_at: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    counters: tuple[Counter, ...]
+    #: each counter's value after the operation (or at the refusal, for the one that did not fit)
+    used: tuple[int, ...]
+    #: the counter that did not fit
+    denied: Counter | None = None
+    #: the store failed: allowed or denied by `failureMode`
+    store_failed: bool = False
+
+
+class StoreError(Exception):
+    """The budget store did not answer in time or failed."""
+
+
+class Store(Protocol):
+    async def reserve(self, counters: Sequence[Counter]) -> tuple[bool, int, list[int]]:
+        """Add every counter's amount if each fits (value + amount <= cap; with amount 0: value < cap), else
+        none: (all fitted, 1-based index of the first that did not (0), values)."""
+        ...
+
+    async def adjust(self, items: Sequence[tuple[str, int]]) -> None:
+        """Add each delta to its key if the key still exists (a settle after the window is moot)."""
+        ...
+
+    async def hit(self, counters: Sequence[Counter]) -> list[int]:
+        """Add every counter's amount unconditionally; returns the values (the rate-limit filter's phase 2)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _fits(value: int, c: Counter) -> bool:
+    return value < c.cap if c.amount == 0 else value + c.amount <= c.cap
+
+
+class MemoryStore:
+    """Counters in this process (one sidecar): a restart forgets them."""
+
+    def __init__(self, clock: Callable[[], float] = time.time, max_keys: int = MEMORY_KEYS_MAX):
+        self.clock = clock
+        self.max_keys = max_keys
+        self.values: dict[str, tuple[int, float]] = {}  # key -> (value, expires at)
+        self.lock = threading.Lock()
+
+    def _get(self, key: str, now: float) -> int:
+        v = self.values.get(key)
+        if v is None or v[1] <= now:
+            return 0
+        return v[0]
+
+    def _key(self, key: str, now: float) -> str:
+        if key in self.values or len(self.values) < self.max_keys:
+            return key
+        self.values = {k: v for k, v in self.values.items() if v[1] > now}  # drop the expired ones first
+        if len(self.values) < self.max_keys:
+            return key
+        return key.rsplit(":", 2)[0] + ":overflow"  # one shared counter per limit for the excess
+
+    def _add(self, c: Counter, now: float) -> int:
+        key = self._key(c.key, now)
+        value = self._get(key, now) + c.amount
+        self.values[key] = (value, max(self.values.get(key, (0, 0.0))[1], now + c.ttl))
+        return value
+
+    async def reserve(self, counters: Sequence[Counter]) -> tuple[bool, int, list[int]]:
+        with self.lock:
+            now = self.clock()
+            current = [self._get(self._key(c.key, now), now) for c in counters]
+            for i, (c, v) in enumerate(zip(counters, current, strict=True)):
+                if not _fits(v, c):
+                    return False, i + 1, current
+            return True, 0, [self._add(c, now) for c in counters]
+
+    async def adjust(self, items: Sequence[tuple[str, int]]) -> None:
+        with self.lock:
+            now = self.clock()
+            for key, delta in items:
+                v = self.values.get(key)
+                if v is not None and v[1] > now:
+                    self.values[key] = (v[0] + delta, v[1])
+
+    async def hit(self, counters: Sequence[Counter]) -> list[int]:
+        with self.lock:
+            now = self.clock()
+            return [self._add(c, now) for c in counters]
+
+    async def close(self) -> None:
+        pass
+
+
+# Server-side scripts: each runs atomically, so any number of replicas share the counters without lost updates.
+# KEYS: the counters; ARGV: per key (cap, amount, ttl).
+_RESERVE = """
+local values = {}
+for i = 1, #KEYS do
+  local v = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local cap, amount = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1])
+  values[i] = v
+  if (amount == 0 and v >= cap) or (amount > 0 and v + amount > cap) then
+    return {0, i, unpack(values)}
+  end
+end
+for i = 1, #KEYS do
+  values[i] = redis.call('INCRBY', KEYS[i], tonumber(ARGV[3 * i - 1]))
+  if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[3 * i])) end
+end
+return {1, 0, unpack(values)}
+"""
+_HIT = """
+local values = {}
+for i = 1, #KEYS do
+  values[i] = redis.call('INCRBY', KEYS[i], tonumber(ARGV[3 * i - 1]))
+  if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[3 * i])) end
+end
+return values
+"""
+# ARGV: one delta per key
+_ADJUST = """
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], tonumber(ARGV[i])) end
+end
+return 0
+"""
+
+
+class RedisStore:
+    """Counters in Redis (`redis://`, `rediss://`, `unix://`; `cluster` for Redis Cluster), shared by every
+    replica. Each call is bounded by `timeout` seconds; a failure raises StoreError (the caller applies
+    `failureMode`), and the client reconnects on the next call, so recovery needs no restart."""
+
+    def __init__(self, url: str, timeout: float, cluster: bool = False):
+        import redis.asyncio as redis
+
+        self.timeout = timeout
+        client: redis.Redis | redis.RedisCluster
+        if cluster:
+            client = redis.RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        else:
+            client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self.client = client
+        self._reserve = client.register_script(_RESERVE)
+        self._hit = client.register_script(_HIT)
+        self._adjust = client.register_script(_ADJUST)
+
+    async def _call(self, coro: object) -> list[int]:
+        try:
+            result: object = await asyncio.wait_for(coro, self.timeout)  # type: ignore[arg-type]
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # every redis, socket and timeout error: the store failed
+            raise StoreError(f"{type(e).__name__}: {e}") from None
+        return [int(x) for x in result] if isinstance(result, list) else []
+
+    @staticmethod
+    def _args(counters: Sequence[Counter]) -> list[int]:
+        return [x for c in counters for x in (c.cap, c.amount, c.ttl)]
+
+    async def reserve(self, counters: Sequence[Counter]) -> tuple[bool, int, list[int]]:
+        r = await self._call(self._reserve(keys=[c.key for c in counters], args=self._args(counters)))
+        return bool(r[0]), r[1], r[2:]
+
+    async def adjust(self, items: Sequence[tuple[str, int]]) -> None:
+        await self._call(self._adjust(keys=[k for k, _ in items], args=[d for _, d in items]))
+
+    async def hit(self, counters: Sequence[Counter]) -> list[int]:
+        return await self._call(self._hit(keys=[c.key for c in counters], args=self._args(counters)))
+
+    async def close(self) -> None:
+        try:
+            await self.client.aclose()
+        except Exception:
+            log.debug("closing the Redis client", exc_info=True)
+
+
+def _value(v: str) -> str:
+    """A key value as stored: short printable values as they are, others by their hash (bounded keys)."""
+    if len(v) <= VALUE_MAX and v.isprintable() and ":" not in v and "{" not in v and "}" not in v:
+        return v
+    return "#" + hashlib.sha256(v.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+@dataclass
+class Reservation:
+    """What a request reserved: settled once, at the end of its stream."""
+
+    decision: Decision
+    tokens: int  # reserved on each token counter
+    settled: bool = False
+
+
+class Budgets:
+    """The limits, their store, and the failure policy; what `exchange` and `ratelimit` call."""
+
+    def __init__(
+        self,
+        limits: Sequence[Limit],
+        store: Store,
+        *,
+        domain: str = "llmtally",
+        fail_open: bool = True,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.limits = tuple(limits)
+        self.store = store
+        self.domain = domain
+        self.fail_open = fail_open
+        self.metrics = metrics
+        self.clock = clock
+        self.last_error_log = -60.0
+        self.tasks: set[asyncio.Task[None]] = set()  # settles in flight
+
+    # -- counters --
+
+    def _counters(self, lim: Limit, values: Mapping[str, str], tokens: int, requests: bool = True) -> list[Counter]:
+        now = self.clock()
+        start = int(now // lim.window) * lim.window
+        # named by the limit, not its position: reordering the configuration keeps the budgets; one hash tag
+        # for every key, as a script's keys must share a Redis Cluster slot
+        base = f"llmtally:{{{self.domain}}}:{_value(lim.name)}:{lim.window}:" + ",".join(
+            _value(values[k]) for k in lim.by
+        )
+        ttl, reset_at = lim.window + 60, float(start + lim.window)
+        out = []
+        if lim.tokens is not None:
+            out.append(Counter(lim, "tokens", f"{base}:t:{start}", lim.tokens, tokens, ttl, reset_at))
+        if lim.requests is not None and requests:
+            out.append(Counter(lim, "requests", f"{base}:r:{start}", lim.requests, 1, ttl, reset_at))
+        return out
+
+    def counters(self, values: Mapping[str, str], tokens: int) -> list[Counter]:
+        """The counters a request with these key values touches, adding `tokens` and one request."""
+        return [c for lim in self.limits if lim.applies(values) for c in self._counters(lim, values, tokens)]
+
+    def descriptor_counters(self, entries: Mapping[str, str], tokens: int) -> list[Counter]:
+        """The token counters of a rate-limit descriptor: the limits by exactly its keys that match its values."""
+        keys = set(entries)
+        return [
+            c
+            for lim in self.limits
+            if set(lim.by) == keys and lim.applies(entries)
+            for c in self._counters(lim, entries, tokens, requests=False)
+        ]
+
+    # -- the reservation --
+
+    async def reserve(self, values: Mapping[str, str], tokens: int) -> Reservation | None:
+        """Reserve `tokens` (and one request) on every limit that applies, all or none; None: no limit applies."""
+        counters = self.counters(values, tokens)
+        if not counters:
+            return None
+        t = time.monotonic()
+        try:
+            ok, failed, used = await self.store.reserve(counters)
+        except StoreError as e:
+            self._store_failed("reserve", e)
+            d = Decision(self.fail_open, tuple(counters), (), store_failed=True)
+            self._decided(d)
+            return Reservation(d, 0, settled=True)  # nothing was reserved: nothing to settle
+        self._observe("reserve", t)
+        d = Decision(ok, tuple(counters), tuple(used), None if ok else counters[failed - 1])
+        self._decided(d)
+        return Reservation(d, tokens, settled=not ok)
+
+    def settle(self, r: Reservation, charged: int) -> None:
+        """Replace the reservation by the tokens charged, in the background (the stream has ended)."""
+        if r.settled:
+            return
+        r.settled = True
+        items = [(c.key, charged - r.tokens) for c in r.decision.counters if c.kind == "tokens"]
+        if not items or charged == r.tokens:
+            return
+        task = asyncio.get_running_loop().create_task(self._adjust(items))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _adjust(self, items: list[tuple[str, int]]) -> None:
+        t = time.monotonic()
+        try:
+            await self.store.adjust(items)
+        except StoreError as e:
+            self._store_failed("settle", e)
+            return
+        self._observe("settle", t)
+
+    async def drain(self) -> None:
+        """Wait for the settles in flight (at shutdown)."""
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    # -- Envoy's rate-limit filter --
+
+    async def hit(self, counters: Sequence[Counter]) -> list[tuple[bool, int]] | None:
+        """Phase 1 (amount 0): is each budget spent? Phase 2: charge. Returns per counter (over, remaining);
+        None: the store failed (the caller answers by `failureMode`)."""
+        t = time.monotonic()
+        try:
+            if all(c.amount == 0 for c in counters):
+                _, _, used = await self.store.reserve(counters)  # adds nothing
+                used = used + [0] * (len(counters) - len(used))
+                over = [not _fits(v, c) for c, v in zip(counters, used, strict=True)]
+            else:
+                used = await self.store.hit(counters)
+                over = [v > c.cap for c, v in zip(counters, used, strict=True)]
+        except StoreError as e:
+            self._store_failed("hit", e)
+            return None
+        self._observe("hit", t)
+        return [(o, max(c.cap - v, 0)) for o, c, v in zip(over, counters, used, strict=True)]
+
+    # -- what is counted and logged --
+
+    def _decided(self, d: Decision) -> None:
+        if self.metrics is None:
+            return
+        outcome = (
+            ("store_failed_allowed" if d.allowed else "store_failed_denied")
+            if d.store_failed
+            else ("allowed" if d.allowed else "denied")
+        )
+        names = {d.denied.limit.name} if d.denied is not None else {c.limit.name for c in d.counters}
+        for name in names:
+            self.metrics.record_budget(name, outcome)
+
+    def _observe(self, op: str, t: float) -> None:
+        if self.metrics is not None:
+            self.metrics.record_store_latency(op, time.monotonic() - t)
+
+    def _store_failed(self, op: str, e: StoreError) -> None:
+        if self.metrics is not None:
+            self.metrics.record_store_error(op)
+        now = time.monotonic()
+        if now - self.last_error_log >= 60:
+            self.last_error_log = now
+            log.warning(
+                "the budget store failed (%s: %s); requests are %s until it answers again "
+                "(ai_budget_store_errors_total, logged once a minute)",
+                op,
+                e,
+                "allowed" if self.fail_open else "refused",
+            )
+
+
+
+# -- what the client sees --
+
+
+def duration(seconds: float) -> str:
+    """OpenAI's spelling of a reset time: `20ms`, `1s`, `6m0s`, `1h2m3s`."""
+    if seconds < 1:
+        return f"{max(int(seconds * 1000), 0)}ms"
+    s = int(-(-seconds // 1))  # whole seconds, rounded up
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m}m{s}s"
+    return f"{m}m{s}s" if m else f"{s}s"
+
+
+def rate_limit_headers(d: Decision, now: float) -> list[tuple[str, str]]:
+    """`x-ratelimit-{limit,remaining,reset}-{tokens,requests}` of the tightest counter of each kind."""
+    out: list[tuple[str, str]] = []
+    for kind in ("requests", "tokens"):
+        pairs = [(c, v) for c, v in zip(d.counters, d.used, strict=False) if c.kind == kind]
+        if not pairs:
+            continue
+        c, v = min(pairs, key=lambda p: p[0].cap - p[1])
+        out += [
+            (f"x-ratelimit-limit-{kind}", str(c.cap)),
+            (f"x-ratelimit-remaining-{kind}", str(max(c.cap - v, 0))),
+            (f"x-ratelimit-reset-{kind}", duration(c.reset_at - now)),
+        ]
+    return out
+
+
+def refusal(provider: str, status: int, message: str) -> tuple[bytes, list[tuple[str, str]]]:
+    """The body and headers of an error in the provider's own shape, so its SDKs raise their usual error
+    (a RateLimitError for 429)."""
+    import json
+
+    rate = status == 429
+    headers = [("content-type", "application/json")]
+    doc: object
+    if provider == "anthropic":
+        kind = "rate_limit_error" if rate else "api_error"
+        doc = {"type": "error", "error": {"type": kind, "message": message}}
+    elif provider in ("gemini", "vertex-ai"):
+        doc = {"error": {"code": status, "message": message, "status": "RESOURCE_EXHAUSTED" if rate else "UNAVAILABLE"}}
+    elif provider == "bedrock":
+        doc = {"message": message}
+        headers.append(("x-amzn-errortype", "ThrottlingException" if rate else "ServiceUnavailableException"))
+    elif provider == "ollama":
+        doc = {"error": message}
+    elif provider == "cohere":
+        doc = {"message": message}
+    else:  # OpenAI and the compatible APIs (Azure, Mistral, vLLM...)
+        code = "rate_limit_exceeded" if rate else "service_unavailable"
+        doc = {"error": {"message": message, "type": "tokens" if rate else "server_error", "param": None, "code": code}}
+    return json.dumps(doc, separators=(",", ":")).encode(), headers

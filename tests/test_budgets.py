@@ -1,0 +1,199 @@
+"""Token and request budgets (`llmtally.budgets`) on both stores: the in-memory one and a real redis-server.
+Exact counter values after every operation."""
+
+import asyncio
+
+import pytest
+
+from llmtally.budgets import Budgets, Limit, MemoryStore, RedisStore, duration, rate_limit_headers, refusal
+from redis_server import RedisServer
+
+TEAM = Limit(("team",), tokens=100, window=60)
+TEAM_MODEL = Limit(("team", "model"), tokens=1000, requests=3, window=3600)
+OPS_ONLY = Limit(("team",), tokens=50, window=60, match=(("team", "ops"),))
+T0 = 1_800_000_030.0  # 30 s into a minute
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory):
+    r = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield r
+    r.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make(request, redis):
+    """Budgets on a fresh store of each kind, with a clock the test moves."""
+    made = []
+
+    def build(limits, now=T0, fail_open=True, timeout=0.5):
+        clock = [now]
+        if request.param == "memory":
+            store = MemoryStore(clock=lambda: clock[0])
+        else:
+            redis.command("FLUSHALL")
+            store = RedisStore(redis.url, timeout)
+        b = Budgets(limits, store, fail_open=fail_open, clock=lambda: clock[0])
+        made.append(b)
+        return b, clock
+
+    yield build
+    for b in made:
+        asyncio.run(b.store.close())
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_reservation_is_all_or_none_across_limits(make):
+    b, _ = make([TEAM, TEAM_MODEL])
+
+    async def go():
+        keys = {"team": "dev", "model": "gpt-4o", "llm": "openai"}
+        first = await b.reserve(keys, 60)
+        assert first.decision.allowed and first.decision.used == (60, 60, 1)
+        second = await b.reserve(keys, 50)  # 60 + 50 > 100 on the team limit: nothing is added anywhere
+        assert not second.decision.allowed and second.decision.denied.limit == TEAM
+        third = await b.reserve(keys, 40)  # exactly to the cap
+        assert third.decision.allowed and third.decision.used == (100, 100, 2)
+        fourth = await b.reserve({**keys, "team": "ops"}, 40)  # another team: its own budgets
+        assert fourth.decision.used == (40, 40, 1)
+
+    run(go())
+
+
+def test_settle_replaces_the_reservation_by_the_charge(make):
+    b, _ = make([TEAM])
+
+    async def go():
+        keys = {"team": "dev"}
+        r = await b.reserve(keys, 90)
+        b.settle(r, 25)  # the request used 25 of the 90 it reserved
+        b.settle(r, 1000)  # settled once only
+        await b.drain()
+        again = await b.reserve(keys, 75)
+        assert again.decision.allowed and again.decision.used == (100,)
+
+    run(go())
+
+
+def test_requests_are_counted_and_limited(make):
+    b, _ = make([TEAM_MODEL])
+
+    async def go():
+        keys = {"team": "dev", "model": "m"}
+        used = [(await b.reserve(keys, 1)).decision for _ in range(4)]
+        assert [d.allowed for d in used] == [True, True, True, False]
+        assert used[3].denied.kind == "requests" and used[3].denied.cap == 3
+
+    run(go())
+
+
+def test_a_match_limit_applies_to_its_values_only(make):
+    b, _ = make([OPS_ONLY])
+
+    async def go():
+        assert await b.reserve({"team": "dev"}, 1_000_000) is None  # no limit applies
+        assert not (await b.reserve({"team": "ops"}, 51)).decision.allowed
+
+    run(go())
+
+
+def test_a_new_window_starts_from_zero(make):
+    b, clock = make([TEAM])
+
+    async def go():
+        assert (await b.reserve({"team": "dev"}, 100)).decision.allowed
+        assert not (await b.reserve({"team": "dev"}, 1)).decision.allowed
+        clock[0] += 30  # the next minute
+        assert (await b.reserve({"team": "dev"}, 100)).decision.used == (100,)
+
+    run(go())
+
+
+def test_the_rate_limit_filter_phases_check_then_charge(make):
+    b, _ = make([TEAM, OPS_ONLY])
+
+    async def go():
+        check = b.descriptor_counters({"team": "ops"}, 0)
+        assert [c.limit for c in check] == [TEAM, OPS_ONLY]
+        assert await b.hit(check) == [(False, 100), (False, 50)]
+        assert await b.hit(b.descriptor_counters({"team": "ops"}, 70)) == [(False, 30), (True, 0)]
+        assert await b.hit(b.descriptor_counters({"team": "ops"}, 0)) == [(False, 30), (True, 0)]
+        assert b.descriptor_counters({"team": "ops", "model": "m"}, 0) == []  # keys must be exactly the limit's
+
+    run(go())
+
+
+def test_hostile_key_values_are_bounded(make):
+    b, _ = make([TEAM])
+    long = b.counters({"team": "x" * 100_000}, 1)[0].key
+    odd = b.counters({"team": "a:b{c}\n"}, 1)[0].key
+    assert len(long) < 200 and "#" in long and "\n" not in odd and "{c}" not in odd
+
+
+def test_the_redis_store_fails_open_or_closed_and_recovers(tmp_path):
+    r = RedisServer(tmp_path)
+    try:
+
+        async def go(fail_open):
+            b = Budgets([TEAM], RedisStore(r.url, 0.2), fail_open=fail_open)
+            assert (await b.reserve({"team": "dev"}, 10)).decision.allowed
+            r.stop()
+            failed = (await b.reserve({"team": "dev"}, 10)).decision
+            assert failed.store_failed and failed.allowed == fail_open
+            assert await b.hit(b.descriptor_counters({"team": "dev"}, 5)) is None
+            r.start()  # empty again: no persistence
+            back = (await b.reserve({"team": "dev"}, 10)).decision
+            assert back.allowed and not back.store_failed and back.used == (10,)
+            await b.store.close()
+
+        run(go(True))
+        run(go(False))
+    finally:
+        r.stop()
+
+
+def test_a_slow_store_is_a_failure_within_the_timeout(tmp_path):
+    r = RedisServer(tmp_path)
+    try:
+
+        async def go():
+            b = Budgets([TEAM], RedisStore(r.url, 0.05))
+            slow = asyncio.create_task(asyncio.to_thread(r.command, "DEBUG", "SLEEP", "0.5"))
+            await asyncio.sleep(0.1)
+            t = asyncio.get_running_loop().time()
+            d = (await b.reserve({"team": "dev"}, 1)).decision
+            waited = asyncio.get_running_loop().time() - t
+            await slow
+            await b.store.close()
+            return d, waited
+
+        d, waited = run(go())
+        assert d.store_failed and d.allowed
+        assert waited < 0.4  # the 50 ms deadline, not the server's 500 ms stall
+    finally:
+        r.stop()
+
+
+def test_what_the_client_sees():
+    assert [duration(s) for s in (0.02, 1, 59.2, 360, 3723)] == ["20ms", "1s", "1m0s", "6m0s", "1h2m3s"]
+    b = Budgets([TEAM, TEAM_MODEL], MemoryStore(clock=lambda: T0), clock=lambda: T0)
+    r = asyncio.run(b.reserve({"team": "dev", "model": "m"}, 30))
+    assert rate_limit_headers(r.decision, T0) == [
+        ("x-ratelimit-limit-requests", "3"),
+        ("x-ratelimit-remaining-requests", "2"),
+        ("x-ratelimit-reset-requests", "59m30s"),
+        ("x-ratelimit-limit-tokens", "100"),
+        ("x-ratelimit-remaining-tokens", "70"),
+        ("x-ratelimit-reset-tokens", "30s"),
+    ]
+    body, headers = refusal("anthropic", 429, "no room")
+    assert body == b'{"type":"error","error":{"type":"rate_limit_error","message":"no room"}}'
+    body, headers = refusal("openai", 429, "no room")
+    assert body == (
+        b'{"error":{"message":"no room","type":"tokens","param":null,"code":"rate_limit_exceeded"}}'
+    ) and headers == [("content-type", "application/json")]
+    assert refusal("bedrock", 429, "x")[1][1] == ("x-amzn-errortype", "ThrottlingException")
+    assert refusal("gemini", 503, "x")[0] == b'{"error":{"code":503,"message":"x","status":"UNAVAILABLE"}}'
