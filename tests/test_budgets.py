@@ -197,3 +197,93 @@ def test_what_the_client_sees():
     ) and headers == [("content-type", "application/json")]
     assert refusal("bedrock", 429, "x")[1][1] == ("x-amzn-errortype", "ThrottlingException")
     assert refusal("gemini", 503, "x")[0] == b'{"error":{"code":503,"message":"x","status":"UNAVAILABLE"}}'
+
+
+# -- through `llmtally serve`: the reservation at request-body time, shared by two sidecars --
+
+ENFORCE = """rateLimit:
+  enforce: true
+  headers: true
+  redis: {url}
+  limits:
+  - by: [team]
+    tokens: 150
+    per: day
+"""
+
+
+def _openai(team: str):
+    import json
+
+    from test_serve import jwt_metadata, load, messages
+
+    body = json.loads(load("openai/chat.request.json"))
+    body["max_tokens"] = 30
+    msgs = messages(
+        "/v1/chat/completions",
+        json.dumps(body).encode(),
+        200,
+        "application/json",
+        [load("openai/chat.json")],
+        md=jwt_metadata(team, "alice"),
+    )
+    return json.dumps(body).encode(), msgs
+
+
+def _settled(redis, want: int) -> None:
+    import time
+
+    deadline = time.time() + 5
+    while list(redis.keys().values()) != [want]:
+        assert time.time() < deadline, redis.keys()
+        time.sleep(0.01)
+
+
+def test_two_sidecars_reserve_and_settle_one_budget_in_redis(tmp_path, redis):
+    import llmtally
+    from test_serve import Sidecar, md_of
+
+    redis.command("FLUSHALL")
+    body, msgs = _openai("ops")
+    prompt = llmtally.parse_request(body, "openai", "/v1/chat/completions").prompt_tokens
+    reserve = prompt + 30
+    for d in ("a", "b", "a2"):
+        (tmp_path / d).mkdir()
+    a = Sidecar(tmp_path / "a", extra=ENFORCE.format(url=redis.url))
+    b = Sidecar(tmp_path / "b", extra=ENFORCE.format(url=redis.url))
+    try:
+        charged = 0
+        for i, s in enumerate((a, b, a)):  # three fit: 43 + 43 + reserve <= 150
+            resps = s.process(msgs, provider="openai")
+            assert [r.WhichOneof("response") for r in resps] == [m.WhichOneof("request") for m in msgs]
+            added = {
+                h.header.key: h.header.raw_value.decode()
+                for h in resps[2].response_headers.response.header_mutation.set_headers
+            }
+            assert added["x-ratelimit-limit-tokens"] == "150"
+            assert added["x-ratelimit-remaining-tokens"] == str(150 - charged - reserve), i
+            assert md_of(resps[-1])["ai.gateway.kgateway.dev"]["total_tokens"] == 43
+            charged += 43
+            _settled(redis, charged)  # the reservation is replaced by the 43 tokens charged
+        refused = b.process(msgs, provider="openai")  # 129 + reserve > 150: llmtally answers itself
+        assert len(refused) == 2 and refused[1].HasField("immediate_response")
+        imm = refused[1].immediate_response
+        headers = {h.header.key: h.header.raw_value.decode() for h in imm.headers.set_headers}
+        assert imm.status.code == 429
+        assert imm.body.startswith(b'{"error":{"message":"llmtally: the tokens budget of team (150 per 86400 s)')
+        assert b'"code":"rate_limit_exceeded"' in imm.body
+        assert int(headers["retry-after"]) >= 1 and headers["x-ratelimit-remaining-tokens"] == "21"
+        assert md_of(refused[1])["ai.gateway.kgateway.dev"]["prompt_tokens"] == prompt
+        _settled(redis, charged)  # nothing reserved for the refused request
+        other = a.process(_openai("dev")[1], provider="openai")  # another team: its own budget
+        assert not other[1].HasField("immediate_response")
+        m = a.metrics()
+        assert m[("ai_budget_decisions_total", (("limit", "team"), ("outcome", "allowed")))] == 3
+        assert b.metrics()[("ai_budget_decisions_total", (("limit", "team"), ("outcome", "denied")))] == 1
+        # a restarted sidecar finds the budget where it was
+        a.stop()
+        a = Sidecar(tmp_path / "a2", extra=ENFORCE.format(url=redis.url))
+        assert a.process(msgs, provider="openai")[1].immediate_response.status.code == 429
+    finally:
+        a.stop()
+        b.stop()
