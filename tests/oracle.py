@@ -568,3 +568,43 @@ def prompt_estimate(body: dict, provider: str, enc: str) -> int:
             n += sum(count(schema[k], enc) for k in ("name", "description") if isinstance(schema.get(k), str))
             n += count(compact(schema["schema"]), enc) if "schema" in schema else 0
     return n
+
+
+# ---- output-token limits (docs/providers.md, "Output limits") ----
+
+MAX_OUTPUT_MAX = 1 << 32
+P, A = "primary", "alt"  # a key of the limit, and one used only when no primary value is read
+_OPENAI_LIMITS = {"max_completion_tokens": P, "max_output_tokens": P, "max_tokens": A}
+_GEMINI_CONFIG = {"maxOutputTokens": P, "max_output_tokens": P}
+OUTPUT_LIMITS = {
+    "openai": _OPENAI_LIMITS,
+    "anthropic": {
+        "max_tokens": P,
+        "inferenceConfig": {"maxTokens": P},
+        "max_gen_len": P,
+        "textGenerationConfig": {"maxTokenCount": P},
+    },
+    "gemini": {"generationConfig": _GEMINI_CONFIG, "generation_config": _GEMINI_CONFIG},
+    "cohere": {"max_tokens": P},
+    "ollama": {"options": {"num_predict": P}, "max_tokens": A},
+}
+OUTPUT_LIMITS["bedrock"] = OUTPUT_LIMITS["anthropic"]
+OUTPUT_LIMITS["vertex-ai"] = OUTPUT_LIMITS["gemini"]
+
+
+def _limits(v, spec, out):
+    if isinstance(v, dict):
+        for k, x in v.items():
+            s = spec.get(k)
+            if isinstance(s, dict):
+                _limits(x, s, out)
+            elif s is not None:
+                out[s] = x if type(x) is int and 0 <= x <= MAX_OUTPUT_MAX else None
+
+
+def max_output_tokens(body, provider: str) -> int | None:
+    """The output-token limit of a request parsed by json.loads: per role, the last value in key order;
+    a value that is not an integer from 0 to 2^32 is no limit; the primary keys' value, else the alt one's."""
+    out: dict = {}
+    _limits(body, OUTPUT_LIMITS.get(provider, _OPENAI_LIMITS), out)
+    return out.get(P) if out.get(P) is not None else out.get(A)

@@ -8,6 +8,7 @@ DEFAULT_MAX_DECODED_BYTES: int
 DEFAULT_MAX_EVENT_BYTES: int
 
 class _Request(Protocol):
+    # `max_output_tokens` (int | None) is read when present, else None
     @property
     def model(self) -> str | None: ...
     @property

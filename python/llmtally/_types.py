@@ -17,6 +17,9 @@ class RequestInfo:
     include_usage: bool = False
     #: an estimate (see docs/providers.md, "Prompt estimates")
     prompt_tokens: int = 0
+    #: the output-token limit the request sets (`max_tokens`, `max_completion_tokens`,
+    #: `maxOutputTokens`...), None without one (see docs/providers.md, "Output limits")
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,12 +26,15 @@ R_TOOL, R_TOOL_ANTHROPIC, R_PART_OPENAI, R_PART_ANTHROPIC, R_PART_GEMINI = (
 R_KIND, R_DETAIL, R_IMAGE, R_AUDIO, R_VIDEO, R_FILE, R_MEDIA = (
     FIELDS[n] for n in ("R_KIND", "R_DETAIL", "R_IMAGE", "R_AUDIO", "R_VIDEO", "R_FILE", "R_MEDIA")
 )
+R_MAX_OUTPUT, R_MAX_OUTPUT_ALT = FIELDS["R_MAX_OUTPUT"], FIELDS["R_MAX_OUTPUT_ALT"]
+_SHORT = (MODEL, R_KIND, R_DETAIL, R_MAX_OUTPUT, R_MAX_OUTPUT_ALT)  # strings held in `buf`
 
 TOOL_TOKENS = 8
 ANTHROPIC_TOOL_PROMPT = 346
 DATA_URL_HEAD_MAX = 256
 MEDIA_SNIFF_MAX = 1 << 20
 MEDIA_SECONDS = 30
+MAX_OUTPUT_MAX = 1 << 32
 
 IMAGE, AUDIO, VIDEO, FILE = "image", "audio", "video", "file"
 OPENAI, ANTHROPIC, GEMINI = "openai", "anthropic", "gemini"
@@ -51,6 +54,14 @@ def kind_of(s: bytes) -> str | None:
     if s in (b"file", b"input_file", b"document") or s.startswith((b"application/", b"text/")):
         return FILE
     return None
+
+
+def limit_of(raw: bytes | None) -> int | None:
+    """An output-token limit from a value's compact JSON: plain digits, no leading zero, at most 2^32."""
+    if not raw or not raw.isdigit() or (len(raw) > 1 and raw[0] == 0x30):
+        return None
+    v = int(raw)
+    return v if v <= MAX_OUTPUT_MAX else None
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -358,6 +369,9 @@ class _Collect(Sink):
         self.stream: bool | None = None
         self.include_usage = False
         self.buf = ShortString()
+        # the last R_MAX_OUTPUT and R_MAX_OUTPUT_ALT values read (None: none, or not an integer)
+        self.max_output: int | None = None
+        self.max_output_alt: int | None = None
         self.texts: list[str] = []
         self.text = bytearray()
         self.in_text = False  # inside a text string (its bytes in `text`)
@@ -405,7 +419,7 @@ class _Collect(Sink):
             self.include_usage = v
 
     def str_start(self, f: builtins.int) -> None:
-        if f == MODEL or f == R_KIND or f == R_DETAIL:
+        if f in _SHORT:
             self.buf.start()
         elif f == R_TEXT or f == R_NAME:
             self.text = bytearray()
@@ -414,7 +428,7 @@ class _Collect(Sink):
             self.media = Sniff(_IMPLIED[f])
 
     def str_piece(self, f: builtins.int, s: bytes) -> None:
-        if f == MODEL or f == R_KIND or f == R_DETAIL:
+        if f in _SHORT:
             self.buf.push(s)
         elif f == R_TEXT or f == R_NAME:
             self.text += s
@@ -434,6 +448,10 @@ class _Collect(Sink):
             low = self.buf.valid() and self.buf.buf == b"low"
             if self.parts:
                 self.parts[-1].low = low
+        elif f == R_MAX_OUTPUT:
+            self.max_output = limit_of(self.buf.buf if self.buf.valid() else None)
+        elif f == R_MAX_OUTPUT_ALT:
+            self.max_output_alt = limit_of(self.buf.buf if self.buf.valid() else None)
         elif f == R_TEXT or f == R_NAME:
             self.fixed += f == R_NAME
             self.texts.append(self.text.decode("utf-8", "replace"))
@@ -458,7 +476,7 @@ class _Collect(Sink):
 
 
 def parse_request(body: bytes, provider: str, path: str = "") -> RequestInfo:
-    """Model, streaming flag and prompt estimate; never fails on bad input."""
+    """Model, streaming flag, output-token limit and prompt estimate; never fails on bad input."""
     if not isinstance(body, bytes):
         raise TypeError("body must be bytes")
     d = resolve(provider, path)
@@ -473,5 +491,9 @@ def parse_request(body: bytes, provider: str, path: str = "") -> RequestInfo:
     text = sum(count(t, enc) for t in c.texts)
     overhead = 3 * c.messages + 3 if c.messages else 0
     return RequestInfo(
-        model=model, streaming=streaming, include_usage=c.include_usage, prompt_tokens=text + c.fixed + overhead
+        model=model,
+        streaming=streaming,
+        include_usage=c.include_usage,
+        prompt_tokens=text + c.fixed + overhead,
+        max_output_tokens=c.max_output if c.max_output is not None else c.max_output_alt,
     )

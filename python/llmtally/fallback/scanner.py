@@ -152,6 +152,7 @@ class ResponseScanner:
                 streaming=request.streaming,
                 include_usage=request.include_usage,
                 prompt_tokens=request.prompt_tokens,
+                max_output_tokens=getattr(request, "max_output_tokens", None),  # unused here
             )
         self.request = request
         ct = content_type.translate(_ASCII_LOWER)

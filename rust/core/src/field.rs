@@ -94,6 +94,17 @@ pub const R_AUDIO: Field = 51;
 pub const R_VIDEO: Field = 52;
 pub const R_FILE: Field = 53;
 pub const R_MEDIA: Field = 54;
+/// The output-token limit a request asks for (a `Raw` leaf: any value is
+/// delivered, so a later non-integer one clears an earlier integer, as a
+/// JSON parser keeps the last): OpenAI `max_completion_tokens` and
+/// `max_output_tokens`, Anthropic and Cohere `max_tokens`, Gemini
+/// `generationConfig.maxOutputTokens`, Bedrock Converse
+/// `inferenceConfig.maxTokens` (and other Bedrock model bodies' fields),
+/// Ollama `options.num_predict`.
+pub const R_MAX_OUTPUT: Field = 55;
+/// A limit that yields to `R_MAX_OUTPUT` (OpenAI's older `max_tokens`:
+/// used only when no `R_MAX_OUTPUT` value is read).
+pub const R_MAX_OUTPUT_ALT: Field = 56;
 
 pub fn is_text(f: Field) -> bool {
     (T_CONTENT..=T_REASONING_DETAIL).contains(&f)
@@ -156,4 +167,6 @@ pub const NAMES: &[(&str, Field)] = &[
     ("R_VIDEO", R_VIDEO),
     ("R_FILE", R_FILE),
     ("R_MEDIA", R_MEDIA),
+    ("R_MAX_OUTPUT", R_MAX_OUTPUT),
+    ("R_MAX_OUTPUT_ALT", R_MAX_OUTPUT_ALT),
 ];

@@ -1,5 +1,12 @@
-//! What the request tells: model, streaming, stream usage, and a prompt
-//! token estimate.
+//! What the request tells: model, streaming, stream usage, the output-token
+//! limit it asks for, and a prompt token estimate.
+//!
+//! The limit (`max_output_tokens`): the last value of an `R_MAX_OUTPUT` key
+//! (a `Raw` leaf, so every value is seen), else the last of an
+//! `R_MAX_OUTPUT_ALT` key; a value that is not a JSON integer from 0 to
+//! 2^32 written in plain digits (a negative, a float such as `100.0`, a
+//! string, null, an object) reads as no limit, and being later it replaces
+//! an earlier integer, as a JSON parser keeps the last duplicate key.
 //!
 //! Prompt rules (see docs/providers.md, "Prompt estimates"): OpenAI-style chat
 //! messages follow the OpenAI cookbook (3 tokens per message, the tokens of
@@ -32,6 +39,18 @@ pub struct RequestInfo {
     pub streaming: bool,
     pub include_usage: bool,
     pub prompt_tokens: u64,
+    /// The output-token limit the request sets, None without one.
+    pub max_output_tokens: Option<u64>,
+}
+
+/// The largest output-token limit read (larger values read as none).
+pub(crate) const MAX_OUTPUT_MAX: u64 = 1 << 32;
+
+/// A limit from a value's compact JSON: plain digits, no leading zero, at
+/// most [`MAX_OUTPUT_MAX`].
+fn limit_of(raw: Option<String>) -> Option<u64> {
+    raw.and_then(|s| crate::json::parse_uint(s.as_bytes()))
+        .filter(|&v| v <= MAX_OUTPUT_MAX)
 }
 
 /// Added per tool definition (OpenAI's cookbook counts 7 per function plus
@@ -483,6 +502,10 @@ struct Collect {
     model: Option<String>,
     stream: Option<bool>,
     include_usage: bool,
+    /// The last `R_MAX_OUTPUT` and `R_MAX_OUTPUT_ALT` values read (None:
+    /// none, or not an integer).
+    max_output: Option<u64>,
+    max_output_alt: Option<u64>,
     buf: ShortString,
     /// Text strings to count once the model (and so the encoding) is known.
     texts: Vec<String>,
@@ -563,7 +586,7 @@ impl Sink for Collect {
     }
     fn str_start(&mut self, f: Field) {
         match f {
-            MODEL | R_KIND | R_DETAIL => self.buf.start(),
+            MODEL | R_KIND | R_DETAIL | R_MAX_OUTPUT | R_MAX_OUTPUT_ALT => self.buf.start(),
             R_TEXT | R_NAME => {
                 self.text.clear();
                 self.in_text = true;
@@ -577,7 +600,7 @@ impl Sink for Collect {
     }
     fn str_piece(&mut self, f: Field, s: &[u8]) {
         match f {
-            MODEL | R_KIND | R_DETAIL => self.buf.push(s),
+            MODEL | R_KIND | R_DETAIL | R_MAX_OUTPUT | R_MAX_OUTPUT_ALT => self.buf.push(s),
             R_TEXT | R_NAME => self.text.extend_from_slice(s),
             _ => {
                 if let Some(m) = &mut self.media {
@@ -605,6 +628,8 @@ impl Sink for Collect {
                     p.low = low;
                 }
             }
+            R_MAX_OUTPUT => self.max_output = limit_of(self.buf.take()),
+            R_MAX_OUTPUT_ALT => self.max_output_alt = limit_of(self.buf.take()),
             R_TEXT | R_NAME => {
                 self.fixed += (f == R_NAME) as u64;
                 self.texts
@@ -649,7 +674,8 @@ impl Sink for Collect {
 /// body, else from the path (Gemini, Vertex, Bedrock, Azure deployments);
 /// streaming from the body's `stream`, else from the path (Gemini
 /// `:streamGenerateContent`, Bedrock `*-stream`, Ollama's native API, which
-/// streams unless `"stream": false`).
+/// streams unless `"stream": false`); the output-token limit as the module
+/// docs say.
 pub fn parse_request(body: &[u8], provider: &str, path: &str) -> RequestInfo {
     let d = providers::resolve(provider, path, "");
     let mut sc = JsonScanner::new(d.request);
@@ -671,12 +697,167 @@ pub fn parse_request(body: &[u8], provider: &str, path: &str) -> RequestInfo {
         streaming,
         include_usage: c.include_usage,
         prompt_tokens: text + c.fixed + overhead,
+        max_output_tokens: c.max_output.or(c.max_output_alt),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The output limit of `body`, checked the same when fed in pieces of every size.
+    fn max_out(provider: &str, path: &str, body: &str) -> Option<u64> {
+        let whole = parse_request(body.as_bytes(), provider, path).max_output_tokens;
+        let d = providers::resolve(provider, path, "");
+        for step in 1..=body.len().clamp(1, 24) {
+            let mut sc = JsonScanner::new(d.request);
+            let mut c = Collect::default();
+            for piece in body.as_bytes().chunks(step) {
+                sc.feed(piece, &mut c);
+            }
+            sc.end_doc(&mut c);
+            c.finish();
+            assert_eq!(
+                c.max_output.or(c.max_output_alt),
+                whole,
+                "{body} step {step}"
+            );
+        }
+        whole
+    }
+
+    #[test]
+    fn output_limits_per_provider() {
+        let chat = "/v1/chat/completions";
+        let cases: &[(&str, &str, &str, Option<u64>)] = &[
+            // OpenAI Chat Completions: max_completion_tokens, else max_tokens
+            ("openai", chat, r#"{"model":"gpt-4o","max_completion_tokens":512}"#, Some(512)),
+            ("openai", chat, r#"{"model":"gpt-4o","max_tokens":300}"#, Some(300)),
+            ("openai", chat, r#"{"max_tokens":300,"max_completion_tokens":700}"#, Some(700)),
+            ("openai", chat, r#"{"max_completion_tokens":700,"max_tokens":300}"#, Some(700)),
+            ("openai", chat, r#"{"max_completion_tokens":null,"max_tokens":300}"#, Some(300)),
+            ("openai", chat, r#"{"model":"gpt-4o","messages":[]}"#, None),
+            // Responses API, legacy completions
+            ("openai", "/v1/responses", r#"{"model":"gpt-5","input":"hi","max_output_tokens":2048}"#, Some(2048)),
+            ("openai", "/v1/completions", r#"{"prompt":"hi","max_tokens":16}"#, Some(16)),
+            // OpenAI-compatible ids
+            ("azure", "/openai/deployments/d/chat/completions", r#"{"max_completion_tokens":64}"#, Some(64)),
+            ("mistral", chat, r#"{"model":"mistral-large-latest","max_tokens":100}"#, Some(100)),
+            ("auto", chat, r#"{"max_tokens":8}"#, Some(8)),
+            // Anthropic Messages, Bedrock InvokeModel (Anthropic body) and Converse
+            ("anthropic", "/v1/messages", r#"{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[]}"#, Some(1024)),
+            ("anthropic", "/v1/messages", r#"{"model":"claude-sonnet-4-5","messages":[]}"#, None),
+            ("bedrock", "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/invoke", r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":4096}"#, Some(4096)),
+            ("bedrock", "/model/m/converse", r#"{"messages":[],"inferenceConfig":{"maxTokens":2000,"temperature":0.5}}"#, Some(2000)),
+            ("bedrock", "/model/m/converse-stream", r#"{"inferenceConfig":{"temperature":0.5}}"#, None),
+            ("bedrock", "/model/meta.llama3-70b-instruct-v1%3A0/invoke", r#"{"prompt":"hi","max_gen_len":128}"#, Some(128)),
+            ("bedrock", "/model/amazon.titan-text-express-v1/invoke", r#"{"inputText":"hi","textGenerationConfig":{"maxTokenCount":200}}"#, Some(200)),
+            // Gemini and Vertex AI generateContent
+            ("gemini", "/v1beta/models/gemini-2.5-flash:generateContent", r#"{"contents":[],"generationConfig":{"temperature":1,"maxOutputTokens":800}}"#, Some(800)),
+            ("gemini", "/v1beta/models/gemini-2.5-flash:generateContent", r#"{"generation_config":{"max_output_tokens":900}}"#, Some(900)),
+            ("vertex-ai", "/v1/projects/p/locations/l/publishers/google/models/gemini-2.0-flash-001:streamGenerateContent", r#"{"generationConfig":{"maxOutputTokens":8192}}"#, Some(8192)),
+            ("gemini", "/v1beta/models/gemini-2.5-flash:generateContent", r#"{"maxOutputTokens":5,"generationConfig":{}}"#, None),
+            // Cohere v2 chat
+            ("cohere", "/v2/chat", r#"{"model":"command-a-03-2025","messages":[],"max_tokens":250}"#, Some(250)),
+            // Ollama: options.num_predict (negative: unlimited), /v1's max_tokens
+            ("ollama", "/api/chat", r#"{"model":"llama3.2","options":{"temperature":0,"num_predict":128}}"#, Some(128)),
+            ("ollama", "/api/generate", r#"{"model":"llama3.2","options":{"num_predict":-1}}"#, None),
+            ("ollama", "/api/generate", r#"{"model":"llama3.2","options":{"num_predict":-2}}"#, None),
+            ("ollama", "/v1/chat/completions", r#"{"model":"llama3.2","max_tokens":77}"#, Some(77)),
+            ("ollama", "/api/chat", r#"{"model":"llama3.2","num_predict":128}"#, None),
+        ];
+        for (provider, path, body, want) in cases {
+            assert_eq!(max_out(provider, path, body), *want, "{provider} {body}");
+        }
+    }
+
+    #[test]
+    fn output_limits_that_are_not_plain_integers_read_as_none() {
+        for v in [
+            "-1",
+            "-0",
+            "1.5",
+            "100.0",
+            "1e3",
+            "\"100\"",
+            "null",
+            "true",
+            "[100]",
+            "{\"n\":1}",
+            "4294967297",
+            "18446744073709551616",
+            "99999999999999999999999999",
+            "0100",
+        ] {
+            for (provider, body) in [
+                ("openai", format!(r#"{{"max_completion_tokens":{v}}}"#)),
+                ("openai", format!(r#"{{"max_tokens":{v}}}"#)),
+                ("anthropic", format!(r#"{{"max_tokens":{v}}}"#)),
+                (
+                    "gemini",
+                    format!(r#"{{"generationConfig":{{"maxOutputTokens":{v}}}}}"#),
+                ),
+                (
+                    "bedrock",
+                    format!(r#"{{"inferenceConfig":{{"maxTokens":{v}}}}}"#),
+                ),
+                ("cohere", format!(r#"{{"max_tokens":{v}}}"#)),
+                ("ollama", format!(r#"{{"options":{{"num_predict":{v}}}}}"#)),
+            ] {
+                assert_eq!(max_out(provider, "", &body), None, "{provider} {body}");
+            }
+        }
+        assert_eq!(max_out("openai", "", r#"{"max_tokens":0}"#), Some(0));
+        assert_eq!(
+            max_out("openai", "", r#"{"max_tokens":4294967296}"#),
+            Some(1 << 32)
+        );
+        assert_eq!(max_out("openai", "", r#"{"max_tokens" : 12 }"#), Some(12));
+    }
+
+    #[test]
+    fn the_last_output_limit_wins() {
+        let cases: &[(&str, &str, Option<u64>)] = &[
+            ("openai", r#"{"max_tokens":10,"max_tokens":20}"#, Some(20)),
+            ("openai", r#"{"max_tokens":10,"max_tokens":-1}"#, None),
+            // a later null clears the primary field: max_tokens applies, as for the provider
+            (
+                "openai",
+                r#"{"max_completion_tokens":10,"max_completion_tokens":null,"max_tokens":99}"#,
+                Some(99),
+            ),
+            (
+                "openai",
+                r#"{"max_output_tokens":10,"max_completion_tokens":30}"#,
+                Some(30),
+            ),
+            ("anthropic", r#"{"max_tokens":10,"max_tokens":"x"}"#, None),
+            (
+                "gemini",
+                r#"{"generationConfig":{"maxOutputTokens":10},"generation_config":{"max_output_tokens":40}}"#,
+                Some(40),
+            ),
+            (
+                "ollama",
+                r#"{"options":{"num_predict":10,"num_predict":-1}}"#,
+                None,
+            ),
+        ];
+        for (provider, body, want) in cases {
+            assert_eq!(max_out(provider, "", body), *want, "{provider} {body}");
+        }
+        // a body cut inside the value: a trailing number is read as it stands (like every
+        // integer leaf), a cut string or object is not
+        assert_eq!(max_out("anthropic", "", r#"{"max_tokens":10"#), Some(10));
+        assert_eq!(
+            max_out("anthropic", "", r#"{"max_tokens":10,"max_tokens":"1"#),
+            Some(10)
+        );
+        assert_eq!(
+            max_out("anthropic", "", r#"{"max_tokens":10,"max_tokens":[1"#),
+            Some(10)
+        );
+    }
 
     #[test]
     fn the_seed_prompt_is_21_tokens() {

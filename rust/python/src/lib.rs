@@ -32,13 +32,21 @@ fn usage_obj<'py>(py: Python<'py>, u: core::Usage) -> PyResult<Bound<'py, PyAny>
     types(py)?.getattr("Usage")?.call((), Some(&kw))
 }
 
-/// Any object with the attributes of `llmtally.RequestInfo`.
+/// Any object with the attributes of `llmtally.RequestInfo`;
+/// `max_output_tokens` may be missing (the scanner does not use it): a
+/// missing or non-integer one is None.
 fn request_of(obj: &Bound<'_, PyAny>) -> PyResult<RequestInfo> {
+    let max_output_tokens = obj
+        .getattr("max_output_tokens")
+        .ok()
+        .and_then(|v| v.extract::<Option<u64>>().ok())
+        .flatten();
     Ok(RequestInfo {
         model: obj.getattr("model")?.extract()?,
         streaming: obj.getattr("streaming")?.extract()?,
         include_usage: obj.getattr("include_usage")?.extract()?,
         prompt_tokens: obj.getattr("prompt_tokens")?.extract()?,
+        max_output_tokens,
     })
 }
 
@@ -178,6 +186,7 @@ fn parse_request<'py>(
     kw.set_item("streaming", r.streaming)?;
     kw.set_item("include_usage", r.include_usage)?;
     kw.set_item("prompt_tokens", r.prompt_tokens)?;
+    kw.set_item("max_output_tokens", r.max_output_tokens)?;
     types(py)?.getattr("RequestInfo")?.call((), Some(&kw))
 }
 

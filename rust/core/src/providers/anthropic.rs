@@ -186,12 +186,26 @@ const OUTPUT_FORMAT: Pat = Obj(None, &[("schema", Raw(R_TEXT))]);
 /// Messages requests (also Bedrock Converse and InvokeModel's Anthropic
 /// body): `system`, the content blocks of `messages`, tool definitions
 /// (Messages `tools`, Converse `toolConfig.tools[].toolSpec`) and
-/// structured-output schemas.
+/// structured-output schemas; the output limit `max_tokens` (also the
+/// Cohere and Mistral InvokeModel bodies'), Converse's and Nova's
+/// `inferenceConfig.maxTokens`, Llama's `max_gen_len`, Titan's
+/// `textGenerationConfig.maxTokenCount`.
 pub(crate) static REQUEST: Pat = Obj(
     None,
     &[
         ("model", Leaf(MODEL)),
         ("stream", Leaf(STREAM)),
+        ("max_tokens", Raw(R_MAX_OUTPUT)),
+        (
+            "inferenceConfig",
+            Obj(None, &[("maxTokens", Raw(R_MAX_OUTPUT))]),
+        ),
+        // Bedrock InvokeModel bodies of other families
+        ("max_gen_len", Raw(R_MAX_OUTPUT)),
+        (
+            "textGenerationConfig",
+            Obj(None, &[("maxTokenCount", Raw(R_MAX_OUTPUT))]),
+        ),
         ("system", TEXT_OR_BLOCKS),
         (
             "messages",

@@ -84,12 +84,14 @@ static RESPONSE_ARRAY: Pat = Arr(&RESPONSE);
 /// v2 `messages[].content` (a string or parts, images as OpenAI's), v1
 /// `message`, `preamble` and `chat_history[].message`, embed `texts`; tools
 /// (v2 in OpenAI's shape, v1 `parameter_definitions`) and v2
-/// `response_format.json_schema` (the schema itself).
+/// `response_format.json_schema` (the schema itself); the output limit
+/// `max_tokens` (v2 and v1).
 static REQUEST: Pat = Obj(
     None,
     &[
         ("model", Leaf(MODEL)),
         ("stream", Leaf(STREAM)),
+        ("max_tokens", Raw(R_MAX_OUTPUT)),
         (
             "messages",
             Arr(&Obj(None, &[("content", Or(&[Leaf(R_TEXT), Arr(&PART)]))])),

@@ -174,10 +174,14 @@ const TOOL_SET: Pat = Obj(
     ],
 );
 
-/// Structured output: `generationConfig.responseSchema` / `responseJsonSchema`.
+/// Structured output: `generationConfig.responseSchema` / `responseJsonSchema`;
+/// the output limit `maxOutputTokens` (snake_case too, as the REST API takes it,
+/// and as the Interactions API's `generation_config` names it).
 const GENERATION_CONFIG: Pat = Obj(
     None,
     &[
+        ("maxOutputTokens", Raw(R_MAX_OUTPUT)),
+        ("max_output_tokens", Raw(R_MAX_OUTPUT)),
         ("responseSchema", Raw(R_TEXT)),
         ("response_schema", Raw(R_TEXT)),
         ("responseJsonSchema", Raw(R_TEXT)),

@@ -51,11 +51,15 @@ static RESPONSE_ARRAY: Pat = Arr(&RESPONSE);
 /// `messages[].content`, `prompt`, `system`; images (`messages[].images`,
 /// generate's `images`: base64, counted by OpenAI's rules, Ollama's models
 /// having none published), tools (OpenAI's shape) and a `format` schema.
+/// The output limit: `options.num_predict` (negative: unlimited, read as no
+/// limit), or `max_tokens` on the OpenAI-compatible `/v1` endpoints.
 static REQUEST: Pat = Obj(
     Some(R_PART_OPENAI),
     &[
         ("model", Leaf(MODEL)),
         ("stream", Leaf(STREAM)),
+        ("options", Obj(None, &[("num_predict", Raw(R_MAX_OUTPUT))])),
+        ("max_tokens", Raw(R_MAX_OUTPUT_ALT)),
         (
             "stream_options",
             Obj(None, &[("include_usage", Leaf(INCLUDE_USAGE))]),

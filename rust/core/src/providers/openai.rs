@@ -258,13 +258,19 @@ const INPUT_VALUE: Pat = Or(&[
     Arr(&Or(&[Leaf(R_TEXT), CHAT_MESSAGE, Arr(&Leaf(R_TEXT))])),
 ]);
 
-/// Chat Completions, Responses, completions and embeddings requests.
+/// Chat Completions, Responses, completions and embeddings requests. The
+/// output limit: Chat Completions `max_completion_tokens`, else its
+/// deprecated `max_tokens` (also legacy completions'), Responses
+/// `max_output_tokens`.
 pub(crate) static REQUEST: Pat = Obj(
     None,
     &[
         ("model", Leaf(MODEL)),
         ("stream", Leaf(STREAM)),
         ("stream_options", STREAM_OPTIONS),
+        ("max_completion_tokens", Raw(R_MAX_OUTPUT)),
+        ("max_output_tokens", Raw(R_MAX_OUTPUT)),
+        ("max_tokens", Raw(R_MAX_OUTPUT_ALT)),
         ("messages", Arr(&CHAT_MESSAGE)),
         ("input", INPUT_VALUE),
         ("prompt", INPUT_VALUE),
