@@ -425,7 +425,6 @@ class Budgets:
             )
 
 
-
 # -- what the client sees --
 
 
