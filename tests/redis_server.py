@@ -81,3 +81,107 @@ class RedisServer:
             return {k.decode(): int(r.get(k)) for k in r.keys("*")}
         finally:
             r.close()
+
+
+def _wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.time() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            pass
+        assert proc.poll() is None, f"{what} exited"
+        assert time.time() < deadline, f"{what} did not start"
+        time.sleep(0.05)
+
+
+class RedisSentinel:
+    """A sentinel (redis-server in sentinel mode) watching `master` as `service`."""
+
+    def __init__(self, workdir, master: RedisServer, service: str = "llmtally"):
+        self.port = free_port()
+        conf = workdir / f"sentinel-{self.port}.conf"
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {workdir}\nsentinel monitor {service} 127.0.0.1 {master.port} 1\n"
+        )
+        self.proc = subprocess.Popen(
+            [master.binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _wait_port(self.port, self.proc, "redis sentinel")
+        self.url = f"redis+sentinel://127.0.0.1:{self.port}/{service}/0"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class RedisCluster:
+    """Three masters in cluster mode, slots assigned by redis-cli (Debian's redis-tools)."""
+
+    def __init__(self, workdir, masters: int = 3):
+        self.binary = shutil.which("redis-server")
+        cli = shutil.which("redis-cli")
+        if self.binary is None or cli is None:
+            pytest.fail("redis-server and redis-cli are not installed: apt-get install redis-server")
+        self.ports = [free_port() for _ in range(masters)]
+        self.procs = []
+        for port in self.ports:
+            d = workdir / f"node-{port}"
+            d.mkdir()
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        self.binary,
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        str(d / "nodes.conf"),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(d),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for port, proc in zip(self.ports, self.procs, strict=True):
+            _wait_port(port, proc, "redis cluster node")
+        subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        deadline = time.time() + 15
+        while (
+            b"cluster_state:ok"
+            not in subprocess.run(
+                [cli, "-p", str(self.ports[0]), "cluster", "info"], capture_output=True, timeout=5
+            ).stdout
+        ):
+            assert time.time() < deadline, "the cluster did not become ready"
+            time.sleep(0.1)
+        self.url = f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)

@@ -289,3 +289,89 @@ def test_two_sidecars_reserve_and_settle_one_budget_in_redis(tmp_path, redis):
     finally:
         a.stop()
         b.stop()
+
+
+@pytest.mark.parametrize("topology", ["sentinel", "cluster"])
+def test_sentinel_and_cluster_stores_share_one_budget(tmp_path, topology):
+    """Two stores (two sidecars) on one Redis behind Sentinel, or on a three-master Redis Cluster (every key
+    of a script in one slot by the domain's hash tag): the same all-or-none reservation and settle."""
+    from redis_server import RedisCluster, RedisSentinel
+
+    started = []
+    try:
+        if topology == "sentinel":
+            master = RedisServer(tmp_path)
+            started.append(master)
+            sentinel = RedisSentinel(tmp_path, master)
+            started.append(sentinel)
+            url, cluster = sentinel.url, False
+        else:
+            c = RedisCluster(tmp_path)
+            started.append(c)
+            url, cluster = c.url, True
+
+        async def go():
+            one = Budgets([TEAM, TEAM_MODEL], RedisStore(url, 1.0, cluster=cluster))
+            two = Budgets([TEAM, TEAM_MODEL], RedisStore(url, 1.0, cluster=cluster))
+            keys = {"team": "dev", "model": "m"}
+            r = await one.reserve(keys, 60)
+            assert r.decision.allowed and r.decision.used == (60, 60, 1)
+            assert not (await two.reserve(keys, 41)).decision.allowed  # the other store sees the 60
+            one.settle(r, 20)
+            await one.drain()
+            assert (await two.reserve(keys, 80)).decision.used == (100, 100, 2)
+            await one.store.close()
+            await two.store.close()
+
+        run(go())
+    finally:
+        for s in reversed(started):
+            s.stop()
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ("rateLimit:\n  limits:\n  - by: [tenant]\n    tokens: 5\n", "rateLimit.limits[0].by: ['tenant'] are neither"),
+        ("rateLimit:\n  limits:\n  - by: [team]\n", "rateLimit.limits[0]: needs tokens or requests"),
+        ("rateLimit:\n  limits:\n  - by: [team]\n    tokens: 5\n    per: week\n", "rateLimit.limits[0].per: 'week'"),
+        ("rateLimit:\n  redis: http://x\n", "rateLimit.redis: 'http://x' is not a redis://"),
+        ("rateLimit:\n  redis: redis+sentinel://h:26379\n", "rateLimit.redis: the service (master) name is missing"),
+        ("rateLimit:\n  headers: true\n", "rateLimit.headers: the x-ratelimit-* headers need enforce: true"),
+        ("rateLimit:\n  failureMode: maybe\n", "rateLimit.failureMode: 'maybe' is not open or closed"),
+        ("rateLimit:\n  redisTimeoutMs: 0\n", "rateLimit.redisTimeoutMs: must be an integer from 1 to 60000, not 0"),
+        (
+            "rateLimit:\n  limits:\n  - by: [team]\n    match: {model: x}\n    tokens: 5\n",
+            "rateLimit.limits[0].match: keys ['model'] are not in by",
+        ),
+    ],
+)
+def test_a_bad_budget_setting_is_one_line(tmp_path, doc, message):
+    from llmtally import config
+
+    f = tmp_path / "c.yaml"
+    f.write_text("stats:\n  customLabels:\n  - name: team\n    metadataKey: principal:team\n" + doc)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(str(f), environ={})
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_limits_as_operators_write_them(tmp_path):
+    from llmtally import config
+
+    f = tmp_path / "c.yaml"
+    f.write_text(
+        "stats:\n  customLabels:\n  - name: team\n    metadataKey: principal:team\n"
+        "rateLimit:\n  windowSeconds: 3600\n  redis: redis+sentinel://a:26379,b:26380/main/2\n  limits:\n"
+        "  - descriptorKey: team\n    value: ops\n    tokens: 400\n"
+        "  - by: [team, model]\n    requests: 10\n    per: minute\n"
+    )
+    rl = config.load(str(f), environ={}).rate_limit
+    assert rl.limits == (
+        Limit(("team",), tokens=400, window=3600, match=(("team", "ops"),)),
+        Limit(("team", "model"), requests=10, window=60),
+    )
+    assert [lim.name for lim in rl.limits] == ["team=ops", "team,model"]
+    from llmtally.budgets import parse_sentinel_url
+
+    assert parse_sentinel_url(rl.redis) == ([("a", 26379), ("b", 26380)], "main", 2)

@@ -207,17 +207,48 @@ return 0
 """
 
 
+#: `redis+sentinel://host:26379,host2:26379/service[/db]`: the master Redis Sentinel names `service`
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
+    """(sentinels, service name, db) of a `redis+sentinel://` URL; ValueError names what is wrong."""
+    rest = url[len(SENTINEL_SCHEME) :]
+    hosts_part, _, path = rest.partition("/")
+    service, _, db = path.partition("/")
+    hosts = []
+    for h in hosts_part.split(","):
+        host, sep, port = h.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{h!r} is not host:port")
+        hosts.append((host.strip("[]"), int(port)))
+    if not service:
+        raise ValueError("the service (master) name is missing: redis+sentinel://host:26379/mymaster")
+    if db and not db.isdigit():
+        raise ValueError(f"{db!r} is not a database number")
+    return hosts, service, int(db or 0)
+
+
 class RedisStore:
-    """Counters in Redis (`redis://`, `rediss://`, `unix://`; `cluster` for Redis Cluster), shared by every
-    replica. Each call is bounded by `timeout` seconds; a failure raises StoreError (the caller applies
-    `failureMode`), and the client reconnects on the next call, so recovery needs no restart."""
+    """Counters in Redis (`redis://`, `rediss://`, `unix://`, `redis+sentinel://`; `cluster` for Redis
+    Cluster), shared by every replica. Each call is bounded by `timeout` seconds; a failure raises
+    StoreError (the caller applies `failureMode`), and the client reconnects on the next call, so
+    recovery needs no restart."""
 
     def __init__(self, url: str, timeout: float, cluster: bool = False):
         import redis.asyncio as redis
 
         self.timeout = timeout
         client: redis.Redis | redis.RedisCluster
-        if cluster:
+        if url.startswith(SENTINEL_SCHEME):
+            from redis.asyncio.sentinel import Sentinel
+
+            hosts, service, db = parse_sentinel_url(url)
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]  # not annotated in redis-py
+                hosts, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+            client = sentinel.master_for(service, db=db, socket_timeout=timeout, socket_connect_timeout=timeout)
+        elif cluster:
             client = redis.RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         else:
             client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)

@@ -450,8 +450,17 @@ def _rate_limit(doc: object) -> RateLimitConfig:
     if m:
         listen = f"127.0.0.1:{m[1]}"
     redis = doc.get("redis", "")
-    if not isinstance(redis, str) or (redis and not re.match(r"(rediss?|unix)://", redis)):
-        raise ConfigError(f"rateLimit.redis: {redis!r} is not a redis://, rediss:// or unix:// URL")
+    if not isinstance(redis, str) or (redis and not re.match(r"(rediss?|unix|redis\+sentinel)://", redis)):
+        raise ConfigError(f"rateLimit.redis: {redis!r} is not a redis://, rediss://, unix:// or redis+sentinel:// URL")
+    if redis.startswith("redis+sentinel://"):
+        from .budgets import parse_sentinel_url
+
+        try:
+            parse_sentinel_url(redis)
+        except ValueError as e:
+            raise ConfigError(f"rateLimit.redis: {e}") from None
+        if doc.get("redisCluster"):
+            raise ConfigError("rateLimit.redisCluster: a Sentinel URL names one master, not a cluster")
     for key in ("redisCluster", "enforce", "headers"):
         if not isinstance(doc.get(key, False), bool):
             raise ConfigError(f"rateLimit.{key}: {doc[key]!r} is not true or false")
