@@ -375,3 +375,36 @@ def test_limits_as_operators_write_them(tmp_path):
     from llmtally.budgets import parse_sentinel_url
 
     assert parse_sentinel_url(rl.redis) == ([("a", 26379), ("b", 26380)], "main", 2)
+
+
+def test_no_request_escapes_the_budget_by_its_body(tmp_path, redis):
+    """A body larger than what is read (Envoy's BUFFERED_PARTIAL passes the rest) is decided on what was read,
+    before the upstream is called; a request whose body never reaches llmtally is charged at its end."""
+    import json
+
+    from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+    from test_serve import Sidecar, jwt_metadata, load, md_of, messages
+
+    redis.command("FLUSHALL")
+    s = Sidecar(tmp_path, extra=ENFORCE.format(url=redis.url) + "maxRequestBodyBytes: 64\n")
+    try:
+        body = json.dumps({"max_tokens": 200, "model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 500}]})
+        msgs = messages(
+            "/v1/chat/completions",
+            b"",
+            200,
+            "application/json",
+            [load("openai/chat.json")],
+            md=jwt_metadata("ops", "mallory"),
+        )
+        msgs[1] = pb.ProcessingRequest(request_body=pb.HttpBody(body=body.encode(), end_of_stream=False))
+        resps = s.process(msgs[:2], provider="openai")  # the rest of the body never comes through ext_proc
+        assert resps[1].immediate_response.status.code == 429  # 200 reserved for output alone: > 150
+        assert redis.keys() == {}
+        # no request body at all (Envoy's request_body_mode NONE): charged when the stream ends
+        no_body = [msgs[0], *msgs[2:]]
+        resps = s.process(no_body, provider="openai")
+        assert md_of(resps[-1])["ai.gateway.kgateway.dev"]["total_tokens"] == 43
+        _settled(redis, 43)
+    finally:
+        s.stop()

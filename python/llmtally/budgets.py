@@ -389,6 +389,24 @@ class Budgets:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def charge(self, values: Mapping[str, str], charged: int) -> None:
+        """Add what a request that had no reservation was charged (and the request), in the background."""
+        counters = self.counters(values, charged)
+        if not counters:
+            return
+        task = asyncio.get_running_loop().create_task(self._hit(counters))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _hit(self, counters: list[Counter]) -> None:
+        t = time.monotonic()
+        try:
+            await self.store.hit(counters)
+        except StoreError as e:
+            self._store_failed("charge", e)
+            return
+        self._observe("charge", t)
+
     async def _adjust(self, items: list[tuple[str, int]]) -> None:
         t = time.monotonic()
         try:

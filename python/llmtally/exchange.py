@@ -239,6 +239,7 @@ class Exchange:
         "response_headers_added",
         "hits",
         "charged",
+        "budget_checked",
     )
 
     def __init__(self, host: Host, provider_hint: str | None):
@@ -269,6 +270,7 @@ class Exchange:
         self.response_headers_added: list[tuple[str, str]] = []
         self.hits = 0  # the latest hits_addend sent
         self.charged: int | None = None  # the tokens recorded at the end
+        self.budget_checked = False  # the reservation was asked for
 
     def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
         """The response to one message (None for a message with nothing in it)."""
@@ -371,6 +373,10 @@ class Exchange:
                 self.host.shed("body_memory")
         if b.end_of_stream:
             return self._request_done("request_body")
+        if self.body_over and self.host.enforce and self.request is None:
+            # the rest of the body passes unread (Envoy's buffer, maxRequestBodyBytes, the memory budget):
+            # the budget decides now, on what was read, before the upstream is called
+            return self._request_done("request_body")
         return PASS["request_body"]
 
     def request_trailers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
@@ -390,10 +396,12 @@ class Exchange:
             self.body = bytearray()
 
     def _request_done(self, kind: str) -> pb.ProcessingResponse:
-        self._parse()
+        if self.request is None:
+            self._parse()
         info = cast(RequestInfo, self.request)  # set by _parse()
         self.hits = info.prompt_tokens
-        if self.host.enforce:
+        if self.host.enforce and not self.budget_checked:
+            self.budget_checked = True
             rl = self.host.config.rate_limit
             assert rl is not None
             out = info.max_output_tokens if info.max_output_tokens is not None else rl.default_max_output_tokens

@@ -130,8 +130,15 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         """The stream is over: record it, and replace its reservation by what it was charged."""
         ex.close()
         r, budgets = ex.reservation, self.host.budgets
-        if r is not None and budgets is not None:
-            budgets.settle(r, ex.charged if ex.charged is not None else ex.hits)
+        if budgets is None:
+            return
+        charged = ex.charged if ex.charged is not None else ex.hits
+        if r is not None:
+            budgets.settle(r, charged)
+        elif self.host.enforce and ex.saw_request and not ex.budget_checked:
+            # the request reached the upstream without a reservation (Envoy sent no request body, or a
+            # request ended before its body did): charged all the same
+            budgets.charge(ex.budget_keys(), charged)
 
     def reap_idle(self, now: float) -> int:
         """Cancel the streams that received nothing for `streamIdleSeconds`; returns how many."""
