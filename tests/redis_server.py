@@ -83,6 +83,15 @@ class RedisServer:
             r.close()
 
 
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
     deadline = time.time() + 10
     while True:
@@ -125,7 +134,12 @@ class RedisCluster:
         cli = shutil.which("redis-cli")
         if self.binary is None or cli is None:
             pytest.fail("redis-server and redis-cli are not installed: apt-get install redis-server")
-        self.ports = [free_port() for _ in range(masters)]
+        # a cluster node also listens on its port + 10000 (the cluster bus): both must be free and valid
+        self.ports = []
+        while len(self.ports) < masters:
+            p = free_port()
+            if p < 55000 and p not in self.ports and _free(p + 10000):
+                self.ports.append(p)
         self.procs = []
         for port in self.ports:
             d = workdir / f"node-{port}"
