@@ -15,7 +15,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import oracle
 from helpers import metric_samples
-from llmtally.demo import SEED_BODY, SEED_PROMPT, SEED_STREAM_BODY, Stack, keys, upstream
+from llmtally.budgets import duration
+from llmtally.demo import (
+    BUDGETS,
+    DEMO_MAX_OUTPUT_TOKENS,
+    SEED_BODY,
+    SEED_PROMPT,
+    SEED_STREAM_BODY,
+    Stack,
+    keys,
+    rate_limit_settings,
+    upstream,
+)
+from llmtally.gateway import RATELIMIT
 
 SEED_FIELDS = {
     "completion_tokens",
@@ -34,14 +46,50 @@ SEED_FIELDS = {
     "user",
 }
 ANSWER = upstream.ANSWERS[SEED_PROMPT]
+#: tokens per minute of the team that sends the large request bodies
+LARGE_BUDGET = 4_000_000_000
 CAROL = {"iss": "solo.io", "org": "solo.io", "sub": "carol", "team": "qa", "llms": {}}
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    s = Stack(str(tmp_path_factory.mktemp("e2e"))).start()
+    """The demo's stack: llmtally reserves the budgets itself (enforce), in memory; no rate-limit filter. The
+    demo's budgets, and one for the large request bodies."""
+    rl = rate_limit_settings({**BUDGETS, "large": LARGE_BUDGET})
+    s = Stack(str(tmp_path_factory.mktemp("e2e")), rate_limit=rl).start()
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="module")
+def filter_stack(tmp_path_factory):
+    """Envoy's rate-limit filter (two-phase: check on the request, charge when the stream is done) on
+    llmtally's rate-limit service, for operators who run that filter; llmtally does not enforce."""
+    limits = [{"descriptorKey": "team", "value": t, "tokens": n} for t, n in BUDGETS.items()]
+    rl = {"domain": "llmtally", "windowSeconds": 60, "limits": limits}
+    s = Stack(str(tmp_path_factory.mktemp("e2e-filter")), rate_limit=rl, rate_limit_filter=True).start()
+    yield s
+    s.stop()
+
+
+def http_filters(stack) -> list[str]:
+    cfg = json.loads(pathlib.Path(stack.envoy.config_path).read_text())
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return [f["name"] for f in hcm["http_filters"]]
+
+
+def away_from_a_minute_boundary(margin: float = 5.0) -> None:
+    """The budgets are per minute, aligned to the clock: start a test that must stay in one window with at
+    least `margin` seconds left in it."""
+    left = 60 - time.time() % 60
+    if left < margin:
+        time.sleep(left + 0.05)
+
+
+def upstream_requests(stack) -> int:
+    url = f"http://127.0.0.1:{stack.admin_port}/stats?filter=^cluster\\.llm_upstream\\.upstream_rq_total$"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return int(text.split(": ")[1])
 
 
 def send(stack, path, token, body, **kw):
@@ -189,7 +237,92 @@ def test_other_provider_streams(stack, provider, path, body):
 
 
 def test_a_team_over_its_token_budget_gets_429(stack):
+    """llmtally reserves prompt estimate + max_tokens when the request is read, and answers 429 itself when
+    that does not fit: before the LLM is called, in OpenAI's error shape."""
+    assert RATELIMIT not in http_filters(stack)  # nothing else charges the budgets
     carol = stack.key.token(CAROL)  # team qa: 100 tokens per minute
+    body = dict(SEED_BODY, max_tokens=60)
+    reserved, total = 21 + 60, 21 + oracle.count(ANSWER, "cl100k_base")
+    away_from_a_minute_boundary()
+    m0, calls = samples(stack), upstream_requests(stack)
+    before = len(stack.access_lines(0))
+    first = stack.request("/openai", carol, body)
+    second = stack.request("/openai", carol, body)
+    lines = stack.access_lines(before + 2)[before:]
+    assert len(lines) == 2
+    # the first fits (81 <= 100) and is settled to the 72 it used; the second does not (72 + 81 > 100),
+    # although only 72 of 100 were spent: what Envoy's check-then-charge filter would still have let through
+    assert (first[0], second[0]) == (200, 429)
+    assert upstream_requests(stack) - calls == 1  # the refused request never reached the LLM
+    reset = first[1]["x-ratelimit-reset-tokens"]
+    assert reset == "1m0s" or 4 <= int(reset.removesuffix("s")) <= 60
+    assert {k: v for k, v in first[1].items() if k.startswith("x-ratelimit-")} == {
+        "x-ratelimit-limit-tokens": "100",
+        "x-ratelimit-remaining-tokens": str(100 - reserved),  # at the reservation
+        "x-ratelimit-reset-tokens": reset,
+    }
+    status, headers, data = second
+    wait = int(headers["retry-after"])
+    assert 1 <= wait <= 60
+    assert headers["content-type"] == "application/json"
+    assert {k: v for k, v in headers.items() if k.startswith("x-ratelimit-")} == {
+        "x-ratelimit-limit-tokens": "100",
+        "x-ratelimit-remaining-tokens": str(100 - total),
+        "x-ratelimit-reset-tokens": duration(wait),
+    }
+    assert json.loads(data) == {
+        "error": {
+            "message": f"llmtally: the tokens budget of team=qa (100 per 60 s) has no room for this request "
+            f"({reserved} tokens); retry in {wait} s",
+            "type": "tokens",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    }
+    assert without_volatile(lines[0]) == {
+        "completion_tokens": total - 21,
+        "http_method": "POST",
+        "path": "/openai",
+        "prompt_tokens": 21,
+        "rate_limited_tokens": total,
+        "response_code": 200,
+        "streaming": False,
+        "team": "qa",
+        "total_tokens": total,
+        "upstream_name": "llm_upstream",
+        "user": "carol",
+    }
+    # the 429 line: the request's metadata (the prompt estimate) and no usage; Envoy never timed an upstream
+    assert lines[1]["target_duration"] is None
+    assert without_volatile(lines[1]) == {
+        "completion_tokens": None,
+        "http_method": "POST",
+        "path": "/openai",
+        "prompt_tokens": 21,
+        "rate_limited_tokens": 21,
+        "response_code": 429,
+        "streaming": False,
+        "team": "qa",
+        "total_tokens": None,
+        "upstream_name": "llm_upstream",
+        "user": "carol",
+    }
+    m1 = samples(stack)
+    delta = lambda name, **labels: sample(m1, name, **labels) - sample(m0, name, **labels)  # noqa: E731
+    assert delta("ai_budget_decisions_total", limit="team=qa", outcome="allowed") == 1
+    assert delta("ai_budget_decisions_total", limit="team=qa", outcome="denied") == 1
+    labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": "qa"}
+    assert delta("ai_requests_total", **labels, source="provider") == 1  # the refused one is no LLM call
+    assert delta("ai_rate_limited_tokens_total", **labels) == total
+
+
+def test_envoys_rate_limit_filter_checks_then_charges(filter_stack):
+    """The other path: Envoy's rate-limit filter asks llmtally's rate-limit service before each request (is
+    the budget spent?) and charges the tokens llmtally counted when the stream is done."""
+    stack = filter_stack
+    assert RATELIMIT in http_filters(stack)
+    carol = stack.key.token(CAROL)  # team qa: 100 tokens per minute
+    away_from_a_minute_boundary()
     results = [send(stack, "/openai", carol, SEED_BODY) for _ in range(3)]
     total = 21 + oracle.count(ANSWER, "cl100k_base")
     # phase 1 checks before each request (nothing spent yet, then 72 < 100); phase 2 charges 72 after each
@@ -269,15 +402,63 @@ def test_traffic_flows_when_llmtally_is_down(tmp_path):
 
 
 def test_the_demo_command():
+    away_from_a_minute_boundary(10)  # the demo's budgets are per minute: all its requests in one window
     r = subprocess.run([sys.executable, "-m", "llmtally.cli", "demo"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    log = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
+    out = r.stdout.splitlines()
+    log = [json.loads(ln) for ln in out if ln.startswith("{")]
     assert log[0]["user"] == "alice" and log[0]["team"] == "dev" and log[0]["prompt_tokens"] == 21
     assert log[0]["streaming"] is False and log[1]["user"] == "bob" and log[1]["streaming"] is True
     assert list(log[0]) == sorted(log[0])
-    assert log[-1]["response_code"] == 429
     assert 'ai_prompt_tokens_total{llm="openai",model="gpt-3.5-turbo",team="dev"} 42.0' in r.stdout
     assert "[demo] starting Envoy" in r.stdout
+    # the x-ratelimit-* headers of Bob's first answer: ops' budget after reserving 21 + the default output
+    reserved = 21 + DEMO_MAX_OUTPUT_TOKENS
+    i = next(n for n, ln in enumerate(out) if ln.startswith("[demo] the x-ratelimit-* headers of Bob's first"))
+    assert out[i + 1 : i + 3] == [
+        f"[demo]   x-ratelimit-limit-tokens: {BUDGETS['ops']}",
+        f"[demo]   x-ratelimit-remaining-tokens: {BUDGETS['ops'] - reserved}",
+    ]
+    assert out[i + 3].startswith("[demo]   x-ratelimit-reset-tokens: ")
+    # Bob's team spends its budget: each request reserves 121, a 429 once the budget has no room for that
+    ops = [line for line in log if line["team"] == "ops"]
+    assert [line["response_code"] for line in ops] == [200] * (len(ops) - 1) + [429]
+    spent = sum(line["total_tokens"] for line in ops[:-1])
+    assert spent - ops[-2]["total_tokens"] + reserved <= BUDGETS["ops"] < spent + reserved
+    assert len(ops) == 5  # the seed stream, the Gemini stream, two more, then the refusal (72+78+72+72 = 294)
+    assert without_volatile(log[-1]) == {
+        "completion_tokens": None,
+        "http_method": "POST",
+        "path": "/openai",
+        "prompt_tokens": 21,
+        "rate_limited_tokens": 21,
+        "response_code": 429,
+        "streaming": True,
+        "team": "ops",
+        "total_tokens": None,
+        "upstream_name": "llm_upstream",
+        "user": "bob",
+    }
+    j = next(n for n, ln in enumerate(out) if ln.startswith("[demo] POST /openai  429"))
+    assert out[j] == "[demo] POST /openai  429  <- no room left in the budget: llmtally refuses before calling the LLM"
+    wait = int(out[j + 1].removeprefix("[demo]   retry-after: "))
+    assert 1 <= wait <= 60
+    assert out[j + 2 : j + 5] == [
+        f"[demo]   x-ratelimit-limit-tokens: {BUDGETS['ops']}",
+        f"[demo]   x-ratelimit-remaining-tokens: {BUDGETS['ops'] - spent}",
+        f"[demo]   x-ratelimit-reset-tokens: {duration(wait)}",
+    ]
+    assert json.loads(out[j + 5].removeprefix("[demo]   body: ")) == {
+        "error": {
+            "message": f"llmtally: the tokens budget of team=ops ({BUDGETS['ops']} per 60 s) has no room for this "
+            f"request ({reserved} tokens); retry in {wait} s",
+            "type": "tokens",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    }
+    assert 'ai_budget_decisions_total{limit="team=ops",outcome="denied"} 1.0' in r.stdout
+    assert f'ai_budget_decisions_total{{limit="team=ops",outcome="allowed"}} {len(ops) - 1}.0' in r.stdout
 
 
 def test_deploy_files_match_what_llmtally_exports(stack, tmp_path):
@@ -404,19 +585,26 @@ def test_demo_keep_running_stops_cleanly_on_sigterm():
     assert alive == []  # Envoy and llmtally serve stopped with it
 
 
+@pytest.mark.parametrize("which", ["stack", "filter_stack"])
 @pytest.mark.parametrize("mib", [1, 8, 32])
-def test_large_request_bodies_pass_with_rate_limiting_on(stack, mib):
+def test_large_request_bodies_pass_with_rate_limiting_on(request, which, mib):
     """Vision and long-context requests are several MB: Envoy hands llmtally the body up to its buffer
-    limit (BUFFERED_PARTIAL) and passes the rest; nothing stalls behind the rate-limit filter."""
-    team = f"large-{mib}"  # its own budget: no configured limit
+    limit (BUFFERED_PARTIAL) and passes the rest; nothing stalls behind the reservation (the team has a
+    budget) or behind the rate-limit filter (a team without a limit)."""
+    stack = request.getfixturevalue(which)
+    team = "large" if which == "stack" else f"large-{mib}"
     token = stack.key.token(dict(keys.ALICE, team=team))
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x " * (mib << 19)}]}
+    before = len(stack.access_lines(0))
     t0 = time.monotonic()
-    status, data, line = send(stack, "/openai", token, body)
+    status, headers, data = stack.request("/openai", token, body)
+    line = stack.access_lines(before + 1)[-1]
     assert (status, line["response_code"], line["team"]) == (200, 200, team)
     assert time.monotonic() - t0 < 30  # it used to wait for the 300 s route timeout, then 408
     usage = json.loads(data)["usage"]  # the mock reports the whole body's prompt, as a provider would
     assert (line["prompt_tokens"], line["total_tokens"]) == (usage["prompt_tokens"], usage["total_tokens"])
+    # reserved before the upstream was called (on what was read of the body), or no reservation at all
+    assert headers.get("x-ratelimit-limit-tokens") == (str(LARGE_BUDGET) if which == "stack" else None)
 
 
 def test_a_stream_envoy_drops_on_its_message_timeout_is_not_an_abort(tmp_path):

