@@ -371,3 +371,49 @@ def test_a_page_is_reused_while_younger_than_four_times_its_cost():
         assert b"pages_made 2.0" in urllib.request.urlopen(url, timeout=5).read()
     finally:
         srv.close()
+
+
+def test_clients_that_ask_and_never_read_cannot_fill_the_slots(serve, registry, monkeypatch):
+    """Every slot held by a client that sent requests and reads none of the answers: past BUSY_GRACE such a
+    connection is evicted for a new one, so probes and scrapes still get through."""
+    import llmtally.metrics_http as mh
+
+    monkeypatch.setattr(mh, "BUSY_GRACE", 0.2)
+    bulk = Counter("llmtally_test_bulk", "Samples with long labels.", ["i"], registry=registry)
+    for i in range(500):
+        bulk.labels(f"{i}-" + "x" * 4000).inc()  # a page larger than the socket buffers
+    server = serve(max_connections=4, idle_timeout=30)
+    stuck = []
+    try:
+        for _ in range(4):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(server.address)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+            stuck.append(s)
+        assert wait_for_open_connections(server, 4, 2)
+        time.sleep(0.3)  # past the grace: they are stuck writing to clients that do not read
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert get(server.address, path)[0] == 200
+    finally:
+        for s in stuck:
+            s.close()
+
+
+def test_scrapes_past_ten_a_second_get_429(serve):
+    server = serve()
+    conn = http.client.HTTPConnection(*server.address, timeout=5)
+    try:
+        statuses = []
+        for _ in range(25):  # one keep-alive connection, as fast as it goes
+            conn.request("GET", "/metrics")
+            r = conn.getresponse()
+            r.read()
+            statuses.append((r.status, r.getheader("Retry-After")))
+    finally:
+        conn.close()
+    assert statuses[:10] == [(200, None)] * 10  # the burst
+    assert (429, "1") in statuses and statuses.count((200, None)) <= 12
+    assert get(server.address, "/healthz")[0] == 200  # probes are never limited
+    time.sleep(1.0)
+    assert get(server.address, "/metrics")[0] == 200

@@ -388,7 +388,8 @@ def test_an_exception_late_in_a_stream_still_charges_what_was_known(tmp_path):
         assert md_of(resps[-1]) == expected_final(known, "openai")
         m = s.metrics()
         assert sample(m, "ai_exception_raised_total", stage="response_body") == 1
-        labels = {"llm": "openai", "model": "explode-late", "team": "unknown", "user": "unknown"}
+        # the provider answered as gpt-3.5-turbo-0125, not the request's made-up name: its name is the label
+        labels = {"llm": "openai", "model": "gpt-3.5-turbo-0125", "team": "unknown", "user": "unknown"}
         assert sample(m, "ai_completion_tokens_total", **labels) == known["completion_tokens"]
         assert sample(m, "ai_rate_limited_tokens_total", **labels) == known["total_tokens"]
     finally:
@@ -560,16 +561,22 @@ def test_graceful_shutdown_lets_open_streams_finish(tmp_path):
     s = Sidecar(tmp_path)
     msgs = case_messages(SEED_STREAM)
     sent_sigterm = threading.Event()
+    inside = threading.Event()  # the server has answered the first messages: the stream is in it
 
     def slow():
         for i, m in enumerate(msgs):
             if i == 3:
+                assert inside.wait(20)
                 s.proc.send_signal(signal.SIGTERM)
                 sent_sigterm.set()
                 time.sleep(0.5)
             yield m
 
-    resps = list(s.stub.Process(slow(), metadata=[("x-llm-provider", "openai")], timeout=30))
+    resps = []
+    for r in s.stub.Process(slow(), metadata=[("x-llm-provider", "openai")], timeout=30):
+        resps.append(r)
+        if len(resps) == 3:
+            inside.set()
     assert sent_sigterm.is_set()
     assert md_of(resps[-1]) == expected_final(SEED_STREAM["usage"], "openai")
     assert s.proc.wait(timeout=30) == 0

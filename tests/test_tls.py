@@ -506,3 +506,40 @@ def test_unreadable_tls_file_stops_serve_with_one_line(setting, problem, certs, 
     assert r.stderr.startswith(f"llmtally: error: {setting} {bad}: "), r.stderr
     assert ("not a PEM file" if problem == "not-pem" else "cannot read it") in r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+@pytest.mark.parametrize("problem", ["junk-inside", "swapped", "another-key", "junk-ca"])
+def test_a_broken_certificate_or_key_names_the_files(problem, certs, tmp_path):
+    """PEM markers with junk inside, the key and the certificate swapped, the key of another certificate, a
+    junk CA bundle: one line naming the files, not gRPC core's log and a failed bind."""
+    files = {"tlsCertFile": certs.server_cert, "tlsKeyFile": certs.server_key, "tlsClientCaFile": certs.ca}
+    junk = tmp_path / "junk.pem"
+    junk.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+    if problem == "junk-inside":
+        files["tlsCertFile"] = junk
+    elif problem == "swapped":
+        files["tlsCertFile"], files["tlsKeyFile"] = certs.server_key, certs.server_cert
+    elif problem == "another-key":
+        files["tlsKeyFile"] = certs.client_key
+    else:
+        files["tlsClientCaFile"] = junk
+    cfg = tmp_path / "llmtally.yaml"
+    cfg.write_text(
+        f"listen: 127.0.0.1:{free_port()}\nmetricsAddr: 127.0.0.1:{free_port()}\n"
+        + "".join(f"{k}: {v}\n" for k, v in files.items())
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "llmtally.cli", "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    want = {
+        "junk-inside": f"tlsCertFile {junk} / tlsKeyFile {certs.server_key}: not a valid certificate and key",
+        "swapped": f"tlsCertFile {certs.server_key} / tlsKeyFile {certs.server_cert}: not a valid certificate",
+        "another-key": f"tlsCertFile {certs.server_cert} / tlsKeyFile {certs.client_key}: the key is not the "
+        "certificate's",
+        "junk-ca": f"tlsClientCaFile {junk}: not valid CA certificates",
+    }[problem]
+    assert r.stderr.startswith(f"llmtally: error: {want}"), r.stderr

@@ -36,6 +36,8 @@ PROVIDER_KEY = "x-llm-provider"
 RESPONSE_HEADERS = (":status", "content-type", "content-encoding", *sorted(_api.usage_headers()))
 #: a message this large is worth handing to a thread (see `Exchange.heavy`)
 HEAVY_BYTES = 64 << 10
+#: a compressed chunk weighs this many times its size (a deflate stream inflates up to ~1000x)
+COMPRESSION_WEIGHT = 64
 #: what `Host.shed` counts: a stream refused at the cap, released when idle, a request body not buffered
 SHED_REASONS = ("stream_cap", "idle", "body_memory")
 
@@ -110,6 +112,7 @@ class Host:
         self.backend = config.backend or _api.backend()  # resolved once, not per call
         self.last_timeout_warning = -60.0
         self.last_shed_warning = dict.fromkeys(SHED_REASONS, -60.0)
+        self.last_fault: dict[str, float] = {}
         #: request body bytes buffered by all streams, within `maxBufferedBodyBytes`
         self.buffered = 0
         self.lock = threading.Lock()  # exchanges run in the offload threads too
@@ -184,9 +187,17 @@ class Host:
             )
 
     def fault(self, stage: str, ex: Exchange) -> None:
+        """Counted always; logged with its traceback at most once a minute per stage (at debug otherwise), so
+        that input that breaks every stream cannot flood the log."""
         self.metrics.record_exception(stage)
-        log.warning(
-            "exception in %s (provider %s, path %s); the stream passes through",
+        now = time.monotonic()
+        loud = now - self.last_fault.get(stage, -60.0) >= 60
+        if loud:
+            self.last_fault[stage] = now
+        log.log(
+            logging.WARNING if loud else logging.DEBUG,
+            "exception in %s (provider %s, path %s); the stream passes through (ai_exception_raised_total; "
+            "logged once a minute per stage)",
             stage,
             ex.provider,
             ex.path.split("?", 1)[0],
@@ -240,6 +251,7 @@ class Exchange:
         "hits",
         "charged",
         "budget_checked",
+        "encoded",
     )
 
     def __init__(self, host: Host, provider_hint: str | None):
@@ -271,6 +283,7 @@ class Exchange:
         self.hits = 0  # the latest hits_addend sent
         self.charged: int | None = None  # the tokens recorded at the end
         self.budget_checked = False  # the reservation was asked for
+        self.encoded = False  # the response has a content encoding (its chunks inflate)
 
     def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
         """The response to one message (None for a message with nothing in it)."""
@@ -283,17 +296,24 @@ class Exchange:
         finally:
             self.last_answer_seconds = time.monotonic() - t_in
 
-    def heavy(self, req: pb.ProcessingRequest) -> bool:
-        """The message may cost milliseconds of CPU (a large body's prompt estimate, a large response chunk):
-        the server hands it to a thread so that other streams' answers are not delayed."""
+    def heavy(self, req: pb.ProcessingRequest) -> int:
+        """How heavy the message is, if it may cost milliseconds of CPU (a large body's prompt estimate, a
+        large response chunk, any compressed chunk worth decoding: a few KiB can inflate to megabytes), else
+        0: the server hands a heavy one to a worker thread, smallest first, so that other streams' answers
+        are not delayed."""
         kind = req.WhichOneof("request")
         if kind == "response_body":
-            return len(req.response_body.body) > HEAVY_BYTES
+            n = len(req.response_body.body)
+            if self.encoded:
+                n *= COMPRESSION_WEIGHT
+            return n if n > HEAVY_BYTES else 0
         if kind == "request_body":
             b = req.request_body
-            return bool(b.end_of_stream) and len(self.body) + len(b.body) > HEAVY_BYTES
+            n = len(self.body) + len(b.body)
+            return n if n > HEAVY_BYTES and (b.end_of_stream or n >= self.host.config.max_request_body_bytes) else 0
         # a request cut before its end is parsed when the response starts
-        return self.request is None and len(self.body) > HEAVY_BYTES
+        n = len(self.body)
+        return n if self.request is None and n > HEAVY_BYTES else 0
 
     def _handle(self, kind: str, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         if self.done:
@@ -446,7 +466,9 @@ class Exchange:
     def response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         h = headers_of(req.response_headers, RESPONSE_HEADERS)
         self.status = h.pop(":status", "")
-        scanner = self._scanner(h.pop("content-type", ""), h.pop("content-encoding", ""), h)
+        encoding = h.pop("content-encoding", "")
+        self.encoded = encoding.strip().lower() not in ("", "identity")
+        scanner = self._scanner(h.pop("content-type", ""), encoding, h)
         if req.response_headers.end_of_stream:
             return self._finish("response_headers", scanner)
         return self._add_headers("response_headers", PASS["response_headers"])
@@ -532,9 +554,10 @@ class Exchange:
         first = self.t_first
         llm = self._llm()
         m = self.host.metrics
+        model, admit = self._label_model(u)
         m.record(
             llm,
-            u.model,
+            model,
             self._labels(),
             u,
             aborted=aborted,
@@ -542,7 +565,7 @@ class Exchange:
             duration=now - self.t0,
             ttft=None if first is None else first - self.t0,
             tpot_span=None if first is None else now - first,
-            admit_model=self._admits_model(u),
+            admit_model=admit,
         )
         seen = m.record_anomalies(llm, scanner.stats())
         if seen:
@@ -554,10 +577,20 @@ class Exchange:
             )
         return u
 
-    def _admits_model(self, u: Usage) -> bool:
-        """A new model label value only from a response the provider accepted: 2xx, with the provider's
-        model name or usage in it (a made-up name fails at the provider)."""
-        return self.status.startswith("2") and (bool(u.provider_model) or u.source.startswith("provider"))
+    def _label_model(self, u: Usage) -> tuple[str | None, bool]:
+        """The `model` label of a call, and whether it may be a name the label has not seen. The request
+        names the model, so a new name needs the provider's word: a 2xx response whose own model name is
+        the request's (or a dated or versioned form of it, `gpt-4o` -> `gpt-4o-2024-08-06`), or, where a
+        provider names none (Bedrock, Cohere), its usage. A server that answers any name with its own model
+        (llama.cpp) is labelled with the name it gave."""
+        if not self.status.startswith("2"):
+            return u.model, False
+        pm, model = u.provider_model, u.model
+        if not pm:
+            return model, u.source.startswith("provider")
+        if model is None or pm == model or pm.startswith((model + "-", model + "@", model + ":")):
+            return model, True
+        return pm, True
 
     def _labels(self) -> dict[str, str]:
         return self.labels if self.labels is not None else custom_labels(self.host.config, _NO_METADATA)
@@ -580,7 +613,8 @@ class Exchange:
                 self.charged = self.known.total_tokens
                 try:
                     u = self.known
-                    self.host.metrics.record(self._llm(), u.model, self._labels(), u, admit_model=self._admits_model(u))
+                    model, admit = self._label_model(u)
+                    self.host.metrics.record(self._llm(), model, self._labels(), u, admit_model=admit)
                 except Exception:
                     log.warning("could not record the usage of a broken stream", exc_info=True)
             return

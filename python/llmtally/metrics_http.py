@@ -36,6 +36,10 @@ __all__ = ["MAX_HEAD_BYTES", "MetricsHTTP", "start_metrics_http"]
 MAX_HEAD_BYTES = 8192
 #: a /metrics page is served again while younger than this many times the time it took to generate
 PAGE_REUSE = 4
+#: /metrics answers per second (a bucket of as many); more get 429, so scraping in a loop costs little
+SCRAPES_PER_SECOND = 10
+#: a connection answering a request this long (its client does not read) may be evicted for a new one
+BUSY_GRACE = 2.0
 #: connections the kernel may queue before the loop accepts them
 _BACKLOG = 64
 #: how long a closing connection drains what the client still sends (see _linger)
@@ -47,8 +51,9 @@ _INDEX = b"llmtally\n/metrics  Prometheus metrics\n/healthz  liveness\n/readyz  
 @dataclass(eq=False)
 class _Conn:
     writer: asyncio.StreamWriter
-    #: answering a request: not to be evicted (the others hold a slot without having asked for anything)
-    busy: bool = False
+    #: answering a request since (monotonic), else None: evicted only after BUSY_GRACE (a client that asks
+    #: and never reads holds a slot as much as one that never asks)
+    busy_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,11 @@ class MetricsHTTP:
         self._idle_timeout = idle_timeout
         self._conns: list[_Conn] = []  # oldest first
         self._page: bytes | None = None  # the latest /metrics page, when it was made and what it cost (s)
+        self._page_gzip: bytes | None = None
         self._page_at = 0.0
         self._page_cost = 0.0
+        self._bucket = float(SCRAPES_PER_SECOND)  # scrapes that may be answered now
+        self._bucket_at = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._error: BaseException | None = None
@@ -165,8 +173,13 @@ class MetricsHTTP:
             writer.transport.abort()  # nothing is buffered any more: drained, or given up on
 
     def _evict(self) -> bool:
-        """Close the oldest connection not being answered (a slowloris, an idle keep-alive); False if none."""
-        victim = next((c for c in self._conns if not c.busy), None)
+        """Close the oldest connection not being answered (a slowloris, an idle keep-alive), else the one
+        answered longest if that is past BUSY_GRACE (a client that does not read); False if none."""
+        victim = next((c for c in self._conns if c.busy_since is None), None)
+        if victim is None:
+            now = time.monotonic()
+            stuck = [c for c in self._conns if c.busy_since is not None and now - c.busy_since >= BUSY_GRACE]
+            victim = min(stuck, key=lambda c: c.busy_since or now, default=None)
         if victim is None:
             return False
         self._conns.remove(victim)
@@ -185,7 +198,7 @@ class MetricsHTTP:
             except asyncio.LimitOverrunError:
                 head = None  # too large: answered with 431
             first = False
-            conn.busy = True
+            conn.busy_since = time.monotonic()
             req = None if head is None else _parse(head)
             if req is not None:
                 status, ctype, body, extra = self._route(req)
@@ -197,7 +210,7 @@ class MetricsHTTP:
                 status, ctype, body, extra = 400, _TEXT, b"bad request\n", []
                 keep = head_only = False
             await self._send(conn.writer, status, ctype, body, head_only=head_only, keep=keep, extra=extra)
-            conn.busy = False
+            conn.busy_since = None
             if not keep:
                 await self._linger(conn.writer, reader)
                 return
@@ -234,23 +247,28 @@ class MetricsHTTP:
         return 404, _TEXT, b"not found\n", []
 
     def _metrics(self, accept_encoding: str) -> tuple[int, str, bytes, list[str]]:
-        # CPU work under the GIL, done right here in the metrics thread: it stalls this loop only, never the gRPC one.
-        # A page is reused while younger than PAGE_REUSE x what it cost to make, so that scrapes however frequent
-        # (several Prometheus servers, or anyone hammering the port) take at most 1/PAGE_REUSE of a core
+        # CPU work under the GIL, done right here in the metrics thread: it stalls this loop only, never the gRPC
+        # one. At most SCRAPES_PER_SECOND are answered, and a page (and its gzip form) is reused while younger
+        # than PAGE_REUSE x what it cost to make, so that scraping however often costs a bounded share of a core
+        now = time.monotonic()
+        self._bucket = min(SCRAPES_PER_SECOND, self._bucket + (now - self._bucket_at) * SCRAPES_PER_SECOND)
+        self._bucket_at = now
+        if self._bucket < 1:
+            return 429, _TEXT, b"too many scrapes: retry in a second\n", ["Retry-After: 1"]
+        self._bucket -= 1
         try:
-            now = time.monotonic()
-            if self._page is not None and now - self._page_at < PAGE_REUSE * self._page_cost:
-                body = self._page
-            else:
-                body = generate_latest(self._registry)
-                self._page, self._page_at = body, now
+            if self._page is None or now - self._page_at >= PAGE_REUSE * self._page_cost:
+                page = generate_latest(self._registry)
+                self._page, self._page_gzip, self._page_at = page, None, now
                 self._page_cost = time.monotonic() - now
         except Exception:  # a collector failed (a multiprocess file half written, say): say so, keep serving
             log.warning("metrics endpoint: collecting the metrics failed", exc_info=True)
             return 500, _TEXT, b"collecting the metrics failed\n", []
         if gzip_accepted(accept_encoding):
-            return 200, CONTENT_TYPE_LATEST, gzip.compress(body), ["Content-Encoding: gzip", "Vary: Accept-Encoding"]
-        return 200, CONTENT_TYPE_LATEST, body, ["Vary: Accept-Encoding"]
+            if self._page_gzip is None:
+                self._page_gzip = gzip.compress(self._page, compresslevel=6)
+            return 200, CONTENT_TYPE_LATEST, self._page_gzip, ["Content-Encoding: gzip", "Vary: Accept-Encoding"]
+        return 200, CONTENT_TYPE_LATEST, self._page, ["Vary: Accept-Encoding"]
 
     async def _send(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 import re
@@ -24,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, cast
 
 import grpc
@@ -36,6 +37,7 @@ from . import _api
 from .config import Config
 from .exchange import PROVIDER_KEY, Exchange, Host
 from .metrics import Metrics
+from .offload import Offload
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -64,9 +66,6 @@ class StartupError(Exception):
     """`llmtally serve` cannot start; the message is one line naming the culprit and what to do."""
 
 
-#: a request body (at its end) or response chunk this large is handled in the worker threads, off the event loop,
-#: so that its prompt estimate or scan (the native backend releases the GIL) does not delay other streams' answers
-OFFLOAD_BYTES = 64 << 10
 #: threads for that work: the estimates run in parallel with the event loop, never more than this at once
 OFFLOAD_THREADS = 2
 
@@ -77,7 +76,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     with RESOURCE_EXHAUSTED, which Envoy fails open on) and released when idle (`streamIdleSeconds`); health
     checks and rate-limit calls share the gRPC server but never the cap."""
 
-    def __init__(self, host: Host, pool: ThreadPoolExecutor):
+    def __init__(self, host: Host, pool: Offload):
         self.host = host
         self.pool = pool
         #: open streams and the task serving each (what `reap_idle` cancels)
@@ -100,12 +99,13 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         ex = Exchange(host, cast("str | None", hint))  # a key without the -bin suffix has a str value
         self.open[ex] = asyncio.current_task()
         loop = asyncio.get_running_loop()
-        pending: asyncio.Future[pb.ProcessingResponse | None] | None = None
+        pending: Future[pb.ProcessingResponse | None] | None = None  # a message a worker thread has
         try:
             async for req in request_iterator:
-                if ex.heavy(req):
-                    pending = loop.run_in_executor(self.pool, ex.handle, req)
-                    resp = await pending
+                weight = ex.heavy(req)
+                if weight:
+                    pending = self.pool.submit(weight, functools.partial(ex.handle, req))
+                    resp = await asyncio.wrap_future(pending)
                     pending = None
                 else:
                     resp = ex.handle(req)
@@ -121,8 +121,8 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         finally:
             self.idle.discard(ex)
             del self.open[ex]
-            if pending is not None and not pending.done():  # cancelled while a thread works on it: close after
-                pending.add_done_callback(lambda _: self._end(ex))
+            if pending is not None and not pending.done():  # cancelled while a thread works on it: end after it
+                pending.add_done_callback(lambda _: loop.call_soon_threadsafe(self._end, ex))
             else:
                 self._end(ex)
 
@@ -238,10 +238,39 @@ def _credentials(config: Config) -> grpc.ServerCredentials | None:
             raise StartupError(f"{name} {path}: cannot read it ({e.strerror}); give a readable PEM file") from None
         if b"-----BEGIN " not in pem[field]:
             raise StartupError(f"{name} {path}: not a PEM file; give the PEM encoding (-----BEGIN ...)")
+    _check_tls(config)
     ca = pem.get("tls_client_ca_file")
     return grpc.ssl_server_credentials(
         [(pem["tls_key_file"], pem["tls_cert_file"])], root_certificates=ca, require_client_auth=ca is not None
     )
+
+
+def _check_tls(config: Config) -> None:
+    """Parse the certificate, its key and the CA bundle as a TLS server would, so that a broken file or a
+    key that is not the certificate's is named here, not by gRPC's core as a failed bind."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+    except ssl.SSLError as e:
+        why = (
+            "the key is not the certificate's"
+            if "KEY_VALUES_MISMATCH" in str(e)
+            else f"not a valid certificate and key ({e.reason or 'unparsable PEM'})"
+        )
+        raise StartupError(
+            f"tlsCertFile {config.tls_cert_file} / tlsKeyFile {config.tls_key_file}: {why}; give a PEM "
+            "certificate chain and its own private key"
+        ) from None
+    if config.tls_client_ca_file:
+        try:
+            ctx.load_verify_locations(cafile=config.tls_client_ca_file)
+        except ssl.SSLError as e:
+            raise StartupError(
+                f"tlsClientCaFile {config.tls_client_ca_file}: not valid CA certificates "
+                f"({e.reason or 'unparsable PEM'}); give PEM CA certificates"
+            ) from None
 
 
 def _check_unix(addr: str, what: str = "listen") -> None:
@@ -561,6 +590,25 @@ def _grpc_server(worker: bool) -> grpc.aio.Server:
     )
 
 
+class _OncePerMinute(logging.Filter):
+    """Passes a given message (by its format string) at most once a minute: gRPC's core logs a traceback for
+    every malformed message a peer sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: dict[object, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        key = (record.levelno, record.msg)
+        if now - self.last.get(key, -60.0) < 60:
+            return False
+        if len(self.last) > 1000:
+            self.last.clear()
+        self.last[key] = now
+        return True
+
+
 async def serve(config: Config, *, ready: Callable[[], object] | None = None, worker: bool = False) -> None:
     """Run until SIGTERM/SIGINT, then stop accepting and give open streams
     `shutdown_grace_seconds` to finish. A worker shares the port with its
@@ -568,6 +616,7 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
     import prometheus_client
 
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # not annotated in prometheus-client
+    logging.getLogger("grpc._cython.cygrpc").addFilter(_OncePerMinute())
     metrics = Metrics(config)
     host = Host(config, metrics)
     if config.default_encoding:
@@ -578,7 +627,7 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
     # no maximum_concurrent_rpcs: gRPC's cap would refuse health checks and rate-limit calls too;
     # the Processor caps ext_proc streams alone
     server = _grpc_server(worker)
-    pool = ThreadPoolExecutor(OFFLOAD_THREADS, thread_name_prefix="llmtally-offload")
+    pool = Offload(OFFLOAD_THREADS)
     processor = Processor(host, pool)
     pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     servers = [server]
@@ -633,7 +682,7 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
     if host.budgets is not None:  # the settles of the streams that just finished, then the store
         await host.budgets.drain()
         await host.budgets.store.close()
-    pool.shutdown(wait=False, cancel_futures=True)
+    pool.shutdown()
     if http is not None:
         http.close()
         log.info("stopped")

@@ -59,6 +59,8 @@ struct ResponseScanner {
     inner: core::ResponseScanner,
     /// bytes fed since the last snapshot: the text that snapshot will count
     unsettled: usize,
+    /// a chunk past this is fed with the GIL released (smaller for a compressed body: it inflates)
+    detach_at: usize,
 }
 
 #[pymethods]
@@ -79,6 +81,12 @@ impl ResponseScanner {
         max_event_bytes: usize,
     ) -> PyResult<Self> {
         let request = request.map(request_of).transpose()?;
+        let encoding = content_encoding.trim();
+        let detach_at = if encoding.is_empty() || encoding.eq_ignore_ascii_case("identity") {
+            DETACH_BYTES
+        } else {
+            DETACH_BYTES / 64
+        };
         let meta = ResponseMeta {
             content_type,
             content_encoding,
@@ -90,12 +98,13 @@ impl ResponseScanner {
         Ok(ResponseScanner {
             inner: core::ResponseScanner::new(provider, request, &meta),
             unsettled: 0,
+            detach_at,
         })
     }
 
     fn feed(&mut self, py: Python<'_>, chunk: &[u8]) {
         self.unsettled = self.unsettled.saturating_add(chunk.len());
-        if chunk.len() > DETACH_BYTES {
+        if chunk.len() > self.detach_at {
             let inner = &mut self.inner;
             py.detach(|| inner.feed(chunk));
         } else {
