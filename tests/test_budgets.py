@@ -383,6 +383,7 @@ def test_no_request_escapes_the_budget_by_its_body(tmp_path, redis):
     import json
 
     from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
     from test_serve import Sidecar, jwt_metadata, load, md_of, messages
 
     redis.command("FLUSHALL")

@@ -265,3 +265,24 @@ def test_label_combinations_past_series_max_fold_into_one_overflow_series(tmp_pa
         }
     finally:
         s.stop()
+
+
+def test_a_server_that_answers_any_model_name_is_labelled_with_its_own(tmp_path):
+    """llama.cpp answers every name with the model it serves: made-up names in 2xx requests must not fill
+    the label either. A new name needs the provider's word (its own name equal, or a dated form of it)."""
+    from conftest import CASES
+
+    llama = next(c for c in CASES if c["name"].startswith("llama.cpp server"))
+    s = Sidecar(tmp_path, cap=5)
+    try:
+        for i in range(10):
+            msgs = case_messages(llama)
+            body = json.dumps({"model": f"made-up-{i}", "messages": [{"role": "user", "content": "hi"}]})
+            msgs[1] = pb.ProcessingRequest(request_body=pb.HttpBody(body=body.encode(), end_of_stream=True))
+            s.process(msgs, provider="openai")
+        s.process(case_messages(SEED_STREAM), provider="openai")  # gpt-3.5-turbo, answered as -0125: confirmed
+        m = s.metrics()
+        done = {dict(k[1])["model"]: v for k, v in m.items() if k[0] == "ai_completion_tokens_total"}
+        assert done == {"google/gemma-3-1b-it-qat-q4_0": 310, "gpt-3.5-turbo": 40}
+    finally:
+        s.stop()
