@@ -292,14 +292,14 @@ def test_a_team_over_its_token_budget_gets_429(stack):
         "upstream_name": "llm_upstream",
         "user": "carol",
     }
-    # the 429 line: the request's metadata (the prompt estimate) and no usage; Envoy never timed an upstream
+    # the 429 line: the request's metadata (the prompt estimate), no usage, nothing charged; no upstream timed
     assert lines[1]["target_duration"] is None
     assert without_volatile(lines[1]) == {
         "completion_tokens": None,
         "http_method": "POST",
         "path": "/openai",
         "prompt_tokens": 21,
-        "rate_limited_tokens": 21,
+        "rate_limited_tokens": 0,
         "response_code": 429,
         "streaming": False,
         "team": "qa",
@@ -431,7 +431,7 @@ def test_the_demo_command():
         "http_method": "POST",
         "path": "/openai",
         "prompt_tokens": 21,
-        "rate_limited_tokens": 21,
+        "rate_limited_tokens": 0,
         "response_code": 429,
         "streaming": True,
         "team": "ops",

@@ -152,7 +152,11 @@ class Host:
             )
             status, extra = 429, [("retry-after", str(int(-(-wait // 1)))), *rate_limit_headers(d, now)]
         body, headers = refusal(ex._llm(), status, message)
-        return immediate(status, body, headers + extra, resp.dynamic_metadata)
+        out = immediate(status, body, headers + extra, resp.dynamic_metadata)
+        # the access log's rate_limited_tokens: nothing was charged for a refused request
+        out.dynamic_metadata.fields[self.config.ratelimit_namespace].struct_value.fields["hits_addend"].number_value = 0
+        ex.hits = 0
+        return out
 
     def take_body(self, n: int) -> int:
         """Reserve up to `n` bytes of the request-body budget; returns those granted."""
