@@ -14,25 +14,46 @@ class RedisServer:
     """`redis-server` without persistence; `stop()` kills it (a crash), `start()` brings it back on the same
     port (empty, as after a crash without persistence)."""
 
-    def __init__(self, workdir, port: int | None = None):
+    def __init__(self, workdir, port: int | None = None, tls: tuple | None = None):
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             pytest.fail("redis-server is not installed: apt-get install redis-server (.ci/run installs it)")
         self.port = port or free_port()
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
+        #: (cert, key, CA) PEM paths: TLS only (rediss://), client certificates not asked for
+        self.tls = tls
         self.start()
 
     @property
     def url(self) -> str:
+        if self.tls:
+            return f"rediss://localhost:{self.port}/0?ssl_ca_certs={self.tls[2]}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        if self.tls:  # the TLS port only: a plaintext client must not get in
+            cert, key, ca = self.tls
+            listen = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(cert),
+                "--tls-key-file",
+                str(key),
+                "--tls-ca-cert-file",
+                str(ca),
+                "--tls-auth-clients",
+                "no",
+            ]
+        else:
+            listen = ["--port", str(self.port)]
         self.proc = subprocess.Popen(
             [
                 self.binary,
-                "--port",
-                str(self.port),
+                *listen,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -47,6 +68,9 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        if self.tls:
+            _wait_port(self.port, self.proc, "redis-server (TLS)")
+            return
         deadline = time.time() + 10
         while True:
             try:

@@ -409,3 +409,25 @@ def test_no_request_escapes_the_budget_by_its_body(tmp_path, redis):
         _settled(redis, 43)
     finally:
         s.stop()
+
+
+def test_a_rediss_store_speaks_tls(tmp_path):
+    """`rediss://` with the server's CA: the store works over TLS; a plaintext client is refused."""
+    from certs import make_certs
+
+    c = make_certs(tmp_path)
+    r = RedisServer(tmp_path, tls=(c.server_cert, c.server_key, c.ca))
+    try:
+
+        async def go():
+            b = Budgets([TEAM], RedisStore(r.url, 1.0))
+            assert (await b.reserve({"team": "dev"}, 70)).decision.used == (70,)
+            assert not (await b.reserve({"team": "dev"}, 31)).decision.allowed
+            await b.store.close()
+            plain = Budgets([TEAM], RedisStore(f"redis://127.0.0.1:{r.port}/0", 0.5))
+            assert (await plain.reserve({"team": "dev"}, 1)).decision.store_failed
+            await plain.store.close()
+
+        run(go())
+    finally:
+        r.stop()
