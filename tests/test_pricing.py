@@ -173,3 +173,47 @@ def test_both_backends_usage_give_the_same_cost(backend):
         + want["cache_write_tokens"] * Decimal("3.75")
         + want["completion_tokens"] * 15
     )
+
+
+# -- through `llmtally serve`: cost in the metadata and the metrics --
+
+PRICED = """pricing:
+  models:
+    gpt-3.5-turbo: {input: 0.5, output: 1.5}
+    claude-opus-4-1: {input: 15, cachedInput: 1.5, cacheWrite: 18.75, output: 75}
+"""
+
+
+def test_cost_reaches_the_metadata_and_the_metrics_and_unpriced_models_are_counted(tmp_path):
+    from conftest import CASES
+    from test_serve import SEED_NONSTREAM, SEED_STREAM, Sidecar, case_messages, md_of, sample
+
+    s = Sidecar(tmp_path, extra=PRICED)
+    try:
+        # the seed's stream: 21 prompt x 0.5 + 40 completion x 1.5 = 10.5 + 60 -> 71 micro-dollars (half up)
+        final = md_of(s.process(case_messages(SEED_STREAM), provider="openai")[-1])["ai.gateway.kgateway.dev"]
+        assert (final["cost_microusd"], final["cost_usd"]) == (71, 71e-6)
+        ai = md_of(s.process(case_messages(SEED_NONSTREAM), provider="openai")[-1])["ai.gateway.kgateway.dev"]
+        assert ai["cost_microusd"] == 44  # 21 x 0.5 + 22 x 1.5 = 43.5: half up
+        anthropic = next(c for c in CASES if c["name"].startswith("anthropic") and c["usage"]["cache_write_tokens"])
+        u = anthropic["usage"]
+        want = rounded(  # claude-opus-4-1-20250805: the dated name priced as claude-opus-4-1
+            (u["prompt_tokens"] - u["cached_tokens"] - u["cache_write_tokens"]) * Decimal(15)
+            + u["cached_tokens"] * Decimal("1.5")
+            + u["cache_write_tokens"] * Decimal("18.75")
+            + u["completion_tokens"] * 75
+        )
+        md = md_of(s.process(case_messages(anthropic), provider="anthropic")[-1])["ai.gateway.kgateway.dev"]
+        assert md["cost_microusd"] == want
+        gemini = next(c for c in CASES if c["provider"] == "gemini" and c["usage"]["total_tokens"])
+        for _ in range(2):  # no price: no cost field, counted, warned once
+            md = md_of(s.process(case_messages(gemini), provider="gemini")[-1])["ai.gateway.kgateway.dev"]
+            assert "cost_usd" not in md and "cost_microusd" not in md
+        m = s.metrics()
+        common = {"team": "unknown", "user": "unknown"}
+        assert sample(m, "ai_cost_usd_total", llm="openai", model="gpt-3.5-turbo", **common) == pytest.approx(115e-6)
+        unpriced = {k: v for k, v in m.items() if k[0] == "ai_unpriced_requests_total"}
+        assert list(unpriced.values()) == [2] and dict(next(iter(unpriced))[1])["llm"] == "gemini"
+    finally:
+        s.stop()
+    assert s.log.read_text().count("has no price in the pricing table") == 1

@@ -15,6 +15,7 @@ from ._api import DEFAULT_ENCODING, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT
 
 if TYPE_CHECKING:
     from .budgets import Limit
+    from .pricing import PriceTable
 
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 RESERVED_LABELS = {"llm", "model", "le", "stage", "kind", "source"}
@@ -159,6 +160,9 @@ class Config:
             if m:
                 object.__setattr__(self, name, f"127.0.0.1:{m[1]}")
 
+    #: prices per model (the `pricing:` section): cost in metadata and metrics; None: no cost
+    pricing: PriceTable | None = None
+
     #: let the client's own `x-llm-provider` request header pick the parser when Envoy sets none (off: a client
     #: could pick a parser that reads zero from its provider's responses)
     trust_provider_header: bool = False
@@ -274,7 +278,7 @@ def _addr(name: str, value: str, *, unix: bool) -> None:
 _KEYS = {
     _camel(f.name): f.name
     for f in dataclasses.fields(Config)
-    if f.name not in ("custom_labels", "rate_limit", "series_max", "models")
+    if f.name not in ("custom_labels", "rate_limit", "series_max", "models", "pricing")
 }
 #: settings under `stats:` -> Config fields
 _STATS_KEYS = {
@@ -325,10 +329,17 @@ def _from_mapping(doc: object) -> dict[str, Any]:
             out.update(_stats(value))
         elif key == "rateLimit":
             out["rate_limit"] = _rate_limit(value)
+        elif key == "pricing":
+            from .pricing import PricingError, table_of
+
+            try:
+                out["pricing"] = table_of(value)
+            except PricingError as e:
+                raise ConfigError(str(e)) from None
         elif key in _KEYS:
             out[_KEYS[key]] = _coerce(_KEYS[key], value)
         else:
-            raise ConfigError(f"unknown setting {key!r} (known: rateLimit, stats, {', '.join(sorted(_KEYS))})")
+            raise ConfigError(f"unknown setting {key!r} (known: pricing, rateLimit, stats, {', '.join(sorted(_KEYS))})")
     return out
 
 

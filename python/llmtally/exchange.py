@@ -113,6 +113,7 @@ class Host:
         self.last_timeout_warning = -60.0
         self.last_shed_warning = dict.fromkeys(SHED_REASONS, -60.0)
         self.last_fault: dict[str, float] = {}
+        self.unpriced_seen: set[str] = set()
         #: request body bytes buffered by all streams, within `maxBufferedBodyBytes`
         self.buffered = 0
         self.lock = threading.Lock()  # exchanges run in the offload threads too
@@ -157,6 +158,19 @@ class Host:
         out.dynamic_metadata.fields[self.config.ratelimit_namespace].struct_value.fields["hits_addend"].number_value = 0
         ex.hits = 0
         return out
+
+    def warn_unpriced(self, model: str | None, llm: str) -> None:
+        """One line per model without a price, not one per request (the names remembered are bounded)."""
+        key = f"{llm}/{model}"
+        if key in self.unpriced_seen or len(self.unpriced_seen) >= 1000:
+            return
+        self.unpriced_seen.add(key)
+        log.warning(
+            "model %r (provider %s) has no price in the pricing table: its calls have no cost "
+            "(ai_unpriced_requests_total); add it to pricing.models or pricing.aliases",
+            (model or "")[:128],
+            llm,
+        )
 
     def take_body(self, n: int) -> int:
         """Reserve up to `n` bytes of the request-body budget; returns those granted."""
@@ -444,7 +458,25 @@ class Exchange:
 
     def _final_md(self, u: Usage) -> Struct:
         self.hits = u.total_tokens
-        return final_metadata(self.host.config, self._llm(), u)
+        return final_metadata(self.host.config, self._llm(), u, self._cost(u))
+
+    def _spend(self, u: Usage) -> tuple[int | None, bool]:
+        """What the metrics record of the cost: (micro-dollars, no price applied); warned once per model."""
+        if self.host.config.pricing is None or u.source == "none":
+            return None, False
+        cost = self._cost(u)
+        if cost is None:
+            self.host.warn_unpriced(u.provider_model or u.model, self._llm())
+            return None, True
+        return cost, False
+
+    def _cost(self, u: Usage) -> int | None:
+        """Whole micro-dollars of the call, None if no price applies (see pricing.py)."""
+        table = self.host.config.pricing
+        if table is None or u.source == "none":
+            return None
+        found = table.cost(u, self._llm())
+        return None if found is None else found[1]
 
     # -- response --
 
@@ -570,6 +602,7 @@ class Exchange:
             ttft=None if first is None else first - self.t0,
             tpot_span=None if first is None else now - first,
             admit_model=admit,
+            spend=self._spend(u),
         )
         seen = m.record_anomalies(llm, scanner.stats())
         if seen:
@@ -618,7 +651,9 @@ class Exchange:
                 try:
                     u = self.known
                     model, admit = self._label_model(u)
-                    self.host.metrics.record(self._llm(), model, self._labels(), u, admit_model=admit)
+                    self.host.metrics.record(
+                        self._llm(), model, self._labels(), u, admit_model=admit, spend=self._spend(u)
+                    )
                 except Exception:
                     log.warning("could not record the usage of a broken stream", exc_info=True)
             return

@@ -51,8 +51,9 @@ def request_metadata(config: Config, provider: str, info: RequestInfo) -> Struct
     return _struct({config.metadata_namespace: ai, config.ratelimit_namespace: {"hits_addend": info.prompt_tokens}})
 
 
-def final_metadata(config: Config, provider: str, u: Usage) -> Struct:
-    """At the end of the response: the usage, and `hits_addend` = total tokens."""
+def final_metadata(config: Config, provider: str, u: Usage, cost_microusd: int | None = None) -> Struct:
+    """At the end of the response: the usage, and `hits_addend` = total tokens; with a price, the cost
+    (`cost_usd`, and `cost_microusd`: an integer a rate limit can take as its addend)."""
     ai: dict[str, Scalar] = {
         "total_tokens": u.total_tokens,
         "prompt_tokens": u.prompt_tokens,
@@ -68,6 +69,9 @@ def final_metadata(config: Config, provider: str, u: Usage) -> Struct:
         ai["model"] = u.model
     if u.provider_model is not None:
         ai["provider_model"] = u.provider_model
+    if cost_microusd is not None:
+        ai["cost_usd"] = cost_microusd / 1_000_000
+        ai["cost_microusd"] = cost_microusd
     return _struct({config.metadata_namespace: ai, config.ratelimit_namespace: {"hits_addend": u.total_tokens}})
 
 

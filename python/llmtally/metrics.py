@@ -86,6 +86,13 @@ class Metrics:
             names,
             registry=r,
         )
+        self.cost = Counter("ai_cost_usd", "Spend in US dollars, by the price table (pricing)", names, registry=r)
+        self.unpriced = Counter(
+            "ai_unpriced_requests",
+            "Calls whose model has no price in the pricing table (no cost recorded)",
+            ["llm", "model"],
+            registry=r,
+        )
         self.requests = Counter(
             "ai_requests", "LLM requests seen, by where their numbers came from", [*names, "source"], registry=r
         )
@@ -158,13 +165,15 @@ class Metrics:
         ttft: float | None = None,
         tpot_span: float | None = None,
         admit_model: bool = False,
+        spend: tuple[int | None, bool] = (None, False),
     ) -> None:
         """One finished (or cut) LLM call. `usage` None: cut before any response,
         so only `aborted` counts; `timed_out`: Envoy dropped the stream on its message timeout (counted
         instead of `aborted`). `duration`: request headers to the end;
         `ttft`: to the first response body bytes; `tpot_span`: from those bytes
         to the end (None when no body came), spread over the completion tokens
-        of a streamed answer. `admit_model`: the provider accepted the model (see `label_values`)."""
+        of a streamed answer. `admit_model`: the provider accepted the model (see `label_values`); `spend`:
+        (the call's cost in micro-dollars, whether no price applied)."""
         s = self._series_of(llm, model, labels, admit_model)
         if timed_out:
             s.timeouts.inc()
@@ -179,6 +188,11 @@ class Metrics:
         s.reasoning.inc(usage.reasoning_tokens)
         s.rate_limited.inc(usage.total_tokens)
         s.requests[usage.source].inc()
+        cost_microusd, unpriced = spend
+        if cost_microusd is not None:
+            s.cost.inc(cost_microusd / 1_000_000)
+        elif unpriced:
+            self.unpriced.labels(s.values[0], s.values[1]).inc()
         if duration is not None:
             s.duration.observe(duration)
         if ttft is not None:
@@ -246,6 +260,7 @@ SOURCES = ("provider", "tokenizer", "provider+tokenizer", "none")
 
 #: the labelled children a Series holds, one per metric with the llm, model and custom labels
 _CHILDREN = (
+    "cost",
     "prompt",
     "completion",
     "cached",
@@ -261,7 +276,8 @@ _CHILDREN = (
 
 
 class Series:
-    __slots__ = (*_CHILDREN, "requests")
+    __slots__ = (*_CHILDREN, "requests", "values")
+    cost: Counter
     prompt: Counter
     completion: Counter
     cached: Counter
@@ -274,8 +290,10 @@ class Series:
     ttft: Histogram
     tpot: Histogram
     requests: dict[str, Counter]
+    values: tuple[str, ...]
 
     def __init__(self, m: Metrics, values: tuple[str, ...]):
+        self.values = values
         for name in _CHILDREN:
             setattr(self, name, getattr(m, name).labels(*values))
         self.requests = {src: m.requests.labels(*values, src) for src in SOURCES}

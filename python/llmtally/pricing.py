@@ -62,20 +62,26 @@ class Price:
         return r
 
 
-def microusd(price: Price, u: Usage) -> Decimal:
-    """The exact cost of `u` in micro-dollars (not rounded)."""
+def breakdown(price: Price, u: Usage) -> dict[str, Decimal]:
+    """The exact cost of `u` in micro-dollars (not rounded) per kind of token: `input` (fresh input),
+    `cached_input` (cache reads), `cache_write`, `output` (less reasoning) and `reasoning`."""
     r = price.rates_for(u.prompt_tokens)
     cached = min(u.cached_tokens, u.prompt_tokens)
     writes = min(u.cache_write_tokens, u.prompt_tokens - cached)
     fresh = u.prompt_tokens - cached - writes
     reasoning = min(u.reasoning_tokens, u.completion_tokens)
-    return (
-        fresh * r.input
-        + cached * (r.cached_input if r.cached_input is not None else r.input)
-        + writes * (r.cache_write if r.cache_write is not None else r.input)
-        + (u.completion_tokens - reasoning) * r.output
-        + reasoning * (r.reasoning if r.reasoning is not None else r.output)
-    )
+    return {
+        "input": fresh * r.input,
+        "cached_input": cached * (r.cached_input if r.cached_input is not None else r.input),
+        "cache_write": writes * (r.cache_write if r.cache_write is not None else r.input),
+        "output": (u.completion_tokens - reasoning) * r.output,
+        "reasoning": reasoning * (r.reasoning if r.reasoning is not None else r.output),
+    }
+
+
+def microusd(price: Price, u: Usage) -> Decimal:
+    """The exact cost of `u` in micro-dollars (not rounded): the sum of its `breakdown`."""
+    return sum(breakdown(price, u).values(), Decimal(0))
 
 
 def rounded(micro: Decimal) -> int:
@@ -135,6 +141,7 @@ class PriceTable:
         self.prices = dict(prices)
         self.aliases = dict(aliases or {})
         self.under = under
+        self._found: dict[tuple[str | None, str | None, str], tuple[str, Price] | None] = {}
 
     def find(self, model: str | None, llm: str = "") -> tuple[str, Price] | None:
         """(the entry's name, its price) for a model, or None: not priced."""
@@ -146,6 +153,23 @@ class PriceTable:
             if p is not None:
                 return name, p
         return self.under.find(model, llm) if self.under is not None else None
+
+    def cost(self, u: Usage, llm: str = "") -> tuple[str, int] | None:
+        """(the entry that priced it, whole micro-dollars) of a call, or None: not priced. The provider's own
+        name for the model answers first (a dated snapshot may be priced apart), then the request's. Lookups
+        are remembered (bounded: model names come from clients)."""
+        key = (u.provider_model, u.model, llm)
+        if key in self._found:
+            found = self._found[key]
+        else:
+            found = self.find(u.provider_model, llm) if u.provider_model else None
+            found = found or self.find(u.model, llm)
+            if len(self._found) >= 10_000:
+                self._found.clear()
+            self._found[key] = found
+        if found is None:
+            return None
+        return found[0], rounded(microusd(found[1], u))
 
     def merged_over(self, catalog: PriceTable) -> PriceTable:
         """This table over `catalog` (the operator's own entries win)."""
@@ -322,6 +346,7 @@ __all__ = [
     "PriceTable",
     "PricingError",
     "Rates",
+    "breakdown",
     "candidates",
     "load_catalog",
     "microusd",
