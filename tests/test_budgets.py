@@ -333,13 +333,15 @@ def test_sentinel_and_cluster_stores_share_one_budget(tmp_path, topology):
     ("doc", "message"),
     [
         ("rateLimit:\n  limits:\n  - by: [tenant]\n    tokens: 5\n", "rateLimit.limits[0].by: ['tenant'] are neither"),
-        ("rateLimit:\n  limits:\n  - by: [team]\n", "rateLimit.limits[0]: needs tokens or requests"),
+        ("rateLimit:\n  limits:\n  - by: [team]\n", "rateLimit.limits[0]: needs tokens, requests or usd"),
         ("rateLimit:\n  limits:\n  - by: [team]\n    tokens: 5\n    per: week\n", "rateLimit.limits[0].per: 'week'"),
         ("rateLimit:\n  redis: http://x\n", "rateLimit.redis: 'http://x' is not a redis://"),
         ("rateLimit:\n  redis: redis+sentinel://h:26379\n", "rateLimit.redis: the service (master) name is missing"),
         ("rateLimit:\n  headers: true\n", "rateLimit.headers: the x-ratelimit-* headers need enforce: true"),
         ("rateLimit:\n  failureMode: maybe\n", "rateLimit.failureMode: 'maybe' is not open or closed"),
         ("rateLimit:\n  redisTimeoutMs: 0\n", "rateLimit.redisTimeoutMs: must be an integer from 1 to 60000, not 0"),
+        ("rateLimit:\n  limits:\n  - by: [team]\n    usd: 5\n", "rateLimit.limits[0].usd: a spend limit needs"),
+        ("rateLimit:\n  limits:\n  - by: [team]\n    usd: -1\n", "rateLimit.limits[0].usd: must be a number"),
         (
             "rateLimit:\n  limits:\n  - by: [team]\n    match: {model: x}\n    tokens: 5\n",
             "rateLimit.limits[0].match: keys ['model'] are not in by",
@@ -431,3 +433,35 @@ def test_a_rediss_store_speaks_tls(tmp_path):
         run(go())
     finally:
         r.stop()
+
+
+def test_a_usd_budget_is_reserved_and_settled_in_micro_dollars(tmp_path, redis):
+    """A spend limit: the reservation is priced (the prompt estimate at the input price, the output limit at
+    the output price), a request that does not fit gets 429, and the counter ends at the exact cost."""
+    from test_serve import Sidecar, md_of
+
+    redis.command("FLUSHALL")
+    extra = (
+        "pricing:\n  models:\n    gpt-3.5-turbo: {input: 500, output: 1500}\n"  # USD per million: dear, on purpose
+        f"rateLimit:\n  enforce: true\n  redis: {redis.url}\n  limits:\n  - by: [team]\n    usd: 0.2\n    per: day\n"
+    )
+    body, msgs = _openai("ops")
+    s = Sidecar(tmp_path, extra=extra)
+    try:
+        first = s.process(msgs, provider="openai")
+        ai = md_of(first[-1])["ai.gateway.kgateway.dev"]
+        assert ai["cost_microusd"] == 21 * 500 + 22 * 1500  # 43,500 micro-dollars
+        _settled(redis, 43_500)
+        for _ in range(2):  # each reserves 21 x 500 + 30 x 1500 = 55,500: 43,500 x 2 + 55,500 fits in 200,000
+            assert not s.process(msgs, provider="openai")[1].HasField("immediate_response")
+        _settled(redis, 130_500)
+        refused = s.process(msgs, provider="openai")[1].immediate_response  # 130,500 + 55,500 = 186,000: fits
+        assert not refused.HasField("status")
+        _settled(redis, 174_000)
+        refused = s.process(msgs, provider="openai")[1].immediate_response  # 174,000 + 55,500 > 200,000
+        assert refused.status.code == 429
+        assert b"the spend budget of team (0.200000 USD per 86400 s)" in refused.body
+        assert b"(0.055500 USD)" in refused.body
+        _settled(redis, 174_000)
+    finally:
+        s.stop()

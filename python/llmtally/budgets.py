@@ -54,6 +54,8 @@ class Limit:
     window: int = 60
     #: only requests with these values (key, value); empty: every value has its own budget
     match: tuple[tuple[str, str], ...] = ()
+    #: spend per window in micro-dollars (by the price table; None: not limited in spend)
+    microusd: int | None = None
 
     @property
     def name(self) -> str:
@@ -70,7 +72,7 @@ class Counter:
     """One counter a request touches: a store key, its limit, and what the request adds to it."""
 
     limit: Limit
-    kind: str  # "tokens" or "requests"
+    kind: str  # "tokens", "requests" or "microusd"
     key: str
     cap: int
     amount: int
@@ -301,6 +303,7 @@ class Reservation:
     decision: Decision
     tokens: int  # reserved on each token counter
     settled: bool = False
+    microusd: int = 0  # reserved on each spend counter
 
 
 class Budgets:
@@ -327,7 +330,9 @@ class Budgets:
 
     # -- counters --
 
-    def _counters(self, lim: Limit, values: Mapping[str, str], tokens: int, requests: bool = True) -> list[Counter]:
+    def _counters(
+        self, lim: Limit, values: Mapping[str, str], tokens: int, requests: bool = True, microusd: int | None = 0
+    ) -> list[Counter]:
         now = self.clock()
         start = int(now // lim.window) * lim.window
         # named by the limit, not its position: reordering the configuration keeps the budgets; one hash tag
@@ -341,11 +346,19 @@ class Budgets:
             out.append(Counter(lim, "tokens", f"{base}:t:{start}", lim.tokens, tokens, ttl, reset_at))
         if lim.requests is not None and requests:
             out.append(Counter(lim, "requests", f"{base}:r:{start}", lim.requests, 1, ttl, reset_at))
+        if lim.microusd is not None and microusd is not None:  # None: the model has no price
+            out.append(Counter(lim, "microusd", f"{base}:u:{start}", lim.microusd, microusd, ttl, reset_at))
         return out
 
-    def counters(self, values: Mapping[str, str], tokens: int) -> list[Counter]:
-        """The counters a request with these key values touches, adding `tokens` and one request."""
-        return [c for lim in self.limits if lim.applies(values) for c in self._counters(lim, values, tokens)]
+    def counters(self, values: Mapping[str, str], tokens: int, microusd: int | None = 0) -> list[Counter]:
+        """The counters a request with these key values touches, adding `tokens`, one request and `microusd`
+        (None: unpriced, so the spend limits do not hold it)."""
+        return [
+            c
+            for lim in self.limits
+            if lim.applies(values)
+            for c in self._counters(lim, values, tokens, microusd=microusd)
+        ]
 
     def descriptor_counters(self, entries: Mapping[str, str], tokens: int) -> list[Counter]:
         """The token counters of a rate-limit descriptor: the limits by exactly its keys that match its values."""
@@ -354,14 +367,15 @@ class Budgets:
             c
             for lim in self.limits
             if set(lim.by) == keys and lim.applies(entries)
-            for c in self._counters(lim, entries, tokens, requests=False)
+            for c in self._counters(lim, entries, tokens, requests=False, microusd=None)
         ]
 
     # -- the reservation --
 
-    async def reserve(self, values: Mapping[str, str], tokens: int) -> Reservation | None:
-        """Reserve `tokens` (and one request) on every limit that applies, all or none; None: no limit applies."""
-        counters = self.counters(values, tokens)
+    async def reserve(self, values: Mapping[str, str], tokens: int, microusd: int | None = 0) -> Reservation | None:
+        """Reserve `tokens`, one request and `microusd` on every limit that applies, all or none; None: no
+        limit applies."""
+        counters = self.counters(values, tokens, microusd)
         if not counters:
             return None
         t = time.monotonic()
@@ -375,23 +389,25 @@ class Budgets:
         self._observe("reserve", t)
         d = Decision(ok, tuple(counters), tuple(used), None if ok else counters[failed - 1])
         self._decided(d)
-        return Reservation(d, tokens, settled=not ok)
+        return Reservation(d, tokens, settled=not ok, microusd=microusd or 0)
 
-    def settle(self, r: Reservation, charged: int) -> None:
-        """Replace the reservation by the tokens charged, in the background (the stream has ended)."""
+    def settle(self, r: Reservation, charged: int, charged_microusd: int = 0) -> None:
+        """Replace the reservation by what was charged (tokens and micro-dollars), in the background (the
+        stream has ended)."""
         if r.settled:
             return
         r.settled = True
-        items = [(c.key, charged - r.tokens) for c in r.decision.counters if c.kind == "tokens"]
-        if not items or charged == r.tokens:
+        delta = {"tokens": charged - r.tokens, "microusd": charged_microusd - r.microusd}
+        items = [(c.key, delta[c.kind]) for c in r.decision.counters if delta.get(c.kind)]
+        if not items:
             return
         task = asyncio.get_running_loop().create_task(self._adjust(items))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def charge(self, values: Mapping[str, str], charged: int) -> None:
+    def charge(self, values: Mapping[str, str], charged: int, charged_microusd: int | None = 0) -> None:
         """Add what a request that had no reservation was charged (and the request), in the background."""
-        counters = self.counters(values, charged)
+        counters = self.counters(values, charged, charged_microusd)
         if not counters:
             return
         task = asyncio.get_running_loop().create_task(self._hit(counters))

@@ -235,6 +235,10 @@ class Config:
 
             known = {lab.name for lab in self.custom_labels} | set(BUILTIN_KEYS)
             for i, lim in enumerate(self.rate_limit.limits):
+                if lim.microusd is not None and self.pricing is None:
+                    raise ConfigError(
+                        f"rateLimit.limits[{i}].usd: a spend limit needs prices; add a pricing: section"
+                    )
                 unknown = [k for k in lim.by if k not in known]
                 if unknown:
                     raise ConfigError(
@@ -388,7 +392,7 @@ _RATE_LIMIT_KEYS = {
     "defaultMaxOutputTokens",
     "headers",
 }
-_LIMIT_KEYS = {"by", "descriptorKey", "value", "match", "tokens", "requests", "per", "windowSeconds"}
+_LIMIT_KEYS = {"by", "descriptorKey", "value", "match", "tokens", "requests", "usd", "per", "windowSeconds"}
 
 
 def _count(where: str, v: object) -> int:
@@ -428,8 +432,14 @@ def _limit(where: str, item: object, window: int) -> Limit:
         match = {**match, by[0]: item["value"]}
     if set(match) - set(by):
         raise ConfigError(f"{where}.match: keys {sorted(set(match) - set(by))} are not in by")
-    if "tokens" not in item and "requests" not in item:
-        raise ConfigError(f"{where}: needs tokens or requests (or both)")
+    if "tokens" not in item and "requests" not in item and "usd" not in item:
+        raise ConfigError(f"{where}: needs tokens, requests or usd (or several)")
+    microusd = None
+    if "usd" in item:
+        usd = item["usd"]
+        if isinstance(usd, bool) or not isinstance(usd, (int, float)) or not 0 < usd <= 1_000_000_000:
+            raise ConfigError(f"{where}.usd: must be a number of US dollars from 0 to 1000000000, not {usd!r}")
+        microusd = round(usd * 1_000_000)
     tokens = _count(f"{where}.tokens", item["tokens"]) if "tokens" in item else None
     requests = _count(f"{where}.requests", item["requests"]) if "requests" in item else None
     if "per" in item and "windowSeconds" in item:
@@ -438,7 +448,7 @@ def _limit(where: str, item: object, window: int) -> Limit:
         window = _window(f"{where}.per", item["per"])
     elif "windowSeconds" in item:
         window = _window(f"{where}.windowSeconds", item["windowSeconds"])
-    return Limit(tuple(by), tokens, requests, window, tuple(sorted(match.items())))
+    return Limit(tuple(by), tokens, requests, window, tuple(sorted(match.items())), microusd)
 
 
 def _rate_limit(doc: object) -> RateLimitConfig:

@@ -131,7 +131,7 @@ class Host:
         budgets, rl = cast("Budgets", self.budgets), self.config.rate_limit
         assert rl is not None
         tokens, ex.reserve_tokens = ex.reserve_tokens, None
-        r = await budgets.reserve(ex.budget_keys(), cast(int, tokens))
+        r = await budgets.reserve(ex.budget_keys(), cast(int, tokens), ex.reserve_microusd)
         if r is None:
             return resp
         ex.reservation = r
@@ -147,9 +147,13 @@ class Host:
         else:
             c = cast("Counter", d.denied)
             wait = max(c.reset_at - now, 0.0)
+            if c.kind == "microusd":
+                what, need = f"{c.cap / 1e6:.6f} USD", f"{c.amount / 1e6:.6f} USD"
+            else:
+                what, need = str(c.cap), f"{c.amount} {c.kind}"
             message = (
-                f"llmtally: the {c.kind} budget of {c.limit.name} ({c.cap} per {c.limit.window} s) has no room "
-                f"for this request ({c.amount} {c.kind}); retry in {int(-(-wait // 1))} s"
+                f"llmtally: the {'spend' if c.kind == 'microusd' else c.kind} budget of {c.limit.name} ({what} per "
+                f"{c.limit.window} s) has no room for this request ({need}); retry in {int(-(-wait // 1))} s"
             )
             status, extra = 429, [("retry-after", str(int(-(-wait // 1)))), *rate_limit_headers(d, now)]
         body, headers = refusal(ex._llm(), status, message)
@@ -270,6 +274,8 @@ class Exchange:
         "charged",
         "budget_checked",
         "encoded",
+        "reserve_microusd",
+        "charged_microusd",
     )
 
     def __init__(self, host: Host, provider_hint: str | None):
@@ -302,6 +308,8 @@ class Exchange:
         self.charged: int | None = None  # the tokens recorded at the end
         self.budget_checked = False  # the reservation was asked for
         self.encoded = False  # the response has a content encoding (its chunks inflate)
+        self.reserve_microusd: int | None = None  # the reservation's cost (None: unpriced)
+        self.charged_microusd: int | None = None  # the call's cost at the end
 
     def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
         """The response to one message (None for a message with nothing in it)."""
@@ -444,6 +452,15 @@ class Exchange:
             assert rl is not None
             out = info.max_output_tokens if info.max_output_tokens is not None else rl.default_max_output_tokens
             self.reserve_tokens = info.prompt_tokens + out
+            # what that would cost (spend limits): the estimate at the input price, the output limit at the output's
+            worst = Usage(
+                prompt_tokens=info.prompt_tokens,
+                completion_tokens=out,
+                total_tokens=info.prompt_tokens + out,
+                model=info.model,
+                source="tokenizer",
+            )
+            self.reserve_microusd = self._cost(worst)
         return with_metadata(kind, request_metadata(self.host.config, self._llm(), info))
 
     def budget_keys(self) -> dict[str, str]:
@@ -584,6 +601,7 @@ class Exchange:
         self.done = True
         u = scanner.finish()
         self.charged = u.total_tokens
+        self.charged_microusd = self._cost(u)
         if not self.saw_request:
             return u
         now = time.monotonic()
@@ -648,6 +666,7 @@ class Exchange:
             self.done = True
             if self.known is not None:
                 self.charged = self.known.total_tokens
+                self.charged_microusd = self._cost(self.known)
                 try:
                     u = self.known
                     model, admit = self._label_model(u)

@@ -134,11 +134,14 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             return
         charged = ex.charged if ex.charged is not None else ex.hits
         if r is not None:
-            budgets.settle(r, charged)
+            # a call whose end has no price (nothing came, or the provider named an unpriced model) keeps the
+            # spend it reserved
+            spent = ex.charged_microusd if ex.charged_microusd is not None else r.microusd
+            budgets.settle(r, charged, spent)
         elif self.host.enforce and ex.saw_request and not ex.budget_checked:
             # the request reached the upstream without a reservation (Envoy sent no request body, or a
             # request ended before its body did): charged all the same
-            budgets.charge(ex.budget_keys(), charged)
+            budgets.charge(ex.budget_keys(), charged, ex.charged_microusd)
 
     def reap_idle(self, now: float) -> int:
         """Cancel the streams that received nothing for `streamIdleSeconds`; returns how many."""
