@@ -6,7 +6,9 @@ import argparse
 import json
 import os
 import sys
-from typing import BinaryIO, NoReturn
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 from . import (
     BACKENDS,
@@ -14,10 +16,14 @@ from . import (
     PROVIDERS,
     RequestInfo,
     ResponseScanner,
+    Usage,
     count_tokens,
     parse_request,
     sniff_provider,
 )
+
+if TYPE_CHECKING:
+    from .pricing import Price, PriceTable
 
 CHUNK = 64 * 1024
 
@@ -45,6 +51,9 @@ def _scan(args: argparse.Namespace) -> int:
     provider = args.provider.strip().lower()
     if provider not in PROVIDERS:
         raise ValueError(f"unknown provider {args.provider!r}; known: {', '.join(PROVIDERS)}")
+    if args.model and not args.pricing:
+        raise ValueError("--model goes with --pricing (the model to price the usage as)")
+    table = _read_pricing(args.pricing) if args.pricing else None  # a bad table: before reading the body
     f = _open(args.response)
     try:
         head = f.read(CHUNK)
@@ -74,13 +83,181 @@ def _scan(args: argparse.Namespace) -> int:
         if f is not sys.stdin.buffer:
             f.close()
     u = sc.finish()
-    print(json.dumps(u.as_dict()))
+    out = u.as_dict()
+    raw: dict[str, str] = {}
+    if table is not None:
+        from .pricing import microusd, rounded
+
+        models = [args.model] if args.model else list(dict.fromkeys(m for m in (u.provider_model, u.model) if m))
+        found = _find(table, models, sc.provider)
+        if found is None:
+            why = f"model {models[0]} is not in the price table" if models else "no model to price (give --model)"
+            print(f"llmtally: warning: {why}: no cost_usd", file=sys.stderr)
+        else:
+            micro = rounded(microusd(found[2], u))
+            raw = {"cost_usd": _number(Decimal(micro) / 1_000_000), "cost_microusd": str(micro)}
+    print(_dumps(out, raw))
     if u.source == "none":
         print(
             f"llmtally: warning: no usage and no text found in {args.response} read as {sc.provider}{how}, "
             f"framing {sc.framing or 'undecided'}; give --provider, --path or --content-type if that is wrong",
             file=sys.stderr,
         )
+    return 0
+
+
+# -- prices --
+
+
+def _read_pricing(path: str, what: str = "--pricing") -> PriceTable:
+    """The price table of a file: a LiteLLM-format catalog (.json), else YAML with a `pricing:` section."""
+    from .pricing import PricingError, load_catalog, table_of
+
+    if path.lower().endswith(".json"):
+        try:
+            return load_catalog(path)
+        except PricingError as e:
+            raise ValueError(f"{what} {e.args[0].removeprefix('pricing.catalog ')}") from None
+    try:
+        import yaml
+    except ImportError:
+        raise ValueError("PyYAML is missing, for a YAML price table; pip install 'llmtally[serve]'") from None
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except OSError as e:
+        raise ValueError(f"{what} {path}: cannot read it ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {path}: not UTF-8 text") from None
+    except yaml.YAMLError as e:  # PyYAML's message spans lines: one line of it
+        raise ValueError(f"{what} {path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(doc, dict) or doc.get("pricing") is None:
+        raise ValueError(f"{what} {path}: no pricing: section (or give a LiteLLM-format .json catalog)")
+    try:
+        table = table_of(doc["pricing"])
+    except PricingError as e:
+        raise ValueError(f"{what} {path}: {e}") from None
+    assert table is not None
+    return table
+
+
+def _find(table: PriceTable, models: list[str], llm: str) -> tuple[str, str, Price] | None:
+    """(the model, the entry that priced it, its price) for the first of `models` the table prices."""
+    for model in models:
+        found = table.find(model, llm)
+        if found is not None:
+            return model, found[0], found[1]
+    return None
+
+
+def _number(d: Decimal) -> str:
+    """A Decimal as an exact JSON number."""
+    return str(int(d)) if d == d.to_integral_value() else format(d.normalize(), "f")
+
+
+def _dumps(obj: Mapping[str, object], raw: Mapping[str, str]) -> str:
+    """`obj` as JSON, followed by `raw`'s members (JSON text: exact numbers)."""
+    text = json.dumps(obj)
+    if not raw:
+        return text
+    more = ", ".join(f"{json.dumps(k)}: {v}" for k, v in raw.items())
+    return f"{text[:-1]}, {more}}}" if obj else f"{{{more}}}"
+
+
+_USAGE_INTS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+
+
+def _usage(text: str) -> Usage:
+    """A `Usage` from its JSON (as `llmtally scan` prints it)."""
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"--usage is not JSON ({' '.join(str(e).split())})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(
+            '--usage must be a JSON object of token counts, e.g. {"prompt_tokens": 1000, "completion_tokens": 200}'
+        )
+    known = (*_USAGE_INTS, "model", "provider_model", "streaming", "source", "cost_usd", "cost_microusd")
+    unknown = sorted(set(doc) - set(known))
+    if unknown:
+        raise ValueError(f"--usage: unknown keys {unknown} (known: {', '.join(_USAGE_INTS)})")
+    counts: dict[str, int] = {}
+    for k in _USAGE_INTS:
+        v = doc.get(k, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"--usage: {k} must be a whole number of tokens from 0, not {v!r}")
+        counts[k] = v
+    names = {k: doc.get(k) for k in ("model", "provider_model")}
+    for k, v in names.items():
+        if v is not None and not isinstance(v, str):
+            raise ValueError(f"--usage: {k} must be a string, not {v!r}")
+    return Usage(
+        prompt_tokens=counts["prompt_tokens"],
+        completion_tokens=counts["completion_tokens"],
+        total_tokens=counts["total_tokens"],
+        cached_tokens=counts["cached_tokens"],
+        cache_write_tokens=counts["cache_write_tokens"],
+        reasoning_tokens=counts["reasoning_tokens"],
+        model=names["model"],
+        provider_model=names["provider_model"],
+    )
+
+
+def _cost(args: argparse.Namespace) -> int:
+    from .pricing import breakdown, microusd, rounded
+
+    llm = (args.provider or "").strip().lower()
+    if llm and (llm not in PROVIDERS or llm == "auto"):
+        known = ", ".join(p for p in PROVIDERS if p != "auto")
+        raise ValueError(f"unknown provider {args.provider!r}; known: {known}")
+    if args.pricing:
+        table = _read_pricing(args.pricing)
+    else:
+        config = args.config or os.environ.get("LLMTALLY_CONFIG")
+        if not config:
+            raise ValueError(
+                "no price table: give --pricing FILE (YAML with a pricing: section, or a LiteLLM "
+                "JSON catalog), or --config FILE with a pricing: section"
+            )
+        table = _read_pricing(config, "--config" if args.config else "LLMTALLY_CONFIG")
+    if args.usage == "-":
+        text = sys.stdin.read()
+    else:
+        text = args.usage
+    u = _usage(text)
+    # the provider's own name first, as the sidecar prices (a dated snapshot may be priced apart)
+    models = [args.model] if args.model else list(dict.fromkeys(m for m in (u.provider_model, u.model) if m))
+    if not models:
+        raise ValueError("no model: give --model (the usage names none)")
+    found = _find(table, models, llm)
+    if found is None:
+        from .pricing import candidates
+
+        tried = candidates(table.aliases.get(models[0], models[0]), llm)
+        print(
+            f"llmtally: error: model {models[0]} is not in the price table ({len(table)} "
+            f"entr{'y' if len(table) == 1 else 'ies'}; "
+            f"looked up as {', '.join(tried)}" + (f"; also {', '.join(models[1:])}" if models[1:] else "") + ")",
+            file=sys.stderr,
+        )
+        return 1
+    model, entry, price = found
+    parts = breakdown(price, u)
+    micro = rounded(microusd(price, u))  # the sum of the parts (pricing.microusd adds up the breakdown)
+    out = {"model": model, "priced_as": entry}
+    raw = {
+        "cost_usd": _number(Decimal(micro) / 1_000_000),
+        "cost_microusd": str(micro),
+        "breakdown": "{" + ", ".join(f'"{k}": {_number(v)}' for k, v in parts.items()) + "}",
+    }
+    print(_dumps(out, raw))
     return 0
 
 
@@ -186,8 +363,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="a response header (repeatable); some providers report usage in headers (Bedrock)",
     )
     s.add_argument("--backend", choices=BACKENDS, help="force a backend")
+    s.add_argument(
+        "--pricing",
+        metavar="FILE",
+        help="a price table (YAML with a pricing: section, or a LiteLLM .json catalog): adds cost_usd and "
+        "cost_microusd when the model is priced",
+    )
+    s.add_argument("--model", help="with --pricing: price as this model (default: the one the usage names)")
     s.add_argument("response", metavar="RESPONSE_FILE|-", help="response body file, or - for stdin")
     s.set_defaults(func=_scan)
+    k = sub.add_parser("cost", help="print what a call with a given usage cost, by a price table")
+    k.add_argument(
+        "--usage",
+        required=True,
+        metavar="JSON|-",
+        help="the usage as llmtally scan prints it (prompt_tokens, completion_tokens, cached_tokens, "
+        "cache_write_tokens, reasoning_tokens), or - for stdin",
+    )
+    k.add_argument("--model", help="the model to price (default: the usage's provider_model, then model)")
+    k.add_argument("--provider", help="the provider id, for provider-qualified entries (openai/gpt-4o)")
+    k.add_argument("--pricing", metavar="FILE", help="YAML with a pricing: section, or a LiteLLM-format .json catalog")
+    k.add_argument(
+        "--config",
+        metavar="FILE",
+        help="without --pricing: this configuration's pricing: section (also LLMTALLY_CONFIG)",
+    )
+    k.set_defaults(func=_cost)
     c = sub.add_parser("count", help="count the tokens of a text file as tiktoken does")
     g = c.add_mutually_exclusive_group()
     g.add_argument("--model", help="model name; its tiktoken encoding (else the default encoding)")
