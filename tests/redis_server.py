@@ -97,12 +97,13 @@ class RedisServer:
             return s.recv(65536)
 
     def keys(self) -> dict[str, int]:
-        """Every key with its integer value."""
+        """Every counter with its value."""
         import redis
 
         r = redis.Redis(port=self.port)
         try:
-            return {k.decode(): int(r.get(k)) for k in r.keys("*")}
+            # the counters only: not the records of reservations in flight (`...:res:<id>`)
+            return {k.decode(): int(r.get(k)) for k in r.keys("*") if b":res:" not in k}
         finally:
             r.close()
 

@@ -2,10 +2,20 @@
 Exact counter values after every operation."""
 
 import asyncio
+import contextlib
 
 import pytest
 
-from llmtally.budgets import Budgets, Limit, MemoryStore, RedisStore, duration, rate_limit_headers, refusal
+from llmtally.budgets import (
+    Budgets,
+    Limit,
+    MemoryStore,
+    RedisStore,
+    StoreError,
+    duration,
+    rate_limit_headers,
+    refusal,
+)
 from redis_server import RedisServer
 
 TEAM = Limit(("team",), tokens=100, window=60)
@@ -465,3 +475,70 @@ def test_a_usd_budget_is_reserved_and_settled_in_micro_dollars(tmp_path, redis):
         _settled(redis, 174_000)
     finally:
         s.stop()
+
+
+def test_a_reservation_whose_answer_was_lost_is_undone(tmp_path):
+    """The store ran the reservation after the client gave up on it (a stall past redisTimeoutMs): the
+    background cancel undoes it, whichever of the two the store runs first; nothing stays charged."""
+    r = RedisServer(tmp_path)
+    try:
+
+        async def go():
+            b = Budgets([TEAM], RedisStore(r.url, 0.05))
+            stall = asyncio.create_task(asyncio.to_thread(r.command, "DEBUG", "SLEEP", "0.4"))
+            await asyncio.sleep(0.05)
+            d = (await b.reserve({"team": "dev"}, 90)).decision
+            assert d.store_failed and d.allowed  # failed open: not charged
+            await stall
+            await b.drain()  # the cancel, retried until the store answers
+            await b.store.close()
+
+        run(go())
+        counters = {k: v for k, v in r.keys().items() if ":t:" in k}
+        assert set(counters.values()) <= {0}, counters
+    finally:
+        r.stop()
+
+
+def test_a_settle_after_the_store_restarted_touches_nothing(tmp_path):
+    """Reservations made before Redis restarted empty are not settled against the new counters (which would
+    go negative and give a team free tokens)."""
+    r = RedisServer(tmp_path)
+    try:
+
+        async def go():
+            b = Budgets([TEAM], RedisStore(r.url, 1.0))
+            old = await b.reserve({"team": "dev"}, 90)
+            r.stop()
+            r.start()
+            with contextlib.suppress(StoreError):  # the first call after a restart meets a dead connection
+                await b.store.values(b.counters({"team": "dev"}, 0))
+            new = await b.reserve({"team": "dev"}, 90)
+            assert new.decision.allowed and not new.decision.store_failed
+            b.settle(old, 10)  # its reservation is gone with the old counters
+            b.settle(new, 10)
+            await b.drain()
+            await b.store.close()
+
+        run(go())
+        assert [v for k, v in r.keys().items() if ":t:" in k] == [10]
+    finally:
+        r.stop()
+
+
+def test_the_memory_store_stays_within_its_key_cap():
+    store = MemoryStore(clock=lambda: T0, max_keys=10)
+    b = Budgets([Limit(("model",), tokens=1000, window=60)], store, clock=lambda: T0)
+
+    async def go():
+        reservations = [await b.reserve({"model": f"made-up-{i}"}, 5) for i in range(300)]
+        assert len(store.counts) == 11  # the cap, and one shared counter for the rest
+        # past the cap the 290 share one budget of 1000: 200 reservations of 5 fit
+        assert sum(r.decision.allowed for r in reservations) == 10 + 200
+        for res in reservations:
+            b.settle(res, 1)
+        await b.drain()
+
+    run(go())
+    overflow = [v for k, (v, _) in store.counts.items() if "#overflow" in k]
+    assert overflow == [200]  # each settled from 5 to 1, on the shared counter

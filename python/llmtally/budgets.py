@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -99,17 +100,31 @@ class StoreError(Exception):
 
 
 class Store(Protocol):
-    async def reserve(self, counters: Sequence[Counter]) -> tuple[bool, int, list[int]]:
+    """Counters, and a record per reservation (by its id): `applied`, then gone once settled, or `cancelled`.
+    The record makes a reservation whose answer was lost (a timeout) undoable, and keeps a settle from
+    touching counters that are not the ones it reserved on (a store that restarted empty)."""
+
+    async def reserve(self, counters: Sequence[Counter], rid: str) -> tuple[bool, int, list[int]]:
         """Add every counter's amount if each fits (value + amount <= cap; with amount 0: value < cap), else
-        none: (all fitted, 1-based index of the first that did not (0), values)."""
+        none: (all fitted, 1-based index of the first that did not (0), values). A reservation already
+        cancelled (its cancel overtook it) adds nothing: (False, -1, [])."""
         ...
 
-    async def adjust(self, items: Sequence[tuple[str, int]]) -> None:
-        """Add each delta to its key if the key still exists (a settle after the window is moot)."""
+    async def adjust(self, items: Sequence[tuple[str, int]], rid: str) -> None:
+        """Settle: add each delta to its key if the reservation is still applied, and forget it."""
+        ...
+
+    async def cancel(self, counters: Sequence[Counter], rid: str) -> None:
+        """Undo a reservation whose answer was lost, if it was applied; either way it cannot apply later."""
         ...
 
     async def hit(self, counters: Sequence[Counter]) -> list[int]:
-        """Add every counter's amount unconditionally; returns the values (the rate-limit filter's phase 2)."""
+        """Add every counter's amount unconditionally; returns the values (the rate-limit filter's phase 2,
+        a charge without reservation)."""
+        ...
+
+    async def values(self, counters: Sequence[Counter]) -> list[int]:
+        """The counters' values, changing nothing (the rate-limit filter's phase 1)."""
         ...
 
     async def close(self) -> None: ...
@@ -119,66 +134,94 @@ def _fits(value: int, c: Counter) -> bool:
     return value < c.cap if c.amount == 0 else value + c.amount <= c.cap
 
 
+def _overflow(key: str) -> str:
+    """The shared counter of a limit, kind and window for the keys past the in-memory cap."""
+    parts = key.split(":")  # llmtally:{domain}:limit:window:values:kind:start (values have no ':')
+    return ":".join([*parts[:4], "#overflow", *parts[5:]])
+
+
 class MemoryStore:
-    """Counters in this process (one sidecar): a restart forgets them."""
+    """Counters in this process (one sidecar): a restart forgets them. At most `max_keys` counters: past it,
+    a new key is counted on its limit's shared overflow counter for that kind and window."""
 
     def __init__(self, clock: Callable[[], float] = time.time, max_keys: int = MEMORY_KEYS_MAX):
         self.clock = clock
         self.max_keys = max_keys
-        self.values: dict[str, tuple[int, float]] = {}  # key -> (value, expires at)
+        self.counts: dict[str, tuple[int, float]] = {}  # key -> (value, expires at)
+        self.records: dict[str, float] = {}  # applied reservations -> expires at
+        self.purged = 0.0
         self.lock = threading.Lock()
 
     def _get(self, key: str, now: float) -> int:
-        v = self.values.get(key)
+        v = self.counts.get(key)
         if v is None or v[1] <= now:
             return 0
         return v[0]
 
     def _key(self, key: str, now: float) -> str:
-        if key in self.values or len(self.values) < self.max_keys:
+        if key in self.counts or len(self.counts) < self.max_keys:
             return key
-        self.values = {k: v for k, v in self.values.items() if v[1] > now}  # drop the expired ones first
-        if len(self.values) < self.max_keys:
-            return key
-        return key.rsplit(":", 2)[0] + ":overflow"  # one shared counter per limit for the excess
+        if now - self.purged >= 1.0:  # drop the expired ones, at most once a second
+            self.purged = now
+            self.counts = {k: v for k, v in self.counts.items() if v[1] > now}
+            self.records = {k: t for k, t in self.records.items() if t > now}
+            if len(self.counts) < self.max_keys:
+                return key
+        return _overflow(key)
 
-    def _add(self, c: Counter, now: float) -> int:
-        key = self._key(c.key, now)
-        value = self._get(key, now) + c.amount
-        self.values[key] = (value, max(self.values.get(key, (0, 0.0))[1], now + c.ttl))
+    def _add(self, key: str, amount: int, ttl: int, now: float) -> int:
+        value = self._get(key, now) + amount
+        old = self.counts.get(key)
+        expires = old[1] if old is not None and old[1] > now else now + ttl  # a window's key never outlives it
+        self.counts[key] = (value, expires)
         return value
 
-    async def reserve(self, counters: Sequence[Counter]) -> tuple[bool, int, list[int]]:
+    async def reserve(self, counters: Sequence[Counter], rid: str) -> tuple[bool, int, list[int]]:
         with self.lock:
             now = self.clock()
-            current = [self._get(self._key(c.key, now), now) for c in counters]
+            keys = [self._key(c.key, now) for c in counters]
+            current = [self._get(k, now) for k in keys]
             for i, (c, v) in enumerate(zip(counters, current, strict=True)):
                 if not _fits(v, c):
                     return False, i + 1, current
-            return True, 0, [self._add(c, now) for c in counters]
+            self.records[rid] = now + max(c.ttl for c in counters)
+            return True, 0, [self._add(k, c.amount, c.ttl, now) for k, c in zip(keys, counters, strict=True)]
 
-    async def adjust(self, items: Sequence[tuple[str, int]]) -> None:
+    async def adjust(self, items: Sequence[tuple[str, int]], rid: str) -> None:
         with self.lock:
             now = self.clock()
+            if self.records.pop(rid, 0.0) <= now:
+                return
             for key, delta in items:
-                v = self.values.get(key)
+                key = key if key in self.counts else _overflow(key)
+                v = self.counts.get(key)
                 if v is not None and v[1] > now:
-                    self.values[key] = (v[0] + delta, v[1])
+                    self.counts[key] = (v[0] + delta, v[1])
+
+    async def cancel(self, counters: Sequence[Counter], rid: str) -> None:
+        await self.adjust([(c.key, -c.amount) for c in counters], rid)
 
     async def hit(self, counters: Sequence[Counter]) -> list[int]:
         with self.lock:
             now = self.clock()
-            return [self._add(c, now) for c in counters]
+            return [self._add(self._key(c.key, now), c.amount, c.ttl, now) for c in counters]
+
+    async def values(self, counters: Sequence[Counter]) -> list[int]:
+        with self.lock:
+            now = self.clock()
+            return [self._get(self._key(c.key, now), now) for c in counters]
 
     async def close(self) -> None:
         pass
 
 
 # Server-side scripts: each runs atomically, so any number of replicas share the counters without lost updates.
-# KEYS: the counters; ARGV: per key (cap, amount, ttl).
+# KEYS: the counters, then the reservation's record; ARGV: per counter (cap, amount, ttl), then the record's ttl.
 _RESERVE = """
+local n = #KEYS - 1
+if redis.call('EXISTS', KEYS[n + 1]) == 1 then return {2, 0} end
 local values = {}
-for i = 1, #KEYS do
+for i = 1, n do
   local v = tonumber(redis.call('GET', KEYS[i]) or '0')
   local cap, amount = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1])
   values[i] = v
@@ -186,12 +229,35 @@ for i = 1, #KEYS do
     return {0, i, unpack(values)}
   end
 end
-for i = 1, #KEYS do
+for i = 1, n do
   values[i] = redis.call('INCRBY', KEYS[i], tonumber(ARGV[3 * i - 1]))
   if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[3 * i])) end
 end
+redis.call('SET', KEYS[n + 1], 'applied', 'EX', tonumber(ARGV[3 * n + 1]))
 return {1, 0, unpack(values)}
 """
+# KEYS: counters, then the record; ARGV: one delta per counter. Only an applied reservation is settled.
+_ADJUST = """
+local n = #KEYS - 1
+if redis.call('GET', KEYS[n + 1]) ~= 'applied' then return 0 end
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], tonumber(ARGV[i])) end
+end
+redis.call('DEL', KEYS[n + 1])
+return 1
+"""
+# KEYS: counters, then the record; ARGV: one amount per counter, then the record's ttl.
+_CANCEL = """
+local n = #KEYS - 1
+if redis.call('GET', KEYS[n + 1]) == 'applied' then
+  for i = 1, n do
+    if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('DECRBY', KEYS[i], tonumber(ARGV[i])) end
+  end
+end
+redis.call('SET', KEYS[n + 1], 'cancelled', 'EX', tonumber(ARGV[n + 1]))
+return 1
+"""
+# KEYS: the counters; ARGV: per counter (cap, amount, ttl).
 _HIT = """
 local values = {}
 for i = 1, #KEYS do
@@ -199,13 +265,6 @@ for i = 1, #KEYS do
   if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[3 * i])) end
 end
 return values
-"""
-# ARGV: one delta per key
-_ADJUST = """
-for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], tonumber(ARGV[i])) end
-end
-return 0
 """
 
 
@@ -258,29 +317,49 @@ class RedisStore:
         self._reserve = client.register_script(_RESERVE)
         self._hit = client.register_script(_HIT)
         self._adjust = client.register_script(_ADJUST)
+        self._cancel = client.register_script(_CANCEL)
 
-    async def _call(self, coro: object) -> list[int]:
+    async def _call_raw(self, coro: object) -> object:
         try:
-            result: object = await asyncio.wait_for(coro, self.timeout)  # type: ignore[arg-type]
+            return await asyncio.wait_for(coro, self.timeout)  # type: ignore[arg-type]
         except asyncio.CancelledError:
             raise
         except Exception as e:  # every redis, socket and timeout error: the store failed
             raise StoreError(f"{type(e).__name__}: {e}") from None
+
+    async def _call(self, coro: object) -> list[int]:
+        result = await self._call_raw(coro)
         return [int(x) for x in result] if isinstance(result, list) else []
 
     @staticmethod
     def _args(counters: Sequence[Counter]) -> list[int]:
         return [x for c in counters for x in (c.cap, c.amount, c.ttl)]
 
-    async def reserve(self, counters: Sequence[Counter]) -> tuple[bool, int, list[int]]:
-        r = await self._call(self._reserve(keys=[c.key for c in counters], args=self._args(counters)))
+    @staticmethod
+    def _record(counters: Sequence[Counter], rid: str) -> str:
+        return counters[0].key.split(":", 2)[0] + ":" + counters[0].key.split(":", 2)[1] + f":res:{rid}"
+
+    async def reserve(self, counters: Sequence[Counter], rid: str) -> tuple[bool, int, list[int]]:
+        keys = [c.key for c in counters] + [self._record(counters, rid)]
+        r = await self._call(self._reserve(keys=keys, args=[*self._args(counters), max(c.ttl for c in counters)]))
+        if r[0] == 2:
+            return False, -1, []
         return bool(r[0]), r[1], r[2:]
 
-    async def adjust(self, items: Sequence[tuple[str, int]]) -> None:
-        await self._call(self._adjust(keys=[k for k, _ in items], args=[d for _, d in items]))
+    async def adjust(self, items: Sequence[tuple[str, int]], rid: str) -> None:
+        record = items[0][0].split(":", 2)[0] + ":" + items[0][0].split(":", 2)[1] + f":res:{rid}"
+        await self._call(self._adjust(keys=[k for k, _ in items] + [record], args=[d for _, d in items]))
+
+    async def cancel(self, counters: Sequence[Counter], rid: str) -> None:
+        keys = [c.key for c in counters] + [self._record(counters, rid)]
+        await self._call(self._cancel(keys=keys, args=[*(c.amount for c in counters), max(c.ttl for c in counters)]))
 
     async def hit(self, counters: Sequence[Counter]) -> list[int]:
         return await self._call(self._hit(keys=[c.key for c in counters], args=self._args(counters)))
+
+    async def values(self, counters: Sequence[Counter]) -> list[int]:
+        got = await self._call_raw(self.client.mget([c.key for c in counters]))
+        return [int(v) if v is not None else 0 for v in got] if isinstance(got, list) else [0] * len(counters)
 
     async def close(self) -> None:
         try:
@@ -304,6 +383,7 @@ class Reservation:
     tokens: int  # reserved on each token counter
     settled: bool = False
     microusd: int = 0  # reserved on each spend counter
+    rid: str = ""  # the store's record of it
 
 
 class Budgets:
@@ -374,22 +454,44 @@ class Budgets:
 
     async def reserve(self, values: Mapping[str, str], tokens: int, microusd: int | None = 0) -> Reservation | None:
         """Reserve `tokens`, one request and `microusd` on every limit that applies, all or none; None: no
-        limit applies."""
+        limit applies. A reservation whose answer is lost (a timeout, the caller gone) is cancelled in the
+        background, so that a script the store ran after all does not charge it."""
         counters = self.counters(values, tokens, microusd)
         if not counters:
             return None
+        rid = secrets.token_hex(12)
         t = time.monotonic()
         try:
-            ok, failed, used = await self.store.reserve(counters)
+            ok, failed, used = await self.store.reserve(counters, rid)
         except StoreError as e:
             self._store_failed("reserve", e)
+            self._background(self._undo(counters, rid))
             d = Decision(self.fail_open, tuple(counters), (), store_failed=True)
             self._decided(d)
-            return Reservation(d, 0, settled=True)  # nothing was reserved: nothing to settle
+            return Reservation(d, 0, settled=True)  # nothing is reserved (or it is being undone)
+        except asyncio.CancelledError:
+            self._background(self._undo(counters, rid))
+            raise
         self._observe("reserve", t)
         d = Decision(ok, tuple(counters), tuple(used), None if ok else counters[failed - 1])
         self._decided(d)
-        return Reservation(d, tokens, settled=not ok, microusd=microusd or 0)
+        return Reservation(d, tokens, settled=not ok, microusd=microusd or 0, rid=rid)
+
+    async def _undo(self, counters: list[Counter], rid: str) -> None:
+        """Cancel a reservation whose answer was lost, retrying while the store is away (a few seconds)."""
+        for delay in (0.0, 0.2, 1.0, 3.0, 10.0):
+            await asyncio.sleep(delay)
+            try:
+                await self.store.cancel(counters, rid)
+                return
+            except StoreError:
+                continue
+        log.debug("could not cancel reservation %s", rid)
+
+    def _background(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def settle(self, r: Reservation, charged: int, charged_microusd: int = 0) -> None:
         """Replace the reservation by what was charged (tokens and micro-dollars), in the background (the
@@ -401,18 +503,14 @@ class Budgets:
         items = [(c.key, delta[c.kind]) for c in r.decision.counters if delta.get(c.kind)]
         if not items:
             return
-        task = asyncio.get_running_loop().create_task(self._adjust(items))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self._background(self._adjust(items, r.rid))
 
     def charge(self, values: Mapping[str, str], charged: int, charged_microusd: int | None = 0) -> None:
         """Add what a request that had no reservation was charged (and the request), in the background."""
         counters = self.counters(values, charged, charged_microusd)
         if not counters:
             return
-        task = asyncio.get_running_loop().create_task(self._hit(counters))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self._background(self._hit(counters))
 
     async def _hit(self, counters: list[Counter]) -> None:
         t = time.monotonic()
@@ -423,10 +521,10 @@ class Budgets:
             return
         self._observe("charge", t)
 
-    async def _adjust(self, items: list[tuple[str, int]]) -> None:
+    async def _adjust(self, items: list[tuple[str, int]], rid: str) -> None:
         t = time.monotonic()
         try:
-            await self.store.adjust(items)
+            await self.store.adjust(items, rid)
         except StoreError as e:
             self._store_failed("settle", e)
             return
@@ -445,8 +543,7 @@ class Budgets:
         t = time.monotonic()
         try:
             if all(c.amount == 0 for c in counters):
-                _, _, used = await self.store.reserve(counters)  # adds nothing
-                used = used + [0] * (len(counters) - len(used))
+                used = await self.store.values(counters)
                 over = [not _fits(v, c) for c, v in zip(counters, used, strict=True)]
             else:
                 used = await self.store.hit(counters)
