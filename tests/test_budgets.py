@@ -351,6 +351,16 @@ def test_sentinel_and_cluster_stores_share_one_budget(tmp_path, topology):
         ("rateLimit:\n  failureMode: maybe\n", "rateLimit.failureMode: 'maybe' is not open or closed"),
         ("rateLimit:\n  redisTimeoutMs: 0\n", "rateLimit.redisTimeoutMs: must be an integer from 1 to 60000, not 0"),
         ("rateLimit:\n  limits:\n  - by: [team]\n    usd: 5\n", "rateLimit.limits[0].usd: a spend limit needs"),
+        (
+            "rateLimit:\n  limits:\n  - by: [team]\n    tokens: 5\n  - by: [team]\n    requests: 5\n",
+            "rateLimit.limits[1]: the same keys, match and window as limits[0]",
+        ),
+        (
+            "rateLimit:\n  limits:\n  - by: [llm]\n    match: {llm: OpenAI}\n    tokens: 5\n",
+            "rateLimit.limits[0].match.llm: 'OpenAI' is not a provider id",
+        ),
+        ("rateLimit:\n  enforce: true\n", "rateLimit.enforce: true needs limits"),
+        ("requestBodyMode: PARTIAL\n", "requestBodyMode: 'PARTIAL' is not BUFFERED_PARTIAL, BUFFERED or STREAMED"),
         ("rateLimit:\n  limits:\n  - by: [team]\n    usd: -1\n", "rateLimit.limits[0].usd: must be a number"),
         (
             "rateLimit:\n  limits:\n  - by: [team]\n    match: {model: x}\n    tokens: 5\n",
@@ -542,3 +552,65 @@ def test_the_memory_store_stays_within_its_key_cap():
     run(go())
     overflow = [v for k, (v, _) in store.counts.items() if "#overflow" in k]
     assert overflow == [200]  # each settled from 5 to 1, on the shared counter
+
+
+def _enforcing(tmp_path, redis, extra=""):
+    from test_serve import Sidecar
+
+    redis.command("FLUSHALL")
+    return Sidecar(tmp_path, extra=ENFORCE.format(url=redis.url) + extra)
+
+
+def test_a_partial_body_is_decided_at_once_and_a_bodyless_request_reserves_nothing(tmp_path, redis):
+    """Envoy's BUFFERED_PARTIAL sends one message of a body larger than its buffer (end_of_stream false) and
+    forwards the rest unread: the reservation is made on it, not skipped. A GET reserves nothing."""
+    import json
+
+    from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+    from test_serve import jwt_metadata, load, messages
+
+    s = _enforcing(tmp_path, redis)
+    try:
+        body = json.dumps({"model": "gpt-4o", "max_tokens": 200, "messages": [{"role": "user", "content": "hi"}]})
+        msgs = messages(
+            "/v1/chat/completions",
+            b"",
+            200,
+            "application/json",
+            [load("openai/chat.json")],
+            md=jwt_metadata("ops", "x"),
+        )
+        msgs[1] = pb.ProcessingRequest(request_body=pb.HttpBody(body=body.encode(), end_of_stream=False))
+        assert s.process(msgs[:2], provider="openai")[1].immediate_response.status.code == 429
+        get = messages("/v1/models", b"", 200, "application/json", [b'{"data":[]}'], md=jwt_metadata("ops", "x"))
+        get[0].request_headers.end_of_stream = True
+        del get[1]
+        resps = s.process(get, provider="openai")
+        assert not any(r.HasField("immediate_response") for r in resps)
+        assert redis.keys() == {}
+    finally:
+        s.stop()
+
+
+def test_a_model_field_added_to_the_body_cannot_pick_another_budget(tmp_path, redis):
+    """Azure serves the deployment the path names: a team x model budget is by that, not by a body field."""
+    import json
+
+    from test_serve import jwt_metadata, load, messages
+
+    extra = "  - by: [team, model]\n    tokens: 100\n    per: day\n"
+    s = _enforcing(tmp_path, redis, extra=extra.replace("  - ", "  - ", 1))
+    try:
+        path = "/openai/deployments/prod-chat/chat/completions?api-version=2024-10-21"
+        decisions = []
+        for i in range(3):
+            body = json.dumps({"model": f"x{i}", "max_tokens": 40, "messages": [{"role": "user", "content": "hi"}]})
+            msgs = messages(
+                path, body.encode(), 200, "application/json", [load("openai/chat.json")], md=jwt_metadata("dev", "x")
+            )
+            decisions.append(s.process(msgs, provider="azure")[1].HasField("immediate_response"))
+        assert decisions == [False, False, True]  # one budget: prod-chat's (43 + 43 + ~50 > 100)
+        assert any(",prod-chat:" in k for k in redis.keys())
+    finally:
+        s.stop()

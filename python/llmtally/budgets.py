@@ -370,7 +370,7 @@ class RedisStore:
 
 def _value(v: str) -> str:
     """A key value as stored: short printable values as they are, others by their hash (bounded keys)."""
-    if len(v) <= VALUE_MAX and v.isprintable() and ":" not in v and "{" not in v and "}" not in v:
+    if len(v) <= VALUE_MAX and v.isprintable() and not any(ch in v for ch in ":{},#"):
         return v
     return "#" + hashlib.sha256(v.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 

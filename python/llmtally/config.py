@@ -115,6 +115,10 @@ class Config:
     overflow_value: str = "overflow"
     #: request body bytes gathered for parse_request (the rest passes unread)
     max_request_body_bytes: int = 4 << 20
+    #: Envoy's ext_proc request_body_mode: BUFFERED_PARTIAL (the generated bootstrap's: one message, the body or
+    #: its first buffer's worth), BUFFERED or STREAMED (chunks); with budgets, a BUFFERED_PARTIAL message without
+    #: end_of_stream is decided on at once, as the rest never comes through llmtally
+    request_body_mode: str = "BUFFERED_PARTIAL"
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     #: encoding for models without a public tokenizer
@@ -178,6 +182,7 @@ class Config:
             "tls_cert_file",
             "tls_key_file",
             "tls_client_ca_file",
+            "request_body_mode",
         ):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{getattr(self, name)!r} is not a string", name)
@@ -204,6 +209,11 @@ class Config:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not flo <= v <= fhi:
                 raise ConfigError(f"must be a number of seconds from {flo:g} to {fhi:g}, not {v!r}", name)
+        if self.request_body_mode not in ("BUFFERED_PARTIAL", "BUFFERED", "STREAMED"):
+            raise ConfigError(
+                f"{self.request_body_mode!r} is not BUFFERED_PARTIAL, BUFFERED or STREAMED (Envoy's ext_proc mode)",
+                "request_body_mode",
+            )
         if self.default_encoding not in ENCODINGS:
             raise ConfigError(f"{self.default_encoding!r} is not one of {', '.join(ENCODINGS)}", "default_encoding")
         if self.workers > 1 and self.listen.startswith("unix"):
@@ -234,11 +244,25 @@ class Config:
             from .budgets import BUILTIN_KEYS
 
             known = {lab.name for lab in self.custom_labels} | set(BUILTIN_KEYS)
+            if self.rate_limit.enforce and not self.rate_limit.limits:
+                raise ConfigError("rateLimit.enforce: true needs limits; add rateLimit.limits, or leave enforce out")
+            seen_limits: dict[tuple[object, ...], int] = {}
             for i, lim in enumerate(self.rate_limit.limits):
-                if lim.microusd is not None and self.pricing is None:
+                same = (lim.name, lim.window)
+                if same in seen_limits:
                     raise ConfigError(
-                        f"rateLimit.limits[{i}].usd: a spend limit needs prices; add a pricing: section"
+                        f"rateLimit.limits[{i}]: the same keys, match and window as limits[{seen_limits[same]}] "
+                        "(they would share counters and charge twice); merge them into one limit"
                     )
+                seen_limits[same] = i
+                for k, v in lim.match:
+                    if k == "llm" and v not in _api_provider_ids():
+                        raise ConfigError(
+                            f"rateLimit.limits[{i}].match.llm: {v!r} is not a provider id "
+                            f"({', '.join(_api_provider_ids())})"
+                        )
+                if lim.microusd is not None and self.pricing is None:
+                    raise ConfigError(f"rateLimit.limits[{i}].usd: a spend limit needs prices; add a pricing: section")
                 unknown = [k for k in lim.by if k not in known]
                 if unknown:
                     raise ConfigError(
@@ -260,6 +284,12 @@ class Config:
             if not lab.metadata_key or not lab.key_delimiter or not lab.metadata_namespace:
                 raise ConfigError(f"{where}: metadataKey, metadataNamespace and keyDelimiter must not be empty")
         return self
+
+
+def _api_provider_ids() -> list[str]:
+    from ._api import providers
+
+    return [p.id for p in providers()]
 
 
 def _camel(name: str) -> str:

@@ -121,6 +121,8 @@ class Host:
         self.budgets: Budgets | None = None
         rl = config.rate_limit
         self.enforce = rl is not None and rl.enforce and bool(rl.limits)
+        #: a request body message without end_of_stream is all llmtally gets of it (Envoy's BUFFERED_PARTIAL)
+        self.partial_bodies = config.request_body_mode == "BUFFERED_PARTIAL"
 
     async def admit(self, ex: Exchange, resp: pb.ProcessingResponse) -> pb.ProcessingResponse:
         """The request body is read: reserve its tokens on every budget that applies, all or none. Returns
@@ -336,7 +338,8 @@ class Exchange:
         if kind == "request_body":
             b = req.request_body
             n = len(self.body) + len(b.body)
-            return n if n > HEAVY_BYTES and (b.end_of_stream or n >= self.host.config.max_request_body_bytes) else 0
+            last = b.end_of_stream or n >= self.host.config.max_request_body_bytes or self.host.partial_bodies
+            return n if n > HEAVY_BYTES and last else 0
         # a request cut before its end is parsed when the response starts
         n = len(self.body)
         return n if self.request is None and n > HEAVY_BYTES else 0
@@ -419,9 +422,10 @@ class Exchange:
                 self.host.shed("body_memory")
         if b.end_of_stream:
             return self._request_done("request_body")
-        if self.body_over and self.host.enforce and self.request is None:
-            # the rest of the body passes unread (Envoy's buffer, maxRequestBodyBytes, the memory budget):
-            # the budget decides now, on what was read, before the upstream is called
+        if self.host.enforce and self.request is None and (self.body_over or self.host.partial_bodies):
+            # the rest of the body passes unread (Envoy's BUFFERED_PARTIAL sends one message, its buffer's worth;
+            # maxRequestBodyBytes, the memory budget): the budget decides now, on what was read, before the
+            # upstream is called
             return self._request_done("request_body")
         return PASS["request_body"]
 
@@ -446,7 +450,11 @@ class Exchange:
             self._parse()
         info = cast(RequestInfo, self.request)  # set by _parse()
         self.hits = info.prompt_tokens
-        if self.host.enforce and not self.budget_checked:
+        if self.host.enforce and not self.budget_checked and kind == "request_headers":
+            # no body (GET /v1/models, a file download): not a generation, nothing to reserve; charged at the
+            # end if a response reports usage after all
+            pass
+        elif self.host.enforce and not self.budget_checked:
             self.budget_checked = True
             rl = self.host.config.rate_limit
             assert rl is not None
@@ -468,7 +476,11 @@ class Exchange:
         never shared by overflow), the model the request names, the provider."""
         missing = self.host.config.missing_label_value
         keys = dict(self.raw_keys) if self.raw_keys is not None else dict(self._labels())
-        model = self.request.model if self.request is not None else None
+        # where the path names the model (Azure's deployment, Gemini's, Vertex's and Bedrock's model), that is
+        # what is served: a model field the client adds to the body must not pick another budget
+        model = _api.parse_request(b"", self.provider or "auto", self.path, backend=self.host.backend).model
+        if model is None and self.request is not None:
+            model = self.request.model
         keys["model"] = model or missing
         keys["llm"] = self._llm()
         return keys

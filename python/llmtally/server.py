@@ -138,7 +138,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             # spend it reserved
             spent = ex.charged_microusd if ex.charged_microusd is not None else r.microusd
             budgets.settle(r, charged, spent)
-        elif self.host.enforce and ex.saw_request and not ex.budget_checked:
+        elif self.host.enforce and ex.saw_request and not ex.budget_checked and (charged or ex.charged_microusd):
             # the request reached the upstream without a reservation (Envoy sent no request body, or a
             # request ended before its body did): charged all the same
             budgets.charge(ex.budget_keys(), charged, ex.charged_microusd)
