@@ -19,9 +19,11 @@ from llmtally.budgets import duration
 from llmtally.demo import (
     BUDGETS,
     DEMO_MAX_OUTPUT_TOKENS,
+    DEMO_PRICES,
     SEED_BODY,
     SEED_PROMPT,
     SEED_STREAM_BODY,
+    SPEND_BUDGETS,
     Stack,
     keys,
     rate_limit_settings,
@@ -31,6 +33,7 @@ from llmtally.gateway import RATELIMIT
 
 SEED_FIELDS = {
     "completion_tokens",
+    "cost_usd",
     "http_method",
     "path",
     "prompt_tokens",
@@ -46,6 +49,18 @@ SEED_FIELDS = {
     "user",
 }
 ANSWER = upstream.ANSWERS[SEED_PROMPT]
+
+
+def usd(prompt: int, completion: int) -> float:
+    """What gpt-3.5-turbo costs by the demo's price table (0.5 and 1.5 USD per million), in whole micro-dollars
+    rounded half up, as a number of dollars."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    p = DEMO_PRICES["gpt-3.5-turbo"]
+    micro = prompt * Decimal(str(p["input"])) + completion * Decimal(str(p["output"]))
+    return int(micro.quantize(Decimal(1), rounding=ROUND_HALF_UP)) / 1_000_000
+
+
 #: tokens per minute of the team that sends the large request bodies
 LARGE_BUDGET = 4_000_000_000
 CAROL = {"iss": "solo.io", "org": "solo.io", "sub": "carol", "team": "qa", "llms": {}}
@@ -124,6 +139,7 @@ def test_seed_walkthrough_alice_and_bob(stack):
     assert set(line) == SEED_FIELDS and isinstance(line["target_duration"], int)
     assert without_volatile(line) == {
         "completion_tokens": completion,
+        "cost_usd": usd(21, completion),
         "http_method": "POST",
         "path": "/openai",
         "prompt_tokens": 21,
@@ -139,6 +155,7 @@ def test_seed_walkthrough_alice_and_bob(stack):
     assert status == 200 and body.endswith(b"data: [DONE]\n\n")
     assert without_volatile(line) == {
         "completion_tokens": completion,
+        "cost_usd": usd(21, completion),
         "http_method": "POST",
         "path": "/openai",
         "prompt_tokens": 21,
@@ -281,6 +298,7 @@ def test_a_team_over_its_token_budget_gets_429(stack):
     }
     assert without_volatile(lines[0]) == {
         "completion_tokens": total - 21,
+        "cost_usd": usd(21, total - 21),
         "http_method": "POST",
         "path": "/openai",
         "prompt_tokens": 21,
@@ -296,6 +314,7 @@ def test_a_team_over_its_token_budget_gets_429(stack):
     assert lines[1]["target_duration"] is None
     assert without_volatile(lines[1]) == {
         "completion_tokens": None,
+        "cost_usd": None,
         "http_method": "POST",
         "path": "/openai",
         "prompt_tokens": 21,
@@ -428,6 +447,7 @@ def test_the_demo_command():
     assert len(ops) == 5  # the seed stream, the Gemini stream, two more, then the refusal (72+78+72+72 = 294)
     assert without_volatile(log[-1]) == {
         "completion_tokens": None,
+        "cost_usd": None,
         "http_method": "POST",
         "path": "/openai",
         "prompt_tokens": 21,
@@ -459,6 +479,38 @@ def test_the_demo_command():
     }
     assert 'ai_budget_decisions_total{limit="team=ops",outcome="denied"} 1.0' in r.stdout
     assert f'ai_budget_decisions_total{{limit="team=ops",outcome="allowed"}} {len(ops) - 1}.0' in r.stdout
+    # spend per team, next to the tokens: llmtally's metric equals the sum of the access log's cost_usd
+    k = out.index("# spend per team (llmtally's ai_cost_usd_total, by the demo's price table)")
+    printed = dict(ln.removesuffix(" USD").split(": ") for ln in out[k + 1 :] if ln.endswith(" USD"))
+    logged = {}
+    for line in log:
+        if line["cost_usd"] is not None:
+            logged[line["team"]] = logged.get(line["team"], 0) + round(line["cost_usd"] * 1_000_000)
+    assert printed == {team: f"{micro / 1_000_000:.6f}" for team, micro in sorted(logged.items())}
+    assert set(printed) == {"dev", "ops"} and all(line["cost_usd"] for line in log if line["response_code"] == 200)
+
+
+def test_a_team_over_its_spend_budget_gets_429(stack):
+    """A budget in US dollars: each request reserves its prompt estimate at the input price and its output
+    limit at the output price, and is settled to its cost; a team past its spend gets 429."""
+    lab = stack.key.token({"iss": "solo.io", "org": "solo.io", "sub": "dana", "team": "lab", "llms": {}})
+    completion = oracle.count(ANSWER, "cl100k_base")
+    away_from_a_minute_boundary()
+    statuses, lines = [], []
+    for _ in range(3):
+        status, data, line = send(stack, "/openai", lab, SEED_BODY)
+        statuses.append(status)
+        lines.append(line)
+    # 0.0003 USD a minute; each reserves 21 x 0.5 + 100 x 1.5 = 160.5 -> 161 micro-dollars and costs 87:
+    # 161 fits, 87 + 161 fits, 174 + 161 = 335 does not
+    assert statuses == [200, 200, 429]
+    assert [line["cost_usd"] for line in lines] == [usd(21, completion), usd(21, completion), None]
+    body = json.loads(data)
+    assert body["error"]["code"] == "rate_limit_exceeded"
+    assert body["error"]["message"].startswith(
+        f"llmtally: the spend budget of team=lab ({SPEND_BUDGETS['lab']:.6f} USD per 60 s) has no room for this "
+        "request (0.000161 USD)"
+    )
 
 
 def test_deploy_files_match_what_llmtally_exports(stack, tmp_path):

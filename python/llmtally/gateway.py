@@ -31,7 +31,7 @@ ROUTES = [
     ("/bedrock/", "/", "bedrock"),
 ]
 
-#: the seed document's access log fields
+#: the seed document's access log fields, and the cost
 ACCESS_LOG_FORMAT = {
     "http_method": "%REQ(:METHOD)%",
     "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
@@ -47,6 +47,8 @@ ACCESS_LOG_FORMAT = {
     "completion_tokens": "%DYNAMIC_METADATA(ai.gateway.kgateway.dev:completion_tokens)%",
     "rate_limited_tokens": "%DYNAMIC_METADATA(envoy.ratelimit:hits_addend)%",
     "streaming": "%DYNAMIC_METADATA(ai.gateway.kgateway.dev:streaming)%",
+    # beyond the seed: the spend, where the model has a price (llmtally's pricing section)
+    "cost_usd": "%DYNAMIC_METADATA(ai.gateway.kgateway.dev:cost_usd)%",
 }
 
 TEAM_DESCRIPTOR = [

@@ -102,7 +102,7 @@ _DATE = re.compile(r"(?:[-@]\d{4}-\d{2}-\d{2}|[-@]\d{8}|-\d{4})$")
 
 
 #: how catalogs spell a provider id (LiteLLM: `vertex_ai/...`)
-_CATALOG_PREFIXES = {"vertex-ai": ("vertex-ai", "vertex_ai")}
+_CATALOG_PREFIXES = {"vertex-ai": ("vertex-ai", "vertex_ai"), "cohere": ("cohere", "cohere_chat")}
 
 
 def candidates(model: str, llm: str = "") -> list[str]:

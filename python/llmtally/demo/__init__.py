@@ -37,6 +37,14 @@ SEED_BODY: dict[str, object] = {"model": "gpt-3.5-turbo", "messages": [{"role": 
 SEED_STREAM_BODY = dict(SEED_BODY, stream_options={"include_usage": True}, stream=True)
 #: tokens per minute per team; ops is small so the demo can show a refusal
 BUDGETS = {"dev": 100_000, "ops": 400, "qa": 100}
+#: spend budgets (US dollars per minute) of teams with no token budget
+SPEND_BUDGETS = {"lab": 0.0003}
+#: the demo's price table: USD per million tokens, as the providers list them
+DEMO_PRICES = {
+    "gpt-3.5-turbo": {"input": 0.5, "output": 1.5},
+    "claude-sonnet-4-5": {"input": 3, "cachedInput": 0.3, "cacheWrite": 3.75, "output": 15},
+    "gemini-2.5-flash": {"input": 0.3, "output": 2.5},
+}
 #: the output tokens llmtally reserves for a request that sets no max_tokens (`rateLimit.defaultMaxOutputTokens`;
 #: llmtally's default, 4096, would not fit in ops' budget: the seed's requests set none)
 DEMO_MAX_OUTPUT_TOKENS = 100
@@ -54,18 +62,27 @@ def free_port(preferred: int = 0) -> int:
 
 
 def rate_limit_settings(
-    budgets: dict[str, int] | None = None, per: str = "minute", **settings: object
+    budgets: dict[str, int] | None = None,
+    per: str = "minute",
+    spend: dict[str, float] | None = None,
+    **settings: object,
 ) -> dict[str, object]:
     """A `rateLimit` section: llmtally reserves each request's tokens when its body is read and answers 429
     itself when they do not fit (`enforce`), with x-ratelimit-* headers; one token budget per team, by the
-    `team` label. `settings`: more rateLimit settings (redis, failureMode, ...) or replacements."""
+    `team` label, and spend budgets in US dollars (`spend`, the demo's SPEND_BUDGETS by default). `settings`:
+    more rateLimit settings (redis, failureMode, ...) or replacements."""
     budgets = BUDGETS if budgets is None else budgets
+    spend = SPEND_BUDGETS if spend is None else spend
+    limits: list[dict[str, object]] = [
+        {"by": ["team"], "match": {"team": t}, "tokens": n, "per": per} for t, n in budgets.items()
+    ]
+    limits += [{"by": ["team"], "match": {"team": t}, "usd": usd, "per": per} for t, usd in spend.items()]
     return {
         "enforce": True,
         "headers": True,
         "defaultMaxOutputTokens": DEMO_MAX_OUTPUT_TOKENS,
         **settings,
-        "limits": [{"by": ["team"], "match": {"team": t}, "tokens": n, "per": per} for t, n in budgets.items()],
+        "limits": limits,
     }
 
 
@@ -77,6 +94,7 @@ def llmtally_config(grpc_addr: str, metrics_port: int, rate_limit_section: dict[
         "metricsAddr": f"127.0.0.1:{metrics_port}",
         "stats": {"customLabels": [{"name": "team", "metadataKey": "principal:team"}]},
         "rateLimit": rate_limit_settings() if rate_limit_section is None else rate_limit_section,
+        "pricing": {"models": DEMO_PRICES},
     }
     return yaml.safe_dump(doc, sort_keys=False)
 
@@ -226,6 +244,20 @@ class Stack:
         return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
 
 
+def spend_per_team(metrics_text: str) -> dict[str, float]:
+    """The sum of `ai_cost_usd_total` per team, from a /metrics page."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(metrics_text):
+        if fam.name == "ai_cost_usd":
+            for sm in fam.samples:
+                if sm.name == "ai_cost_usd_total":
+                    team = sm.labels.get("team", "")
+                    out[team] = out.get(team, 0.0) + sm.value
+    return out
+
+
 def main(keep_running: bool = False) -> int:
     say = lambda msg: print(f"[demo] {msg}", flush=True)  # noqa: E731
     stack = Stack(listen_port=8080, say=say)
@@ -308,6 +340,9 @@ def main(keep_running: bool = False) -> int:
                 )
             ):
                 print(ln)
+        print("\n# spend per team (llmtally's ai_cost_usd_total, by the demo's price table)")
+        for team, usd in sorted(spend_per_team(stack.metrics_text()).items()):
+            print(f"{team}: {usd:.6f} USD")
         if keep_running:
             # handlers first: whoever reads "Ctrl-C stops it." may signal at once
             stop = threading.Event()
