@@ -192,6 +192,13 @@ class RedisCluster:
                     stderr=subprocess.DEVNULL,
                 )
             )
+        try:
+            self._form(cli)
+        except BaseException:
+            self.stop()  # no node outlives a cluster that did not form
+            raise
+
+    def _form(self, cli: str) -> None:
         for port, proc in zip(self.ports, self.procs, strict=True):
             _wait_port(port, proc, "redis cluster node")
         subprocess.run(
