@@ -129,9 +129,14 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     def _end(self, ex: Exchange) -> None:
         """The stream is over: record it, and replace its reservation by what it was charged."""
         ex.close()
-        r, budgets = ex.reservation, self.host.budgets
-        if budgets is None:
-            return
+        if self.host.budgets is not None:
+            try:
+                self._settle(ex, self.host.budgets)
+            except Exception:  # a bug here must not end the handler: the stream is over already
+                self.host.fault("settle", ex)
+
+    def _settle(self, ex: Exchange, budgets: Budgets) -> None:
+        r = ex.reservation
         charged = ex.charged if ex.charged is not None else ex.hits
         if r is not None:
             # a call whose end has no price (nothing came, or the provider named an unpriced model) keeps the
