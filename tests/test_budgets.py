@@ -350,7 +350,18 @@ def test_sentinel_and_cluster_stores_share_one_budget(tmp_path, topology):
         ("rateLimit:\n  headers: true\n", "rateLimit.headers: the x-ratelimit-* headers need enforce: true"),
         ("rateLimit:\n  failureMode: maybe\n", "rateLimit.failureMode: 'maybe' is not open or closed"),
         ("rateLimit:\n  redisTimeoutMs: 0\n", "rateLimit.redisTimeoutMs: must be an integer from 1 to 60000, not 0"),
-        ("rateLimit:\n  limits:\n  - by: [team]\n    usd: 5\n", "rateLimit.limits[0].usd: a spend limit needs"),
+        (
+            "rateLimit:\n  enforce: true\n  limits:\n  - by: [team]\n    usd: 5\n",
+            "rateLimit.limits[0].usd: a spend limit needs",
+        ),
+        (
+            "rateLimit:\n  limits:\n  - by: [team]\n    usd: 5\n",
+            "rateLimit.limits[0].usd: spend limits are held by llmtally's",
+        ),
+        (
+            "rateLimit:\n  limits:\n  - by: [team]\n    usd: 0.0000001\n",
+            "rateLimit.limits[0].usd: 1e-07 is less than one micro",
+        ),
         (
             "rateLimit:\n  limits:\n  - by: [team]\n    tokens: 5\n  - by: [team]\n    requests: 5\n",
             "rateLimit.limits[1]: the same keys, match and window as limits[0]",
@@ -612,5 +623,44 @@ def test_a_model_field_added_to_the_body_cannot_pick_another_budget(tmp_path, re
             decisions.append(s.process(msgs, provider="azure")[1].HasField("immediate_response"))
         assert decisions == [False, False, True]  # one budget: prod-chat's (43 + 43 + ~50 > 100)
         assert any(",prod-chat:" in k for k in redis.keys())
+    finally:
+        s.stop()
+
+
+def test_spend_is_charged_when_only_the_provider_names_a_priced_model_and_released_when_a_call_fails(tmp_path, redis):
+    """The request names an unpriced model (an alias, an Azure deployment), the provider answers as a priced
+    one: the call's spend reaches the budget at its end. A call that fails with no usage spends nothing."""
+    import json
+
+    from test_serve import Sidecar, jwt_metadata, load, messages
+
+    redis.command("FLUSHALL")
+    extra = (
+        "pricing:\n  models:\n    gpt-3.5-turbo: {input: 500, output: 1500}\n"
+        f"rateLimit:\n  enforce: true\n  redis: {redis.url}\n  limits:\n  - by: [team]\n    usd: 0.1\n    per: day\n"
+    )
+    body = json.dumps({"model": "my-alias", "max_tokens": 30, "messages": [{"role": "user", "content": "hi"}]})
+    ok = messages(
+        "/v1/chat/completions",
+        body.encode(),
+        200,
+        "application/json",
+        [load("openai/chat.json")],
+        md=jwt_metadata("ops", "x"),
+    )
+    err = b'{"error":{"message":"overloaded","type":"server_error","param":null,"code":null}}'
+    failed = messages(
+        "/v1/chat/completions", body.encode(), 503, "application/json", [err], md=jwt_metadata("ops", "x")
+    )
+    s = Sidecar(tmp_path, extra=extra)
+    try:
+        s.process(failed, provider="openai")
+        assert redis.keys() == {}  # nothing reserved for an unpriced name, nothing charged for a failure
+        s.process(ok, provider="openai")  # answered as gpt-3.5-turbo-0125: 21 x 500 + 22 x 1500
+        _settled(redis, 43_500)
+        s.process(ok, provider="openai")
+        _settled(redis, 87_000)
+        s.process(ok, provider="openai")  # admitted: the name has no price to reserve; charged at the end
+        _settled(redis, 130_500)
     finally:
         s.stop()

@@ -217,3 +217,34 @@ def test_cost_reaches_the_metadata_and_the_metrics_and_unpriced_models_are_count
     finally:
         s.stop()
     assert s.log.read_text().count("has no price in the pricing table") == 1
+
+
+def test_dates_are_dates_and_vendors_are_bedrocks():
+    assert candidates("gpt-4-0613") == ["gpt-4-0613", "gpt-4"]
+    assert candidates("llama3-70b-8192") == ["llama3-70b-8192"]  # Groq's context size, not a date
+    assert candidates("command-r-08-2024") == ["command-r-08-2024"]  # Cohere's month-year
+    assert candidates("my.fine-tune-v2") == ["my.fine-tune-v2"]  # a dot is not a Bedrock vendor
+    assert candidates("meta.llama3-1-70b-instruct-v1:0")[-1] == "llama3-1-70b-instruct"
+
+
+def test_an_exact_catalog_price_beats_an_undated_entry_of_the_operator():
+    own = parse_table({"models": {"gpt-4o": {"input": 2.5, "output": 10}}})
+    catalog = parse_litellm({"gpt-4o-2024-05-13": {"input_cost_per_token": 5e-06, "output_cost_per_token": 1.5e-05}})
+    t = own.merged_over(catalog)
+    assert t.find("gpt-4o-2024-05-13", "openai")[0] == "gpt-4o-2024-05-13"
+    assert t.find("gpt-4o-2024-08-06", "openai")[0] == "gpt-4o"
+
+
+def test_absurd_catalog_prices_are_left_out_and_a_call_is_never_lost_to_its_price():
+    t = parse_litellm(
+        {
+            "huge": {"input_cost_per_token": 1e25, "output_cost_per_token": 1e-06},
+            "ok": {
+                "input_cost_per_token": 1e-06,
+                "output_cost_per_token": 2e-06,
+                "input_cost_per_token_above_" + "9" * 5000 + "k_tokens": 1e-06,
+            },
+        }
+    )
+    assert sorted(t.prices) == ["ok"] and t.prices["ok"].tiers == ()
+    assert rounded(microusd(t.prices["ok"].rates and t.prices["ok"], usage(10**19, 10**19))) == 3 * 10**19

@@ -505,9 +505,14 @@ class Budgets:
             return
         self._background(self._adjust(items, r.rid))
 
-    def charge(self, values: Mapping[str, str], charged: int, charged_microusd: int | None = 0) -> None:
-        """Add what a request that had no reservation was charged (and the request), in the background."""
+    def charge(
+        self, values: Mapping[str, str], charged: int, charged_microusd: int | None = 0, spend_only: bool = False
+    ) -> None:
+        """Add what a request that had no reservation was charged (and the request), in the background;
+        `spend_only`: its spend alone (the rest was reserved and settled)."""
         counters = self.counters(values, charged, charged_microusd)
+        if spend_only:
+            counters = [c for c in counters if c.kind == "microusd"]
         if not counters:
             return
         self._background(self._hit(counters))
@@ -618,7 +623,7 @@ def rate_limit_headers(d: Decision, now: float) -> list[tuple[str, str]]:
     return out
 
 
-def refusal(provider: str, status: int, message: str) -> tuple[bytes, list[tuple[str, str]]]:
+def refusal(provider: str, status: int, message: str, kind: str = "tokens") -> tuple[bytes, list[tuple[str, str]]]:
     """The body and headers of an error in the provider's own shape, so its SDKs raise their usual error
     (a RateLimitError for 429)."""
     import json
@@ -640,5 +645,6 @@ def refusal(provider: str, status: int, message: str) -> tuple[bytes, list[tuple
         doc = {"message": message}
     else:  # OpenAI and the compatible APIs (Azure, Mistral, vLLM...)
         code = "rate_limit_exceeded" if rate else "service_unavailable"
-        doc = {"error": {"message": message, "type": "tokens" if rate else "server_error", "param": None, "code": code}}
+        kind = {"microusd": "spend"}.get(kind, kind)  # OpenAI's types are tokens and requests
+        doc = {"error": {"message": message, "type": kind if rate else "server_error", "param": None, "code": code}}
     return json.dumps(doc, separators=(",", ":")).encode(), headers

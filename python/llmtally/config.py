@@ -261,6 +261,11 @@ class Config:
                             f"rateLimit.limits[{i}].match.llm: {v!r} is not a provider id "
                             f"({', '.join(_api_provider_ids())})"
                         )
+                if lim.microusd is not None and not self.rate_limit.enforce:
+                    raise ConfigError(
+                        f"rateLimit.limits[{i}].usd: spend limits are held by llmtally's reservation only; "
+                        "set rateLimit.enforce: true (Envoy's rate-limit filter path charges tokens)"
+                    )
                 if lim.microusd is not None and self.pricing is None:
                     raise ConfigError(f"rateLimit.limits[{i}].usd: a spend limit needs prices; add a pricing: section")
                 unknown = [k for k in lim.by if k not in known]
@@ -470,6 +475,8 @@ def _limit(where: str, item: object, window: int) -> Limit:
         if isinstance(usd, bool) or not isinstance(usd, (int, float)) or not 0 < usd <= 1_000_000_000:
             raise ConfigError(f"{where}.usd: must be a number of US dollars from 0 to 1000000000, not {usd!r}")
         microusd = round(usd * 1_000_000)
+        if microusd < 1:
+            raise ConfigError(f"{where}.usd: {usd!r} is less than one micro-dollar")
     tokens = _count(f"{where}.tokens", item["tokens"]) if "tokens" in item else None
     requests = _count(f"{where}.requests", item["requests"]) if "requests" in item else None
     if "per" in item and "windowSeconds" in item:

@@ -158,7 +158,7 @@ class Host:
                 f"{c.limit.window} s) has no room for this request ({need}); retry in {int(-(-wait // 1))} s"
             )
             status, extra = 429, [("retry-after", str(int(-(-wait // 1)))), *rate_limit_headers(d, now)]
-        body, headers = refusal(ex._llm(), status, message)
+        body, headers = refusal(ex._llm(), status, message, d.denied.kind if d.denied is not None else "tokens")
         out = immediate(status, body, headers + extra, resp.dynamic_metadata)
         # the access log's rate_limited_tokens: nothing was charged for a refused request
         out.dynamic_metadata.fields[self.config.ratelimit_namespace].struct_value.fields["hits_addend"].number_value = 0
@@ -504,7 +504,11 @@ class Exchange:
         table = self.host.config.pricing
         if table is None or u.source == "none":
             return None
-        found = table.cost(u, self._llm())
+        try:
+            found = table.cost(u, self._llm())
+        except Exception:  # a price must never cost a call its usage
+            log.warning("could not price a call of %r", (u.model or "")[:128], exc_info=True)
+            return None
         return None if found is None else found[1]
 
     # -- response --

@@ -22,13 +22,16 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import TYPE_CHECKING
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from ._types import Usage
 
 MILLION = Decimal(1_000_000)
+#: the largest price taken, USD per million tokens (from the table or a catalog)
+PRICE_MAX = Decimal(1_000_000)
+_WIDE = Context(prec=60)
 #: the price kinds, as written in the configuration (USD per million tokens)
 KINDS = ("input", "cachedInput", "cacheWrite", "output", "reasoning")
 
@@ -85,49 +88,62 @@ def microusd(price: Price, u: Usage) -> Decimal:
 
 
 def rounded(micro: Decimal) -> int:
-    """Whole micro-dollars, half up."""
-    return int(micro.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    """Whole micro-dollars, half up (in a context wide enough for any count of tokens at any price allowed)."""
+    return int(micro.quantize(Decimal(1), rounding=ROUND_HALF_UP, context=_WIDE))
 
 
 # -- matching --
 
 #: Bedrock's cross-region inference prefixes (`us.anthropic.claude-...`)
 _REGION = re.compile(r"^(?:us|eu|apac|us-gov|ca|jp|au|global)\.")
-#: a Bedrock vendor prefix (`anthropic.`, `meta.`, `amazon.`...) before the model
-_VENDOR = re.compile(r"^[a-z0-9-]+\.(?=[a-z])")
+#: a Bedrock vendor prefix before the model (`anthropic.claude-...`): the vendors Bedrock names
+_VENDOR = re.compile(
+    r"^(?:anthropic|amazon|meta|mistral|cohere|ai21|deepseek|writer|qwen|openai|stability|twelvelabs|luma)\."
+)
 #: Bedrock's version suffix (`-v2:0`, `-v1`, `:0`)
-_VERSION = re.compile(r"(?:-v\d+)?(?::\d+)?$")
-#: a dated snapshot: `-2024-08-06`, `-20241022`, `@20241022`, `-0613`
-_DATE = re.compile(r"(?:[-@]\d{4}-\d{2}-\d{2}|[-@]\d{8}|-\d{4})$")
+_VERSION = re.compile(r"(?:-v[0-9]+)?(?::[0-9]+)?$")
+#: a dated snapshot: `-2024-08-06`, `-20241022`, `@20241022`, OpenAI's `-0613` (a month and a day: not
+#: Groq's `-8192` context size, nor Cohere's `-08-2024`)
+_DATE = re.compile(
+    r"(?:[-@]20[0-9]{2}-[01][0-9]-[0-3][0-9]|[-@]20[0-9]{2}[01][0-9][0-3][0-9]|-(?:0[1-9]|1[0-2])(?:[0-2][0-9]|3[01]))$"
+)
 
 
 #: how catalogs spell a provider id (LiteLLM: `vertex_ai/...`)
 _CATALOG_PREFIXES = {"vertex-ai": ("vertex-ai", "vertex_ai"), "cohere": ("cohere", "cohere_chat")}
 
 
-def candidates(model: str, llm: str = "") -> list[str]:
-    """The names a model is looked up by, most specific first: provider-qualified, as given, without Gemini's
-    `models/`, without Bedrock's region, vendor and version, without a date."""
-    seen: list[str] = []
-
-    def add(name: str) -> None:
-        if name and name not in seen:
-            seen.append(name)
-
+def variants(model: str) -> list[str]:
+    """A model's names, most specific first: as given, without Gemini's `models/`, without Bedrock's region,
+    vendor and version (names with a Bedrock vendor only), without a date."""
     names = [model]
     if model.startswith("models/"):
         names.append(model[len("models/") :])
     for name in list(names):
-        base = _VERSION.sub("", _VENDOR.sub("", _REGION.sub("", name))) if "." in name else name
-        names.append(base)
+        bare = _REGION.sub("", name)
+        if _VENDOR.match(bare):
+            names.append(_VERSION.sub("", _VENDOR.sub("", bare)))
     for name in list(names):
         names.append(_DATE.sub("", name))
+    out: list[str] = []
+    for n in names:
+        if n and n not in out:
+            out.append(n)
+    return out
+
+
+def candidates(model: str, llm: str = "") -> list[str]:
+    """The names a model is looked up by, most specific first: each variant provider-qualified, then as is."""
     prefixes = _CATALOG_PREFIXES.get(llm, (llm,)) if llm else ()
-    for name in names:
-        for prefix in prefixes:
-            add(f"{prefix}/{name}")
-        add(name)
-    return seen
+    out: list[str] = []
+    for name in variants(model):
+        for n in (*(f"{p}/{name}" for p in prefixes), name):
+            if n not in out:
+                out.append(n)
+    return out
+
+
+_UNSEEN = object()
 
 
 class PriceTable:
@@ -141,35 +157,51 @@ class PriceTable:
         self.prices = dict(prices)
         self.aliases = dict(aliases or {})
         self.under = under
-        self._found: dict[tuple[str | None, str | None, str], tuple[str, Price] | None] = {}
+        self._found: dict[tuple[str | None, str | None, str], object] = {}
 
     def find(self, model: str | None, llm: str = "") -> tuple[str, Price] | None:
-        """(the entry's name, its price) for a model, or None: not priced."""
+        """(the entry's name, its price) for a model, or None: not priced. Variant by variant, most specific
+        first; within one, this table's entries before the catalog's: an exact dated name in the catalog
+        beats an undated one of the operator's, and the operator's `gpt-4o` beats the catalog's
+        `openai/gpt-4o`."""
         if not model:
             return None
         model = self.aliases.get(model, model)
-        for name in candidates(model, llm):
-            p = self.prices.get(name)
-            if p is not None:
-                return name, p
-        return self.under.find(model, llm) if self.under is not None else None
+        prefixes = _CATALOG_PREFIXES.get(llm, (llm,)) if llm else ()
+        layers = [t.prices for t in self._layers()]
+        for name in variants(model):
+            names = (*(f"{p}/{name}" for p in prefixes), name)
+            for prices in layers:
+                for n in names:
+                    p = prices.get(n)
+                    if p is not None:
+                        return n, p
+        return None
+
+    def _layers(self) -> list[PriceTable]:
+        out: list[PriceTable] = []
+        t: PriceTable | None = self
+        while t is not None:
+            out.append(t)
+            t = t.under
+        return out
 
     def cost(self, u: Usage, llm: str = "") -> tuple[str, int] | None:
         """(the entry that priced it, whole micro-dollars) of a call, or None: not priced. The provider's own
         name for the model answers first (a dated snapshot may be priced apart), then the request's. Lookups
         are remembered (bounded: model names come from clients)."""
         key = (u.provider_model, u.model, llm)
-        if key in self._found:
-            found = self._found[key]
-        else:
+        found = self._found.get(key, _UNSEEN)  # one read: other threads may clear the dict meanwhile
+        if found is _UNSEEN:
             found = self.find(u.provider_model, llm) if u.provider_model else None
             found = found or self.find(u.model, llm)
             if len(self._found) >= 10_000:
                 self._found.clear()
             self._found[key] = found
-        if found is None:
+        if found is None or found is _UNSEEN:
             return None
-        return found[0], rounded(microusd(found[1], u))
+        name, price = cast("tuple[str, Price]", found)
+        return name, rounded(microusd(price, u))
 
     def merged_over(self, catalog: PriceTable) -> PriceTable:
         """This table over `catalog` (the operator's own entries win)."""
@@ -262,7 +294,7 @@ _LITELLM = {
     "cache_creation_input_token_cost": "cacheWrite",
     "output_cost_per_reasoning_token": "reasoning",
 }
-_ABOVE = re.compile(r"^(.+)_above_(\d+)k_tokens$")
+_ABOVE = re.compile(r"^(.+)_above_([0-9]{1,7})k_tokens$")
 
 
 def _per_million(value: object) -> Decimal | None:
@@ -272,7 +304,7 @@ def _per_million(value: object) -> Decimal | None:
         d = Decimal(str(value)) * MILLION
     except InvalidOperation:
         return None
-    return d.normalize() if d.is_finite() and d >= 0 else None
+    return d.normalize() if d.is_finite() and 0 <= d <= PRICE_MAX else None
 
 
 def _litellm_rates(entry: Mapping[str, object], suffix: str = "") -> dict[str, Decimal]:

@@ -139,10 +139,16 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         r = ex.reservation
         charged = ex.charged if ex.charged is not None else ex.hits
         if r is not None:
-            # a call whose end has no price (nothing came, or the provider named an unpriced model) keeps the
-            # spend it reserved
-            spent = ex.charged_microusd if ex.charged_microusd is not None else r.microusd
+            # a call without a price at its end keeps the spend it reserved, unless nothing was used (a failed
+            # call: an outage must not spend the budgets)
+            spent = ex.charged_microusd if ex.charged_microusd is not None else (r.microusd if charged else 0)
             budgets.settle(r, charged, spent)
+            if ex.charged_microusd and not any(c.kind == "microusd" for c in r.decision.counters):
+                # the request named a model without a price, the provider one with: its spend is charged now
+                budgets.charge(ex.budget_keys(), 0, ex.charged_microusd, spend_only=True)
+        elif self.host.enforce and ex.budget_checked and ex.charged_microusd:
+            # nothing was reserved (no limit held an unpriced name), but the call had a price after all
+            budgets.charge(ex.budget_keys(), 0, ex.charged_microusd, spend_only=True)
         elif self.host.enforce and ex.saw_request and not ex.budget_checked and (charged or ex.charged_microusd):
             # the request reached the upstream without a reservation (Envoy sent no request body, or a
             # request ended before its body did): charged all the same
