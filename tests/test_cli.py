@@ -109,3 +109,16 @@ def test_scan_warns_when_it_finds_nothing(tmp_path):
     assert r.stderr.count(b"\n") == 1
     r = llmtally("scan", str(FIXTURES / "openai/chat.json"))
     assert r.stderr == b""
+
+
+def test_version_names_the_release_and_the_backend():
+    import subprocess
+    import sys
+
+    import llmtally
+
+    r = subprocess.run([sys.executable, "-m", "llmtally.cli", "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == f"llmtally {llmtally.__version__} ({llmtally.backend()} backend)\n"
+    from importlib.metadata import version
+
+    assert llmtally.__version__ == version("llmtally")

@@ -714,3 +714,26 @@ def test_flags_and_env_override_the_file(tmp_path):
     assert (c.listen, c.metrics_addr, c.log_level) == ("unix:/run/x.sock", "0.0.0.0:9999", "debug")
     c = load(None, {}, {"LLMTALLY_CONFIG": str(f), "LLMTALLY_LOG_LEVEL": "error"})
     assert (c.listen, c.log_level) == ("127.0.0.1:1", "error")
+
+
+def test_build_info_process_metrics_and_debug_logs_of_llmtally_only(tmp_path):
+    """`llmtally_build_info{version,backend}` and the process metrics are on /metrics; `logLevel: debug` turns
+    on llmtally's debug lines, not gRPC's or asyncio's."""
+    s = Sidecar(tmp_path, extra="logLevel: debug\nrateLimit:\n  limits:\n  - descriptorKey: team\n    tokens: 100\n")
+    try:
+        from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as rl
+        from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+
+        d = rl.RateLimitDescriptor(entries=[rl.RateLimitDescriptor.Entry(key="team", value="ops")])
+        rls_pb2_grpc.RateLimitServiceStub(s.channel).ShouldRateLimit(
+            rls_pb2.RateLimitRequest(domain="llmtally", descriptors=[d]), timeout=5
+        )  # llmtally.ratelimit logs each call at debug
+        s.process(case_messages(SEED_STREAM), provider="openai")
+        m = s.metrics()
+        assert sample(m, "llmtally_build_info", version=llmtally.__version__, backend="native") == 1
+        assert m[("process_resident_memory_bytes", ())] > 50e6 and m[("process_open_fds", ())] > 0
+    finally:
+        s.stop()
+    lines = [ln for ln in s.log.read_text().splitlines() if " DEBUG " in ln]
+    assert any(" DEBUG llmtally.ratelimit: rate limit " in ln for ln in lines), lines[:5]
+    assert all(ln.split(" DEBUG ", 1)[1].startswith("llmtally") for ln in lines), lines[:5]  # not asyncio's

@@ -23,6 +23,18 @@ from ._types import Provider, RequestInfo, Stats, Usage
 #: provider ids, in `auto` detection order, and `auto`
 PROVIDERS = (*(p.id for p in providers()), "auto")
 
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llmtally")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
+
 __all__ = [
     "BACKENDS",
     "DEFAULT_MAX_DECODED_BYTES",
@@ -34,6 +46,7 @@ __all__ = [
     "ResponseScanner",
     "Stats",
     "Usage",
+    "__version__",
     "backend",
     "count_tokens",
     "default_encoding",

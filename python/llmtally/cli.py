@@ -273,8 +273,6 @@ def _count(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import logging
-
     from .config import ConfigError, load
 
     try:
@@ -293,7 +291,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError as e:  # PyYAML, for --config
         print(f"llmtally: error: {e.name} is missing; pip install 'llmtally[serve]'", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(config.log_level)
     try:
         from .server import StartupError, run
     except ImportError as e:
@@ -342,8 +340,24 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main(keep_running=args.keep_running)
 
 
+def _version_line() -> str:
+    from . import __version__, backend
+
+    return f"llmtally {__version__} ({backend()} backend)"
+
+
+def setup_logging(level: str, fmt: str = "%(asctime)s %(levelname)s %(name)s: %(message)s") -> None:
+    """`level` for llmtally's own loggers; the libraries (grpc, asyncio) log warnings and errors only, so that
+    `--log-level debug` shows llmtally's lines, not theirs."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format=fmt)
+    logging.getLogger("llmtally").setLevel(level.upper())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="llmtally", description="Exact token accounting for LLM traffic.")
+    p.add_argument("--version", action="version", version=_version_line())
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     s = sub.add_parser("scan", help="scan a response body and print its usage as JSON")
     s.add_argument(

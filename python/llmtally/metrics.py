@@ -3,11 +3,13 @@ whose distinct values are capped so a hostile claim cannot explode memory."""
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from ._api import backend as _backend
 from .config import Config
 
 if TYPE_CHECKING:
@@ -109,6 +111,22 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        from prometheus_client import Gauge
+
+        from . import __version__
+
+        self.build_info = Gauge(
+            "llmtally_build_info",
+            "The running llmtally: version and backend (always 1)",
+            ["version", "backend"],
+            registry=r,
+            multiprocess_mode="max",  # workers: one sample, not one per process
+        )
+        self.build_info.labels(__version__, config.backend or _backend()).set(1)
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") is None:  # workers: their parent's /metrics has no process
+            from prometheus_client import ProcessCollector
+
+            ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, fds
         self.budget_decisions = Counter(
             "ai_budget_decisions",
             "Reservations by limit and outcome: allowed, denied (429), store_failed_allowed, store_failed_denied",

@@ -552,9 +552,9 @@ def watch_parent(conn: Connection, parent_pid: int, gone: Callable[[], object], 
 
 def _worker(config: Config, index: int, conn: Connection, parent_pid: int) -> None:
     _die_with_parent(parent_pid, conn, config.shutdown_grace_seconds)
-    logging.basicConfig(
-        level=config.log_level.upper(), format=f"%(asctime)s %(levelname)s %(name)s[w{index}]: %(message)s"
-    )
+    from .cli import setup_logging
+
+    setup_logging(config.log_level, f"%(asctime)s %(levelname)s %(name)s[w{index}]: %(message)s")
     try:
         asyncio.run(serve(config, ready=lambda: conn.send(("ready",)), worker=True))
     except StartupError as e:
