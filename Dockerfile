@@ -11,6 +11,12 @@ COPY python ./python
 RUN maturin build --release --locked --out /dist
 
 FROM python:3.12-slim-bookworm
+# the package version (pyproject's, from Cargo.toml): docker build --build-arg VERSION=$(...) to stamp another
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="llmtally" \
+      org.opencontainers.image.description="Exact token accounting for LLM traffic through Envoy (ext_proc sidecar)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /dist/*.whl /tmp/
 # the sidecar's dependencies (grpcio, xds-protos, prometheus-client, PyYAML) come with the [serve] extra
 RUN pip install --no-cache-dir "$(ls /tmp/*.whl)[serve]" && rm /tmp/*.whl
@@ -19,5 +25,8 @@ USER 65532:65532
 # A shared deployment listens on 0.0.0.0 with tlsCertFile, tlsKeyFile and tlsClientCaFile (docs/envoy.md):
 # whoever reaches the gRPC port can charge any team
 EXPOSE 9092
+# ready while the ext_proc service is serving (the metrics port's /readyz; metricsAddr's default port)
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9092/readyz', timeout=2)"]
 ENTRYPOINT ["llmtally"]
 CMD ["serve"]

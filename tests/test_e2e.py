@@ -529,6 +529,21 @@ def test_deploy_files_match_what_llmtally_exports(stack, tmp_path):
     docs = list(yaml.safe_load_all((deploy / "kubernetes.yaml").read_text()))
     cfg = yaml.safe_load(docs[0]["data"]["llmtally.yaml"])
     sidecar = next(c for c in docs[1]["spec"]["template"]["spec"]["containers"] if c["name"] == "llmtally")
+    # the image: labelled with this version, health-checked on the default metrics port's /readyz, built from
+    # a context without build output
+    import re as _re
+
+    import llmtally
+    from llmtally.config import Config
+
+    dockerfile = (deploy.parent / "Dockerfile").read_text()
+    assert f"ARG VERSION={llmtally.__version__}\n" in dockerfile
+    port = int(Config().metrics_addr.rsplit(":", 1)[1])
+    check = _re.search(r"HEALTHCHECK .*\n\s+CMD .*'(http://127\.0\.0\.1:(\d+)(/\w+))'", dockerfile)
+    assert check and int(check[2]) == port and check[3] == "/readyz"
+    assert urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}{check[3]}", timeout=5).status == 200
+    ignored = (deploy.parent / ".dockerignore").read_text().split()
+    assert {"target/", "**/target/", ".git/", "**/*.so"} <= set(ignored)
     # ext_proc on the pod's loopback; the probes on the metrics port, and they answer 200 on a serving sidecar
     assert cfg["listen"].startswith("127.0.0.1:")
     for probe in ("readinessProbe", "livenessProbe"):

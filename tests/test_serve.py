@@ -322,8 +322,10 @@ def test_metrics_per_team_with_overflow_and_missing_labels(tmp_path, backend):
         assert sample(m, "ai_request_duration_seconds_count", **common, team="dev", user="alice") == 2
         assert sample(m, "ai_time_to_first_token_seconds_count", **common, team="ops", user="bob") == 1
         assert sample(m, "ai_time_per_output_token_seconds_count", **common, team="ops", user="bob") == 1
-        # non-streaming: the series exists (made with the others) but never observes
+        # non-streaming: the series exist (made with the others) but never observe (a whole body's first bytes
+        # come when the answer is done: that is the duration, not a time to first token)
         assert sample(m, "ai_time_per_output_token_seconds_count", **common, team="dev", user="alice") == 0
+        assert sample(m, "ai_time_to_first_token_seconds_count", **common, team="dev", user="alice") == 0
         assert not any(n.endswith("_created") for n, _ in m)
         text = urllib.request.urlopen(f"http://127.0.0.1:{s.metrics_port}/metrics").read().decode()
         assert "SECRET" not in text

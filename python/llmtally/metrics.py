@@ -155,7 +155,7 @@ class Metrics:
         )
         self.ttft = Histogram(
             "ai_time_to_first_token_seconds",
-            "Request headers to the first response body bytes",
+            "Streamed responses: request headers to the first response body bytes",
             names,
             buckets=TOKEN_BUCKETS,
             registry=r,
@@ -213,7 +213,7 @@ class Metrics:
             self.unpriced.labels(s.values[0], s.values[1]).inc()
         if duration is not None:
             s.duration.observe(duration)
-        if ttft is not None:
+        if ttft is not None and usage.streaming:  # a whole body's first bytes come when it is done: not a TTFT
             s.ttft.observe(ttft)
         if tpot_span is not None and usage.streaming and usage.completion_tokens > 1:
             s.tpot.observe(tpot_span / (usage.completion_tokens - 1))
