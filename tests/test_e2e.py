@@ -188,7 +188,7 @@ def test_stream_without_usage_is_counted_by_the_tokenizer(stack):
         True,
     )
     m1 = samples(stack)
-    labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": "dev", "source": "tokenizer"}
+    labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": "dev", "source": "tokenizer", "status_class": "2xx"}
     assert sample(m1, "ai_requests_total", **labels) - sample(m0, "ai_requests_total", **labels) == 1
 
 
@@ -331,7 +331,9 @@ def test_a_team_over_its_token_budget_gets_429(stack):
     assert delta("ai_budget_decisions_total", limit="team=qa", outcome="allowed") == 1
     assert delta("ai_budget_decisions_total", limit="team=qa", outcome="denied") == 1
     labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": "qa"}
-    assert delta("ai_requests_total", **labels, source="provider") == 1  # the refused one is no LLM call
+    assert (
+        delta("ai_requests_total", **labels, source="provider", status_class="2xx") == 1
+    )  # the refused one is no LLM call
     assert delta("ai_rate_limited_tokens_total", **labels) == total
 
 
@@ -381,8 +383,8 @@ def test_a_client_that_disconnects_mid_stream(stack):
     deadline = time.time() + 20
     while time.time() < deadline:
         m1 = samples(stack)
-        if sample(m1, "ai_requests_total", **labels, source="tokenizer") > sample(
-            m0, "ai_requests_total", **labels, source="tokenizer"
+        if sample(m1, "ai_requests_total", **labels, source="tokenizer", status_class="2xx") > sample(
+            m0, "ai_requests_total", **labels, source="tokenizer", status_class="2xx"
         ):
             break
         time.sleep(0.1)
@@ -613,7 +615,7 @@ def test_soak_10000_streams_leave_memory_flat(stack):
     import psutil
 
     token = stack.key.token({"iss": "solo.io", "sub": "soaker", "team": "load"})  # a team without a token budget
-    labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": "load", "source": "provider"}
+    labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": "load", "source": "provider", "status_class": "2xx"}
     sidecar = psutil.Process(stack.serve.pid)
     assert asyncio.run(_load(stack.listen_port, token, SEED_STREAM_BODY, 1000)) == {200: 1000}  # warm up
     rss_before = sidecar.memory_info().rss

@@ -236,7 +236,14 @@ def test_made_up_model_names_cannot_fill_the_model_label(tmp_path):
         assert models == {"overflow", "listed-model", "gpt-3.5-turbo"}
         assert (
             sample(
-                m, "ai_requests_total", llm="openai", model="overflow", team="unknown", user="unknown", source="none"
+                m,
+                "ai_requests_total",
+                llm="openai",
+                model="overflow",
+                team="unknown",
+                user="unknown",
+                source="none",
+                status_class="2xx",
             )
             == 110
         )

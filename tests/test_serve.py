@@ -316,8 +316,16 @@ def test_metrics_per_team_with_overflow_and_missing_labels(tmp_path, backend):
             assert sample(m, "ai_prompt_tokens_total", **labels) == prompt
             assert sample(m, "ai_completion_tokens_total", **labels) == completion
             assert sample(m, "ai_rate_limited_tokens_total", **labels) == prompt + completion
-        assert sample(m, "ai_requests_total", **common, team="unknown", user="unknown", source="tokenizer") == 1
-        assert sample(m, "ai_requests_total", **common, team="dev", user="alice", source="provider") == 2
+        assert (
+            sample(
+                m, "ai_requests_total", **common, team="unknown", user="unknown", source="tokenizer", status_class="2xx"
+            )
+            == 1
+        )
+        assert (
+            sample(m, "ai_requests_total", **common, team="dev", user="alice", source="provider", status_class="2xx")
+            == 2
+        )
         assert sum(v for (n, _), v in m.items() if n == "ai_prompt_tokens_total") == 105
         assert sample(m, "ai_request_duration_seconds_count", **common, team="dev", user="alice") == 2
         assert sample(m, "ai_time_to_first_token_seconds_count", **common, team="ops", user="bob") == 1
@@ -454,8 +462,12 @@ def test_a_stream_cut_short_is_counted_as_aborted_with_its_usage_so_far(tmp_path
             21,
             40,
         )
-        assert sample(m, "ai_requests_total", **labels, source="tokenizer") == 1
-        assert sum(sample(m, "ai_requests_total", **labels, source=src) for src in ("provider", "none")) == 0
+        assert sample(m, "ai_requests_total", **labels, source="tokenizer", status_class="2xx") == 1
+        # no other source: those series were never made
+        others = [
+            sample(m, "ai_requests_total", **labels, source=src, status_class="2xx") for src in ("provider", "none")
+        ]
+        assert others == [None, None]
     finally:
         s.stop()
 
@@ -474,7 +486,7 @@ def test_cache_writes_and_provisional_usage_reach_the_metrics(tmp_path):
         assert sum(writes.values()) == 2048 == cache["usage"]["cache_write_tokens"]
         # the cut stream's delivered text (2 tokens) won over message_start's placeholder (1)
         labels = dict(base, model=cut["usage"]["model"])
-        assert sample(m, "ai_requests_total", **labels, source="provider+tokenizer") == 1
+        assert sample(m, "ai_requests_total", **labels, source="provider+tokenizer", status_class="2xx") == 1
         assert sample(m, "ai_completion_tokens_total", **labels) == 2
     finally:
         s.stop()
@@ -646,7 +658,7 @@ def test_workers_share_the_port_and_one_metrics_endpoint(tmp_path):
         labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": "unknown", "user": "unknown"}
         assert sample(m, "ai_prompt_tokens_total", **labels) == 21 * n
         assert sample(m, "ai_completion_tokens_total", **labels) == 40 * n
-        assert sample(m, "ai_requests_total", **labels, source="provider") == n
+        assert sample(m, "ai_requests_total", **labels, source="provider", status_class="2xx") == n
         # both workers served streams, and between them exactly the n that /metrics reports
         per_worker = [streams_per_worker(c) for c in children]
         assert sum(per_worker) == n and all(k > 0 for k in per_worker), per_worker

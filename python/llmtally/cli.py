@@ -282,6 +282,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "listen": args.listen,
                 "metrics_addr": args.metrics_addr,
                 "log_level": args.log_level,
+                "log_format": args.log_format,
                 "workers": args.workers,
             },
         )
@@ -291,7 +292,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError as e:  # PyYAML, for --config
         print(f"llmtally: error: {e.name} is missing; pip install 'llmtally[serve]'", file=sys.stderr)
         return 2
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
     try:
         from .server import StartupError, run
     except ImportError as e:
@@ -346,13 +347,11 @@ def _version_line() -> str:
     return f"llmtally {__version__} ({backend()} backend)"
 
 
-def setup_logging(level: str, fmt: str = "%(asctime)s %(levelname)s %(name)s: %(message)s") -> None:
-    """`level` for llmtally's own loggers; the libraries (grpc, asyncio) log warnings and errors only, so that
-    `--log-level debug` shows llmtally's lines, not theirs."""
-    import logging
+def setup_logging(level: str, fmt: str = "text") -> None:
+    """See logs.setup: llmtally's level, the libraries' warnings; text or JSON lines."""
+    from .logs import setup
 
-    logging.basicConfig(level=logging.WARNING, format=fmt)
-    logging.getLogger("llmtally").setLevel(level.upper())
+    setup(level, fmt)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -414,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--listen", metavar="ADDR", help="gRPC address: host:port, unix:/path or unix-abstract:name")
     v.add_argument("--metrics-addr", metavar="HOST:PORT", help="Prometheus /metrics address")
     v.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    v.add_argument("--log-format", choices=("text", "json"), help="json: one object per line (also logFormat)")
     v.add_argument("--workers", metavar="N", help="processes sharing the listen port (default 1)")
     v.set_defaults(func=_serve)
     e = sub.add_parser("envoy-config", help="print the Envoy bootstrap (JSON) that goes with llmtally")

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from .pricing import PriceTable
 
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-RESERVED_LABELS = {"llm", "model", "le", "stage", "kind", "source"}
+RESERVED_LABELS = {"llm", "model", "le", "stage", "kind", "source", "status_class"}
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 #: integer settings: (least, greatest); the greatest are far past any real use and below what would break
 INT_RANGES: dict[str, tuple[int, int]] = {
     "label_values_max": (1, 100_000),
@@ -96,12 +97,93 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True)
+class OtelConfig:
+    """The `otel:` section (see otel.py): what is not set here comes from the `OTEL_*` variables."""
+
+    enabled: bool = True
+    #: the collector's base URL: http://host:4317 (gRPC, plaintext), https://... (TLS), http://host:4318 (HTTP)
+    endpoint: str = ""
+    #: grpc or http/protobuf; empty: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf
+    protocol: str = ""
+    #: sent with every export (credentials: never logged)
+    headers: tuple[tuple[str, str], ...] = ()
+    metrics: bool = True
+    traces: bool = True
+    #: seconds between metric exports; 0: OTEL_METRIC_EXPORT_INTERVAL, else 60
+    export_interval_seconds: float = 0.0
+    service_name: str = ""
+    #: CA bundle for an https:// endpoint (else the system's)
+    certificate_file: str = ""
+    #: prompt and completion text as span events (request and response bodies, at most captureContentBytes each)
+    capture_content: bool = False
+    capture_content_bytes: int = 8192
+
+
+_OTEL_KEYS = {
+    "enabled": "enabled",
+    "endpoint": "endpoint",
+    "protocol": "protocol",
+    "headers": "headers",
+    "metrics": "metrics",
+    "traces": "traces",
+    "exportIntervalSeconds": "export_interval_seconds",
+    "serviceName": "service_name",
+    "certificateFile": "certificate_file",
+    "captureContent": "capture_content",
+    "captureContentBytes": "capture_content_bytes",
+}
+
+
+def _otel(doc: object) -> OtelConfig:
+    if doc is None:
+        return OtelConfig()
+    if not isinstance(doc, dict) or set(doc) - set(_OTEL_KEYS):
+        raise ConfigError(f"otel: expected a mapping with {', '.join(sorted(_OTEL_KEYS))}")
+    kw: dict[str, Any] = {}
+    for key, name in _OTEL_KEYS.items():
+        if key not in doc:
+            continue
+        v = doc[key]
+        where = f"otel.{key}"
+        if name in ("enabled", "metrics", "traces", "capture_content"):
+            if not isinstance(v, bool):
+                raise ConfigError(f"{where}: {v!r} is not true or false")
+        elif name == "headers":
+            if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+                raise ConfigError(f"{where}: must map header names to string values")
+            if any(not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", k) for k in v) or any(
+                not x.isprintable() for x in v.values()
+            ):
+                raise ConfigError(f"{where}: a header name or value has a character HTTP does not allow")
+            v = tuple(sorted(v.items()))
+        elif name == "export_interval_seconds":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 3600:
+                raise ConfigError(f"{where}: must be a number of seconds from 0 to 3600, not {v!r}")
+            v = float(v)
+        elif name == "capture_content_bytes":
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1 << 20:
+                raise ConfigError(f"{where}: must be an integer from 1 to {1 << 20}, not {v!r}")
+        elif not isinstance(v, str):
+            raise ConfigError(f"{where}: {v!r} is not a string")
+        kw[name] = v
+    oc = OtelConfig(**kw)
+    if oc.protocol not in ("", "grpc", "http/protobuf"):
+        raise ConfigError(f"otel.protocol: {oc.protocol!r} is not grpc or http/protobuf")
+    if oc.endpoint and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", oc.endpoint):
+        raise ConfigError(f"otel.endpoint: {oc.endpoint!r} is not an http:// or https:// URL")
+    return oc
+
+
+@dataclass(frozen=True)
 class Config:
     #: gRPC listen address: host:port, unix:/path or unix-abstract:name
     listen: str = "127.0.0.1:18080"
     #: Prometheus /metrics address host:port
     metrics_addr: str = "0.0.0.0:9092"
     log_level: str = "info"
+    #: text, or json: one object per line with time, level, logger, message, and for a stream's lines its
+    #: x-request-id and trace id
+    log_format: str = "text"
     #: namespace of the token metadata
     metadata_namespace: str = "ai.gateway.kgateway.dev"
     #: namespace of hits_addend
@@ -167,6 +249,9 @@ class Config:
     #: prices per model (the `pricing:` section): cost in metadata and metrics; None: no cost
     pricing: PriceTable | None = None
 
+    #: OpenTelemetry export (the `otel:` section); None: only the OTEL_* variables can turn it on
+    otel: OtelConfig | None = None
+
     #: let the client's own `x-llm-provider` request header pick the parser when Envoy sets none (off: a client
     #: could pick a parser that reads zero from its provider's responses)
     trust_provider_header: bool = False
@@ -176,6 +261,7 @@ class Config:
             "listen",
             "metrics_addr",
             "log_level",
+            "log_format",
             "default_encoding",
             "backend",
             "unix_socket_mode",
@@ -194,6 +280,8 @@ class Config:
             )
         if not isinstance(self.trust_provider_header, bool):
             raise ConfigError(f"{self.trust_provider_header!r} is not true or false", "trust_provider_header")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"{self.log_format!r} is not one of {', '.join(LOG_FORMATS)}", "log_format")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"{self.log_level!r} is not one of {', '.join(LOG_LEVELS)}", "log_level")
         for name in ("metadata_namespace", "ratelimit_namespace", "missing_label_value", "overflow_value"):
@@ -317,7 +405,7 @@ def _addr(name: str, value: str, *, unix: bool) -> None:
 _KEYS = {
     _camel(f.name): f.name
     for f in dataclasses.fields(Config)
-    if f.name not in ("custom_labels", "rate_limit", "series_max", "models", "pricing")
+    if f.name not in ("custom_labels", "rate_limit", "series_max", "models", "pricing", "otel")
 }
 #: settings under `stats:` -> Config fields
 _STATS_KEYS = {
@@ -329,6 +417,7 @@ _ENV = {
     "LLMTALLY_LISTEN": "listen",
     "LLMTALLY_METRICS_ADDR": "metrics_addr",
     "LLMTALLY_LOG_LEVEL": "log_level",
+    "LLMTALLY_LOG_FORMAT": "log_format",
     "LLMTALLY_BACKEND": "backend",
     "LLMTALLY_DEFAULT_ENCODING": "default_encoding",
     "LLMTALLY_WORKERS": "workers",
@@ -366,6 +455,8 @@ def _from_mapping(doc: object) -> dict[str, Any]:
     for key, value in doc.items():
         if key == "stats":
             out.update(_stats(value))
+        elif key == "otel":
+            out["otel"] = _otel(value)
         elif key == "rateLimit":
             out["rate_limit"] = _rate_limit(value)
         elif key == "pricing":
@@ -378,7 +469,8 @@ def _from_mapping(doc: object) -> dict[str, Any]:
         elif key in _KEYS:
             out[_KEYS[key]] = _coerce(_KEYS[key], value)
         else:
-            raise ConfigError(f"unknown setting {key!r} (known: pricing, rateLimit, stats, {', '.join(sorted(_KEYS))})")
+            known = ", ".join(sorted(_KEYS))
+            raise ConfigError(f"unknown setting {key!r} (known: otel, pricing, rateLimit, stats, {known})")
     return out
 
 

@@ -23,11 +23,14 @@ from google.protobuf.struct_pb2 import Struct
 from . import _api
 from ._types import RequestInfo, Usage
 from .config import Config
+from .logs import trace_id_of
 from .metadata import custom_labels, final_metadata, metadata_values, request_metadata
 from .metrics import Metrics
+from .otel import MAX_TRACEPARENT, MAX_TRACESTATE, TRACE_HEADERS, Call
 
 if TYPE_CHECKING:
     from .budgets import Budgets, Counter, Reservation
+    from .otel import Telemetry
 
 log = logging.getLogger("llmtally")
 
@@ -38,6 +41,8 @@ RESPONSE_HEADERS = (":status", "content-type", "content-encoding", *sorted(_api.
 HEAVY_BYTES = 64 << 10
 #: a compressed chunk weighs this many times its size (a deflate stream inflates up to ~1000x)
 COMPRESSION_WEIGHT = 64
+#: the longest x-request-id kept (Envoy's are UUIDs)
+MAX_REQUEST_ID = 128
 #: what `Host.shed` counts: a stream refused at the cap, released when idle, a request body not buffered
 SHED_REASONS = ("stream_cap", "idle", "body_memory")
 
@@ -123,6 +128,21 @@ class Host:
         self.enforce = rl is not None and rl.enforce and bool(rl.limits)
         #: a request body message without end_of_stream is all llmtally gets of it (Envoy's BUFFERED_PARTIAL)
         self.partial_bodies = config.request_body_mode == "BUFFERED_PARTIAL"
+        #: the OpenTelemetry export (set by the server when configured)
+        self.telemetry: Telemetry | None = None
+        #: prompt and completion bytes kept per stream for span events (0: none)
+        self.capture_bytes = 0
+        #: the request headers a stream reads (the trace context and request id too: set_telemetry)
+        self.request_header_names: tuple[str, ...] = (":path", PROVIDER_KEY)
+        self.trace_headers = config.log_format == "json"
+        if self.trace_headers:
+            self.request_header_names += TRACE_HEADERS
+
+    def set_telemetry(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+        self.capture_bytes = telemetry.settings.capture_bytes
+        self.request_header_names = (":path", PROVIDER_KEY, *TRACE_HEADERS)
+        self.trace_headers = True
 
     async def admit(self, ex: Exchange, resp: pb.ProcessingResponse) -> pb.ProcessingResponse:
         """The request body is read: reserve its tokens on every budget that applies, all or none. Returns
@@ -278,6 +298,12 @@ class Exchange:
         "encoded",
         "reserve_microusd",
         "charged_microusd",
+        "request_id",
+        "traceparent",
+        "tracestate",
+        "captured_in",
+        "captured_out",
+        "response_encoding",
     )
 
     def __init__(self, host: Host, provider_hint: str | None):
@@ -312,6 +338,17 @@ class Exchange:
         self.encoded = False  # the response has a content encoding (its chunks inflate)
         self.reserve_microusd: int | None = None  # the reservation's cost (None: unpriced)
         self.charged_microusd: int | None = None  # the call's cost at the end
+        self.request_id = ""  # Envoy's x-request-id (read with json logs or telemetry)
+        self.traceparent = ""  # the W3C trace context the request came with (telemetry)
+        self.tracestate = ""
+        self.captured_in = b""  # the first capture_bytes of the request and response bodies (telemetry)
+        self.captured_out = bytearray()
+        self.response_encoding = ""
+
+    @property
+    def trace_id(self) -> str:
+        """The trace id of the request's traceparent ("" without one): for log lines."""
+        return trace_id_of(self.traceparent) if self.traceparent else ""
 
     def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
         """The response to one message (None for a message with nothing in it)."""
@@ -401,8 +438,10 @@ class Exchange:
 
     def request_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         self.saw_request = True
-        h = headers_of(req.request_headers, (":path", PROVIDER_KEY))
+        h = headers_of(req.request_headers, self.host.request_header_names)
         self.path = h.get(":path", "")
+        if self.host.trace_headers:  # json logs, telemetry
+            self._trace_headers(h)
         if self.provider is None:
             # the client's own header only where the operator trusts it: else auto detection
             self.provider = (h.get(PROVIDER_KEY) if self.host.config.trust_provider_header else None) or "auto"
@@ -410,9 +449,24 @@ class Exchange:
             return self._request_done("request_headers")
         return PASS["request_headers"]
 
+    def _trace_headers(self, h: dict[str, str]) -> None:
+        """Client-supplied: kept only when short and printable (a malformed traceparent starts a new trace)."""
+        rid = h.get("x-request-id", "")
+        if rid and len(rid) <= MAX_REQUEST_ID and rid.isprintable():
+            self.request_id = rid
+        tp = h.get("traceparent", "")
+        if tp and len(tp) <= MAX_TRACEPARENT and tp.isascii() and tp.isprintable():
+            self.traceparent = tp
+            ts = h.get("tracestate", "")
+            if ts and len(ts) <= MAX_TRACESTATE and ts.isascii() and ts.isprintable():
+                self.tracestate = ts
+
     def request_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         self.saw_request = True
         b = req.request_body
+        cap = self.host.capture_bytes
+        if cap and len(self.captured_in) <= cap and b.body:
+            self.captured_in += b.body[: cap + 1 - len(self.captured_in)]
         if not self.body_over and b.body:
             want = min(len(b.body), self.host.config.max_request_body_bytes - len(self.body))
             got = self.host.take_body(want)
@@ -537,6 +591,7 @@ class Exchange:
         self.status = h.pop(":status", "")
         encoding = h.pop("content-encoding", "")
         self.encoded = encoding.strip().lower() not in ("", "identity")
+        self.response_encoding = encoding
         scanner = self._scanner(h.pop("content-type", ""), encoding, h)
         if req.response_headers.end_of_stream:
             return self._finish("response_headers", scanner)
@@ -551,6 +606,9 @@ class Exchange:
             if self.t_first is None:
                 self.t_first = self.t_meta = time.monotonic()
             scanner.feed(b.body)
+            cap = self.host.capture_bytes
+            if cap and len(self.captured_out) <= cap:
+                self.captured_out += b.body[: cap + 1 - len(self.captured_out)]
         if b.end_of_stream:
             return self._finish("response_body", scanner)
         return self._mid_stream(scanner)
@@ -625,7 +683,7 @@ class Exchange:
         llm = self._llm()
         m = self.host.metrics
         model, admit = self._label_model(u)
-        m.record(
+        values = m.record(
             llm,
             model,
             self._labels(),
@@ -637,7 +695,22 @@ class Exchange:
             tpot_span=None if first is None else now - first,
             admit_model=admit,
             spend=self._spend(u),
+            status=self.status,
         )
+        if self.host.telemetry is not None:
+            self._export(llm, values, u, now, aborted, timed_out)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "call: provider %s, path %s, status %s, model %r, %d+%d tokens (%s)%s",
+                llm,
+                self.path.split("?", 1)[0][:200],
+                self.status or "none",
+                (u.model or "")[:200],
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.source,
+                ", aborted" if aborted else ", timed out" if timed_out else "",
+            )
         seen = m.record_anomalies(llm, scanner.stats())
         if seen:
             log.warning(
@@ -647,6 +720,44 @@ class Exchange:
                 seen,
             )
         return u
+
+    def _export(
+        self,
+        llm: str,
+        values: tuple[str, ...],
+        u: Usage | None,
+        now: float,
+        aborted: bool = False,
+        timed_out: bool = False,
+    ) -> None:
+        """The call to OpenTelemetry (its metrics and span); a failure there never loses the call's accounting."""
+        telemetry = self.host.telemetry
+        assert telemetry is not None
+        r = self.request
+        try:
+            telemetry.record(
+                Call(
+                    llm=llm,
+                    values=values,
+                    path=self.path,
+                    status=self.status,
+                    usage=u,
+                    request_model=(r.model if r is not None else None) or (u.model if u is not None else None),
+                    t0=self.t0,
+                    t_first=self.t_first,
+                    t_end=now,
+                    aborted=aborted,
+                    timed_out=timed_out,
+                    traceparent=self.traceparent,
+                    tracestate=self.tracestate,
+                    request_id=self.request_id,
+                    prompt=self.captured_in,
+                    completion=bytes(self.captured_out),
+                    completion_encoding=self.response_encoding,
+                )
+            )
+        except Exception:
+            self.host.fault("telemetry", self)
 
     def _label_model(self, u: Usage) -> tuple[str | None, bool]:
         """The `model` label of a call, and whether it may be a name the label has not seen. The request
@@ -686,9 +797,12 @@ class Exchange:
                 try:
                     u = self.known
                     model, admit = self._label_model(u)
-                    self.host.metrics.record(
-                        self._llm(), model, self._labels(), u, admit_model=admit, spend=self._spend(u)
+                    llm = self._llm()
+                    values = self.host.metrics.record(
+                        llm, model, self._labels(), u, admit_model=admit, spend=self._spend(u), status=self.status
                     )
+                    if self.host.telemetry is not None:
+                        self._export(llm, values, u, time.monotonic())
                 except Exception:
                     log.warning("could not record the usage of a broken stream", exc_info=True)
             return
@@ -702,9 +816,12 @@ class Exchange:
                 self._record(scanner, aborted=not timed_out, timed_out=timed_out)
             else:  # cut before any response: nothing was billed
                 self.done = True
-                self.host.metrics.record(
-                    self._llm(), self.request.model if self.request else None, self._labels(), None, aborted=True
+                llm = self._llm()
+                values = self.host.metrics.record(
+                    llm, self.request.model if self.request else None, self._labels(), None, aborted=True
                 )
+                if self.host.telemetry is not None:
+                    self._export(llm, values, None, time.monotonic(), aborted=True)
         except Exception:
             self.host.fault("close", self)
 

@@ -96,7 +96,11 @@ class Metrics:
             registry=r,
         )
         self.requests = Counter(
-            "ai_requests", "LLM requests seen, by where their numbers came from", [*names, "source"], registry=r
+            "ai_requests",
+            "LLM requests seen, by where their numbers came from and the response status class "
+            "(2xx...5xx, or none when no response status came)",
+            [*names, "source", "status_class"],
+            registry=r,
         )
         self.exceptions = Counter(
             "ai_exception_raised",
@@ -184,28 +188,30 @@ class Metrics:
         tpot_span: float | None = None,
         admit_model: bool = False,
         spend: tuple[int | None, bool] = (None, False),
-    ) -> None:
+        status: str = "",
+    ) -> tuple[str, ...]:
         """One finished (or cut) LLM call. `usage` None: cut before any response,
         so only `aborted` counts; `timed_out`: Envoy dropped the stream on its message timeout (counted
         instead of `aborted`). `duration`: request headers to the end;
         `ttft`: to the first response body bytes; `tpot_span`: from those bytes
         to the end (None when no body came), spread over the completion tokens
         of a streamed answer. `admit_model`: the provider accepted the model (see `label_values`); `spend`:
-        (the call's cost in micro-dollars, whether no price applied)."""
+        (the call's cost in micro-dollars, whether no price applied); `status`: the response's :status.
+        Returns the series' label values (capped)."""
         s = self._series_of(llm, model, labels, admit_model)
         if timed_out:
             s.timeouts.inc()
         elif aborted:
             s.aborted.inc()
         if usage is None:
-            return
+            return s.values
         s.prompt.inc(usage.prompt_tokens)
         s.completion.inc(usage.completion_tokens)
         s.cached.inc(usage.cached_tokens)
         s.cache_write.inc(usage.cache_write_tokens)
         s.reasoning.inc(usage.reasoning_tokens)
         s.rate_limited.inc(usage.total_tokens)
-        s.requests[usage.source].inc()
+        s.request(usage.source, status_class(status)).inc()
         cost_microusd, unpriced = spend
         if cost_microusd is not None:
             s.cost.inc(cost_microusd / 1_000_000)
@@ -217,6 +223,7 @@ class Metrics:
             s.ttft.observe(ttft)
         if tpot_span is not None and usage.streaming and usage.completion_tokens > 1:
             s.tpot.observe(tpot_span / (usage.completion_tokens - 1))
+        return s.values
 
     def record_anomalies(self, llm: str, stats: Stats) -> dict[str, int]:
         """Count the oddities in a scanner's `stats()`; returns those seen (kind: count)."""
@@ -274,6 +281,15 @@ class Metrics:
 
 #: every `Usage.source`
 SOURCES = ("provider", "tokenizer", "provider+tokenizer", "none")
+#: the `status_class` values
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "none")
+
+
+def status_class(status: str) -> str:
+    """`2xx` for 200..299 and so on; `none` for no (or a malformed) status."""
+    if len(status) == 3 and status.isdigit() and "1" <= status[0] <= "5":
+        return status[0] + "xx"
+    return "none"
 
 
 #: the labelled children a Series holds, one per metric with the llm, model and custom labels
@@ -294,7 +310,7 @@ _CHILDREN = (
 
 
 class Series:
-    __slots__ = (*_CHILDREN, "requests", "values")
+    __slots__ = (*_CHILDREN, "requests", "values", "family")
     cost: Counter
     prompt: Counter
     completion: Counter
@@ -307,11 +323,20 @@ class Series:
     duration: Histogram
     ttft: Histogram
     tpot: Histogram
-    requests: dict[str, Counter]
+    requests: dict[tuple[str, str], Counter]
     values: tuple[str, ...]
+    family: Counter
 
     def __init__(self, m: Metrics, values: tuple[str, ...]):
         self.values = values
         for name in _CHILDREN:
             setattr(self, name, getattr(m, name).labels(*values))
-        self.requests = {src: m.requests.labels(*values, src) for src in SOURCES}
+        self.family = m.requests
+        self.requests = {}
+
+    def request(self, source: str, klass: str) -> Counter:
+        """The requests counter of a (source, status class): at most 4 x 6 children, made when first used."""
+        c = self.requests.get((source, klass))
+        if c is None:
+            c = self.requests[(source, klass)] = self.family.labels(*self.values, source, klass)
+        return c

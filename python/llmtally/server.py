@@ -11,6 +11,7 @@ message is one line naming the address and what to do.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import functools
 import logging
@@ -33,7 +34,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from . import _api
+from . import _api, logs, otel
 from .config import Config
 from .exchange import PROVIDER_KEY, Exchange, Host
 from .metrics import Metrics
@@ -97,6 +98,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             if key == PROVIDER_KEY and value:
                 hint = value
         ex = Exchange(host, cast("str | None", hint))  # a key without the -bin suffix has a str value
+        logs.stream.set(ex)  # this task's log lines name the stream
         self.open[ex] = asyncio.current_task()
         loop = asyncio.get_running_loop()
         pending: Future[pb.ProcessingResponse | None] | None = None  # a message a worker thread has
@@ -104,7 +106,8 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             async for req in request_iterator:
                 weight = ex.heavy(req)
                 if weight:
-                    pending = self.pool.submit(weight, functools.partial(ex.handle, req))
+                    run = contextvars.copy_context().run  # the thread's log lines name the stream too
+                    pending = self.pool.submit(weight, functools.partial(run, ex.handle, req))
                     resp = await asyncio.wrap_future(pending)
                     pending = None
                 else:
@@ -341,6 +344,13 @@ def preflight(config: Config) -> None:
         else:
             _check_tcp("rateLimit.listen", rl.listen)
     _credentials(config)
+    if otel.settings(config) is not None:
+        problem = otel.check_installed()
+        if problem:
+            raise StartupError(problem)
+        oc = config.otel
+        if oc is not None and oc.certificate_file and not os.access(oc.certificate_file, os.R_OK):
+            raise StartupError(f"otel.certificateFile {oc.certificate_file}: cannot read it; give a readable CA file")
     try:
         _api.resolve_provider("openai", backend=config.backend or None)
     except ImportError as e:
@@ -552,9 +562,9 @@ def watch_parent(conn: Connection, parent_pid: int, gone: Callable[[], object], 
 
 def _worker(config: Config, index: int, conn: Connection, parent_pid: int) -> None:
     _die_with_parent(parent_pid, conn, config.shutdown_grace_seconds)
-    from .cli import setup_logging
+    from .logs import setup
 
-    setup_logging(config.log_level, f"%(asctime)s %(levelname)s %(name)s[w{index}]: %(message)s")
+    setup(config.log_level, config.log_format, worker=f"w{index}")
     try:
         asyncio.run(serve(config, ready=lambda: conn.send(("ready",)), worker=True))
     except StartupError as e:
@@ -604,6 +614,37 @@ def _grpc_server(worker: bool) -> grpc.aio.Server:
     )
 
 
+#: the OpenTelemetry SDK's loggers that report failed exports (once a minute each: a collector that is down
+#: would log every export)
+OTEL_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http._common",
+    "opentelemetry.sdk.metrics._internal.export",
+    "opentelemetry.sdk._shared_internal",
+    "opentelemetry.sdk.trace.export",
+)
+#: the longest the last OpenTelemetry export may take at shutdown
+TELEMETRY_FLUSH_SECONDS = 5.0
+
+
+def _telemetry(config: Config, metrics: Metrics) -> otel.Telemetry | None:
+    s = otel.settings(config)
+    if s is None:
+        return None
+    for name in OTEL_LOGGERS:
+        logging.getLogger(name).addFilter(_OncePerMinute())
+    t = otel.Telemetry(s, metrics.custom, metrics.model_values)
+    log.info(
+        "OpenTelemetry: %s over OTLP %s to %s",
+        " and ".join(k for k, on in (("metrics", s.metrics), ("spans", s.traces)) if on) or "nothing",
+        s.protocol,
+        s.endpoint or "the OTEL_EXPORTER_OTLP_* endpoint",
+    )
+    return t
+
+
 class _OncePerMinute(logging.Filter):
     """Passes a given message (by its format string) at most once a minute: gRPC's core logs a traceback for
     every malformed message a peer sends."""
@@ -633,6 +674,9 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
     logging.getLogger("grpc._cython.cygrpc").addFilter(_OncePerMinute())
     metrics = Metrics(config)
     host = Host(config, metrics)
+    telemetry = _telemetry(config, metrics)
+    if telemetry is not None:
+        host.set_telemetry(telemetry)
     if config.default_encoding:
         _api.set_default_encoding(config.default_encoding)
     for enc in _api.ENCODINGS:  # load vocabularies before traffic
@@ -697,6 +741,11 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
         await host.budgets.drain()
         await host.budgets.store.close()
     pool.shutdown()
+    if telemetry is not None:  # what is left, within a bound: a collector that is down must not hold the exit
+        try:
+            await asyncio.wait_for(asyncio.to_thread(telemetry.shutdown), TELEMETRY_FLUSH_SECONDS)
+        except asyncio.TimeoutError:
+            log.warning("OpenTelemetry: the last export did not finish in %ss; dropped", TELEMETRY_FLUSH_SECONDS)
     if http is not None:
         http.close()
         log.info("stopped")

@@ -86,7 +86,12 @@ def rate_limit_settings(
     }
 
 
-def llmtally_config(grpc_addr: str, metrics_port: int, rate_limit_section: dict[str, object] | None = None) -> str:
+def llmtally_config(
+    grpc_addr: str,
+    metrics_port: int,
+    rate_limit_section: dict[str, object] | None = None,
+    extra: dict[str, object] | None = None,
+) -> str:
     import yaml
 
     doc = {
@@ -95,6 +100,7 @@ def llmtally_config(grpc_addr: str, metrics_port: int, rate_limit_section: dict[
         "stats": {"customLabels": [{"name": "team", "metadataKey": "principal:team"}]},
         "rateLimit": rate_limit_settings() if rate_limit_section is None else rate_limit_section,
         "pricing": {"models": DEMO_PRICES},
+        **(extra or {}),
     }
     return yaml.safe_dump(doc, sort_keys=False)
 
@@ -103,7 +109,8 @@ class Stack:
     """Mock upstream + llmtally serve + Envoy, all on loopback. `rate_limit`: llmtally's rateLimit section
     (default: the demo's, `rate_limit_settings()`: llmtally enforces the budgets itself); `rate_limit_filter`:
     Envoy's rate-limit filter in the bootstrap, two-phase on llmtally's rate-limit service (for a rateLimit
-    section without `enforce`: both on the same limits would charge every request twice)."""
+    section without `enforce`: both on the same limits would charge every request twice). `config`: more
+    settings of llmtally's configuration file (otel, logFormat...); `env`: more environment variables for it."""
 
     def __init__(
         self,
@@ -113,8 +120,12 @@ class Stack:
         serve_command=None,
         rate_limit: dict[str, object] | None = None,
         rate_limit_filter: bool = False,
+        config: dict[str, object] | None = None,
+        env: dict[str, str] | None = None,
     ):
         self.say = say
+        self.config = config
+        self.env = env
         self.rate_limit = rate_limit
         self.rate_limit_filter = rate_limit_filter
         #: how to run `llmtally serve` (the tests plant faults with another entry point)
@@ -180,11 +191,12 @@ class Stack:
     def start_serve(self) -> None:
         cfg = os.path.join(self.workdir, "llmtally.yaml")
         with open(cfg, "w") as f:
-            f.write(llmtally_config(f"127.0.0.1:{self.grpc_port}", self.metrics_port, self.rate_limit))
+            f.write(llmtally_config(f"127.0.0.1:{self.grpc_port}", self.metrics_port, self.rate_limit, self.config))
         self.serve = subprocess.Popen(
             [*self.serve_command, "serve", "--config", cfg],
             stdout=open(self.serve_log, "ab"),
             stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env} if self.env else None,
         )
         deadline = time.time() + 30
         while time.time() < deadline:

@@ -1,0 +1,422 @@
+"""OpenTelemetry export (the `otel:` section, or the standard `OTEL_*` variables): GenAI semantic-convention
+metrics and one span per LLM call, over OTLP gRPC or HTTP/protobuf. Off unless configured; Prometheus stays.
+
+Names and attributes follow the OpenTelemetry semantic conventions `SEMCONV` (the GenAI conventions, status
+"development"). Everything here runs once per call, when it ends (a span is made with the call's start time
+then, not opened at its start), and leaves the process in batches: nothing is done per ext_proc message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._types import Usage
+    from .config import Config, OtelConfig
+    from .metrics import LabelValues
+
+log = logging.getLogger("llmtally.otel")
+
+#: the semantic-conventions version the names follow
+SEMCONV = "1.44.0"
+SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV}"
+
+TOKEN_USAGE = "gen_ai.client.token.usage"
+OPERATION_DURATION = "gen_ai.client.operation.duration"
+TIME_TO_FIRST_TOKEN = "gen_ai.server.time_to_first_token"
+TIME_PER_OUTPUT_TOKEN = "gen_ai.server.time_per_output_token"
+
+#: the bucket boundaries the conventions advise
+TOKEN_BOUNDARIES = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+DURATION_BOUNDARIES = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TTFT_BOUNDARIES = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+TPOT_BOUNDARIES = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+
+#: provider registry id -> `gen_ai.provider.name` (every OpenAI-compatible server is `openai`: the format is
+#: all llmtally knows of it, unless the operator names the provider per route)
+PROVIDER_NAMES = {
+    "openai": "openai",
+    "azure": "azure.ai.openai",
+    "anthropic": "anthropic",
+    "gemini": "gcp.gemini",
+    "vertex-ai": "gcp.vertex_ai",
+    "bedrock": "aws.bedrock",
+    "cohere": "cohere",
+    "mistral": "mistral_ai",
+    "ollama": "ollama",
+}
+#: the longest client-supplied string kept in an attribute (a model name); longer ones are cut
+MAX_ATTRIBUTE = 256
+#: W3C trace context: the longest traceparent and tracestate headers read
+MAX_TRACEPARENT = 55
+MAX_TRACESTATE = 512
+#: the headers a stream reads for tracing and log lines
+TRACE_HEADERS = ("traceparent", "tracestate", "x-request-id")
+
+#: the variables that turn OTLP export on without an `otel:` section
+ENDPOINT_VARS = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+)
+PROTOCOLS = ("grpc", "http/protobuf")
+
+
+def operation(path: str) -> str:
+    """`gen_ai.operation.name` of a request path."""
+    p = path.split("?", 1)[0].lower()
+    if "embed" in p:  # /v1/embeddings, :embedContent, :batchEmbedContents, Cohere's /v2/embed
+        return "embeddings"
+    if p.endswith("/completions") and not p.endswith("/chat/completions"):
+        return "text_completion"
+    if ":generatecontent" in p or ":streamgeneratecontent" in p:
+        return "generate_content"
+    return "chat"
+
+
+def clip(value: str | None) -> str | None:
+    return None if value is None else value[:MAX_ATTRIBUTE]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What `Telemetry` exports and where, resolved from `otel:` and the environment."""
+
+    protocol: str
+    #: the base URL (the signal's path is added for HTTP); empty: the exporters read `OTEL_*` themselves
+    endpoint: str
+    headers: tuple[tuple[str, str], ...]
+    metrics: bool
+    traces: bool
+    #: milliseconds between metric exports; 0: `OTEL_METRIC_EXPORT_INTERVAL` or the SDK's 60 s
+    interval_ms: int
+    service_name: str
+    certificate_file: str
+    capture_bytes: int  # 0: no prompt or completion text
+
+
+def settings(config: Config, environ: Mapping[str, str] | None = None) -> Settings | None:
+    """The export's settings, or None when it is off: no `otel:` section (or `enabled: false`) and no
+    `OTEL_EXPORTER_OTLP_*ENDPOINT` variable, or `OTEL_SDK_DISABLED=true`."""
+    env = os.environ if environ is None else environ
+    oc: OtelConfig | None = config.otel
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if oc is None and not any(env.get(v) for v in ENDPOINT_VARS):
+        return None
+    if oc is not None and not oc.enabled:
+        return None
+    protocol = (oc.protocol if oc is not None else "") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "") or "http/protobuf"
+    metrics_on = env.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() != "none"
+    traces_on = env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() != "none"
+    return Settings(
+        protocol=protocol,
+        endpoint=oc.endpoint if oc is not None else "",
+        headers=oc.headers if oc is not None else (),
+        metrics=metrics_on and (oc.metrics if oc is not None else True),
+        traces=traces_on and (oc.traces if oc is not None else True),
+        interval_ms=round(oc.export_interval_seconds * 1000) if oc is not None else 0,
+        service_name=(oc.service_name if oc is not None else "") or env.get("OTEL_SERVICE_NAME", "") or "llmtally",
+        certificate_file=oc.certificate_file if oc is not None else "",
+        capture_bytes=oc.capture_content_bytes if oc is not None and oc.capture_content else 0,
+    )
+
+
+def check_installed() -> str | None:
+    """None when the OpenTelemetry SDK and exporters import, else what to do."""
+    try:
+        import opentelemetry.exporter.otlp.proto.grpc
+        import opentelemetry.exporter.otlp.proto.http
+        import opentelemetry.sdk  # noqa: F401
+    except ImportError as e:
+        return f"OpenTelemetry export needs {e.name}: pip install 'llmtally[otel]', or remove the otel: section"
+    return None
+
+
+@dataclass(slots=True)
+class Call:
+    """One finished LLM call, as the exchange saw it."""
+
+    llm: str
+    #: the label values of the Prometheus series (capped): llm, model, then the custom labels
+    values: tuple[str, ...]
+    path: str
+    status: str
+    usage: Usage | None
+    request_model: str | None
+    #: monotonic seconds: request headers, first response body bytes (None: none came), end
+    t0: float
+    t_first: float | None
+    t_end: float
+    aborted: bool = False
+    timed_out: bool = False
+    traceparent: str = ""
+    tracestate: str = ""
+    request_id: str = ""
+    prompt: bytes = b""
+    completion: bytes = b""
+    completion_encoding: str = ""
+
+
+class Telemetry:
+    """The OTLP pipeline of one process: a MeterProvider with the four GenAI histograms and a TracerProvider
+    with a batch span processor. `record` is the one way in."""
+
+    def __init__(
+        self,
+        s: Settings,
+        custom: list[str],
+        models: LabelValues,
+        *,
+        span_exporter: Any = None,
+        metric_reader: Any = None,
+    ):
+        """`span_exporter`, `metric_reader`: instead of OTLP's (the tests' in-memory ones)."""
+        from opentelemetry.sdk.resources import Resource
+
+        self.settings = s
+        self.custom = custom
+        self.models = models  # the model label's cap (metrics.Metrics.model_values)
+        attrs: dict[str, Any] = {"service.name": s.service_name}
+        if "service.instance.id" not in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+            attrs["service.instance.id"] = f"{socket.gethostname()}-{os.getpid()}"  # workers: one each
+        from . import __version__
+
+        attrs["service.version"] = __version__
+        # OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME are merged by create(); ours win only where set above
+        resource = Resource.create(attrs)
+        self.meter_provider: Any = None
+        self.tracer_provider: Any = None
+        self.tracer: Any = None
+        if s.metrics:
+            self._metrics(resource, metric_reader)
+        if s.traces:
+            self._traces(resource, span_exporter)
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        self.propagator = TraceContextTextMapPropagator()
+
+    def _exporter_kwargs(self, signal: str) -> dict[str, Any]:
+        s = self.settings
+        kw: dict[str, Any] = {}
+        if s.endpoint:
+            if s.protocol == "grpc":
+                kw["endpoint"] = s.endpoint
+                kw["insecure"] = s.endpoint.startswith("http://")
+            else:
+                kw["endpoint"] = s.endpoint.rstrip("/") + f"/v1/{signal}"
+        if s.headers:
+            kw["headers"] = dict(s.headers)
+        if s.certificate_file:
+            if s.protocol == "grpc":
+                from grpc import ssl_channel_credentials
+
+                with open(s.certificate_file, "rb") as f:
+                    kw["credentials"] = ssl_channel_credentials(f.read())
+            else:
+                kw["certificate_file"] = s.certificate_file
+        return kw
+
+    def _metrics(self, resource: Any, reader: Any) -> None:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        if reader is None:
+            if self.settings.protocol == "grpc":
+                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+            else:
+                from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
+                    OTLPMetricExporter,
+                )
+            exporter = OTLPMetricExporter(**self._exporter_kwargs("metrics"))
+            interval = self.settings.interval_ms or None
+            reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval)
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+        meter = self.meter_provider.get_meter("llmtally", schema_url=SCHEMA_URL)
+        self.token_usage = meter.create_histogram(
+            TOKEN_USAGE,
+            unit="{token}",
+            description="Number of input and output tokens used.",
+            explicit_bucket_boundaries_advisory=TOKEN_BOUNDARIES,
+        )
+        self.duration = meter.create_histogram(
+            OPERATION_DURATION,
+            unit="s",
+            description="GenAI operation duration (request headers to the end of the response, at the gateway).",
+            explicit_bucket_boundaries_advisory=DURATION_BOUNDARIES,
+        )
+        self.ttft = meter.create_histogram(
+            TIME_TO_FIRST_TOKEN,
+            unit="s",
+            description="Time to the first response body bytes of a streamed response.",
+            explicit_bucket_boundaries_advisory=TTFT_BOUNDARIES,
+        )
+        self.tpot = meter.create_histogram(
+            TIME_PER_OUTPUT_TOKEN,
+            unit="s",
+            description="Time per output token after the first, of a streamed response.",
+            explicit_bucket_boundaries_advisory=TPOT_BOUNDARIES,
+        )
+
+    def _traces(self, resource: Any, exporter: Any) -> None:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        if exporter is None:
+            if self.settings.protocol == "grpc":
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+            else:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+                    OTLPSpanExporter,
+                )
+            exporter = OTLPSpanExporter(**self._exporter_kwargs("traces"))
+        self.tracer_provider = TracerProvider(resource=resource)  # the sampler: OTEL_TRACES_SAMPLER, parent based
+        self.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+        self.tracer = self.tracer_provider.get_tracer("llmtally", schema_url=SCHEMA_URL)
+
+    # -- the one way in --
+
+    def record(self, c: Call) -> None:
+        op = operation(c.path)
+        attrs: dict[str, Any] = {
+            "gen_ai.operation.name": op,
+            "gen_ai.provider.name": PROVIDER_NAMES.get(c.llm, c.llm),
+        }
+        for name, value in zip(self.custom, c.values[2:], strict=True):
+            attrs[name] = value
+        err = error_type(c)
+        if err:
+            attrs["error.type"] = err
+        if self.meter_provider is not None:
+            self._record_metrics(c, attrs)
+        if self.tracer is not None:
+            self._span(c, op, attrs, err)
+
+    def _record_metrics(self, c: Call, common: dict[str, Any]) -> None:
+        """The histograms; the model attributes are capped as the model label is (a name the label has not
+        admitted is its overflow value), so a client cannot grow the series."""
+        u = c.usage
+        cap = self.models
+        attrs = dict(common)
+        model = cap.admit(c.request_model, False) if c.request_model else c.values[1]
+        if model:
+            attrs["gen_ai.request.model"] = model
+        if u is not None and u.provider_model:
+            attrs["gen_ai.response.model"] = cap.admit(u.provider_model, c.status.startswith("2"))
+        self.duration.record(c.t_end - c.t0, attrs)
+        if u is None:
+            return
+        self.token_usage.record(u.prompt_tokens, {**attrs, "gen_ai.token.type": "input"})
+        self.token_usage.record(u.completion_tokens, {**attrs, "gen_ai.token.type": "output"})
+        if u.streaming and c.t_first is not None:
+            self.ttft.record(c.t_first - c.t0, attrs)
+            if u.completion_tokens > 1:
+                self.tpot.record((c.t_end - c.t_first) / (u.completion_tokens - 1), attrs)
+
+    def _span(self, c: Call, op: str, attrs: dict[str, Any], err: str | None) -> None:
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        u = c.usage
+        a = dict(attrs)
+        if c.request_model:
+            a["gen_ai.request.model"] = clip(c.request_model)
+        if u is not None:
+            if u.provider_model:
+                a["gen_ai.response.model"] = clip(u.provider_model)
+            a["gen_ai.usage.input_tokens"] = u.prompt_tokens
+            a["gen_ai.usage.output_tokens"] = u.completion_tokens
+            a["gen_ai.usage.cache_read.input_tokens"] = u.cached_tokens
+            a["gen_ai.usage.cache_creation.input_tokens"] = u.cache_write_tokens
+            a["gen_ai.usage.reasoning.output_tokens"] = u.reasoning_tokens
+            a["gen_ai.request.stream"] = u.streaming
+            rid = getattr(u, "response_id", None)
+            if rid:
+                a["gen_ai.response.id"] = rid
+            reasons = getattr(u, "finish_reasons", ())
+            if reasons:
+                a["gen_ai.response.finish_reasons"] = list(reasons)
+            a["llmtally.usage_source"] = u.source
+        else:
+            a["llmtally.usage_source"] = "none"
+        if c.status:
+            a["http.response.status_code"] = int(c.status) if c.status.isdigit() else c.status
+        if c.request_id:
+            a["http.request.header.x-request-id"] = [c.request_id]
+        if c.aborted:
+            a["llmtally.aborted"] = True
+        parent = None
+        if c.traceparent:
+            carrier = {"traceparent": c.traceparent}
+            if c.tracestate:
+                carrier["tracestate"] = c.tracestate
+            parent = self.propagator.extract(carrier)
+        # the span's wall-clock times, from the call's monotonic ones
+        now_ns, now = time.time_ns(), time.monotonic()
+        start_ns = now_ns - int((now - c.t0) * 1e9)
+        end_ns = now_ns - int((now - c.t_end) * 1e9)
+        model = a.get("gen_ai.request.model")
+        span = self.tracer.start_span(
+            f"{op} {model}" if model else op, context=parent, kind=SpanKind.CLIENT, attributes=a, start_time=start_ns
+        )
+        cap = self.settings.capture_bytes
+        if cap and span.is_recording():
+            if c.prompt:
+                span.add_event("gen_ai.content.prompt", _content("gen_ai.prompt", c.prompt, cap), timestamp=start_ns)
+            text = _decoded(c.completion, c.completion_encoding, cap)
+            if text is not None:
+                span.add_event("gen_ai.content.completion", _content("gen_ai.completion", text, cap), timestamp=end_ns)
+        if err:
+            span.set_status(Status(StatusCode.ERROR, err))
+        span.end(end_time=end_ns)
+
+    def shutdown(self) -> None:
+        """Export what is left (bounded by the SDK's export timeouts), then stop."""
+        for p in (self.tracer_provider, self.meter_provider):
+            if p is not None:
+                try:
+                    p.shutdown()
+                except Exception:
+                    log.warning("OpenTelemetry shutdown failed", exc_info=True)
+
+
+def error_type(c: Call) -> str | None:
+    """`error.type` of a call: the response status when it is not 2xx, else `aborted` or `timeout` for a cut
+    stream, else None."""
+    if c.status and not c.status.startswith("2"):
+        return c.status if c.status.isdigit() and len(c.status) == 3 else "_OTHER"
+    if c.timed_out:
+        return "timeout"
+    if c.aborted:
+        return "aborted"
+    return None
+
+
+def _content(key: str, data: bytes, cap: int) -> dict[str, Any]:
+    return {key: data[:cap].decode("utf-8", "replace"), "llmtally.truncated": len(data) > cap}
+
+
+def _decoded(data: bytes, encoding: str, cap: int) -> bytes | None:
+    """The first `cap` bytes (and one more, to tell a cut) of a captured response body, inflated for gzip and
+    deflate; None for other encodings (not captured)."""
+    enc = encoding.strip().lower()
+    if not data:
+        return None
+    if enc in ("", "identity"):
+        return data
+    if enc not in ("gzip", "x-gzip", "deflate"):
+        return None
+    try:
+        if enc == "deflate" and data[:1] != b"\x78":  # raw deflate, as some servers send it
+            d = zlib.decompressobj(-zlib.MAX_WBITS)
+        else:
+            d = zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib or gzip header
+        return d.decompress(data, cap + 1)
+    except zlib.error:
+        return None

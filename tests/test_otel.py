@@ -1,0 +1,457 @@
+"""OpenTelemetry export: `llmtally serve` behind a real Envoy sends GenAI metrics and one span per call to a
+real OTLP receiver (gRPC, and HTTP/protobuf configured by OTEL_* variables alone), with names checked
+against the semantic-conventions package; and the export's pieces in process (settings, attributes, capture,
+hostile trace headers, capped model attributes) with the SDK's in-memory exporters."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+
+import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GA
+from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as GM
+from opentelemetry.semconv.attributes import error_attributes, http_attributes
+from opentelemetry.semconv.schemas import Schemas
+
+import oracle
+from llmtally import otel
+from llmtally._types import Usage
+from llmtally.config import Config, ConfigError, OtelConfig, load
+from llmtally.demo import SEED_BODY, SEED_PROMPT, SEED_STREAM_BODY, Stack, keys, upstream
+from llmtally.metrics import LabelValues
+from otlp_receiver import Receiver, attrs_of, histogram_points
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+COMPLETION = oracle.count(upstream.ANSWERS[SEED_PROMPT], "cl100k_base")
+
+#: the semantic-conventions names llmtally uses, from the package (not typed in)
+METRIC_NAMES = {
+    GM.GEN_AI_CLIENT_TOKEN_USAGE,
+    GM.GEN_AI_CLIENT_OPERATION_DURATION,
+    GM.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN,
+    GM.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN,
+}
+
+
+def test_the_names_are_the_semantic_conventions():
+    assert {otel.TOKEN_USAGE, otel.OPERATION_DURATION, otel.TIME_TO_FIRST_TOKEN, otel.TIME_PER_OUTPUT_TOKEN} == (
+        METRIC_NAMES
+    )
+    assert otel.SCHEMA_URL in {s.value for s in Schemas}
+    providers = {v.value for v in GA.GenAiProviderNameValues}
+    # every provider id maps to a well-known value, except Ollama, which the conventions do not list
+    assert {k: v in providers for k, v in otel.PROVIDER_NAMES.items()} == {
+        k: k != "ollama" for k in otel.PROVIDER_NAMES
+    }
+    ops = {v.value for v in GA.GenAiOperationNameValues}
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1beta/models/g:generateContent"):
+        assert otel.operation(path) in ops
+
+
+def send(stack, path, token, body, headers=None):
+    before = len(stack.access_lines(0))
+    status, _, data = stack.request(path, token, body, headers)
+    lines = stack.access_lines(before + 1)
+    assert len(lines) == before + 1
+    return status, data, lines[-1]
+
+
+def spans_by_request_id(receiver, n):
+    def ready():
+        spans = receiver.spans()
+        return spans if len(spans) >= n else None
+
+    spans = receiver.wait(ready, what=f"{n} spans")
+    out = {}
+    for res, scope, sp in spans:
+        a = attrs_of(sp.attributes)
+        out[a["http.request.header.x-request-id"][0]] = (res, scope, sp, a)
+    return out
+
+
+def run_traffic(stack):
+    """Four calls: Alice non-streaming with a traceparent, Bob streaming without one, a 404, a Gemini stream.
+    Returns their access log lines."""
+    alice, bob = stack.key.token(keys.ALICE), stack.key.token(keys.BOB)
+    st, _, a = send(stack, "/openai", alice, SEED_BODY, {"traceparent": TRACEPARENT, "tracestate": "k=v"})
+    assert st == 200
+    st, _, b = send(stack, "/openai", bob, SEED_STREAM_BODY)
+    assert st == 200
+    st, _, c = send(stack, "/openai/nothing", alice, SEED_BODY)
+    assert st == 404
+    gemini = {"contents": [{"role": "user", "parts": [{"text": SEED_PROMPT}]}]}
+    st, _, d = send(stack, "/gemini/models/gemini-2.5-flash:streamGenerateContent?alt=sse", alice, gemini)
+    assert st == 200
+    return a, b, c, d
+
+
+@pytest.fixture
+def grpc_stack(tmp_path):
+    r = Receiver()
+    port = r.start_grpc()
+    otel_section = {"endpoint": f"http://127.0.0.1:{port}", "protocol": "grpc", "exportIntervalSeconds": 0.2}
+    stack = Stack(
+        str(tmp_path),
+        config={"otel": otel_section, "logFormat": "json", "logLevel": "debug"},
+        env={"OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=test"},
+    )
+    try:
+        stack.start()
+        yield stack, r
+    finally:
+        stack.stop()
+        r.stop()
+
+
+def test_spans_and_metrics_over_otlp_grpc_behind_envoy(grpc_stack):
+    stack, receiver = grpc_stack
+    t_start = time.time_ns()
+    a, b, c, d = run_traffic(stack)
+    t_end = time.time_ns()
+    got = spans_by_request_id(receiver, 4)
+    assert set(got) == {a["request_id"], b["request_id"], c["request_id"], d["request_id"]}
+
+    res, scope, sp, attrs = got[a["request_id"]]
+    assert scope == "llmtally"
+    assert res["service.name"] == "llmtally" and res["deployment.environment.name"] == "test"
+    assert res["service.instance.id"].endswith(f"-{stack.serve.pid}")
+    assert sp.name == "chat gpt-3.5-turbo" and sp.kind == sp.SPAN_KIND_CLIENT
+    # the parent is the request's traceparent: the span joins the caller's trace
+    assert (sp.trace_id.hex(), sp.parent_span_id.hex(), sp.trace_state) == (TRACE_ID, PARENT_ID, "k=v")
+    assert t_start <= sp.start_time_unix_nano < sp.end_time_unix_nano <= t_end
+    assert sp.status.code == sp.status.STATUS_CODE_UNSET
+    expected = {
+        GA.GEN_AI_OPERATION_NAME: "chat",
+        GA.GEN_AI_PROVIDER_NAME: "openai",
+        GA.GEN_AI_REQUEST_MODEL: "gpt-3.5-turbo",
+        GA.GEN_AI_RESPONSE_MODEL: "gpt-3.5-turbo-0125",
+        GA.GEN_AI_USAGE_INPUT_TOKENS: 21,
+        GA.GEN_AI_USAGE_OUTPUT_TOKENS: COMPLETION,
+        GA.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 0,
+        GA.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: 0,
+        GA.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: 0,
+        GA.GEN_AI_REQUEST_STREAM: False,
+        http_attributes.HTTP_RESPONSE_STATUS_CODE: 200,
+        "http.request.header.x-request-id": [a["request_id"]],
+        "llmtally.usage_source": "provider",
+        "team": "dev",
+    }
+    optional = {GA.GEN_AI_RESPONSE_ID: "chatcmpl-mock1", GA.GEN_AI_RESPONSE_FINISH_REASONS: ["stop"]}
+    assert {k: v for k, v in attrs.items() if k not in optional} == expected
+    assert {k: v for k, v in attrs.items() if k in optional} == {k: optional[k] for k in attrs if k in optional}
+
+    _, _, sp, attrs = got[b["request_id"]]
+    assert sp.parent_span_id == b"" and len(sp.trace_id) == 16  # no traceparent: a trace of its own
+    assert (attrs[GA.GEN_AI_REQUEST_STREAM], attrs["team"], attrs[GA.GEN_AI_USAGE_OUTPUT_TOKENS]) == (
+        True,
+        "ops",
+        COMPLETION,
+    )
+    _, _, sp, attrs = got[c["request_id"]]
+    assert attrs[error_attributes.ERROR_TYPE] == "404" and attrs[http_attributes.HTTP_RESPONSE_STATUS_CODE] == 404
+    assert sp.status.code == sp.status.STATUS_CODE_ERROR
+    _, _, sp, attrs = got[d["request_id"]]
+    assert sp.name == "generate_content gemini-2.5-flash"
+    assert (attrs[GA.GEN_AI_PROVIDER_NAME], attrs[GA.GEN_AI_USAGE_INPUT_TOKENS]) == ("gcp.gemini", d["prompt_tokens"])
+
+    # metrics: the four histograms, cumulative, with the token types and the custom label
+    def all_four():
+        m = receiver.metrics()
+        return m if set(m) == METRIC_NAMES else None
+
+    def settled():  # the latest export holds all four calls
+        m = all_four()
+        if m is None:
+            return None
+        pts = histogram_points(m[GM.GEN_AI_CLIENT_OPERATION_DURATION])
+        return m if sum(n for n, _ in pts.values()) == 4 else None
+
+    m = receiver.wait(settled, what="the four calls' metrics")
+    assert m[GM.GEN_AI_CLIENT_TOKEN_USAGE].unit == "{token}"
+    assert {m[n].unit for n in METRIC_NAMES - {GM.GEN_AI_CLIENT_TOKEN_USAGE}} == {"s"}
+    usage = histogram_points(m[GM.GEN_AI_CLIENT_TOKEN_USAGE])
+    base = {
+        GA.GEN_AI_OPERATION_NAME: "chat",
+        GA.GEN_AI_PROVIDER_NAME: "openai",
+        GA.GEN_AI_REQUEST_MODEL: "gpt-3.5-turbo",
+        GA.GEN_AI_RESPONSE_MODEL: "gpt-3.5-turbo-0125",
+    }
+
+    def point(team, token_type):
+        return usage[frozenset({**base, "team": team, GA.GEN_AI_TOKEN_TYPE: token_type}.items())]
+
+    assert point("dev", "input") == (1, 21.0) and point("dev", "output") == (1, float(COMPLETION))
+    assert point("ops", "input") == (1, 21.0) and point("ops", "output") == (1, float(COMPLETION))
+    ttft = histogram_points(m[GM.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN])
+    # streams only: Bob's and the Gemini one
+    assert sorted(dict(k)["team"] for k in ttft) == ["dev", "ops"]
+    assert {dict(k)[GA.GEN_AI_PROVIDER_NAME] for k in ttft} == {"openai", "gcp.gemini"}
+    durations = histogram_points(m[GM.GEN_AI_CLIENT_OPERATION_DURATION])
+    errors = [dict(k) for k in durations if error_attributes.ERROR_TYPE in dict(k)]
+    assert [e[error_attributes.ERROR_TYPE] for e in errors] == ["404"]
+    # every attribute name is a semantic-conventions one, or a custom label
+    names = {k for pts in (usage, ttft, durations) for key in pts for k, _ in key}
+    known = {getattr(GA, n) for n in dir(GA) if n.startswith("GEN_AI_")} | {error_attributes.ERROR_TYPE}
+    assert names - known == {"team"}
+
+    # json log lines: a stream's lines carry its request id and trace id
+    lines = [json.loads(ln) for ln in open(stack.serve_log) if ln.startswith("{")]
+    calls = [ln for ln in lines if ln["message"].startswith("call: ")]
+    assert {ln.get("request_id") for ln in calls} == {
+        a["request_id"],
+        b["request_id"],
+        c["request_id"],
+        d["request_id"],
+    }
+    traced = [ln for ln in calls if ln.get("request_id") == a["request_id"]]
+    assert [ln.get("trace_id") for ln in traced] == [TRACE_ID]
+    assert all(set(ln) >= {"time", "level", "logger", "message"} for ln in lines)
+    assert all(ln["time"].endswith("Z") and ln["level"] in ("debug", "info", "warning") for ln in lines)
+
+
+def test_otlp_http_from_the_environment_alone(tmp_path):
+    """No otel: section: OTEL_EXPORTER_OTLP_ENDPOINT and _PROTOCOL turn the export on, over HTTP/protobuf."""
+    r = Receiver()
+    port = r.start_http()
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_SERVICE_NAME": "gateway-a",
+    }
+    stack = Stack(str(tmp_path), env=env)
+    try:
+        stack.start()
+        alice = stack.key.token(keys.ALICE)
+        st, _, line = send(stack, "/openai", alice, SEED_STREAM_BODY, {"traceparent": TRACEPARENT})
+        assert st == 200
+        got = spans_by_request_id(r, 1)
+        res, _, sp, attrs = got[line["request_id"]]
+        assert res["service.name"] == "gateway-a"
+        assert sp.trace_id.hex() == TRACE_ID and sp.parent_span_id.hex() == PARENT_ID
+        assert (attrs[GA.GEN_AI_USAGE_INPUT_TOKENS], attrs[GA.GEN_AI_USAGE_OUTPUT_TOKENS]) == (21, COMPLETION)
+        m = r.wait(lambda: (x := r.metrics()) and set(x) == METRIC_NAMES and x, what="metrics over HTTP")
+        usage = histogram_points(m[GM.GEN_AI_CLIENT_TOKEN_USAGE])
+        assert sorted((dict(k)[GA.GEN_AI_TOKEN_TYPE], v) for k, v in usage.items()) == [
+            ("input", (1, 21.0)),
+            ("output", (1, float(COMPLETION))),
+        ]
+        assert set(r.http_paths) == {"/v1/traces", "/v1/metrics"}
+    finally:
+        stack.stop()
+        r.stop()
+
+
+# -- in process: the SDK's in-memory exporters --
+
+
+def settings(**kw) -> otel.Settings:
+    base = dict(
+        protocol="grpc",
+        endpoint="",
+        headers=(),
+        metrics=True,
+        traces=True,
+        interval_ms=0,
+        service_name="llmtally",
+        certificate_file="",
+        capture_bytes=0,
+    )
+    return otel.Settings(**{**base, **kw})
+
+
+class Local:
+    def __init__(self, cap=10, **kw):
+        self.spans = InMemorySpanExporter()
+        self.reader = InMemoryMetricReader()
+        self.models = LabelValues(cap, "overflow", "")
+        self.t = otel.Telemetry(
+            settings(**kw), ["team"], self.models, span_exporter=self.spans, metric_reader=self.reader
+        )
+
+    def finished(self):
+        self.t.tracer_provider.force_flush()
+        return self.spans.get_finished_spans()
+
+    def points(self, name):
+        data = self.reader.get_metrics_data()
+        out = {}
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    if m.name == name:
+                        for p in m.data.data_points:
+                            out[frozenset(p.attributes.items())] = (p.count, p.sum)
+        return out
+
+
+def call(**kw) -> otel.Call:
+    u = Usage(
+        prompt_tokens=5,
+        completion_tokens=3,
+        total_tokens=8,
+        model="m1",
+        provider_model="m1-2025",
+        streaming=True,
+        source="provider",
+    )
+    base = dict(
+        llm="anthropic",
+        values=("anthropic", "m1", "dev"),
+        path="/v1/messages",
+        status="200",
+        usage=u,
+        request_model="m1",
+        t0=100.0,
+        t_first=100.5,
+        t_end=102.5,
+    )
+    return otel.Call(**{**base, **kw})
+
+
+def test_a_call_in_process_has_exact_timings_and_attributes():
+    lo = Local()
+    lo.models.admit("m1")
+    lo.t.record(call())
+    (sp,) = lo.finished()
+    assert sp.name == "chat m1" and (sp.end_time - sp.start_time) == 2_500_000_000
+    assert sp.parent is None
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "team": "dev"}
+    ttft = lo.points(otel.TIME_TO_FIRST_TOKEN)
+    # the response model was new to the cap: admitted from a 2xx answer
+    key = frozenset({**attrs, "gen_ai.request.model": "m1", "gen_ai.response.model": "m1-2025"}.items())
+    assert ttft == {key: (1, 0.5)}
+    assert lo.points(otel.TIME_PER_OUTPUT_TOKEN) == {key: (1, 1.0)}  # (102.5 - 100.5) / (3 - 1)
+    assert lo.points(otel.OPERATION_DURATION) == {key: (1, 2.5)}
+
+
+def test_non_streamed_answers_have_no_time_to_first_token():
+    lo = Local()
+    u = Usage(prompt_tokens=5, completion_tokens=3, total_tokens=8, model="m1", streaming=False, source="provider")
+    lo.t.record(call(usage=u))
+    assert lo.points(otel.TIME_TO_FIRST_TOKEN) == {} and lo.points(otel.TIME_PER_OUTPUT_TOKEN) == {}
+    assert sum(n for n, _ in lo.points(otel.OPERATION_DURATION).values()) == 1
+
+
+def test_model_attributes_of_metrics_are_capped_like_the_model_label():
+    """A client naming a new model on every request cannot grow the metric attribute sets; spans keep the name
+    (cut at MAX_ATTRIBUTE)."""
+    lo = Local(cap=2)
+    for i in range(50):
+        name = f"m{i}-" + "x" * 400
+        lo.t.record(call(request_model=name, values=("anthropic", "overflow", "dev"), status="400", usage=None))
+    models = {dict(k)["gen_ai.request.model"] for k in lo.points(otel.OPERATION_DURATION)}
+    assert models == {"overflow"}
+    spans = lo.finished()
+    assert len(spans) == 50
+    assert {len(s.attributes["gen_ai.request.model"]) for s in spans} == {otel.MAX_ATTRIBUTE}
+    assert {s.attributes["error.type"] for s in spans} == {"400"}
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "00-" + "0" * 32 + "-" + PARENT_ID + "-01",  # an invalid (zero) trace id
+        "zz-" + TRACE_ID + "-" + PARENT_ID + "-01",
+        "00-" + TRACE_ID + "-" + PARENT_ID,
+        "garbage",
+    ],
+)
+def test_a_malformed_traceparent_starts_a_trace_of_its_own(traceparent):
+    lo = Local()
+    lo.t.record(call(traceparent=traceparent))
+    (sp,) = lo.finished()
+    assert sp.parent is None and format(sp.context.trace_id, "032x") != TRACE_ID
+
+
+def test_a_sampled_out_parent_records_no_span_but_metrics():
+    lo = Local()
+    lo.t.record(call(traceparent=f"00-{TRACE_ID}-{PARENT_ID}-00"))
+    assert lo.finished() == ()
+    assert sum(n for n, _ in lo.points(otel.OPERATION_DURATION).values()) == 1
+
+
+def test_aborted_and_timed_out_calls_are_errors():
+    lo = Local()
+    lo.t.record(call(aborted=True, request_id="r1"))
+    lo.t.record(call(timed_out=True, request_id="r2"))
+    lo.t.record(call(status="503", aborted=True, request_id="r3"))
+    spans = {s.attributes["http.request.header.x-request-id"][0]: s for s in lo.finished()}
+    assert {k: s.attributes["error.type"] for k, s in spans.items()} == {"r1": "aborted", "r2": "timeout", "r3": "503"}
+    assert spans["r1"].attributes["llmtally.aborted"] is True
+
+
+def test_content_capture_is_off_by_default_and_capped():
+    lo = Local()
+    lo.t.record(call(prompt=b'{"messages": []}', completion=b"data: hi\n\n"))
+    (sp,) = lo.finished()
+    assert sp.events == ()
+    lo = Local(capture_bytes=8)
+    body = b'{"model":"m1","messages":[{"role":"user","content":"hello"}]}'
+    lo.t.record(call(prompt=body[:9], completion=gzip.compress(b"data: {hello world}\n\n"), completion_encoding="gzip"))
+    (sp,) = lo.finished()
+    assert [(e.name, dict(e.attributes)) for e in sp.events] == [
+        ("gen_ai.content.prompt", {"gen_ai.prompt": '{"model"', "llmtally.truncated": True}),
+        ("gen_ai.content.completion", {"gen_ai.completion": "data: {h", "llmtally.truncated": True}),
+    ]
+    lo = Local(capture_bytes=100)
+    lo.t.record(call(prompt=b"short", completion=b"\x00\x01", completion_encoding="br"))
+    (sp,) = lo.finished()  # br is not inflated here: no completion event
+    assert [(e.name, dict(e.attributes)) for e in sp.events] == [
+        ("gen_ai.content.prompt", {"gen_ai.prompt": "short", "llmtally.truncated": False})
+    ]
+
+
+# -- settings --
+
+
+def test_settings_from_the_config_and_the_environment():
+    assert otel.settings(Config(), {}) is None
+    env_only = otel.settings(Config(), {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
+    assert env_only is not None and (env_only.protocol, env_only.endpoint, env_only.metrics) == (
+        "http/protobuf",
+        "",
+        True,
+    )
+    cfg = Config(otel=OtelConfig(endpoint="http://c:4317", protocol="grpc"))
+    s = otel.settings(cfg, {"OTEL_TRACES_EXPORTER": "none"})
+    assert s is not None and (s.protocol, s.endpoint, s.metrics, s.traces) == ("grpc", "http://c:4317", True, False)
+    assert otel.settings(cfg, {"OTEL_SDK_DISABLED": "true"}) is None
+    assert otel.settings(Config(otel=OtelConfig(enabled=False)), {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c"}) is None
+    s = otel.settings(Config(otel=OtelConfig(capture_content=True, capture_content_bytes=100)), {})
+    assert s is not None and s.capture_bytes == 100
+
+
+def test_the_otel_section_is_validated(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(
+        "otel:\n  endpoint: https://collector:4317\n  protocol: grpc\n  headers: {x-api-key: k}\n"
+        "  exportIntervalSeconds: 5\n  captureContent: true\n"
+    )
+    oc = load(str(f), {}, {}).otel
+    assert oc == OtelConfig(
+        endpoint="https://collector:4317",
+        protocol="grpc",
+        headers=(("x-api-key", "k"),),
+        export_interval_seconds=5.0,
+        capture_content=True,
+    )
+    for text, message in [
+        ("otel:\n  protocol: thrift\n", "otel.protocol: 'thrift' is not grpc or http/protobuf"),
+        ("otel:\n  endpoint: collector:4317\n", "otel.endpoint: 'collector:4317' is not an http:// or https:// URL"),
+        ("otel:\n  bogus: 1\n", "otel: expected a mapping with captureContent"),
+        ("otel:\n  headers: {'a b': c}\n", "otel.headers: a header name or value has a character HTTP does not allow"),
+        ("otel:\n  captureContentBytes: 0\n", "otel.captureContentBytes: must be an integer from 1 to 1048576"),
+        ("logFormat: xml\n", "logFormat: 'xml' is not one of text, json"),
+    ]:
+        f.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            load(str(f), {}, {})
+        assert str(e.value).startswith(message)
