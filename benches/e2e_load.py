@@ -1,6 +1,8 @@
 """End-to-end load on loopback: Envoy alone, Envoy + an empty ext_proc,
-Envoy + llmtally (1 and 2 workers), driven by wrk from a separate process,
-streaming and not; then peak RSS of llmtally with 1000 concurrent streams.
+Envoy + llmtally (1 and 2 workers, and 1 with OpenTelemetry export to an OTLP
+sink), driven by wrk from a separate process, streaming and not: throughput,
+latency, and the sidecar's CPU per request; then peak RSS of llmtally with
+1000 concurrent streams.
 
     python benches/e2e_load.py [--short] [--out bench-e2e.json]
 
@@ -74,7 +76,7 @@ def wrk(url: str, script: str, connections: int, seconds: int) -> dict:
 class Backend:
     """An ext_proc server process (or none)."""
 
-    def __init__(self, kind: str, port: int, metrics_port: int, workdir: str):
+    def __init__(self, kind: str, port: int, metrics_port: int, workdir: str, otlp_port: int = 0):
         self.kind, self.proc = kind, None
         if kind == "none":
             return
@@ -88,9 +90,25 @@ class Backend:
                     f"workers: {2 if kind == 'llmtally-2w' else 1}\n"
                     "stats:\n  customLabels:\n  - name: team\n    metadataKey: principal:team\n"
                 )
+                if kind == "llmtally-otel":  # metrics every second (the SDK's default is 60 s), spans batched
+                    f.write(
+                        f"otel:\n  endpoint: http://127.0.0.1:{otlp_port}\n  protocol: grpc\n"
+                        "  exportIntervalSeconds: 1\n"
+                    )
             cmd = [sys.executable, "-m", "llmtally.cli", "serve", "--config", cfg]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(port)
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of the process and its children so far."""
+        if self.proc is None:
+            return 0.0
+        p = psutil.Process(self.proc.pid)
+        total = 0.0
+        for q in [p, *p.children(recursive=True)]:
+            t = q.cpu_times()
+            total += t.user + t.system
+        return total
 
     def rss_mb(self) -> float:
         """Resident memory of the process and its children."""
@@ -139,10 +157,13 @@ def main() -> None:
             upstream.openai(STREAM_BODY, json.dumps(STREAM_BODY).encode(), "/v1/chat/completions", 1).events
         ),
     }
+    from otlp_sink import Sink
+
+    sink = Sink()
     try:
-        for kind in ("none", "noop", "llmtally", "llmtally-2w"):
+        for kind in ("none", "noop", "llmtally", "llmtally-otel", "llmtally-2w"):
             grpc_port, metrics_port, listen, admin = free_port(), free_port(), free_port(), free_port()
-            backend = Backend(kind, grpc_port, metrics_port, workdir)
+            backend = Backend(kind, grpc_port, metrics_port, workdir, sink.port)
             cfg = gateway.bootstrap(
                 listen_port=listen,
                 admin_port=admin,
@@ -158,12 +179,18 @@ def main() -> None:
                 envoy.wait_ready()
                 url = f"http://127.0.0.1:{listen}/openai"
                 wrk(url, scripts["nonstream"], 4, 1)  # warm up
-                row = {w: wrk(url, s, 32, seconds) for w, s in scripts.items()}
+                row = {}
+                for w, s in scripts.items():
+                    cpu0 = backend.cpu_seconds()
+                    row[w] = r = wrk(url, s, 32, seconds)
+                    if backend.proc is not None:
+                        r["cpu_us_per_request"] = (backend.cpu_seconds() - cpu0) / (r["req_per_s"] * seconds) * 1e6
                 results["load"][kind] = row
                 print(
                     f"{kind:12} "
                     + "  ".join(
                         f"{w}: {r['req_per_s']:7.0f} req/s p50 {r['p50_ms']:6.2f} ms p99 {r['p99_ms']:6.2f} ms"
+                        + (f" cpu {r['cpu_us_per_request']:5.0f} us/req" if "cpu_us_per_request" in r else "")
                         for w, r in row.items()
                     ),
                     flush=True,
@@ -180,6 +207,8 @@ def main() -> None:
                 backend.stop()
     finally:
         mock.terminate()
+        sink.stop()
+    results["otlp_exports"] = sink.exports
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
 

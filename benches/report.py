@@ -32,6 +32,10 @@ RATIOS = {
     # Envoy, the mock, wrk and the sidecar share the cores: the floor sits below that noise
     "e2e_llmtally_over_empty_ext_proc.nonstream": (0.5, 0.9),
     "e2e_llmtally_over_empty_ext_proc.stream": (0.5, 0.9),
+    # OpenTelemetry export on (metrics every second, a span per call) against off: the sidecar's CPU per
+    # request, off / on; the target is at most 10% more CPU (1 / 1.10)
+    "e2e_cpu_otel_off_over_on.nonstream": (0.8, 0.909),
+    "e2e_cpu_otel_off_over_on.stream": (0.8, 0.909),
 }
 #: absolute goals reported (not guarded: absolute speed depends on the machine)
 GOALS = {"scan_native_mb_per_s.openai_sse": 1000.0}
@@ -75,6 +79,10 @@ def ratios(m: dict, e2e: dict | None) -> dict:
             values[f"e2e_llmtally_over_empty_ext_proc.{w}"] = (
                 load["llmtally"][w]["req_per_s"] / load["noop"][w]["req_per_s"]
             )
+            if "llmtally-otel" in load and "cpu_us_per_request" in load["llmtally-otel"][w]:
+                values[f"e2e_cpu_otel_off_over_on.{w}"] = (
+                    load["llmtally"][w]["cpu_us_per_request"] / load["llmtally-otel"][w]["cpu_us_per_request"]
+                )
         # the latency llmtally adds over Envoy alone, spread over the chunks of one streamed answer
         values["e2e_added_ms_per_streamed_chunk"] = (
             load["llmtally"]["stream"]["p50_ms"] - load["none"]["stream"]["p50_ms"]

@@ -10,7 +10,6 @@ import json
 import time
 
 import pytest
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GA
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as GM
@@ -267,13 +266,27 @@ def settings(**kw) -> otel.Settings:
     return otel.Settings(**{**base, **kw})
 
 
+class KeptMetrics:
+    """A metric exporter that keeps what it is given."""
+
+    def __init__(self):
+        self.exported = []
+        self.shut = False
+
+    def export(self, data, **kw):
+        self.exported.append(data)
+
+    def shutdown(self, **kw):
+        self.shut = True
+
+
 class Local:
     def __init__(self, cap=10, **kw):
         self.spans = InMemorySpanExporter()
-        self.reader = InMemoryMetricReader()
+        self.exporter = KeptMetrics()
         self.models = LabelValues(cap, "overflow", "")
         self.t = otel.Telemetry(
-            settings(**kw), ["team"], self.models, span_exporter=self.spans, metric_reader=self.reader
+            settings(**kw), ["team"], self.models, span_exporter=self.spans, metric_exporter=self.exporter
         )
 
     def finished(self):
@@ -281,8 +294,10 @@ class Local:
         return self.spans.get_finished_spans()
 
     def points(self, name):
-        data = self.reader.get_metrics_data()
+        data = self.t.histograms.collect()
         out = {}
+        if data is None:
+            return out
         for rm in data.resource_metrics:
             for sm in rm.scope_metrics:
                 for m in sm.metrics:
@@ -330,6 +345,30 @@ def test_a_call_in_process_has_exact_timings_and_attributes():
     assert ttft == {key: (1, 0.5)}
     assert lo.points(otel.TIME_PER_OUTPUT_TOKEN) == {key: (1, 1.0)}  # (102.5 - 100.5) / (3 - 1)
     assert lo.points(otel.OPERATION_DURATION) == {key: (1, 2.5)}
+
+
+def test_histogram_buckets_are_exact_and_attribute_sets_bounded():
+    lo = Local(max_points=3)
+    for tokens in (1, 4, 5, 16, 17, 100_000_000):
+        u = Usage(prompt_tokens=tokens, completion_tokens=0, total_tokens=tokens, model="m1", source="provider")
+        lo.t.record(call(usage=u))
+    (m,) = [
+        m for m in lo.t.histograms.collect().resource_metrics[0].scope_metrics[0].metrics if m.name == otel.TOKEN_USAGE
+    ]
+    inputs = [p for p in m.data.data_points if p.attributes.get("gen_ai.token.type") == "input"]
+    (p,) = inputs
+    assert list(p.explicit_bounds) == list(otel.TOKEN_BOUNDARIES)
+    # (.., 1], (1, 4], (4, 16], (16, 64] ... and past the last bound
+    assert p.bucket_counts[:4] == [1, 1, 2, 1] and p.bucket_counts[-1] == 1 and sum(p.bucket_counts) == 6
+    assert (p.count, p.sum, p.min, p.max) == (6, 100_000_043.0, 1, 100_000_000)
+    assert m.data.aggregation_temporality.name == "CUMULATIVE"
+    # a fourth attribute set of a histogram goes to the overflow set
+    for team in ("a", "b", "c"):
+        lo.t.record(call(values=("anthropic", "m1", team)))
+    pts = lo.points(otel.OPERATION_DURATION)
+    assert len(pts) == 4 and pts[frozenset({("otel.metric.overflow", True)})][0] == 1  # 3 and the overflow
+    lo.t.shutdown()
+    assert lo.exporter.shut and len(lo.exporter.exported) == 1  # the last export at shutdown
 
 
 def test_non_streamed_answers_have_no_time_to_first_token():
@@ -455,3 +494,31 @@ def test_the_otel_section_is_validated(tmp_path):
         with pytest.raises(ConfigError) as e:
             load(str(f), {}, {})
         assert str(e.value).startswith(message)
+
+
+# -- a collector that is down --
+
+
+def test_a_collector_that_is_down_costs_the_traffic_nothing(tmp_path):
+    """Every answer as without the export; the exporters' failures are logged once a minute, not per export;
+    the sidecar stops within its grace and the 5 s bound on the last export."""
+    from llmtally.demo import free_port
+    from test_serve import SEED_STREAM, Sidecar, case_messages, expected_final, md_of
+
+    dead = free_port()  # nothing listens there
+    extra = f"otel:\n  endpoint: http://127.0.0.1:{dead}\n  protocol: grpc\n  exportIntervalSeconds: 0.2\n"
+    s = Sidecar(tmp_path, extra=extra)
+    try:
+        for _ in range(20):
+            resps = s.process(case_messages(SEED_STREAM), provider="openai")
+            assert md_of(resps[-1]) == expected_final(SEED_STREAM["usage"], "openai")
+        time.sleep(2)  # ten metric exports, a few span batches: all failing
+    finally:
+        t0 = time.monotonic()
+        s.stop()
+        took = time.monotonic() - t0
+    log = s.log.read_text()
+    failures = [ln for ln in log.splitlines() if "Failed to export" in ln or "Transient error" in ln]
+    assert 1 <= len(failures) <= 4, log
+    assert "Traceback" not in log
+    assert took < 10 + 5 + 3  # shutdownGraceSeconds, the export bound, the process's own exit

@@ -8,9 +8,12 @@ then, not opened at its start), and leaves the process in batches: nothing is do
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import os
 import socket
+import threading
 import time
 import zlib
 from collections.abc import Mapping
@@ -100,6 +103,8 @@ class Settings:
     service_name: str
     certificate_file: str
     capture_bytes: int  # 0: no prompt or completion text
+    #: attribute sets kept per histogram (the Prometheus series bound, `stats.seriesMax`, times the token types)
+    max_points: int = 2000
 
 
 def settings(config: Config, environ: Mapping[str, str] | None = None) -> Settings | None:
@@ -126,6 +131,7 @@ def settings(config: Config, environ: Mapping[str, str] | None = None) -> Settin
         service_name=(oc.service_name if oc is not None else "") or env.get("OTEL_SERVICE_NAME", "") or "llmtally",
         certificate_file=oc.certificate_file if oc is not None else "",
         capture_bytes=oc.capture_content_bytes if oc is not None and oc.capture_content else 0,
+        max_points=2 * config.series_max,
     )
 
 
@@ -166,8 +172,8 @@ class Call:
 
 
 class Telemetry:
-    """The OTLP pipeline of one process: a MeterProvider with the four GenAI histograms and a TracerProvider
-    with a batch span processor. `record` is the one way in."""
+    """The OTLP pipeline of one process: the four GenAI histograms (`Histograms`) and a TracerProvider with a
+    batch span processor. `record` is the one way in."""
 
     def __init__(
         self,
@@ -176,9 +182,9 @@ class Telemetry:
         models: LabelValues,
         *,
         span_exporter: Any = None,
-        metric_reader: Any = None,
+        metric_exporter: Any = None,
     ):
-        """`span_exporter`, `metric_reader`: instead of OTLP's (the tests' in-memory ones)."""
+        """`span_exporter`, `metric_exporter`: instead of OTLP's (the tests' in-memory ones)."""
         from opentelemetry.sdk.resources import Resource
 
         self.settings = s
@@ -192,11 +198,11 @@ class Telemetry:
         attrs["service.version"] = __version__
         # OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME are merged by create(); ours win only where set above
         resource = Resource.create(attrs)
-        self.meter_provider: Any = None
+        self.histograms: Histograms | None = None
         self.tracer_provider: Any = None
         self.tracer: Any = None
         if s.metrics:
-            self._metrics(resource, metric_reader)
+            self._metrics(resource, metric_exporter)
         if s.traces:
             self._traces(resource, span_exporter)
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -224,11 +230,8 @@ class Telemetry:
                 kw["certificate_file"] = s.certificate_file
         return kw
 
-    def _metrics(self, resource: Any, reader: Any) -> None:
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-        if reader is None:
+    def _metrics(self, resource: Any, exporter: Any) -> None:
+        if exporter is None:
             if self.settings.protocol == "grpc":
                 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
             else:
@@ -236,34 +239,8 @@ class Telemetry:
                     OTLPMetricExporter,
                 )
             exporter = OTLPMetricExporter(**self._exporter_kwargs("metrics"))
-            interval = self.settings.interval_ms or None
-            reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval)
-        self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
-        meter = self.meter_provider.get_meter("llmtally", schema_url=SCHEMA_URL)
-        self.token_usage = meter.create_histogram(
-            TOKEN_USAGE,
-            unit="{token}",
-            description="Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=TOKEN_BOUNDARIES,
-        )
-        self.duration = meter.create_histogram(
-            OPERATION_DURATION,
-            unit="s",
-            description="GenAI operation duration (request headers to the end of the response, at the gateway).",
-            explicit_bucket_boundaries_advisory=DURATION_BOUNDARIES,
-        )
-        self.ttft = meter.create_histogram(
-            TIME_TO_FIRST_TOKEN,
-            unit="s",
-            description="Time to the first response body bytes of a streamed response.",
-            explicit_bucket_boundaries_advisory=TTFT_BOUNDARIES,
-        )
-        self.tpot = meter.create_histogram(
-            TIME_PER_OUTPUT_TOKEN,
-            unit="s",
-            description="Time per output token after the first, of a streamed response.",
-            explicit_bucket_boundaries_advisory=TPOT_BOUNDARIES,
-        )
+        interval = self.settings.interval_ms or _env_ms("OTEL_METRIC_EXPORT_INTERVAL", 60_000)
+        self.histograms = Histograms(resource, exporter, interval / 1000, self.settings.max_points)
 
     def _traces(self, resource: Any, exporter: Any) -> None:
         from opentelemetry.sdk.trace import TracerProvider
@@ -277,9 +254,17 @@ class Telemetry:
                     OTLPSpanExporter,
                 )
             exporter = OTLPSpanExporter(**self._exporter_kwargs("traces"))
-        self.tracer_provider = TracerProvider(resource=resource)  # the sampler: OTEL_TRACES_SAMPLER, parent based
-        self.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
-        self.tracer = self.tracer_provider.get_tracer("llmtally", schema_url=SCHEMA_URL)
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        from . import __version__
+
+        # the sampler: OTEL_TRACES_SAMPLER (and _ARG), else parent based, always on for a root
+        self.tracer_provider = TracerProvider(resource=resource)
+        self.processor = BatchSpanProcessor(exporter)
+        self.tracer_provider.add_span_processor(self.processor)  # its shutdown and flush
+        self.tracer = self.tracer_provider.get_tracer("llmtally", __version__, schema_url=SCHEMA_URL)
+        self.resource = resource
+        self.scope = InstrumentationScope("llmtally", __version__, SCHEMA_URL)
 
     # -- the one way in --
 
@@ -294,12 +279,12 @@ class Telemetry:
         err = error_type(c)
         if err:
             attrs["error.type"] = err
-        if self.meter_provider is not None:
-            self._record_metrics(c, attrs)
+        if self.histograms is not None:
+            self._record_metrics(c, self.histograms, attrs)
         if self.tracer is not None:
             self._span(c, op, attrs, err)
 
-    def _record_metrics(self, c: Call, common: dict[str, Any]) -> None:
+    def _record_metrics(self, c: Call, h: Histograms, common: dict[str, Any]) -> None:
         """The histograms; the model attributes are capped as the model label is (a name the label has not
         admitted is its overflow value), so a client cannot grow the series."""
         u = c.usage
@@ -310,19 +295,19 @@ class Telemetry:
             attrs["gen_ai.request.model"] = model
         if u is not None and u.provider_model:
             attrs["gen_ai.response.model"] = cap.admit(u.provider_model, c.status.startswith("2"))
-        self.duration.record(c.t_end - c.t0, attrs)
-        if u is None:
-            return
-        self.token_usage.record(u.prompt_tokens, {**attrs, "gen_ai.token.type": "input"})
-        self.token_usage.record(u.completion_tokens, {**attrs, "gen_ai.token.type": "output"})
-        if u.streaming and c.t_first is not None:
-            self.ttft.record(c.t_first - c.t0, attrs)
-            if u.completion_tokens > 1:
-                self.tpot.record((c.t_end - c.t_first) / (u.completion_tokens - 1), attrs)
+        key = tuple(attrs.items())
+        with h.lock:
+            h.observe(OPERATION_DURATION, key, c.t_end - c.t0)
+            if u is None:
+                return
+            h.observe(TOKEN_USAGE, (*key, INPUT), u.prompt_tokens)
+            h.observe(TOKEN_USAGE, (*key, OUTPUT), u.completion_tokens)
+            if u.streaming and c.t_first is not None:
+                h.observe(TIME_TO_FIRST_TOKEN, key, c.t_first - c.t0)
+                if u.completion_tokens > 1:
+                    h.observe(TIME_PER_OUTPUT_TOKEN, key, (c.t_end - c.t_first) / (u.completion_tokens - 1))
 
     def _span(self, c: Call, op: str, attrs: dict[str, Any], err: str | None) -> None:
-        from opentelemetry.trace import SpanKind, Status, StatusCode
-
         u = c.usage
         a = dict(attrs)
         if c.request_model:
@@ -351,39 +336,232 @@ class Telemetry:
             a["http.request.header.x-request-id"] = [c.request_id]
         if c.aborted:
             a["llmtally.aborted"] = True
+        self._emit(c, op, a, err)
+
+    def _emit(self, c: Call, op: str, a: dict[str, Any], err: str | None) -> None:
+        """The call's span, made finished: sampled by the provider's sampler, its ids from the provider's id
+        generator, handed to its span processors (the batch processor) as the SDK's ReadableSpan. The span is
+        not opened and closed through a Tracer: the call is over, and the Tracer's path (a live Span, its
+        attribute checks) would cost more than the rest of the call's accounting."""
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import Event, ReadableSpan
+        from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+
+        tp = self.tracer_provider
+        parent_ctx = None
         parent = None
         if c.traceparent:
             carrier = {"traceparent": c.traceparent}
             if c.tracestate:
                 carrier["tracestate"] = c.tracestate
-            parent = self.propagator.extract(carrier)
+            parent_ctx = self.propagator.extract(carrier)
+            sc = trace.get_current_span(parent_ctx).get_span_context()
+            if sc.is_valid:
+                parent = sc
+            else:
+                parent_ctx = None
+        trace_id = parent.trace_id if parent is not None else tp.id_generator.generate_trace_id()
+        model = a.get("gen_ai.request.model")
+        name = f"{op} {model}" if model else op
+        sampled = tp.sampler.should_sample(parent_ctx, trace_id, name, SpanKind.CLIENT, a)
+        if not sampled.decision.is_sampled():
+            return
+        if sampled.attributes:
+            a.update(sampled.attributes)
+        ctx = SpanContext(
+            trace_id,
+            tp.id_generator.generate_span_id(),
+            is_remote=False,
+            trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+            trace_state=sampled.trace_state,
+        )
         # the span's wall-clock times, from the call's monotonic ones
         now_ns, now = time.time_ns(), time.monotonic()
         start_ns = now_ns - int((now - c.t0) * 1e9)
         end_ns = now_ns - int((now - c.t_end) * 1e9)
-        model = a.get("gen_ai.request.model")
-        span = self.tracer.start_span(
-            f"{op} {model}" if model else op, context=parent, kind=SpanKind.CLIENT, attributes=a, start_time=start_ns
-        )
+        events = []
         cap = self.settings.capture_bytes
-        if cap and span.is_recording():
+        if cap:
             if c.prompt:
-                span.add_event("gen_ai.content.prompt", _content("gen_ai.prompt", c.prompt, cap), timestamp=start_ns)
+                events.append(Event("gen_ai.content.prompt", _content("gen_ai.prompt", c.prompt, cap), start_ns))
             text = _decoded(c.completion, c.completion_encoding, cap)
             if text is not None:
-                span.add_event("gen_ai.content.completion", _content("gen_ai.completion", text, cap), timestamp=end_ns)
-        if err:
-            span.set_status(Status(StatusCode.ERROR, err))
-        span.end(end_time=end_ns)
+                events.append(Event("gen_ai.content.completion", _content("gen_ai.completion", text, cap), end_ns))
+        span = ReadableSpan(
+            name=name,
+            context=ctx,
+            parent=parent,
+            resource=self.resource,
+            attributes=a,
+            events=events,
+            kind=SpanKind.CLIENT,
+            status=Status(StatusCode.ERROR, err) if err else Status(StatusCode.UNSET),
+            start_time=start_ns,
+            end_time=end_ns,
+            instrumentation_scope=self.scope,
+        )
+        self.processor.on_end(span)
 
     def shutdown(self) -> None:
         """Export what is left (bounded by the SDK's export timeouts), then stop."""
-        for p in (self.tracer_provider, self.meter_provider):
+        for p in (self.tracer_provider, self.histograms):
             if p is not None:
                 try:
                     p.shutdown()
                 except Exception:
                     log.warning("OpenTelemetry shutdown failed", exc_info=True)
+
+
+INPUT = ("gen_ai.token.type", "input")
+OUTPUT = ("gen_ai.token.type", "output")
+#: name -> (unit, description, bucket boundaries)
+HISTOGRAMS = {
+    TOKEN_USAGE: ("{token}", "Number of input and output tokens used.", TOKEN_BOUNDARIES),
+    OPERATION_DURATION: (
+        "s",
+        "GenAI operation duration (request headers to the end of the response, at the gateway).",
+        DURATION_BOUNDARIES,
+    ),
+    TIME_TO_FIRST_TOKEN: ("s", "Time to the first response body bytes of a streamed response.", TTFT_BOUNDARIES),
+    TIME_PER_OUTPUT_TOKEN: ("s", "Time per output token after the first, of a streamed response.", TPOT_BOUNDARIES),
+}
+#: the attribute set that takes the measurements of new sets past the bound (as the SDK names it)
+OVERFLOW = (("otel.metric.overflow", True),)
+
+
+class Point:
+    """One cumulative explicit-bucket histogram point."""
+
+    __slots__ = ("bounds", "counts", "count", "sum", "min", "max")
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.count = 0
+        self.sum = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def observe(self, v: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, v)] += 1  # buckets hold (previous bound, bound]
+        self.count += 1
+        self.sum += v
+        if v < self.min:
+            self.min = v
+        if v > self.max:
+            self.max = v
+
+
+class Histograms:
+    """The four GenAI histograms, aggregated here (a few dictionary and list operations per call: the SDK's
+    instruments cost several times the rest of a call) and handed to the OTLP metric exporter, as the SDK's
+    data points, every `interval` seconds by a thread of their own. At most `max_points` attribute sets per
+    histogram; measurements of new ones past it go to the `otel.metric.overflow` set."""
+
+    def __init__(self, resource: Any, exporter: Any, interval: float, max_points: int):
+        self.resource = resource
+        self.exporter = exporter
+        self.interval = interval
+        self.max_points = max_points
+        self.lock = threading.Lock()
+        self.points: dict[str, dict[tuple[tuple[str, Any], ...], Point]] = {name: {} for name in HISTOGRAMS}
+        self.start_ns = time.time_ns()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="llmtally-otel-metrics", daemon=True)
+        self.thread.start()
+
+    def observe(self, name: str, key: tuple[tuple[str, Any], ...], v: float) -> None:
+        """Under `lock`."""
+        pts = self.points[name]
+        p = pts.get(key)
+        if p is None:
+            if len(pts) >= self.max_points:
+                key = OVERFLOW
+                p = pts.get(key)
+            if p is None:
+                p = pts[key] = Point(HISTOGRAMS[name][2])
+        p.observe(v)
+
+    def collect(self) -> Any:
+        """What has been measured, as the SDK's MetricsData (None before the first measurement)."""
+        from opentelemetry.sdk.metrics.export import (
+            AggregationTemporality,
+            Histogram,
+            HistogramDataPoint,
+            Metric,
+            MetricsData,
+            ResourceMetrics,
+            ScopeMetrics,
+        )
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        from . import __version__
+
+        now = time.time_ns()
+        metrics = []
+        with self.lock:
+            snapshot = {
+                name: [(k, p.count, p.sum, list(p.counts), p.min, p.max) for k, p in pts.items()]
+                for name, pts in self.points.items()
+            }
+        for name, rows in snapshot.items():
+            if not rows:
+                continue
+            unit, description, bounds = HISTOGRAMS[name]
+            points = [
+                HistogramDataPoint(
+                    attributes=dict(k),
+                    start_time_unix_nano=self.start_ns,
+                    time_unix_nano=now,
+                    count=n,
+                    sum=total,
+                    bucket_counts=counts,
+                    explicit_bounds=bounds,
+                    min=lo,
+                    max=hi,
+                )
+                for k, n, total, counts, lo, hi in rows
+            ]
+            data = Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
+            metrics.append(Metric(name=name, description=description, unit=unit, data=data))
+        if not metrics:
+            return None
+        scope = InstrumentationScope("llmtally", __version__, SCHEMA_URL)
+        return MetricsData(
+            resource_metrics=[
+                ResourceMetrics(
+                    resource=self.resource,
+                    scope_metrics=[ScopeMetrics(scope=scope, metrics=metrics, schema_url=SCHEMA_URL)],
+                    schema_url=SCHEMA_URL,
+                )
+            ]
+        )
+
+    def export(self) -> None:
+        data = self.collect()
+        if data is not None:
+            self.exporter.export(data)
+
+    def _run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            try:
+                self.export()
+            except Exception:  # the exporter logs its own failures; a bug here must not end the thread
+                log.warning("OpenTelemetry metrics export failed", exc_info=True)
+
+    def shutdown(self) -> None:
+        """The last export, then the exporter's shutdown."""
+        self.stopping.set()
+        self.thread.join(self.interval + 1)
+        try:
+            self.export()
+        finally:
+            self.exporter.shutdown()
+
+
+def _env_ms(name: str, default: int) -> int:
+    v = os.environ.get(name, "").strip()
+    return int(v) if v.isdigit() and int(v) > 0 else default
 
 
 def error_type(c: Call) -> str | None:
