@@ -132,9 +132,6 @@ def test_spans_and_metrics_over_otlp_grpc_behind_envoy(grpc_stack):
         GA.GEN_AI_RESPONSE_MODEL: "gpt-3.5-turbo-0125",
         GA.GEN_AI_USAGE_INPUT_TOKENS: 21,
         GA.GEN_AI_USAGE_OUTPUT_TOKENS: COMPLETION,
-        GA.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 0,
-        GA.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: 0,
-        GA.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: 0,
         GA.GEN_AI_REQUEST_STREAM: False,
         http_attributes.HTTP_RESPONSE_STATUS_CODE: 200,
         "http.request.header.x-request-id": [a["request_id"]],
@@ -522,3 +519,32 @@ def test_a_collector_that_is_down_costs_the_traffic_nothing(tmp_path):
     assert 1 <= len(failures) <= 4, log
     assert "Traceback" not in log
     assert took < 10 + 5 + 3  # shutdownGraceSeconds, the export bound, the process's own exit
+
+
+def test_cache_and_reasoning_tokens_are_span_attributes_when_not_zero():
+    lo = Local()
+    u = Usage(
+        prompt_tokens=50,
+        completion_tokens=30,
+        total_tokens=80,
+        cached_tokens=20,
+        cache_write_tokens=10,
+        reasoning_tokens=12,
+        model="m1",
+        source="provider",
+    )
+    lo.t.record(call(usage=u))
+    lo.t.record(call())  # zeros: left out
+    first, second = lo.finished()
+    usage = {k: v for k, v in first.attributes.items() if k.startswith("gen_ai.usage.")}
+    assert usage == {
+        GA.GEN_AI_USAGE_INPUT_TOKENS: 50,
+        GA.GEN_AI_USAGE_OUTPUT_TOKENS: 30,
+        GA.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 20,
+        GA.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: 10,
+        GA.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: 12,
+    }
+    assert {k for k in second.attributes if k.startswith("gen_ai.usage.")} == {
+        GA.GEN_AI_USAGE_INPUT_TOKENS,
+        GA.GEN_AI_USAGE_OUTPUT_TOKENS,
+    }

@@ -197,7 +197,8 @@ class Telemetry:
 
         attrs["service.version"] = __version__
         # OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME are merged by create(); ours win only where set above
-        resource = Resource.create(attrs)
+        created = Resource.create(attrs)
+        resource = _resource_type()(created.attributes, created.schema_url)
         self.histograms: Histograms | None = None
         self.tracer_provider: Any = None
         self.tracer: Any = None
@@ -317,9 +318,13 @@ class Telemetry:
                 a["gen_ai.response.model"] = clip(u.provider_model)
             a["gen_ai.usage.input_tokens"] = u.prompt_tokens
             a["gen_ai.usage.output_tokens"] = u.completion_tokens
-            a["gen_ai.usage.cache_read.input_tokens"] = u.cached_tokens
-            a["gen_ai.usage.cache_creation.input_tokens"] = u.cache_write_tokens
-            a["gen_ai.usage.reasoning.output_tokens"] = u.reasoning_tokens
+            # present when not zero (each attribute is a good part of a span's encoding cost)
+            if u.cached_tokens:
+                a["gen_ai.usage.cache_read.input_tokens"] = u.cached_tokens
+            if u.cache_write_tokens:
+                a["gen_ai.usage.cache_creation.input_tokens"] = u.cache_write_tokens
+            if u.reasoning_tokens:
+                a["gen_ai.usage.reasoning.output_tokens"] = u.reasoning_tokens
             a["gen_ai.request.stream"] = u.streaming
             rid = getattr(u, "response_id", None)
             if rid:
@@ -410,6 +415,22 @@ class Telemetry:
                     p.shutdown()
                 except Exception:
                     log.warning("OpenTelemetry shutdown failed", exc_info=True)
+
+
+def _resource_type() -> type:
+    """The SDK's Resource with its hash computed once: the OTLP span encoder groups every span by its resource,
+    and Resource hashes its attributes as JSON each time (about as much as the rest of a span's encoding)."""
+    from opentelemetry.sdk.resources import Resource
+
+    class OneResource(Resource):
+        _hash: int | None = None
+
+        def __hash__(self) -> int:
+            if self._hash is None:
+                self._hash = super().__hash__()
+            return self._hash
+
+    return OneResource
 
 
 INPUT = ("gen_ai.token.type", "input")
