@@ -751,3 +751,22 @@ def test_build_info_process_metrics_and_debug_logs_of_llmtally_only(tmp_path):
     lines = [ln for ln in s.log.read_text().splitlines() if " DEBUG " in ln]
     assert any(" DEBUG llmtally.ratelimit: rate limit " in ln for ln in lines), lines[:5]
     assert all(ln.split(" DEBUG ", 1)[1].startswith("llmtally") for ln in lines), lines[:5]  # not asyncio's
+
+
+def test_error_traffic_shows_in_the_status_class(tmp_path):
+    s = Sidecar(tmp_path)
+    try:
+        by_name = {c["name"]: c for c in CASES}
+        for name in ("openai 401 error body", "anthropic 529 error body", "openai chat non-streaming (seed: Alice)"):
+            case = by_name[name]
+            s.process(case_messages(case), provider=case["provider"])
+        m = s.metrics()
+        got = {
+            (dict(k)["llm"], dict(k)["status_class"], dict(k)["source"]): v
+            for (name, k) in m
+            if name == "ai_requests_total"
+            for v in [m[(name, k)]]
+        }
+        assert got == {("openai", "4xx", "none"): 1, ("anthropic", "5xx", "none"): 1, ("openai", "2xx", "provider"): 1}
+    finally:
+        s.stop()
