@@ -526,8 +526,14 @@ def test_deploy_files_match_what_llmtally_exports(stack, tmp_path):
     deploy = pathlib.Path(__file__).parent.parent / "deploy"
     exported = {fam.name for fam in text_string_to_metric_families(stack.metrics_text())}
     dash = json.loads((deploy / "grafana-dashboard.json").read_text())
-    used = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"\b(ai_[a-z_]+)", t["expr"])}
+    queries = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    queries += [v["definition"] for v in dash["templating"]["list"]]  # the team, model, provider variables
+    used = {m for q in queries for m in re.findall(r"\b(ai_[a-z_]+)", q)}
     assert used and all(re.sub(r"_(total|bucket)$", "", m) in exported for m in used), used - exported
+    # imported with a datasource input (Grafana's "Import dashboard"), every panel and variable on it
+    assert [i["name"] for i in dash["__inputs"]] == ["DS_PROMETHEUS"]
+    assert all(p["datasource"]["uid"] == "${DS_PROMETHEUS}" for p in [*dash["panels"], *dash["templating"]["list"]])
+    assert {"team", "model", "provider"} <= {v["name"] for v in dash["templating"]["list"]}
     docs = list(yaml.safe_load_all((deploy / "kubernetes.yaml").read_text()))
     cfg = yaml.safe_load(docs[0]["data"]["llmtally.yaml"])
     sidecar = next(c for c in docs[1]["spec"]["template"]["spec"]["containers"] if c["name"] == "llmtally")
