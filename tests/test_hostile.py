@@ -243,7 +243,7 @@ def test_made_up_model_names_cannot_fill_the_model_label(tmp_path):
                 team="unknown",
                 user="unknown",
                 source="none",
-                status_class="2xx",
+                status_class="4xx",
             )
             == 110
         )
