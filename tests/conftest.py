@@ -7,6 +7,15 @@ import llmtally
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 CASES = json.loads((FIXTURES / "cases.json").read_text())
+
+
+def usage_of_json(u: dict) -> dict:
+    """A usage dict read from JSON as `Usage.as_dict()` gives it (`finish_reasons` a tuple)."""
+    return {**u, "finish_reasons": tuple(u["finish_reasons"])}
+
+
+for _case in CASES:
+    _case["usage"] = usage_of_json(_case["usage"])
 BACKENDS = ["native", "python"]
 
 

@@ -185,6 +185,92 @@ def completion(docs_, enc: str) -> tuple[int, int]:
     return other + reasoning, reasoning
 
 
+# ---- response ids and finish reasons (docs/providers.md, "Response ids and finish reasons") ----
+
+ID_MAX, REASON_MAX, REASONS_MAX = 256, 64, 16
+FAMILY = {"anthropic": "anthropic", "gemini": "google", "vertex-ai": "google", "cohere": "cohere"}
+FAMILY |= {"bedrock": "bedrock", "ollama": "ollama"}  # any other id reads OpenAI's formats
+
+
+def _valid(v, cap: int) -> bool:
+    """A non-empty string of at most `cap` UTF-8 bytes, printable ASCII only."""
+    return isinstance(v, str) and 0 < len(v.encode()) <= cap and all(" " <= c <= "~" for c in v)
+
+
+def _get(d, *path):
+    for k in path:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+def _index(v, default: int) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else default
+
+
+def response_id(provider: str, docs_) -> str | None:
+    """The first valid id where the provider's format carries one, in document order."""
+    family = FAMILY.get(provider, "openai")
+    paths = {
+        "openai": [("id",), ("response", "id")],
+        "anthropic": [("id",), ("message", "id")],
+        "google": [("responseId",), ("interaction", "id"), ("id",)],
+        "cohere": [("id",), ("generation_id",)],
+        "bedrock": [("id",), ("message", "id")],
+        "ollama": [],
+    }[family]
+    for d in docs_:
+        # in the document's own key order: the first key of a path that is present
+        found = [(list(d).index(p[0]), _get(d, *p)) for p in paths if isinstance(d, dict) and p[0] in d]
+        for _, v in sorted(found, key=lambda x: x[0]):
+            if _valid(v, ID_MAX):
+                return v
+    return None
+
+
+def finish_reasons(provider: str, docs_) -> list[str]:
+    """Each choice's latest valid finish reason, by choice index (the choice's `index`, else its
+    position; a document's own reason: its top-level `index`, else 0); at most 16 choices."""
+    family = FAMILY.get(provider, "openai")
+    by_index: dict[int, str] = {}
+
+    def put(i: int, v) -> None:
+        if _valid(v, REASON_MAX) and (i in by_index or len(by_index) < REASONS_MAX):
+            by_index[i] = v
+
+    def arrays(d, key: str, reason: str) -> None:
+        for pos, ch in enumerate(d.get(key) or []):
+            if isinstance(ch, dict):
+                put(_index(ch.get("index"), pos), ch.get(reason))
+
+    for d in docs_:
+        if not isinstance(d, dict):
+            continue
+        top = _index(d.get("index", d.get("contentBlockIndex", d.get("output_index"))), 0)
+        if family in ("openai", "ollama", "bedrock"):
+            arrays(d, "choices", "finish_reason")
+        if family == "openai":
+            put(top, _get(d, "incomplete_details", "reason"))
+            put(top, _get(d, "response", "incomplete_details", "reason"))
+        if family in ("anthropic", "bedrock"):
+            put(top, _get(d, "delta", "stop_reason"))
+            put(top, d.get("stop_reason"))
+        if family == "google":
+            arrays(d, "candidates", "finishReason")
+        if family == "cohere":
+            put(top, _get(d, "delta", "finish_reason"))
+            put(top, d.get("finish_reason"))
+        if family == "ollama":
+            put(top, d.get("done_reason"))
+        if family == "bedrock":
+            for key in ("stopReason", "completionReason", "finish_reason"):
+                put(top, d.get(key))
+            put(top, _get(d, "messageStop", "stopReason"))
+            arrays(d, "results", "completionReason")
+            arrays(d, "outputs", "stop_reason")
+            arrays(d, "generations", "finish_reason")
+    return [by_index[i] for i in sorted(by_index)]
+
+
 # ---- request prompt estimates (docs/providers.md, "Prompt estimates") ----
 
 TOOL_TOKENS = 8  # per tool definition

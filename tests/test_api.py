@@ -96,7 +96,10 @@ def test_usage_as_dict_and_stats(backend):
         "provider_model",
         "streaming",
         "source",
+        "response_id",
+        "finish_reasons",
     ]
+    assert (u.response_id, u.finish_reasons) == ("chatcmpl-AbC1", ("stop",))
     assert sc.stats() == stats(bytes=len(body), decoded_bytes=len(body), docs=6)
 
 

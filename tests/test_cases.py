@@ -63,3 +63,21 @@ def test_split_inside_every_crlf_and_utf8_sequence(case, backend):
 def test_bom_split_across_chunks(case, backend):
     body = b"\xef\xbb\xbf" + load(case["response"])
     assert scan(case, [body[:1], body[1:2], body[2:5], body[5:]], backend) == case["usage"]
+
+
+def test_response_ids_and_finish_reasons_are_the_oracles():
+    """The manifest's `response_id` and `finish_reasons` (asserted above under every split) are what
+    the independent oracle reads from each fixture with json.loads; most cases have both."""
+    import llmtally
+    import oracle
+
+    with_id = with_reasons = 0
+    for case in CASES:
+        provider = llmtally.resolve_provider(case["provider"], case.get("path", ""), case.get("content_type", ""))
+        docs = oracle.docs(case, load(case["response"]))
+        u = case["usage"]
+        want = (oracle.response_id(provider, docs), tuple(oracle.finish_reasons(provider, docs)))
+        assert (u["response_id"], u["finish_reasons"]) == want, case["name"]
+        with_id += u["response_id"] is not None
+        with_reasons += bool(u["finish_reasons"])
+    assert (with_id, with_reasons) == (60, 53)

@@ -52,6 +52,8 @@ def test_100mb_json_body_flat_memory(backend_, mib, enc):
         "provider_model": "text-embedding-3-large",
         "streaming": False,
         "source": "provider",
+        "response_id": None,
+        "finish_reasons": [],
     }
     # the body is 100 MiB; the scanner's peak memory growth stays a few MiB
     assert r["grew_kib"] < 8 * 1024, r

@@ -118,15 +118,46 @@ usage_values = st.one_of(
 )
 
 
+#: keys the OpenAI pattern reads at the top level, and in a choice
+READ_KEYS = ("usage", "model", "error", "id", "choices", "response", "x_groq", "timings", "delta", "output_index")
+CHOICE_KEYS = ("index", "finish_reason", "delta", "message", "text")
+printable_ascii = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
+#: ids and finish reasons: valid ones, ones at and past their caps, control characters, non-ASCII, other kinds
+short_strings = st.one_of(
+    st.sampled_from(["stop", "length", "tool_calls", "", "a\nb", "é", "x\x7f"]),
+    st.text(max_size=20),
+    st.text(printable_ascii, min_size=60, max_size=70),
+    st.text(printable_ascii, min_size=250, max_size=260),
+    json_values,
+)
+choice_indexes = st.one_of(
+    st.integers(0, 20), st.integers(U64_MAX - 1, U64_MAX + 2), st.sampled_from([-1, 2.0, 1.5, True, None, "1"])
+)
+
+
+@st.composite
+def choice(draw):
+    c = draw(st.dictionaries(st.text(max_size=8).filter(lambda k: k not in CHOICE_KEYS), json_scalars, max_size=2))
+    if draw(st.booleans()):
+        c["index"] = draw(choice_indexes)
+    if draw(st.integers(0, 3)):
+        c["finish_reason"] = draw(
+            st.one_of(st.none(), st.text(printable_ascii, min_size=1, max_size=10), short_strings)
+        )
+    items = list(c.items())
+    draw(st.randoms()).shuffle(items)  # `index` before or after `finish_reason`
+    return dict(items)
+
+
 @st.composite
 def openai_doc(draw):
-    doc = draw(
-        st.dictionaries(
-            st.text(max_size=8).filter(lambda k: k not in ("usage", "model", "error")), json_values, max_size=4
-        )
-    )
+    doc = draw(st.dictionaries(st.text(max_size=8).filter(lambda k: k not in READ_KEYS), json_values, max_size=4))
     if draw(st.booleans()):
         doc["model"] = draw(st.one_of(st.text(max_size=300), json_values))
+    if draw(st.booleans()):
+        doc["id"] = draw(short_strings)
+    if draw(st.booleans()):
+        doc["choices"] = draw(st.lists(st.one_of(choice(), choice(), json_scalars), max_size=6))
     if draw(st.booleans()):
         keys = ["prompt_tokens", "completion_tokens", "total_tokens", "other"]
         usage = draw(st.dictionaries(st.sampled_from(keys), usage_values, max_size=4))
@@ -148,6 +179,32 @@ def is_count(v):
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= U64_MAX
 
 
+def kept(v, cap):
+    """An id or finish reason as both backends keep it: 1 to `cap` bytes of printable ASCII."""
+    return isinstance(v, str) and 0 < len(v) <= cap and all(" " <= c <= "~" for c in v)
+
+
+def ids_and_reasons(doc):
+    """The response id and the (choice index, finish reason) pairs, in order, of a valid OpenAI
+    document: a choice's index is its `index` count, else its position among the choice objects."""
+    rid = doc.get("id") if kept(doc.get("id"), 256) else None
+    reasons = []
+    choices = doc.get("choices")
+    for pos, c in enumerate(c for c in (choices if isinstance(choices, list) else []) if isinstance(c, dict)):
+        if kept(c.get("finish_reason"), 64):
+            reasons.append((int(c["index"]) if is_count(c.get("index")) else pos, c["finish_reason"]))
+    return rid, reasons
+
+
+def finish_reasons(pairs):
+    """Later reasons of an index replace earlier ones; at most 16 indexes; in index order."""
+    by_index = {}
+    for i, v in pairs:
+        if i in by_index or len(by_index) < 16:
+            by_index[i] = v
+    return tuple(by_index[i] for i in sorted(by_index))
+
+
 def extract(doc):
     """The usage fields and model a valid OpenAI document carries."""
     usage = doc.get("usage")
@@ -167,7 +224,7 @@ def extract(doc):
     return slots, model if isinstance(model, str) and 0 < len(model.encode()) <= 256 else None
 
 
-def expected(slots, model, streaming):
+def expected(slots, model, streaming, rid=None, reasons=()):
     p, c, r = slots.get("prompt_tokens", 0), slots.get("completion_tokens", 0), slots.get("reasoning_tokens", 0)
     total = slots.get("total_tokens")
     if total is not None and r > 0 and p + c + r == total:  # a completion that excluded reasoning (xAI)
@@ -183,6 +240,8 @@ def expected(slots, model, streaming):
         "provider_model": model,
         "streaming": streaming,
         "source": "provider" if slots else "none",
+        "response_id": rid,
+        "finish_reasons": finish_reasons(reasons),
     }
 
 
@@ -190,7 +249,10 @@ def expected(slots, model, streaming):
 @given(openai_doc(), st.booleans(), st.integers(0, 2), st.lists(st.integers(0, 5000), max_size=10))
 def test_json_body_matches_json_loads(doc, ascii_only, indent, cuts):
     body = json.dumps(doc, ensure_ascii=ascii_only, indent=indent or None).encode()
-    want = expected(*extract(json.loads(body)), streaming=False)
+    parsed = json.loads(body)
+    want = expected(
+        *extract(parsed), streaming=False, rid=ids_and_reasons(parsed)[0], reasons=ids_and_reasons(parsed)[1]
+    )
     for backend in ("native", "python"):
         got, _ = run(split(body, cuts), backend, "openai", "application/json")[:2]
         assert got.as_dict() == want
@@ -203,13 +265,17 @@ def test_sse_events_latest_value_wins(docs, cuts):
     for backend in ("native", "python"):
         got, stats = run(split(body, cuts), backend, "openai", "text/event-stream")[:2]
         assert stats["docs"] == len(docs) + 1 and stats["broken_docs"] == 0
-        # each usage field takes the value of the last event that carried it
-        slots, model = {}, None
+        # each usage field takes the value of the last event that carried it; the first valid id wins;
+        # each choice index the latest reason
+        slots, model, rid, reasons = {}, None, None, []
         for d in docs:
             one, m = extract(d)
             slots.update(one)
             model = m if m is not None else model
-        assert got.as_dict() == expected(slots, model, streaming=True)
+            i, r = ids_and_reasons(d)
+            rid = rid or i
+            reasons += r
+        assert got.as_dict() == expected(slots, model, streaming=True, rid=rid, reasons=reasons)
 
 
 @settings(max_examples=500, deadline=None)

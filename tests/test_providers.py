@@ -195,3 +195,107 @@ def test_provisional_reasoning_is_at_least_the_reasoning_delivered(backend):
     u = scan("openai", sse(chunk), backend, request=llmtally.RequestInfo(model="gpt-4o", streaming=True))
     want = llmtally.count_tokens(thought, model="gpt-4o", backend=backend)
     assert (u.completion_tokens, u.reasoning_tokens, u.source) == (80, want, "provider")
+
+
+def ids_and_reasons(provider, ct, body, backend, step=None):
+    sc = llmtally.ResponseScanner(provider, content_type=ct, backend=backend)
+    pieces = [body] if step is None else [body[i : i + step] for i in range(0, len(body), step)]
+    for p in pieces:
+        sc.feed(p)
+    u = sc.finish()
+    return u.response_id, u.finish_reasons
+
+
+@pytest.mark.parametrize(
+    "provider, ct, body, want",
+    [
+        # candidates finishing in any order, `index` after `finishReason`; the first responseId
+        (
+            "gemini",
+            "text/event-stream",
+            b'data: {"candidates":[{"finishReason":"MAX_TOKENS","index":2}],"responseId":"r-1"}\n\n'
+            b'data: {"candidates":[{"finishReason":"STOP"},{"index":1,"finishReason":"SAFETY"}],'
+            b'"responseId":"r-2"}\n\n',
+            ("r-1", ("STOP", "SAFETY", "MAX_TOKENS")),
+        ),
+        # the Responses API: the response's id, its incomplete reason (completed: none)
+        (
+            "openai",
+            "text/event-stream",
+            b'data: {"type":"response.created","response":{"id":"resp_9","status":"in_progress",'
+            b'"incomplete_details":null}}\n\n'
+            b'data: {"type":"response.incomplete","response":{"id":"resp_9","status":"incomplete",'
+            b'"incomplete_details":{"reason":"content_filter"}}}\n\n',
+            ("resp_9", ("content_filter",)),
+        ),
+        # Anthropic: message_start's id (a tool_use block's id is not the response's), the stop reason
+        (
+            "anthropic",
+            "text/event-stream",
+            b'data: {"type":"message_start","message":{"id":"msg_7","stop_reason":null}}\n\n'
+            b'data: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1"}}\n\n'
+            b'data: {"type":"message_delta","delta":{"stop_reason":"tool_use"}}\n\n',
+            ("msg_7", ("tool_use",)),
+        ),
+        # Cohere v2: message-start's id, message-end's reason
+        (
+            "cohere",
+            "text/event-stream",
+            b'data: {"type":"message-start","id":"c-1","delta":{"message":{"role":"assistant"}}}\n\n'
+            b'data: {"type":"content-delta","index":0,"delta":{"message":{"content":{"text":"Hi"}}}}\n\n'
+            b'data: {"type":"message-end","delta":{"finish_reason":"COMPLETE"}}\n\n',
+            ("c-1", ("COMPLETE",)),
+        ),
+        # Bedrock InvokeModel, Claude: the message id of the Anthropic body
+        (
+            "bedrock",
+            "application/json",
+            b'{"id":"msg_bdrk_1","type":"message","stop_reason":"end_turn"}',
+            ("msg_bdrk_1", ("end_turn",)),
+        ),
+        # hostile values: an id past 256 bytes, control characters, a reason past 64 bytes
+        (
+            "openai",
+            "text/event-stream",
+            b'data: {"id":"' + b"x" * 257 + b'","choices":[{"index":0,"finish_reason":"' + b"y" * 65 + b'"}]}\n\n'
+            b'data: {"id":"a\\u0000b","choices":[{"index":1,"finish_reason":"st\\nop"}]}\n\n'
+            b'data: {"id":"\xc3\xa9t\xc3\xa9","choices":[{"index":2,"finish_reason":"stop"}]}\n\n'
+            b'data: {"id":"chatcmpl-ok","choices":[{"index":3,"finish_reason":"length"}]}\n\n',
+            ("chatcmpl-ok", ("stop", "length")),
+        ),
+    ],
+    ids=["gemini", "responses", "anthropic", "cohere", "bedrock-claude", "hostile"],
+)
+def test_response_ids_and_finish_reasons(provider, ct, body, want, backend):
+    for step in (None, 1, 5):
+        assert ids_and_reasons(provider, ct, body, backend, step) == want
+
+
+def test_finish_reasons_keep_at_most_16_choices(backend):
+    chunks = b"".join(b'data: {"choices":[{"index":%d,"finish_reason":"r%d"}]}\n\n' % (i, i) for i in range(30, 10, -1))
+    # indexes 30..15 are kept (the first 16 seen); 14..11 are not; a kept index takes a later reason
+    chunks += b'data: {"choices":[{"index":15,"finish_reason":"last"}]}\n\n'
+    _, reasons = ids_and_reasons("openai", "text/event-stream", chunks, backend)
+    assert reasons == ("last",) + tuple(f"r{i}" for i in range(16, 31))
+
+
+def test_snapshots_change_only_with_the_change_counters(backend):
+    """A host that snapshots only when `usage_changes` or `text_changes` grew sees every new id and reason."""
+    body = (
+        b'data: {"id":"chatcmpl-1","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
+        b'data: {"id":"chatcmpl-1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+        b'data: {"id":"chatcmpl-1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
+    )
+    for step in (1, 3, 40):
+        req = llmtally.RequestInfo(streaming=True)  # `streaming` is not what is watched here
+        sc = llmtally.ResponseScanner("openai", req, content_type="text/event-stream", backend=backend)
+        seen, last = (0, 0), sc.snapshot()
+        for i in range(0, len(body), step):
+            sc.feed(body[i : i + step])
+            u = sc.snapshot()
+            now = (sc.usage_changes(), sc.text_changes())
+            if now == seen:
+                assert u == last, (step, i)
+            seen, last = now, u
+        assert (last.response_id, last.finish_reasons) == ("chatcmpl-1", ("stop",))
+        assert sc.finish() == last

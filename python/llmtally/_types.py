@@ -39,6 +39,12 @@ class Usage:
     #: `provider`, `tokenizer`, `provider+tokenizer` (provisional provider usage raised to the
     #: count of the text delivered) or `none`
     source: str = "none"
+    #: the provider's id of the response (`chatcmpl-...`, `resp_...`, `msg_...`, Gemini's
+    #: `responseId`), the first valid one seen; None where the format has none (Bedrock Converse,
+    #: Ollama) (see docs/providers.md, "Response ids and finish reasons")
+    response_id: str | None = None
+    #: the finish (stop) reason of each choice that reported one, in the order of the choice indexes
+    finish_reasons: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

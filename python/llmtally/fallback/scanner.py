@@ -15,7 +15,7 @@ from .json_scan import BROKEN, COMPLETE, JsonScanner, Pattern, parse_uint
 from .registry import CONTENT_TYPES, WHITE_SPACE, holds, resolve
 from .sse import SseFramer
 from .text import TextState
-from .usage import BYTES, CHOICE_INDEX, TOOL_INDEX, U64_MAX, UsageAcc, is_text
+from .usage import BYTES, CHOICE, CHOICE_INDEX, ROOT, TOOL_INDEX, U64_MAX, UsageAcc, is_text
 
 DEFAULT_MAX_DECODED_BYTES = CONSTANTS["max_decoded_bytes"]
 DEFAULT_MAX_EVENT_BYTES = CONSTANTS["max_event_bytes"]
@@ -76,8 +76,16 @@ class _Collector(UsageAcc):
             super().str_end(f)
 
     def enter(self, mark: builtins.int) -> None:
+        if mark == ROOT or mark == CHOICE:
+            # a finish reason held from a document or choice that broke off
+            self.commit_finish(self.text.choice)
         super().enter(mark)
         self.text.enter(mark)
+
+    def exit(self, mark: builtins.int) -> None:
+        # a choice's (or document's) finish reason, now that its index is known
+        if mark == ROOT or mark == CHOICE:
+            self.commit_finish(self.text.choice)
 
 
 class _Docs:
@@ -286,6 +294,8 @@ class ResponseScanner:
             self.docs.end()
         elif kind == EVENTSTREAM and pending:
             self.docs.broken += 1
+        col = self.docs.col
+        col.commit_finish(col.text.choice)  # of a last document cut short
         if kind == JSON and not self.array and self.docs.docs > 0:
             self.docs.col.mark_final()  # a whole body, not a stream: nothing is provisional
         self.result = self.snapshot()
@@ -340,4 +350,6 @@ class ResponseScanner:
             provider_model=pm,
             streaming=streaming,
             source=source,
+            response_id=acc.response_id,
+            finish_reasons=acc.finish_reasons(),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import re
 from typing import TYPE_CHECKING
 
 from .data import CONSTANTS, FIELDS
@@ -41,6 +42,7 @@ T_CONTENT, T_REFUSAL, T_REASONING, T_TOOL_NAME, T_TOOL_ARGS, T_PLAN, T_REASONING
     )
 )
 R_MSG, R_TEXT, R_NAME = (FIELDS[n] for n in ("R_MSG", "R_TEXT", "R_NAME"))
+RESPONSE_ID = FIELDS["RESPONSE_ID"]
 _SUMS = range(SUM_INPUT, SUM_CACHE_WRITE + 1)
 #: every slot but a server's own counters (ALT_*), which count only when none of these is reported
 _PROPER = tuple(s for s in range(SLOTS) if not ALT_INPUT <= s <= ALT_OUTPUT)
@@ -55,22 +57,34 @@ def is_reasoning(f: int) -> bool:
 
 
 MODEL_MAX = CONSTANTS["model_max"]
+RESPONSE_ID_MAX = CONSTANTS["response_id_max"]
+FINISH_REASON_MAX = CONSTANTS["finish_reason_max"]
+FINISH_REASONS_MAX = CONSTANTS["finish_reasons_max"]
 U64_MAX = (1 << 64) - 1
+#: what a response id or finish reason may hold: printable ASCII (usage.rs `printable`)
+_PRINTABLE = re.compile(rb"[\x20-\x7e]*")
+
+
+def printable(b: bytes) -> bool:
+    return _PRINTABLE.fullmatch(b) is not None
 
 
 class ShortString:
-    __slots__ = ("buf", "over")
+    """A short string leaf (a model name, an id), kept up to `cap` bytes."""
 
-    def __init__(self):
+    __slots__ = ("buf", "over", "cap")
+
+    def __init__(self, cap: int = MODEL_MAX):
         self.buf = b""
         self.over = False
+        self.cap = cap
 
     def start(self) -> None:
         self.buf = b""
         self.over = False
 
     def push(self, s: bytes) -> None:
-        if len(self.buf) + len(s) > MODEL_MAX:
+        if len(self.buf) + len(s) > self.cap:
             self.over = True
         else:
             self.buf += s
@@ -101,6 +115,12 @@ class UsageAcc(Sink):
         "usage_doc",
         "text_doc",
         "headers",
+        "response_id",
+        "id_buf",
+        "finish_buf",
+        "finish_held",
+        "finish_pending",
+        "finishes",
     )
 
     def __init__(self):
@@ -116,6 +136,14 @@ class UsageAcc(Sink):
         self.usage_doc = 0
         self.text_doc = 0  # the document of the latest output text
         self.headers: list[int | None] = [None] * SLOTS  # usage from response headers, over any body value
+        self.response_id: str | None = None  # the first valid one
+        self.id_buf = ShortString(RESPONSE_ID_MAX)
+        # the finish reason being read, and the latest valid one of the current choice (or document),
+        # held until the choice's index is known (commit_finish)
+        self.finish_buf = ShortString(FINISH_REASON_MAX)
+        self.finish_held = b""
+        self.finish_pending = False
+        self.finishes: list[tuple[int, str]] = []  # (choice index, reason), sorted by index
 
     def reported(self) -> bool:
         return any(v is not None for v in self.slots) or any(v is not None for v in self.headers)
@@ -130,6 +158,27 @@ class UsageAcc(Sink):
 
     def mark_final(self) -> None:
         self.finish_doc = self.doc if self.finish_doc is None else min(self.finish_doc, self.doc)
+
+    def commit_finish(self, choice: int) -> None:
+        """The held finish reason becomes the reason of choice `choice`, replacing an earlier one."""
+        if not self.finish_pending:
+            return
+        self.finish_pending = False
+        v = self.finish_held.decode("ascii")  # printable ASCII only
+        fin = self.finishes
+        i = 0
+        while i < len(fin) and fin[i][0] < choice:
+            i += 1
+        if i < len(fin) and fin[i][0] == choice:
+            if fin[i][1] != v:
+                fin[i] = (choice, v)
+                self.changes += 1
+        elif len(fin) < FINISH_REASONS_MAX:
+            fin.insert(i, (choice, v))
+            self.changes += 1
+
+    def finish_reasons(self) -> tuple[str, ...]:
+        return tuple(v for _, v in self.finishes)
 
     def is_final(self) -> bool:
         # and no text came after the latest number (another choice still streaming)
@@ -187,19 +236,37 @@ class UsageAcc(Sink):
     def str_start(self, f: builtins.int) -> None:
         if f == MODEL:
             self.model_buf.start()
+        elif f == FINISH:
+            self.finish_buf.start()
+        elif f == RESPONSE_ID and self.response_id is None:
+            self.id_buf.start()
 
     def str_piece(self, f: builtins.int, s: bytes) -> None:
         if f == MODEL:
             self.model_buf.push(s)
-        elif f == FINISH and s and self.finish_doc is None:  # a non-empty finish reason
-            self.finish_doc = self.doc
+        elif f == FINISH:
+            if s and self.finish_doc is None:  # a non-empty finish reason
+                self.finish_doc = self.doc
+            self.finish_buf.push(s)
+        elif f == RESPONSE_ID and self.response_id is None:  # once one is kept, the rest are ignored
+            self.id_buf.push(s)
 
     def str_end(self, f: builtins.int) -> None:
         # a change is a change of bytes, as in Rust (two invalid sequences may decode alike)
-        if f == MODEL and self.model_buf.valid() and self.model_buf.buf != self.model_bytes:
-            self.model_bytes = self.model_buf.buf
-            self.provider_model = self.model_buf.take()
-            self.changes += 1
+        if f == MODEL:
+            if self.model_buf.valid() and self.model_buf.buf != self.model_bytes:
+                self.model_bytes = self.model_buf.buf
+                self.provider_model = self.model_buf.take()
+                self.changes += 1
+        elif f == FINISH:
+            # an invalid reason (empty, too long, not printable) leaves the held one
+            if self.finish_buf.valid() and printable(self.finish_buf.buf):
+                self.finish_held = self.finish_buf.buf
+                self.finish_pending = True
+        elif f == RESPONSE_ID and self.response_id is None:
+            if self.id_buf.valid() and printable(self.id_buf.buf):
+                self.response_id = self.id_buf.take()
+                self.changes += 1
 
     def enter(self, mark: builtins.int) -> None:
         if mark == ERROR:

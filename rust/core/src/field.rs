@@ -46,6 +46,8 @@ pub const TOOL: Field = 24;
 pub const SUM_RESET: Field = 27;
 /// A finish reason (any string, or `true`): usage reported in this document
 /// or a later one is final; earlier usage was provisional (see usage.rs).
+/// A string value is also the finish reason of the current choice
+/// (`Usage::finish_reasons`).
 pub const FINISH: Field = 28;
 /// Mark: an object only final events carry (the Responses API's `response`,
 /// Gemini's `interaction`): entering it counts as a finish reason.
@@ -67,6 +69,8 @@ pub const T_PLAN: Field = 35;
 /// three kinds is the reasoning (never their sum).
 pub const T_REASONING_ALT: Field = 36;
 pub const T_REASONING_DETAIL: Field = 37;
+/// The provider's id of the response (string leaf; the first valid one wins).
+pub const RESPONSE_ID: Field = 38;
 /// Request side: a chat message (mark), a counted string (an integer
 /// there is one token id), a `name` (counted, plus one token).
 pub const R_MSG: Field = 40;
@@ -152,6 +156,7 @@ pub const NAMES: &[(&str, Field)] = &[
     ("T_PLAN", T_PLAN),
     ("T_REASONING_ALT", T_REASONING_ALT),
     ("T_REASONING_DETAIL", T_REASONING_DETAIL),
+    ("RESPONSE_ID", RESPONSE_ID),
     ("R_MSG", R_MSG),
     ("R_TEXT", R_TEXT),
     ("R_NAME", R_NAME),

@@ -107,8 +107,18 @@ impl Sink for Leaves<'_> {
         self.acc.boolean(f, v);
     }
     fn enter(&mut self, mark: Field) {
+        if matches!(mark, field::ROOT | field::CHOICE) {
+            // a finish reason held from a document or choice that broke off
+            self.acc.commit_finish(self.text.choice());
+        }
         self.acc.enter(mark);
         self.text.enter(mark);
+    }
+    fn exit(&mut self, mark: Field) {
+        // a choice's (or document's) finish reason, now that its index is known
+        if matches!(mark, field::ROOT | field::CHOICE) {
+            self.acc.commit_finish(self.text.choice());
+        }
     }
 }
 
@@ -171,6 +181,9 @@ impl Sink for Collector {
     }
     fn enter(&mut self, mark: Field) {
         self.leaves().enter(mark);
+    }
+    fn exit(&mut self, mark: Field) {
+        self.leaves().exit(mark);
     }
 }
 
@@ -454,6 +467,8 @@ impl ResponseScanner {
             return u.clone();
         }
         self.body.finish();
+        let col = &mut self.body.docs.col;
+        col.acc.commit_finish(col.text.choice()); // of a last document cut short
         if matches!(self.body.framing, Framing::Json { array: false }) && self.body.docs.docs > 0 {
             self.body.docs.col.acc.mark_final(); // a whole body, not a stream: nothing is provisional
         }
@@ -495,6 +510,8 @@ impl ResponseScanner {
                 .and_then(|r| r.model.clone())
                 .or_else(|| provider_model.clone()),
             provider_model,
+            response_id: acc.response_id.clone(),
+            finish_reasons: acc.finish_reasons(),
             streaming: self
                 .request
                 .as_ref()
@@ -530,5 +547,104 @@ impl ResponseScanner {
             u.source = Source::Tokenizer;
         }
         u
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(provider: &str, content_type: &str, body: &[u8], step: usize) -> Usage {
+        let meta = ResponseMeta {
+            content_type: content_type.into(),
+            ..ResponseMeta::default()
+        };
+        let mut sc = ResponseScanner::new(provider, None, &meta);
+        for c in body.chunks(step) {
+            sc.feed(c);
+        }
+        sc.finish()
+    }
+
+    #[test]
+    fn finish_reasons_follow_the_choice_index_wherever_it_sits() {
+        // n=3: choice 2 finishes first, its `index` after its reason; choice 0 by position
+        let body = br#"data: {"id":"","choices":[{"index":1,"delta":{"content":"a"},"finish_reason":null}]}
+
+data: {"id":"chatcmpl-9","choices":[{"finish_reason":"length","index":2}]}
+
+data: {"id":"chatcmpl-other","choices":[{"finish_reason":"stop"},{"index":1,"finish_reason":"tool_calls"}]}
+
+data: {"id":"chatcmpl-9","choices":[{"finish_reason":"content_filter","delta":{}, "index":2}],"usage":{"prompt_tokens":3,"completion_tokens":1}}
+
+data: {"choices":[{"index":0,"finish_reason":"length","#;
+        for step in 1..body.len() {
+            let u = scan("openai", "text/event-stream", body, step);
+            assert_eq!(u.response_id.as_deref(), Some("chatcmpl-9"), "step {step}");
+            // the last event is cut after its reason: the reason counts, as its other values would
+            assert_eq!(
+                u.finish_reasons,
+                ["length", "tool_calls", "content_filter"],
+                "step {step}"
+            );
+        }
+    }
+
+    /// Provider, content type, body, the response id and finish reasons it gives.
+    type Case<'a> = (&'a str, &'a str, &'a [u8], Option<&'a str>, &'a [&'a str]);
+
+    #[test]
+    fn each_format_has_its_ids_and_reasons() {
+        let cases: &[Case] = &[
+            (
+                "anthropic",
+                "application/json",
+                br#"{"id":"msg_1","type":"message","stop_reason":"max_tokens","usage":{"input_tokens":1}}"#,
+                Some("msg_1"),
+                &["max_tokens"],
+            ),
+            (
+                "gemini",
+                "application/json",
+                br#"{"id":"v1_i","status":"completed","usage":{"total_tokens":3}}"#,
+                Some("v1_i"),
+                &[],
+            ),
+            (
+                "openai",
+                "application/json",
+                br#"{"id":"resp_1","object":"response","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"}}"#,
+                Some("resp_1"),
+                &["max_output_tokens"],
+            ),
+            (
+                "cohere",
+                "application/json",
+                br#"{"response_id":"r","text":"hi","generation_id":"g-1","finish_reason":"COMPLETE"}"#,
+                Some("g-1"),
+                &["COMPLETE"],
+            ),
+            (
+                "ollama",
+                "application/x-ndjson",
+                b"{\"model\":\"m\",\"id\":\"x\",\"done\":true,\"done_reason\":\"length\"}\n",
+                None,
+                &["length"],
+            ),
+            (
+                "bedrock",
+                "application/json",
+                br#"{"output":{"message":{"content":[]}},"stopReason":"max_tokens","usage":{"inputTokens":1}}"#,
+                None,
+                &["max_tokens"],
+            ),
+        ];
+        for &(provider, ct, body, id, reasons) in cases {
+            for step in [1, 7, body.len()] {
+                let u = scan(provider, ct, body, step);
+                assert_eq!(u.response_id.as_deref(), id, "{provider}");
+                assert_eq!(u.finish_reasons, reasons, "{provider}");
+            }
+        }
     }
 }

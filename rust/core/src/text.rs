@@ -56,6 +56,11 @@ impl TextState {
         }
     }
 
+    /// The index of the current choice: its `index` key, else its position.
+    pub fn choice(&self) -> u64 {
+        self.choice
+    }
+
     pub fn index(&mut self, f: Field, v: u64) {
         match f {
             CHOICE_INDEX => self.choice = v,

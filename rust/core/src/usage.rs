@@ -63,25 +63,44 @@ pub struct Usage {
     pub provider_model: Option<String>,
     pub streaming: bool,
     pub source: Source,
+    /// The provider's id of the response (`chatcmpl-...`, `resp_...`,
+    /// `msg_...`, Gemini's `responseId`): the first valid one seen.
+    pub response_id: Option<String>,
+    /// The finish (stop) reason of each choice that reported one, in the
+    /// order of the choice indexes.
+    pub finish_reasons: Vec<String>,
 }
 
 /// Longest model name kept; longer ones are ignored.
 pub const MODEL_MAX: usize = 256;
+/// Longest response id kept; a longer one is ignored (never truncated).
+pub const RESPONSE_ID_MAX: usize = 256;
+/// Longest finish reason kept; a longer one is ignored.
+pub const FINISH_REASON_MAX: usize = 64;
+/// Most choices whose finish reason is kept; reasons of further choice
+/// indexes are ignored (a known index still takes a later reason).
+pub const FINISH_REASONS_MAX: usize = 16;
 
-/// Collects a short string leaf (a model name) with a cap.
+/// Whether a response id or finish reason may be kept: printable ASCII
+/// only (no control character, nothing a log line or header could split on).
+fn printable(b: &[u8]) -> bool {
+    b.iter().all(|c| (0x20..0x7f).contains(c))
+}
+
+/// Collects a short string leaf (a model name, an id) with a cap of `MAX` bytes.
 #[derive(Default)]
-pub struct ShortString {
+pub struct ShortString<const MAX: usize = MODEL_MAX> {
     buf: Vec<u8>,
     over: bool,
 }
 
-impl ShortString {
+impl<const MAX: usize> ShortString<MAX> {
     pub fn start(&mut self) {
         self.buf.clear();
         self.over = false;
     }
     pub fn push(&mut self, s: &[u8]) {
-        if self.buf.len() + s.len() > MODEL_MAX {
+        if self.buf.len() + s.len() > MAX {
             self.over = true;
         } else {
             self.buf.extend_from_slice(s);
@@ -129,6 +148,18 @@ pub struct UsageAcc {
     model_buf: ShortString,
     /// The bytes `provider_model` was made from.
     model_bytes: Vec<u8>,
+    /// The first valid response id, and the one being read.
+    pub response_id: Option<String>,
+    id_buf: ShortString<RESPONSE_ID_MAX>,
+    /// The finish reason being read, and the latest valid one of the current
+    /// choice (or document), held until the choice's index is known: committed by
+    /// [`UsageAcc::commit_finish`] when the choice or document ends, when the
+    /// next one begins (a broken document), or at the end of the response.
+    finish_buf: ShortString<FINISH_REASON_MAX>,
+    finish_held: Vec<u8>,
+    finish_pending: bool,
+    /// (choice index, finish reason), sorted by index, at most `FINISH_REASONS_MAX`.
+    finishes: Vec<(u64, String)>,
 }
 
 impl UsageAcc {
@@ -167,6 +198,36 @@ impl UsageAcc {
     /// What is reported from here on is final (response headers, a whole body).
     pub fn mark_final(&mut self) {
         self.finish_doc = Some(self.finish_doc.map_or(self.doc, |f| f.min(self.doc)));
+    }
+
+    /// The held finish reason becomes the reason of choice `choice` (the
+    /// index the choice's `index` key gave, else its position), replacing an
+    /// earlier one of that index.
+    #[inline]
+    pub fn commit_finish(&mut self, choice: u64) {
+        if !self.finish_pending {
+            return;
+        }
+        self.finish_pending = false;
+        let v = &self.finish_held;
+        match self.finishes.binary_search_by_key(&choice, |e| e.0) {
+            Ok(i) if self.finishes[i].1.as_bytes() == v.as_slice() => {}
+            Ok(i) => {
+                self.finishes[i].1 = String::from_utf8_lossy(v).into_owned();
+                self.changes += 1;
+            }
+            Err(i) if self.finishes.len() < FINISH_REASONS_MAX => {
+                let s = String::from_utf8_lossy(v).into_owned();
+                self.finishes.insert(i, (choice, s));
+                self.changes += 1;
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// The committed finish reasons, in the order of the choice indexes.
+    pub fn finish_reasons(&self) -> Vec<String> {
+        self.finishes.iter().map(|(_, s)| s.clone()).collect()
     }
 
     pub fn is_final(&self) -> bool {
@@ -255,26 +316,50 @@ impl Sink for UsageAcc {
         }
     }
     fn str_start(&mut self, f: Field) {
-        if f == field::MODEL {
-            self.model_buf.start();
+        match f {
+            field::MODEL => self.model_buf.start(),
+            field::FINISH => self.finish_buf.start(),
+            field::RESPONSE_ID if self.response_id.is_none() => self.id_buf.start(),
+            _ => {}
         }
     }
     fn str_piece(&mut self, f: Field, s: &[u8]) {
         match f {
             field::MODEL => self.model_buf.push(s),
-            // a finish reason is a non-empty string (TGI and others send "" on every chunk)
-            field::FINISH if !s.is_empty() => {
-                self.finish_doc.get_or_insert(self.doc);
+            field::FINISH => {
+                // a finish reason is a non-empty string (TGI and others send "" on every chunk)
+                if !s.is_empty() {
+                    self.finish_doc.get_or_insert(self.doc);
+                }
+                self.finish_buf.push(s);
             }
+            // streams repeat the id in every chunk: once one is kept, the rest are ignored
+            field::RESPONSE_ID if self.response_id.is_none() => self.id_buf.push(s),
             _ => {}
         }
     }
     fn str_end(&mut self, f: Field) {
-        // streams repeat the model in every chunk: build the String only when it changes
-        if f == field::MODEL && self.model_buf.valid() && self.model_bytes != self.model_buf.buf {
-            self.model_bytes.clone_from(&self.model_buf.buf);
-            self.provider_model = self.model_buf.take();
-            self.changes += 1;
+        match f {
+            // streams repeat the model in every chunk: build the String only when it changes
+            field::MODEL if self.model_buf.valid() && self.model_bytes != self.model_buf.buf => {
+                self.model_bytes.clone_from(&self.model_buf.buf);
+                self.provider_model = self.model_buf.take();
+                self.changes += 1;
+            }
+            // an invalid reason (empty, too long, not printable) leaves the held one
+            field::FINISH if self.finish_buf.valid() && printable(&self.finish_buf.buf) => {
+                self.finish_held.clone_from(&self.finish_buf.buf);
+                self.finish_pending = true;
+            }
+            field::RESPONSE_ID
+                if self.response_id.is_none()
+                    && self.id_buf.valid()
+                    && printable(&self.id_buf.buf) =>
+            {
+                self.response_id = self.id_buf.take();
+                self.changes += 1;
+            }
+            _ => {}
         }
     }
     fn enter(&mut self, mark: Field) {
@@ -346,6 +431,70 @@ mod tests {
         );
         let n = acc(&[(ALT_INPUT, 75), (INPUT, 80)]).numbers(Arithmetic::AS_REPORTED);
         assert_eq!(n.prompt, 80);
+    }
+
+    fn string(a: &mut UsageAcc, f: Field, pieces: &[&[u8]]) {
+        a.str_start(f);
+        for p in pieces {
+            a.str_piece(f, p);
+        }
+        a.str_end(f);
+    }
+
+    #[test]
+    fn the_first_valid_response_id_wins_and_hostile_ones_are_dropped() {
+        use field::*;
+        let mut a = UsageAcc::default();
+        string(&mut a, RESPONSE_ID, &[b""]);
+        string(&mut a, RESPONSE_ID, &[&[b'x'; 200], &[b'y'; 57]]); // 257 bytes: dropped, not cut
+        string(&mut a, RESPONSE_ID, &[b"chatcmpl-\n1"]);
+        string(&mut a, RESPONSE_ID, &[b"caf\xc3\xa9"]);
+        string(&mut a, RESPONSE_ID, &[b"del\x7f"]);
+        assert_eq!((a.response_id.as_deref(), a.changes), (None, 0));
+        let longest = [b'r'; RESPONSE_ID_MAX];
+        string(&mut a, RESPONSE_ID, &[&longest[..100], &longest[100..]]);
+        string(&mut a, RESPONSE_ID, &[b"chatcmpl-2"]);
+        assert_eq!(a.response_id.as_deref(), Some("r".repeat(256).as_str()));
+        assert_eq!(a.changes, 1);
+    }
+
+    #[test]
+    fn finish_reasons_by_choice_index_bounded() {
+        use field::*;
+        let mut a = UsageAcc::default();
+        let reason = |a: &mut UsageAcc, pieces: &[&[u8]], choice: u64| {
+            string(a, FINISH, pieces);
+            a.commit_finish(choice);
+        };
+        reason(&mut a, &[b"len", b"gth"], 2);
+        reason(&mut a, &[b"stop"], 0);
+        assert_eq!(a.finish_reasons(), ["stop", "length"]);
+        // a later reason of an index replaces the earlier; invalid ones are ignored
+        reason(&mut a, &[b"tool_calls"], 2);
+        reason(&mut a, &[b""], 0);
+        reason(&mut a, &[b"st\top"], 0);
+        reason(&mut a, &[&[b'x'; 65]], 0);
+        reason(&mut a, &[b"\xe2\x9c\x93"], 0);
+        assert_eq!(a.finish_reasons(), ["stop", "tool_calls"]);
+        // an invalid reason leaves the valid one held in the same choice
+        string(&mut a, FINISH, &[b"content_filter"]);
+        string(&mut a, FINISH, &[b""]);
+        a.commit_finish(1);
+        a.commit_finish(1); // nothing held any more
+        assert_eq!(a.finish_reasons(), ["stop", "content_filter", "tool_calls"]);
+        let changes = a.changes;
+        reason(&mut a, &[b"stop"], 0); // the same value: no change
+        assert_eq!(a.changes, changes);
+        // at most 16 indexes; a known index still takes a new reason
+        for i in 3..40 {
+            reason(&mut a, &[&[b'a'; FINISH_REASON_MAX]], i);
+        }
+        reason(&mut a, &[b"length"], 0);
+        let got = a.finish_reasons();
+        assert_eq!(got.len(), FINISH_REASONS_MAX);
+        assert_eq!(&got[..3], ["length", "content_filter", "tool_calls"]);
+        assert_eq!(got[15], "a".repeat(64));
+        assert_eq!(a.finishes.last().map(|e| e.0), Some(15));
     }
 
     #[test]

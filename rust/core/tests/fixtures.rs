@@ -16,6 +16,7 @@ fn usage_json(u: &Usage) -> Value {
         "cache_write_tokens": u.cache_write_tokens,
         "reasoning_tokens": u.reasoning_tokens, "model": u.model, "provider_model": u.provider_model,
         "streaming": u.streaming, "source": u.source.as_str(),
+        "response_id": u.response_id, "finish_reasons": u.finish_reasons,
     })
 }
 

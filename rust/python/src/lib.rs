@@ -7,7 +7,7 @@ use llmtally_core::{self as core, Encoding, RequestInfo, ResponseMeta, ENCODINGS
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 
 /// `llmtally._types`, imported once.
 fn types(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
@@ -29,6 +29,8 @@ fn usage_obj<'py>(py: Python<'py>, u: core::Usage) -> PyResult<Bound<'py, PyAny>
     kw.set_item("provider_model", u.provider_model)?;
     kw.set_item("streaming", u.streaming)?;
     kw.set_item("source", u.source.as_str())?;
+    kw.set_item("response_id", u.response_id)?;
+    kw.set_item("finish_reasons", PyTuple::new(py, u.finish_reasons)?)?;
     types(py)?.getattr("Usage")?.call((), Some(&kw))
 }
 

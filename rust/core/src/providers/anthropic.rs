@@ -9,6 +9,10 @@
 //! `output_tokens`. With `usage.iterations` (server-side compaction, advisor
 //! and fallback steps) the bill is the sum over every iteration.
 //!
+//! The response id: `message.id` of `message_start`, or the body's `id`;
+//! the finish reason: `message_delta.delta.stop_reason`, or the body's
+//! `stop_reason`.
+//!
 //! Text for counting: `content_block_delta` events' `delta.text`,
 //! `delta.thinking` and `delta.partial_json`, and tool names from
 //! `content_block_start`, each content block (`index`) its own text.
@@ -49,7 +53,14 @@ pub(crate) const USAGE: Pat = Obj(
 /// `message_start.message`: its usage is a placeholder (`output_tokens` is
 /// often 1) until `message_delta`, which carries `stop_reason`, reports the
 /// final counts.
-pub(crate) const MESSAGE: Pat = Obj(None, &[("model", Leaf(MODEL)), ("usage", USAGE)]);
+pub(crate) const MESSAGE: Pat = Obj(
+    None,
+    &[
+        ("id", Leaf(RESPONSE_ID)),
+        ("model", Leaf(MODEL)),
+        ("usage", USAGE),
+    ],
+);
 
 /// `delta` of a content block (Anthropic), union with Bedrock Converse's.
 pub(crate) const DELTA: Pat = Obj(
@@ -75,6 +86,8 @@ pub(crate) const BLOCK_START: Pat = Obj(None, &[("name", Leaf(T_TOOL_NAME))]);
 static RESPONSE: Pat = Obj(
     Some(ROOT),
     &[
+        // the non-streaming message's id (streams: `message_start.message.id`)
+        ("id", Leaf(RESPONSE_ID)),
         ("model", Leaf(MODEL)),
         ("usage", USAGE),
         ("message", MESSAGE),

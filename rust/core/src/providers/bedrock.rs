@@ -19,6 +19,11 @@
 //!   read before the body.
 //!
 //! Bedrock's input counts exclude cache reads and writes: they are added.
+//! Finish reasons: Converse `stopReason` (in `messageStop` when streaming),
+//! and each model family's own (`stop_reason`, `completionReason`,
+//! `finish_reason`...). The response id only where the model's body has
+//! one (Anthropic's `message_start.message.id` and body `id`, Cohere's and
+//! AI21's `id`); Converse has none.
 //! Text for counting: ConverseStream `contentBlockDelta` (`delta.text`,
 //! `delta.toolUse.input`, `delta.reasoningContent.text`, per
 //! `contentBlockIndex`), tool names from `contentBlockStart`, and the
@@ -77,6 +82,9 @@ macro_rules! model_body {
     ($($extra:expr),* $(,)?) => {
         &[
             $($extra,)*
+            // InvokeModel bodies of Anthropic (`msg_bdrk_...`), Cohere and AI21
+            // models; Converse has no response id
+            ("id", Leaf(RESPONSE_ID)),
             ("index", Leaf(CHOICE_INDEX)),
             ("contentBlockIndex", Leaf(CHOICE_INDEX)),
             ("delta", anthropic::DELTA),

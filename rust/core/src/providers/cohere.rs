@@ -8,7 +8,9 @@
 //! not read. Usage arrives only at the end (`message-end`'s `delta.usage`,
 //! the body's `usage`, v1 `stream-end`'s `response.meta`, embed's `meta`): a
 //! stream cut before it is counted by the tokenizer. Text for counting:
-//! content deltas, the tool plan, tool call names and arguments.
+//! content deltas, the tool plan, tool call names and arguments. The
+//! response id: `id` (v2, embed), v1's `generation_id`; the finish reason:
+//! `message-end`'s `delta.finish_reason`, the body's (and v1's) `finish_reason`.
 
 use super::openai::{compatible, PART};
 use crate::descriptor::{Cond, Descriptor};
@@ -57,6 +59,9 @@ const MESSAGE: Pat = Obj(
 static RESPONSE: Pat = Obj(
     Some(ROOT),
     &[
+        // v2 bodies, `message-start` and embed; v1 bodies and `stream-start`
+        ("id", Leaf(RESPONSE_ID)),
+        ("generation_id", Leaf(RESPONSE_ID)),
         ("index", Leaf(CHOICE_INDEX)),
         (
             "delta",

@@ -10,6 +10,8 @@
 //! A chunk with `finishReason` makes the usage final; before it the
 //! cumulative numbers are a floor (see usage.rs).
 //! Text for counting: `candidates[].content.parts[].text`, per candidate.
+//! The response id: `responseId` (Interactions: the interaction's `id`);
+//! finish reasons: `candidates[].finishReason`, by candidate `index`.
 //!
 //! Also read: the Interactions API (`/v1beta/interactions`, its `total_*`
 //! usage) and Vertex AI embeddings (`:predict`, the sum of
@@ -74,6 +76,7 @@ static RESPONSE: Pat = Obj(
     &[
         ("usageMetadata", USAGE),
         ("modelVersion", Leaf(MODEL)),
+        ("responseId", Leaf(RESPONSE_ID)),
         ("error", ERROR_OBJ),
         ("candidates", Arr(&CANDIDATE)),
         // Interactions API: `interaction.completed` (`interaction.complete`
@@ -82,9 +85,15 @@ static RESPONSE: Pat = Obj(
             "interaction",
             Obj(
                 Some(FINAL),
-                &[("usage", INTERACTION_USAGE), ("model", Leaf(MODEL))],
+                &[
+                    ("id", Leaf(RESPONSE_ID)),
+                    ("usage", INTERACTION_USAGE),
+                    ("model", Leaf(MODEL)),
+                ],
             ),
         ),
+        // the non-streaming interaction's id
+        ("id", Leaf(RESPONSE_ID)),
         ("usage", INTERACTION_USAGE),
         ("model", Leaf(MODEL)),
         ("index", Leaf(CHOICE_INDEX)),

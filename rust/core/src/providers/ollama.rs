@@ -3,7 +3,8 @@
 //! `"done": true` with `prompt_eval_count` and `eval_count`. Ollama's
 //! OpenAI-compatible endpoints (`/v1/...`) carry OpenAI's `usage`, which is
 //! read too. Text for counting: `message.content`, `message.thinking`
-//! (chat), `response`, `thinking` (generate).
+//! (chat), `response`, `thinking` (generate). The finish reason:
+//! `done_reason`; the native API has no response id.
 
 use super::openai::ERROR_OBJ;
 use crate::descriptor::{Cond, Descriptor, Framing};

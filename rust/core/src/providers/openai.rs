@@ -14,6 +14,12 @@
 //! - Embeddings: `usage.prompt_tokens` and `total_tokens`; the (large)
 //!   `data` array is skipped.
 //!
+//! - The response id: the top-level `id` (Chat Completions and every
+//!   compatible server, legacy completions, the non-streaming Responses
+//!   body), or `response.id` in Responses events. Finish reasons:
+//!   `choices[].finish_reason`, and the Responses API's
+//!   `incomplete_details.reason`.
+//!
 //! `prompt_tokens`/`input_tokens` already include the cached tokens, and
 //! `completion_tokens`/`output_tokens` the reasoning tokens.
 //!
@@ -118,9 +124,15 @@ pub(crate) const CHOICE_OBJ: Pat = Obj(
     ],
 );
 
+/// The Responses API's reason for stopping short (`max_output_tokens`,
+/// `content_filter`): its only finish reason (a completed response has none).
+const INCOMPLETE: Pat = Obj(None, &[("reason", Leaf(FINISH))]);
+
 pub(crate) static RESPONSE: Pat = Obj(
     Some(ROOT),
     &[
+        // chatcmpl-... (chunks repeat it), cmpl-..., resp_... (non-streaming Responses)
+        ("id", Leaf(RESPONSE_ID)),
         ("model", Leaf(MODEL)),
         ("usage", USAGE),
         // Groq: stream usage in the last chunk's `x_groq` (for some models only there)
@@ -145,13 +157,16 @@ pub(crate) static RESPONSE: Pat = Obj(
             Obj(
                 Some(FINAL),
                 &[
+                    ("id", Leaf(RESPONSE_ID)),
                     ("model", Leaf(MODEL)),
                     ("usage", USAGE),
                     ("error", ERROR_OBJ),
+                    ("incomplete_details", INCOMPLETE),
                 ],
             ),
         ),
         ("choices", Arr(&CHOICE_OBJ)),
+        ("incomplete_details", INCOMPLETE),
         ("output_index", Leaf(CHOICE_INDEX)),
         ("content_index", Leaf(TOOL_INDEX)),
         ("delta", Leaf(T_CONTENT)),
