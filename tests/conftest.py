@@ -54,3 +54,15 @@ def scan(case, chunks, backend, body=None):
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param
+
+
+@pytest.fixture
+def restore_logging():
+    """The logging setup as it was (for tests that call logs.setup)."""
+    import logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logging.getLogger("llmtally").level)
+    yield
+    root.handlers[:], root.level = saved[0], saved[1]
+    logging.getLogger("llmtally").setLevel(saved[2])

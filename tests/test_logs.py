@@ -9,15 +9,6 @@ import pytest
 from llmtally import logs
 
 
-@pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level, logging.getLogger("llmtally").level)
-    yield
-    root.handlers[:], root.level = saved[0], saved[1]
-    logging.getLogger("llmtally").setLevel(saved[2])
-
-
 def test_debug_is_for_llmtallys_loggers_only(restore_logging):
     logs.setup("debug")
     assert logging.getLogger("llmtally.otel").isEnabledFor(logging.DEBUG)
@@ -70,7 +61,11 @@ def test_json_lines_name_their_stream(restore_logging):
     "traceparent, trace_id",
     [
         ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "4bf92f3577b34da6a3ce929d0e0e4736"),
-        ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "4bf92f3577b34da6a3ce929d0e0e4736"),
+        ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", ""),  # uppercase: not W3C
+        ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later", "4bf92f3577b34da6a3ce929d0e0e4736"),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later", ""),  # version 00 has 4 fields
+        ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", ""),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", ""),
         ("00-" + "0" * 32 + "-00f067aa0ba902b7-01", ""),
         ("00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-01", ""),
         ("00-4bf92f35", ""),

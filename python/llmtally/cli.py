@@ -184,7 +184,18 @@ def _usage(text: str) -> Usage:
         raise ValueError(
             '--usage must be a JSON object of token counts, e.g. {"prompt_tokens": 1000, "completion_tokens": 200}'
         )
-    known = (*_USAGE_INTS, "model", "provider_model", "streaming", "source", "cost_usd", "cost_microusd")
+    # what `llmtally scan` prints beside the counts and names is read past (prices need none of it)
+    known = (
+        *_USAGE_INTS,
+        "model",
+        "provider_model",
+        "streaming",
+        "source",
+        "cost_usd",
+        "cost_microusd",
+        "response_id",
+        "finish_reasons",
+    )
     unknown = sorted(set(doc) - set(known))
     if unknown:
         raise ValueError(f"--usage: unknown keys {unknown} (known: {', '.join(_USAGE_INTS)})")

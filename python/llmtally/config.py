@@ -119,6 +119,8 @@ class OtelConfig:
     capture_content_bytes: int = 8192
 
 
+#: the most of each body captured per call (otel.captureContentBytes)
+MAX_CAPTURE_BYTES = 64 << 10
 _OTEL_KEYS = {
     "enabled": "enabled",
     "endpoint": "endpoint",
@@ -152,17 +154,17 @@ def _otel(doc: object) -> OtelConfig:
             if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
                 raise ConfigError(f"{where}: must map header names to string values")
             if any(not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", k) for k in v) or any(
-                not x.isprintable() for x in v.values()
+                not (x.isascii() and x.isprintable()) for x in v.values()
             ):
-                raise ConfigError(f"{where}: a header name or value has a character HTTP does not allow")
-            v = tuple(sorted(v.items()))
+                raise ConfigError(f"{where}: a header name or value has a character HTTP and gRPC do not allow")
+            v = tuple(sorted((k.lower(), x) for k, x in v.items()))  # gRPC metadata keys are lowercase
         elif name == "export_interval_seconds":
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 3600:
                 raise ConfigError(f"{where}: must be a number of seconds from 0 to 3600, not {v!r}")
             v = float(v)
         elif name == "capture_content_bytes":
-            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1 << 20:
-                raise ConfigError(f"{where}: must be an integer from 1 to {1 << 20}, not {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_CAPTURE_BYTES:
+                raise ConfigError(f"{where}: must be an integer from 1 to {MAX_CAPTURE_BYTES}, not {v!r}")
         elif not isinstance(v, str):
             raise ConfigError(f"{where}: {v!r} is not a string")
         kw[name] = v
@@ -170,7 +172,9 @@ def _otel(doc: object) -> OtelConfig:
     if oc.protocol not in ("", "grpc", "http/protobuf"):
         raise ConfigError(f"otel.protocol: {oc.protocol!r} is not grpc or http/protobuf")
     if oc.endpoint and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", oc.endpoint):
-        raise ConfigError(f"otel.endpoint: {oc.endpoint!r} is not an http:// or https:// URL")
+        from .otel import redact
+
+        raise ConfigError(f"otel.endpoint: {redact(oc.endpoint)!r} is not an http:// or https:// URL")
     return oc
 
 

@@ -303,6 +303,7 @@ class Exchange:
         "tracestate",
         "captured_in",
         "captured_out",
+        "captured_taken",
         "response_encoding",
     )
 
@@ -343,6 +344,7 @@ class Exchange:
         self.tracestate = ""
         self.captured_in = b""  # the first capture_bytes of the request and response bodies (telemetry)
         self.captured_out = bytearray()
+        self.captured_taken = 0  # the bytes of the captures, taken from the request-body memory budget
         self.response_encoding = ""
 
     @property
@@ -466,7 +468,9 @@ class Exchange:
         b = req.request_body
         cap = self.host.capture_bytes
         if cap and len(self.captured_in) <= cap and b.body:
-            self.captured_in += b.body[: cap + 1 - len(self.captured_in)]
+            got = self.host.take_body(min(len(b.body), cap + 1 - len(self.captured_in)))
+            self.captured_in += b.body[:got]
+            self.captured_taken += got
         if not self.body_over and b.body:
             want = min(len(b.body), self.host.config.max_request_body_bytes - len(self.body))
             got = self.host.take_body(want)
@@ -608,7 +612,9 @@ class Exchange:
             scanner.feed(b.body)
             cap = self.host.capture_bytes
             if cap and len(self.captured_out) <= cap:
-                self.captured_out += b.body[: cap + 1 - len(self.captured_out)]
+                got = self.host.take_body(min(len(b.body), cap + 1 - len(self.captured_out)))
+                self.captured_out += b.body[:got]
+                self.captured_taken += got
         if b.end_of_stream:
             return self._finish("response_body", scanner)
         return self._mid_stream(scanner)
@@ -785,6 +791,10 @@ class Exchange:
             self._close()
         finally:
             self._drop_body()
+            if self.captured_taken:
+                self.host.give_body(self.captured_taken)
+                self.captured_taken = 0
+                self.captured_in, self.captured_out = b"", bytearray()
 
     def _close(self) -> None:
         if self.done or not self.saw_request:

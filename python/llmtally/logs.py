@@ -26,15 +26,21 @@ class StreamIds(Protocol):
 stream: contextvars.ContextVar[StreamIds | None] = contextvars.ContextVar("llmtally_stream", default=None)
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
 def trace_id_of(traceparent: str) -> str:
-    """The trace id of a W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`), or "" if it is not one."""
-    parts = traceparent.split("-")
-    if len(parts) < 4 or len(parts[0]) != 2 or len(parts[1]) != 32:
+    """The trace id of a W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`, lowercase; a later version may add
+    fields), or "" where the span's parent would not be taken from it either (version ff, zero ids)."""
+    parts = traceparent.strip(" \t").split("-")
+    if len(parts) < 4 or [len(p) for p in parts[:4]] != [2, 32, 16, 2]:
         return ""
-    t = parts[1].lower()
-    if t == "0" * 32 or any(ch not in "0123456789abcdef" for ch in t):
+    version, trace, parent, flags = parts[:4]
+    if not _HEX.issuperset(version + trace + parent + flags) or version == "ff":
         return ""
-    return t
+    if (version == "00" and len(parts) != 4) or trace == "0" * 32 or parent == "0" * 16:
+        return ""
+    return trace
 
 
 class JsonFormatter(logging.Formatter):

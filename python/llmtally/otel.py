@@ -58,7 +58,7 @@ PROVIDER_NAMES = {
 #: the longest client-supplied string kept in an attribute (a model name); longer ones are cut
 MAX_ATTRIBUTE = 256
 #: W3C trace context: the longest traceparent and tracestate headers read
-MAX_TRACEPARENT = 55
+MAX_TRACEPARENT = 512  # a later version may be longer than version 00's 55 characters
 MAX_TRACESTATE = 512
 #: the headers a stream reads for tracing and log lines
 TRACE_HEADERS = ("traceparent", "tracestate", "x-request-id")
@@ -92,7 +92,9 @@ def clip(value: str | None) -> str | None:
 class Settings:
     """What `Telemetry` exports and where, resolved from `otel:` and the environment."""
 
+    #: the traces' protocol (grpc or http/protobuf) and the metrics'
     protocol: str
+    metrics_protocol: str
     #: the base URL (the signal's path is added for HTTP); empty: the exporters read `OTEL_*` themselves
     endpoint: str
     headers: tuple[tuple[str, str], ...]
@@ -109,7 +111,9 @@ class Settings:
 
 def settings(config: Config, environ: Mapping[str, str] | None = None) -> Settings | None:
     """The export's settings, or None when it is off: no `otel:` section (or `enabled: false`) and no
-    `OTEL_EXPORTER_OTLP_*ENDPOINT` variable, or `OTEL_SDK_DISABLED=true`."""
+    `OTEL_EXPORTER_OTLP_*ENDPOINT` variable, or `OTEL_SDK_DISABLED=true`. Without a section, a signal is on
+    when the common endpoint variable or its own is set. Raises ValueError for a protocol that is not grpc
+    or http/protobuf."""
     env = os.environ if environ is None else environ
     oc: OtelConfig | None = config.otel
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
@@ -118,21 +122,48 @@ def settings(config: Config, environ: Mapping[str, str] | None = None) -> Settin
         return None
     if oc is not None and not oc.enabled:
         return None
-    protocol = (oc.protocol if oc is not None else "") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "") or "http/protobuf"
-    metrics_on = env.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() != "none"
-    traces_on = env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() != "none"
+
+    def protocol(signal: str) -> str:
+        var = f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"
+        p = (oc.protocol if oc is not None else "") or env.get(var, "") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
+        p = p.strip() or "http/protobuf"
+        if p not in PROTOCOLS:
+            raise ValueError(f"{var} or OTEL_EXPORTER_OTLP_PROTOCOL: {p!r} is not grpc or http/protobuf")
+        return p
+
+    def wanted(signal: str) -> bool:
+        if env.get(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower() == "none":
+            return False
+        if oc is not None:
+            return oc.metrics if signal == "METRICS" else oc.traces
+        return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
+
+    traces = wanted("TRACES")
     return Settings(
-        protocol=protocol,
+        protocol=protocol("TRACES"),
+        metrics_protocol=protocol("METRICS"),
         endpoint=oc.endpoint if oc is not None else "",
         headers=oc.headers if oc is not None else (),
-        metrics=metrics_on and (oc.metrics if oc is not None else True),
-        traces=traces_on and (oc.traces if oc is not None else True),
+        metrics=wanted("METRICS"),
+        traces=traces,
         interval_ms=round(oc.export_interval_seconds * 1000) if oc is not None else 0,
-        service_name=(oc.service_name if oc is not None else "") or env.get("OTEL_SERVICE_NAME", "") or "llmtally",
+        service_name=oc.service_name if oc is not None else "",
         certificate_file=oc.certificate_file if oc is not None else "",
-        capture_bytes=oc.capture_content_bytes if oc is not None and oc.capture_content else 0,
+        # the text goes to span events: nothing to keep without spans
+        capture_bytes=oc.capture_content_bytes if oc is not None and oc.capture_content and traces else 0,
         max_points=2 * config.series_max,
     )
+
+
+def redact(url: str) -> str:
+    """`url` without its user information, query and fragment (credentials are put there): for log lines."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    rest = rest.split("?", 1)[0].split("#", 1)[0]
+    host, slash, path = rest.partition("/")
+    host = host.rpartition("@")[2]
+    return f"{head}{sep}{host}{slash}{path}"
 
 
 def check_installed() -> str | None:
@@ -190,15 +221,19 @@ class Telemetry:
         self.settings = s
         self.custom = custom
         self.models = models  # the model label's cap (metrics.Metrics.model_values)
-        attrs: dict[str, Any] = {"service.name": s.service_name}
-        if "service.instance.id" not in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
-            attrs["service.instance.id"] = f"{socket.gethostname()}-{os.getpid()}"  # workers: one each
         from . import __version__
 
-        attrs["service.version"] = __version__
-        # OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME are merged by create(); ours win only where set above
-        created = Resource.create(attrs)
-        resource = _resource_type()(created.attributes, created.schema_url)
+        # ours are defaults: OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME win over them, serviceName over those
+        env = Resource.create({"service.name": s.service_name} if s.service_name else {})
+        # the SDK gives each process a service.instance.id of its own (a UUID): workers are told apart
+        defaults: dict[str, Any] = {"service.version": __version__}
+        if "service.instance.id" not in env.attributes:
+            defaults["service.instance.id"] = f"{socket.gethostname()}-{os.getpid()}"
+        if str(env.attributes.get("service.name", "")).startswith("unknown_service"):  # the SDK's default
+            defaults["service.name"] = "llmtally"
+            env = Resource({k: v for k, v in env.attributes.items() if k != "service.name"}, env.schema_url)
+        merged = Resource(defaults).merge(env)
+        resource = _resource_type()(merged.attributes, merged.schema_url)
         self.histograms: Histograms | None = None
         self.tracer_provider: Any = None
         self.tracer: Any = None
@@ -212,9 +247,10 @@ class Telemetry:
 
     def _exporter_kwargs(self, signal: str) -> dict[str, Any]:
         s = self.settings
+        protocol = s.protocol if signal == "traces" else s.metrics_protocol
         kw: dict[str, Any] = {}
         if s.endpoint:
-            if s.protocol == "grpc":
+            if protocol == "grpc":
                 kw["endpoint"] = s.endpoint
                 kw["insecure"] = s.endpoint.startswith("http://")
             else:
@@ -222,7 +258,7 @@ class Telemetry:
         if s.headers:
             kw["headers"] = dict(s.headers)
         if s.certificate_file:
-            if s.protocol == "grpc":
+            if protocol == "grpc":
                 from grpc import ssl_channel_credentials
 
                 with open(s.certificate_file, "rb") as f:
@@ -233,7 +269,7 @@ class Telemetry:
 
     def _metrics(self, resource: Any, exporter: Any) -> None:
         if exporter is None:
-            if self.settings.protocol == "grpc":
+            if self.settings.metrics_protocol == "grpc":
                 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
             else:
                 from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
@@ -260,8 +296,14 @@ class Telemetry:
         from . import __version__
 
         # the sampler: OTEL_TRACES_SAMPLER (and _ARG), else parent based, always on for a root
-        self.tracer_provider = TracerProvider(resource=resource)
-        self.processor = BatchSpanProcessor(exporter)
+        self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # ours: bounded
+        cap = self.settings.capture_bytes
+        if cap:  # captured text: batches under a collector's 4 MiB message limit, a queue of at most 64 MiB
+            batch = max(1, min(512, CAPTURE_BATCH_BYTES // (6 * cap)))  # UTF-8: 3 bytes per replaced byte, 2 texts
+            queue = max(batch, min(2048, CAPTURE_QUEUE_BYTES // (8 * cap)))  # str: up to 4 bytes per character
+            self.processor = BatchSpanProcessor(exporter, max_queue_size=queue, max_export_batch_size=batch)
+        else:
+            self.processor = BatchSpanProcessor(exporter)
         self.tracer_provider.add_span_processor(self.processor)  # its shutdown and flush
         self.tracer = self.tracer_provider.get_tracer("llmtally", __version__, schema_url=SCHEMA_URL)
         self.resource = resource
@@ -291,19 +333,20 @@ class Telemetry:
         u = c.usage
         cap = self.models
         attrs = dict(common)
-        model = cap.admit(c.request_model, False) if c.request_model else c.values[1]
-        if model:
-            attrs["gen_ai.request.model"] = model
-        if u is not None and u.provider_model:
-            attrs["gen_ai.response.model"] = cap.admit(u.provider_model, c.status.startswith("2"))
+        if c.values[1]:  # the Prometheus model label: the request's name, or the provider's, capped
+            attrs["gen_ai.request.model"] = c.values[1]
+        # the provider's name where the label has admitted it (never admitted here: the cap is the label's)
+        if u is not None and u.provider_model and cap.admit(u.provider_model, False) == u.provider_model:
+            attrs["gen_ai.response.model"] = u.provider_model
         key = tuple(attrs.items())
         with h.lock:
             h.observe(OPERATION_DURATION, key, c.t_end - c.t0)
-            if u is None:
+            if u is None or u.source == "none":  # no usage reported or counted: no token measurement
                 return
             h.observe(TOKEN_USAGE, (*key, INPUT), u.prompt_tokens)
             h.observe(TOKEN_USAGE, (*key, OUTPUT), u.completion_tokens)
-            if u.streaming and c.t_first is not None:
+            # the timings of successful streamed answers only, as the conventions define them
+            if u.streaming and c.t_first is not None and "error.type" not in attrs:
                 h.observe(TIME_TO_FIRST_TOKEN, key, c.t_first - c.t0)
                 if u.completion_tokens > 1:
                     h.observe(TIME_PER_OUTPUT_TOKEN, key, (c.t_end - c.t_first) / (u.completion_tokens - 1))
@@ -388,10 +431,11 @@ class Telemetry:
         cap = self.settings.capture_bytes
         if cap:
             if c.prompt:
-                events.append(Event("gen_ai.content.prompt", _content("gen_ai.prompt", c.prompt, cap), start_ns))
+                events.append(Event(PROMPT_EVENT, _content(c.prompt, cap, len(c.prompt) > cap), start_ns))
             text = _decoded(c.completion, c.completion_encoding, cap)
             if text is not None:
-                events.append(Event("gen_ai.content.completion", _content("gen_ai.completion", text, cap), end_ns))
+                cut = len(text) > cap or len(c.completion) > cap
+                events.append(Event(COMPLETION_EVENT, _content(text, cap, cut), end_ns))
         span = ReadableSpan(
             name=name,
             context=ctx,
@@ -407,8 +451,16 @@ class Telemetry:
         )
         self.processor.on_end(span)
 
-    def shutdown(self) -> None:
-        """Export what is left (bounded by the SDK's export timeouts), then stop."""
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Export what is left, then stop, within `timeout` seconds (a daemon thread: what is not exported by
+        then is dropped, and never holds the process's exit)."""
+        t = threading.Thread(target=self._shutdown, name="llmtally-otel-shutdown", daemon=True)
+        t.start()
+        t.join(timeout)
+        if t.is_alive():
+            log.warning("OpenTelemetry: the last export did not finish in %ss; dropped", timeout)
+
+    def _shutdown(self) -> None:
         for p in (self.tracer_provider, self.histograms):
             if p is not None:
                 try:
@@ -446,6 +498,9 @@ HISTOGRAMS = {
     TIME_TO_FIRST_TOKEN: ("s", "Time to the first response body bytes of a streamed response.", TTFT_BOUNDARIES),
     TIME_PER_OUTPUT_TOKEN: ("s", "Time per output token after the first, of a streamed response.", TPOT_BOUNDARIES),
 }
+#: with capture on: the most captured text in one span export, and in the span queue
+CAPTURE_BATCH_BYTES = 3 << 20
+CAPTURE_QUEUE_BYTES = 64 << 20
 #: the attribute set that takes the measurements of new sets past the bound (as the SDK names it)
 OVERFLOW = (("otel.metric.overflow", True),)
 
@@ -597,8 +652,14 @@ def error_type(c: Call) -> str | None:
     return None
 
 
-def _content(key: str, data: bytes, cap: int) -> dict[str, Any]:
-    return {key: data[:cap].decode("utf-8", "replace"), "llmtally.truncated": len(data) > cap}
+#: the capture's span events: the bodies as sent and received, not the conventions' structured messages
+#: (`gen_ai.input.messages`), which would need the messages parsed out of every provider's format
+PROMPT_EVENT = "llmtally.prompt"
+COMPLETION_EVENT = "llmtally.completion"
+
+
+def _content(data: bytes, cap: int, cut: bool) -> dict[str, Any]:
+    return {"llmtally.body": data[:cap].decode("utf-8", "replace"), "llmtally.truncated": cut}
 
 
 def _decoded(data: bytes, encoding: str, cap: int) -> bytes | None:

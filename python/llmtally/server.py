@@ -131,6 +131,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
 
     def _end(self, ex: Exchange) -> None:
         """The stream is over: record it, and replace its reservation by what it was charged."""
+        logs.stream.set(ex)  # also when called back from a worker thread: its log lines name the stream
         ex.close()
         if self.host.budgets is not None:
             try:
@@ -344,7 +345,11 @@ def preflight(config: Config) -> None:
         else:
             _check_tcp("rateLimit.listen", rl.listen)
     _credentials(config)
-    if otel.settings(config) is not None:
+    try:
+        wanted = otel.settings(config)
+    except ValueError as e:
+        raise StartupError(str(e)) from None
+    if wanted is not None:
         problem = otel.check_installed()
         if problem:
             raise StartupError(problem)
@@ -624,6 +629,8 @@ OTEL_LOGGERS = (
     "opentelemetry.sdk.metrics._internal.export",
     "opentelemetry.sdk._shared_internal",
     "opentelemetry.sdk.trace.export",
+    "opentelemetry.trace.span",  # a client's malformed tracestate
+    "opentelemetry.trace",
 )
 #: the longest the last OpenTelemetry export may take at shutdown
 TELEMETRY_FLUSH_SECONDS = 5.0
@@ -639,8 +646,8 @@ def _telemetry(config: Config, metrics: Metrics) -> otel.Telemetry | None:
     log.info(
         "OpenTelemetry: %s over OTLP %s to %s",
         " and ".join(k for k, on in (("metrics", s.metrics), ("spans", s.traces)) if on) or "nothing",
-        s.protocol,
-        s.endpoint or "the OTEL_EXPORTER_OTLP_* endpoint",
+        s.protocol if s.protocol == s.metrics_protocol else f"{s.protocol} (spans), {s.metrics_protocol} (metrics)",
+        otel.redact(s.endpoint) if s.endpoint else "the OTEL_EXPORTER_OTLP_* endpoint",
     )
     return t
 
@@ -742,10 +749,7 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
         await host.budgets.store.close()
     pool.shutdown()
     if telemetry is not None:  # what is left, within a bound: a collector that is down must not hold the exit
-        try:
-            await asyncio.wait_for(asyncio.to_thread(telemetry.shutdown), TELEMETRY_FLUSH_SECONDS)
-        except asyncio.TimeoutError:
-            log.warning("OpenTelemetry: the last export did not finish in %ss; dropped", TELEMETRY_FLUSH_SECONDS)
+        telemetry.shutdown(TELEMETRY_FLUSH_SECONDS)
     if http is not None:
         http.close()
         log.info("stopped")
