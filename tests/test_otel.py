@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import time
 
 import pytest
@@ -691,3 +692,20 @@ def test_capture_comes_out_of_the_body_memory_budget_and_goes_back(budget):
         assert bodies == {"llmtally.prompt": request, "llmtally.completion": response}
     else:  # the request body's buffer and the captures share the budget: they get what is left
         assert sum(len(b) for b in bodies.values()) <= budget
+
+
+def test_a_clients_malformed_tracestate_is_logged_once_a_minute(caplog):
+    """The SDK logs a warning for each malformed tracestate member: a client could write one line per request."""
+    from llmtally import server
+    from llmtally.metrics import Metrics
+
+    cfg = Config(otel=OtelConfig(endpoint="http://127.0.0.1:9", protocol="grpc", metrics=False))
+    t = server._telemetry(cfg, Metrics(cfg))
+    try:
+        with caplog.at_level(logging.WARNING):
+            for i in range(5):
+                t.record(call(values=("anthropic", "m1"), traceparent=TRACEPARENT, tracestate=f"INJECTED {i} <x>"))
+        lines = [r for r in caplog.records if r.name.startswith("opentelemetry.trace")]
+        assert len(lines) == 1
+    finally:
+        t.shutdown(0.5)
