@@ -306,6 +306,12 @@ class Telemetry:
             self.processor = BatchSpanProcessor(exporter)
         self.tracer_provider.add_span_processor(self.processor)  # its shutdown and flush
         self.tracer = self.tracer_provider.get_tracer("llmtally", __version__, schema_url=SCHEMA_URL)
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import Event, ReadableSpan
+        from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+
+        # what `_emit` makes spans with, imported once (an import statement per call costs microseconds)
+        self._types = (trace, Event, ReadableSpan, SpanContext, SpanKind, Status, StatusCode)
         self.resource = resource
         self.scope = InstrumentationScope("llmtally", __version__, SCHEMA_URL)
 
@@ -391,10 +397,7 @@ class Telemetry:
         generator, handed to its span processors (the batch processor) as the SDK's ReadableSpan. The span is
         not opened and closed through a Tracer: the call is over, and the Tracer's path (a live Span, its
         attribute checks) would cost more than the rest of the call's accounting."""
-        from opentelemetry import trace
-        from opentelemetry.sdk.trace import Event, ReadableSpan
-        from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
-
+        trace, Event, ReadableSpan, SpanContext, SpanKind, Status, StatusCode = self._types
         tp = self.tracer_provider
         parent_ctx = None
         parent = None
