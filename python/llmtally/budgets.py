@@ -28,6 +28,8 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from .throttle import OncePerMinute
+
 if TYPE_CHECKING:
     from .metrics import Metrics
 
@@ -405,7 +407,7 @@ class Budgets:
         self.fail_open = fail_open
         self.metrics = metrics
         self.clock = clock
-        self.last_error_log = -60.0
+        self.quiet = OncePerMinute()  # the store's failures: one line a minute
         self.tasks: set[asyncio.Task[None]] = set()  # settles in flight
 
     # -- counters --
@@ -580,9 +582,7 @@ class Budgets:
     def _store_failed(self, op: str, e: StoreError) -> None:
         if self.metrics is not None:
             self.metrics.record_store_error(op)
-        now = time.monotonic()
-        if now - self.last_error_log >= 60:
-            self.last_error_log = now
+        if self.quiet.due():
             log.warning(
                 "the budget store failed (%s: %s); requests are %s until it answers again "
                 "(ai_budget_store_errors_total, logged once a minute)",

@@ -27,6 +27,7 @@ from .logs import trace_id_of
 from .metadata import custom_labels, final_metadata, metadata_values, request_metadata
 from .metrics import Metrics
 from .otel import MAX_TRACEPARENT, MAX_TRACESTATE, TRACE_HEADERS, Call
+from .throttle import OncePerMinute
 
 if TYPE_CHECKING:
     from .budgets import Budgets, Counter, Reservation
@@ -115,9 +116,8 @@ class Host:
         self.config = config
         self.metrics = metrics
         self.backend = config.backend or _api.backend()  # resolved once, not per call
-        self.last_timeout_warning = -60.0
-        self.last_shed_warning = dict.fromkeys(SHED_REASONS, -60.0)
-        self.last_fault: dict[str, float] = {}
+        #: what is logged at most once a minute (per reason, stage, provider)
+        self.quiet = OncePerMinute()
         self.unpriced_seen: set[str] = set()
         #: request body bytes buffered by all streams, within `maxBufferedBodyBytes`
         self.buffered = 0
@@ -212,16 +212,12 @@ class Host:
     def shed(self, reason: str) -> None:
         """A stream refused, released or not buffered: counted, and logged at most once a minute per reason."""
         self.metrics.record_shed(reason)
-        now = time.monotonic()
-        if now - self.last_shed_warning[reason] >= 60:
-            self.last_shed_warning[reason] = now
+        if self.quiet.due(("shed", reason)):
             log.warning("%s (ai_shed_total{reason=%r}); %s", _SHED_WHY[reason], reason, _SHED_ADVICE[reason])
 
     def warn_timeout(self, ex: Exchange, seconds: float) -> None:
         """Rate-limited: at most one line a minute."""
-        now = time.monotonic()
-        if now - self.last_timeout_warning >= 60:
-            self.last_timeout_warning = now
+        if self.quiet.due("timeout"):
             log.warning(
                 "an answer took %.1f s, past Envoy's message timeout (provider %s, path %s): Envoy went on "
                 "without llmtally, so the rest of that response was not counted (ai_message_timeouts_total)",
@@ -234,10 +230,7 @@ class Host:
         """Counted always; logged with its traceback at most once a minute per stage (at debug otherwise), so
         that input that breaks every stream cannot flood the log."""
         self.metrics.record_exception(stage)
-        now = time.monotonic()
-        loud = now - self.last_fault.get(stage, -60.0) >= 60
-        if loud:
-            self.last_fault[stage] = now
+        loud = self.quiet.due(("fault", stage))
         log.log(
             logging.WARNING if loud else logging.DEBUG,
             "exception in %s (provider %s, path %s); the stream passes through (ai_exception_raised_total; "
@@ -718,9 +711,10 @@ class Exchange:
                 ", aborted" if aborted else ", timed out" if timed_out else "",
             )
         seen = m.record_anomalies(llm, scanner.stats())
-        if seen:
+        if seen and self.host.quiet.due(("odd", llm)):
             log.warning(
-                "odd response body (provider %s, path %s): %s; traffic passed through unchanged",
+                "odd response body (provider %s, path %s): %s; traffic passed through unchanged "
+                "(ai_scan_anomalies_total; logged once a minute per provider)",
                 llm,
                 self.path.split("?", 1)[0],
                 seen,

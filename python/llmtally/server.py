@@ -39,6 +39,7 @@ from .config import Config
 from .exchange import PROVIDER_KEY, Exchange, Host
 from .metrics import Metrics
 from .offload import Offload
+from .throttle import OncePerMinuteFilter
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -641,7 +642,7 @@ def _telemetry(config: Config, metrics: Metrics) -> otel.Telemetry | None:
     if s is None:
         return None
     for name in OTEL_LOGGERS:
-        logging.getLogger(name).addFilter(_OncePerMinute())
+        logging.getLogger(name).addFilter(OncePerMinuteFilter())
     t = otel.Telemetry(s, metrics.custom, metrics.model_values)
     log.info(
         "OpenTelemetry: %s over OTLP %s to %s",
@@ -652,25 +653,6 @@ def _telemetry(config: Config, metrics: Metrics) -> otel.Telemetry | None:
     return t
 
 
-class _OncePerMinute(logging.Filter):
-    """Passes a given message (by its format string) at most once a minute: gRPC's core logs a traceback for
-    every malformed message a peer sends."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.last: dict[object, float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        now = time.monotonic()
-        key = (record.levelno, record.msg)
-        if now - self.last.get(key, -60.0) < 60:
-            return False
-        if len(self.last) > 1000:
-            self.last.clear()
-        self.last[key] = now
-        return True
-
-
 async def serve(config: Config, *, ready: Callable[[], object] | None = None, worker: bool = False) -> None:
     """Run until SIGTERM/SIGINT, then stop accepting and give open streams
     `shutdown_grace_seconds` to finish. A worker shares the port with its
@@ -678,7 +660,7 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
     import prometheus_client
 
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # not annotated in prometheus-client
-    logging.getLogger("grpc._cython.cygrpc").addFilter(_OncePerMinute())
+    logging.getLogger("grpc._cython.cygrpc").addFilter(OncePerMinuteFilter())
     metrics = Metrics(config)
     host = Host(config, metrics)
     telemetry = _telemetry(config, metrics)
