@@ -48,17 +48,61 @@ SEED_FIELDS = {
     "upstream_name",
     "user",
 }
+#: the access log beyond the seed: every field llmtally writes, and the whole duration
+ACCESS_LOG_FIELDS = SEED_FIELDS | {
+    "cache_write_tokens",
+    "cached_tokens",
+    "cost_microusd",
+    "duration",
+    "model",
+    "provider",
+    "provider_model",
+    "reasoning_tokens",
+    "usage_source",
+}
 ANSWER = upstream.ANSWERS[SEED_PROMPT]
 
 
-def usd(prompt: int, completion: int) -> float:
+def microusd(prompt: int, completion: int) -> int:
     """What gpt-3.5-turbo costs by the demo's price table (0.5 and 1.5 USD per million), in whole micro-dollars
-    rounded half up, as a number of dollars."""
+    rounded half up."""
     from decimal import ROUND_HALF_UP, Decimal
 
     p = DEMO_PRICES["gpt-3.5-turbo"]
     micro = prompt * Decimal(str(p["input"])) + completion * Decimal(str(p["output"]))
-    return int(micro.quantize(Decimal(1), rounding=ROUND_HALF_UP)) / 1_000_000
+    return int(micro.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def usd(prompt: int, completion: int) -> float:
+    """The same as a number of dollars."""
+    return microusd(prompt, completion) / 1_000_000
+
+
+def gpt35_fields(prompt: int, completion: int, source: str = "provider") -> dict:
+    """The access log's llmtally fields beyond the seed's for a gpt-3.5-turbo call the mock answered."""
+    return {
+        "cache_write_tokens": 0,
+        "cached_tokens": 0,
+        "cost_microusd": microusd(prompt, completion),
+        "model": "gpt-3.5-turbo",
+        "provider": "OpenAI",
+        "provider_model": "gpt-3.5-turbo-0125",
+        "reasoning_tokens": 0,
+        "usage_source": source,
+    }
+
+
+#: the same for a gpt-3.5-turbo request refused before the call: the request's metadata only
+REFUSED_FIELDS = {
+    "cache_write_tokens": None,
+    "cached_tokens": None,
+    "cost_microusd": None,
+    "model": "gpt-3.5-turbo",
+    "provider": "OpenAI",
+    "provider_model": None,
+    "reasoning_tokens": None,
+    "usage_source": None,
+}
 
 
 #: tokens per minute of the team that sends the large request bodies
@@ -127,7 +171,8 @@ def sample(m, name, **labels):
 def without_volatile(line):
     assert isinstance(line["request_id"], str) and line["request_id"]
     assert isinstance(line["system_time"], str) and line["system_time"].endswith("Z")
-    return {k: v for k, v in line.items() if k not in ("request_id", "system_time", "target_duration")}
+    assert isinstance(line["duration"], int) and line["duration"] >= (line["target_duration"] or 0)
+    return {k: v for k, v in line.items() if k not in ("request_id", "system_time", "target_duration", "duration")}
 
 
 def test_seed_walkthrough_alice_and_bob(stack):
@@ -136,8 +181,9 @@ def test_seed_walkthrough_alice_and_bob(stack):
     completion = oracle.count(ANSWER, "cl100k_base")
     status, body, line = send(stack, "/openai", alice, SEED_BODY)
     assert status == 200 and json.loads(body)["usage"]["prompt_tokens"] == 21
-    assert set(line) == SEED_FIELDS and isinstance(line["target_duration"], int)
+    assert set(line) == ACCESS_LOG_FIELDS and isinstance(line["target_duration"], int)
     assert without_volatile(line) == {
+        **gpt35_fields(21, completion),
         "completion_tokens": completion,
         "cost_usd": usd(21, completion),
         "http_method": "POST",
@@ -154,6 +200,7 @@ def test_seed_walkthrough_alice_and_bob(stack):
     status, body, line = send(stack, "/openai", bob, SEED_STREAM_BODY)
     assert status == 200 and body.endswith(b"data: [DONE]\n\n")
     assert without_volatile(line) == {
+        **gpt35_fields(21, completion),
         "completion_tokens": completion,
         "cost_usd": usd(21, completion),
         "http_method": "POST",
@@ -187,6 +234,21 @@ def test_stream_without_usage_is_counted_by_the_tokenizer(stack):
         21 + completion,
         True,
     )
+    assert without_volatile(line) == {
+        **gpt35_fields(21, completion, source="tokenizer"),
+        "completion_tokens": completion,
+        "cost_usd": usd(21, completion),
+        "http_method": "POST",
+        "path": "/openai",
+        "prompt_tokens": 21,
+        "rate_limited_tokens": 21 + completion,
+        "response_code": 200,
+        "streaming": True,
+        "team": "dev",
+        "total_tokens": 21 + completion,
+        "upstream_name": "llm_upstream",
+        "user": "alice",
+    }
     m1 = samples(stack)
     labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": "dev", "source": "tokenizer", "status_class": "2xx"}
     assert sample(m1, "ai_requests_total", **labels) - sample(m0, "ai_requests_total", **labels) == 1
@@ -251,6 +313,9 @@ def test_other_provider_streams(stack, provider, path, body):
         line["streaming"],
         line["team"],
     ) == (prompt, completion, prompt + completion, True, "dev")
+    # the provider the route told llmtally, by its display name; the usage is the provider's
+    display = {"anthropic": "Anthropic", "gemini": "Gemini", "gemini-array": "VertexAI", "bedrock": "Bedrock"}
+    assert (line["provider"], line["usage_source"]) == (display[provider], "provider")
 
 
 def test_a_team_over_its_token_budget_gets_429(stack):
@@ -297,6 +362,7 @@ def test_a_team_over_its_token_budget_gets_429(stack):
         }
     }
     assert without_volatile(lines[0]) == {
+        **gpt35_fields(21, total - 21),
         "completion_tokens": total - 21,
         "cost_usd": usd(21, total - 21),
         "http_method": "POST",
@@ -313,6 +379,7 @@ def test_a_team_over_its_token_budget_gets_429(stack):
     # the 429 line: the request's metadata (the prompt estimate), no usage, nothing charged; no upstream timed
     assert lines[1]["target_duration"] is None
     assert without_volatile(lines[1]) == {
+        **REFUSED_FIELDS,
         "completion_tokens": None,
         "cost_usd": None,
         "http_method": "POST",
@@ -448,6 +515,7 @@ def test_the_demo_command():
     assert spent - ops[-2]["total_tokens"] + reserved <= BUDGETS["ops"] < spent + reserved
     assert len(ops) == 5  # the seed stream, the Gemini stream, two more, then the refusal (72+78+72+72 = 294)
     assert without_volatile(log[-1]) == {
+        **REFUSED_FIELDS,
         "completion_tokens": None,
         "cost_usd": None,
         "http_method": "POST",

@@ -319,7 +319,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _envoy_config(args: argparse.Namespace) -> int:
-    from .gateway import LlmtallyTls, bootstrap
+    from .gateway import Jwt, LlmtallyTls, Route, bootstrap, host_port
 
     tls = None
     if args.llmtally_ca or args.llmtally_cert or args.llmtally_key or args.llmtally_server_name:
@@ -328,16 +328,67 @@ def _envoy_config(args: argparse.Namespace) -> int:
         tls = LlmtallyTls(args.llmtally_ca, args.llmtally_server_name, args.llmtally_cert, args.llmtally_key)
     if args.rate_limit_service and args.no_rate_limit:
         raise ValueError("--rate-limit-service and --no-rate-limit exclude each other")
-    with open(args.jwks, encoding="utf-8") as f:
-        jwks = f.read()
+    if bool(args.upstream) == bool(args.route):
+        raise ValueError("give --upstream HOST:PORT|URL or one --route PREFIX=PROVIDER=URL per provider (not both)")
+    routes = [Route.parse(r) for r in args.route]
+    jwt_flags = [
+        f
+        for f, given in (
+            ("--jwt-issuer", args.jwt_issuer),
+            ("--jwt-audience", args.jwt_audience),
+            ("--jwks-cache-seconds", args.jwks_cache_seconds is not None),
+            ("--jwt-header", args.jwt_header),
+            ("--jwt-user-claim", args.jwt_user_claim),
+            ("--jwt-team-claim", args.jwt_team_claim),
+        )
+        if given
+    ]
+    if args.jwks and args.jwks_uri:
+        raise ValueError("--jwks and --jwks-uri exclude each other (a local or a remote JWKS)")
+    given = (["--jwks"] if args.jwks else []) + (["--jwks-uri"] if args.jwks_uri else []) + jwt_flags
+    if args.no_jwt and given:
+        raise ValueError(f"--no-jwt excludes {', '.join(given)}")
+    jwt = None
+    if args.jwks or args.jwks_uri:
+        if args.jwks_cache_seconds is not None and not args.jwks_uri:
+            raise ValueError("--jwks-cache-seconds goes with --jwks-uri")
+        jwks = ""
+        if args.jwks:
+            with open(args.jwks, encoding="utf-8") as f:
+                jwks = f.read()
+        jwt = Jwt(
+            issuer=args.jwt_issuer or "",
+            audiences=tuple(args.jwt_audience),
+            jwks=jwks,
+            jwks_uri=args.jwks_uri or "",
+            cache_seconds=300 if args.jwks_cache_seconds is None else args.jwks_cache_seconds,
+            header=args.jwt_header or "",
+            user_claim=args.jwt_user_claim or "sub",
+            team_claim=args.jwt_team_claim or "team",
+        )
+    elif jwt_flags:
+        raise ValueError(f"{', '.join(jwt_flags)}: these go with the JWT's keys, --jwks FILE or --jwks-uri URL")
+    if jwt is None and not args.no_rate_limit and (args.rate_limit_service or args.rate_limit_domain):
+        raise ValueError(
+            "the rate-limit filter limits per team, the JWT's team claim: it needs --jwks or --jwks-uri "
+            "(without a JWT it is left out)"
+        )
+    if args.admin_address and args.admin_port is not None:
+        raise ValueError("--admin-address and --admin-port exclude each other")
+    admin_host, admin_port = (
+        host_port(args.admin_address) if args.admin_address else ("127.0.0.1", args.admin_port or 9901)
+    )
     cfg = bootstrap(
         listen_port=args.listen_port,
-        admin_port=args.admin_port,
+        admin_port=admin_port,
+        admin_host=admin_host,
         upstream_addr=args.upstream,
+        routes=routes,
+        upstream_ca=args.upstream_ca or "",
         llmtally_addr=args.llmtally,
         access_log=args.access_log,
-        jwks=jwks,
-        rate_limit_domain=None if args.no_rate_limit else args.rate_limit_domain,
+        jwt=jwt,
+        rate_limit_domain=None if args.no_rate_limit else (args.rate_limit_domain or "llmtally"),
         listen_host=args.listen_host,
         llmtally_tls=tls,
         rate_limit_addr=args.rate_limit_service,
@@ -427,15 +478,82 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--log-format", choices=("text", "json"), help="json: one object per line (also logFormat)")
     v.add_argument("--workers", metavar="N", help="processes sharing the listen port (default 1)")
     v.set_defaults(func=_serve)
-    e = sub.add_parser("envoy-config", help="print the Envoy bootstrap (JSON) that goes with llmtally")
-    e.add_argument("--jwks", required=True, metavar="FILE", help="JWKS (JSON) that signs your users' JWTs")
-    e.add_argument("--upstream", required=True, metavar="HOST:PORT", help="the LLM upstream (plain HTTP)")
+    e = sub.add_parser(
+        "envoy-config",
+        help="print the Envoy bootstrap (JSON) that goes with llmtally",
+        description="Print an Envoy bootstrap (JSON) with llmtally's ext_proc filter, routes to your LLM "
+        "upstreams, optional JWT authentication and per-team token rate limits, and a JSON access log.",
+    )
+    u = e.add_argument_group("upstreams (one of --upstream and --route)")
+    u.add_argument(
+        "--upstream",
+        metavar="HOST:PORT|URL",
+        help="one upstream for the built-in routes (/openai, /anthropic, /mistral, /gemini/, /vertex/, /bedrock/): "
+        "HOST:PORT is plain HTTP with the client's Host header, as before; a URL (http:// or https://) is "
+        "reached as --route describes",
+    )
+    u.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="PREFIX=PROVIDER=URL",
+        help="a route of your own (repeatable): requests under PREFIX go to URL with PREFIX replaced by the URL's "
+        "path (/openai=openai=https://api.openai.com: /openai/v1/chat/completions -> /v1/chat/completions), "
+        "the Host header set to the URL's host, TLS for https:// (SNI and certificate checked for the host); "
+        f"llmtally reads them as PROVIDER, set here and never by the client (one of "
+        f"{', '.join(p for p in PROVIDERS if p != 'auto')})",
+    )
+    u.add_argument(
+        "--upstream-ca",
+        metavar="FILE",
+        help="CA bundle (PEM) that https:// upstreams and a --jwks-uri host must chain to, as Envoy sees it "
+        "(default: this machine's system bundle, e.g. /etc/ssl/certs/ca-certificates.crt)",
+    )
+    j = e.add_argument_group(
+        "JWT authentication (optional)",
+        "Without --jwks or --jwks-uri there is no jwt_authn filter: every request passes, the access log's user "
+        "and team are null, and the per-team rate-limit filter is left out. The token's claims go to Envoy's "
+        "metadata under envoy.filters.http.jwt_authn:principal (llmtally's customLabels read them there, e.g. "
+        "metadataKey: principal:team).",
+    )
+    j.add_argument("--jwks", metavar="FILE", help="a local JWKS (JSON) that signs your users' JWTs, put inline")
+    j.add_argument("--jwks-uri", metavar="URL", help="a remote JWKS that Envoy fetches (a cluster for its host)")
+    j.add_argument(
+        "--jwks-cache-seconds", type=int, metavar="N", help="with --jwks-uri: how long Envoy keeps it (default 300)"
+    )
+    j.add_argument("--jwt-issuer", metavar="ISS", help="the iss tokens must carry (default: not checked)")
+    j.add_argument(
+        "--jwt-audience",
+        action="append",
+        default=[],
+        metavar="AUD",
+        help="an aud the token must name (repeatable: any of them; default: not checked)",
+    )
+    j.add_argument(
+        "--jwt-header",
+        metavar="NAME",
+        help="the header the token comes in, bare (default: Authorization: Bearer); Envoy removes it before the "
+        "upstream, so e.g. OpenAI's API key can stay in Authorization",
+    )
+    j.add_argument("--jwt-user-claim", metavar="CLAIM", help="the claim the access log's user is (default sub)")
+    j.add_argument(
+        "--jwt-team-claim",
+        metavar="CLAIM",
+        help="the claim the access log's team and the rate limits' descriptor are (default team)",
+    )
+    j.add_argument("--no-jwt", action="store_true", help="no JWT authentication (the default without a JWKS)")
     e.add_argument("--llmtally", default="127.0.0.1:18080", metavar="ADDR", help="llmtally serve's listen address")
     e.add_argument("--listen-host", default="0.0.0.0")
     e.add_argument("--listen-port", type=int, default=8080)
-    e.add_argument("--admin-port", type=int, default=9901)
+    e.add_argument(
+        "--admin-address",
+        metavar="HOST:PORT",
+        help="Envoy's admin interface (default 127.0.0.1:9901; it can stop Envoy: open it wider, e.g. 0.0.0.0 for a "
+        "kubelet's readiness probe on /ready, only where the network is closed to others)",
+    )
+    e.add_argument("--admin-port", type=int, metavar="PORT", help="the admin port on 127.0.0.1 (default 9901)")
     e.add_argument("--access-log", default="/dev/stdout", metavar="PATH")
-    e.add_argument("--rate-limit-domain", default="llmtally")
+    e.add_argument("--rate-limit-domain", metavar="DOMAIN", help="the rate-limit filter's domain (default llmtally)")
     e.add_argument("--no-rate-limit", action="store_true", help="leave the token rate limiting out")
     e.add_argument(
         "--rate-limit-service",

@@ -359,9 +359,10 @@ async def handle(reader, writer) -> None:
         writer.close()
 
 
-async def start(host: str = "127.0.0.1", port: int = 0):
-    """Start the mock; returns the asyncio server (its port: server.sockets[0].getsockname()[1])."""
-    return await asyncio.start_server(handle, host, port)
+async def start(host: str = "127.0.0.1", port: int = 0, ssl=None):
+    """Start the mock; returns the asyncio server (its port: server.sockets[0].getsockname()[1]).
+    `ssl`: an `ssl.SSLContext` (server side) to serve HTTPS instead of plain HTTP."""
+    return await asyncio.start_server(handle, host, port, ssl=ssl)
 
 
 def main() -> None:
