@@ -284,13 +284,14 @@ class Telemetry:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         if exporter is None:
-            if self.settings.protocol == "grpc":
-                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+            if self.settings.protocol == "grpc":  # the SDK's exporter, with spans encoded by llmtally (otlp_wire)
+                from .otlp_wire import span_exporter
+
+                exporter = span_exporter(**self._exporter_kwargs("traces"))
             else:
-                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
-                    OTLPSpanExporter,
-                )
-            exporter = OTLPSpanExporter(**self._exporter_kwargs("traces"))
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+                exporter = OTLPSpanExporter(**self._exporter_kwargs("traces"))
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
         from . import __version__
