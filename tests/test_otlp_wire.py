@@ -88,3 +88,9 @@ def test_repeated_attributes_are_encoded_once_and_bounded(monkeypatch):
     # what is cached still encodes what the SDK does
     spans = [span(i) for i in range(3)]
     assert ExportTraceServiceRequest.FromString(otlp_wire.encode_spans(spans)) == sdk_encode(spans)
+
+
+def test_equal_values_of_other_types_are_not_confused():
+    """True == 1 == 1.0 in Python: the cache must not hand one's encoding to another."""
+    spans = [span(i, attrs={"x": v}) for i, v in enumerate((1, True, 1.0, "1", 0, False, 0.0))]
+    assert ExportTraceServiceRequest.FromString(otlp_wire.encode_spans(spans)) == sdk_encode(spans)

@@ -24,7 +24,7 @@ _IS_REMOTE = 0x200
 #: SpanKind enum values of the proto
 _KIND = {"INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
 
-_cache: dict[tuple[str, object], bytes] = {}
+_cache: dict[tuple[str, type, object], bytes] = {}
 
 
 def _varint(n: int) -> bytes:
@@ -64,12 +64,12 @@ def _key_value(number: int, k: str, v: Any) -> bytes:
     """A KeyValue (key 1, value 2) as field `number` of its message."""
     hashable = type(v) is not list
     if hashable:
-        got = _cache.get((k, v))
+        got = _cache.get((k, type(v), v))
         if got is not None and number == 9:
             return got
     out = _field(number, _field(1, k.encode("utf-8", "replace")) + _field(2, _any_value(v)))
     if hashable and number == 9 and len(_cache) < MAX_CACHED:
-        _cache[(k, v)] = out
+        _cache[(k, type(v), v)] = out  # typed: True == 1 == 1.0 as keys
     return out
 
 
