@@ -604,7 +604,8 @@ def test_deploy_files_match_what_llmtally_exports(stack, tmp_path):
     assert {"team", "model", "provider"} <= {v["name"] for v in dash["templating"]["list"]}
     docs = list(yaml.safe_load_all((deploy / "kubernetes.yaml").read_text()))
     cfg = yaml.safe_load(docs[0]["data"]["llmtally.yaml"])
-    sidecar = next(c for c in docs[1]["spec"]["template"]["spec"]["containers"] if c["name"] == "llmtally")
+    pod = docs[1]["spec"]["template"]["spec"]  # llmtally is a native sidecar: an init container
+    sidecar = next(c for c in [*pod.get("initContainers", []), *pod["containers"]] if c["name"] == "llmtally")
     # the image: labelled with this version, health-checked on the default metrics port's /readyz, built from
     # a context without build output
     import re as _re

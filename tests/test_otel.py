@@ -525,6 +525,8 @@ def test_capture_batches_stay_under_a_collectors_message_limit():
     lo = Local(capture_bytes=65536)
     bsp = lo.t.processor._batch_processor
     assert (bsp._max_export_batch_size, bsp._max_queue_size) == (8, 128)
+    bsp = Local().t.processor._batch_processor  # without capture: 64 a batch, the SDK's queue
+    assert (bsp._max_export_batch_size, bsp._max_queue_size) == (64, 2048)
     assert 8 * 6 * 65536 <= 3 << 20
 
 
