@@ -33,35 +33,8 @@ TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Upstre
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 RATELIMIT_FILTER = "envoy.filters.http.ratelimit"
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
-#: the access log: the seed's fields, every field llmtally writes, the whole duration
-ACCESS_LOG_FIELDS = {
-    # the seed's
-    "completion_tokens",
-    "cost_usd",
-    "http_method",
-    "path",
-    "prompt_tokens",
-    "rate_limited_tokens",
-    "request_id",
-    "response_code",
-    "streaming",
-    "system_time",
-    "target_duration",
-    "team",
-    "total_tokens",
-    "upstream_name",
-    "user",
-    # llmtally's (docs/metadata-and-metrics.md) and the duration
-    "cache_write_tokens",
-    "cached_tokens",
-    "cost_microusd",
-    "duration",
-    "model",
-    "provider",
-    "provider_model",
-    "reasoning_tokens",
-    "usage_source",
-}
+#: the access log: the seed's fields, every field llmtally writes, the whole duration (one list, test_e2e's)
+from test_e2e import ACCESS_LOG_FIELDS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
