@@ -18,8 +18,11 @@ LABEL org.opencontainers.image.title="llmtally" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /dist/*.whl /tmp/
-# the sidecar's dependencies (grpcio, xds-protos, prometheus-client, PyYAML) come with the [serve] extra
-RUN pip install --no-cache-dir "$(ls /tmp/*.whl)[serve]" && rm /tmp/*.whl
+# the sidecar's dependencies (grpcio, xds-protos, prometheus-client, PyYAML) come with the [serve] extra, the
+# OTLP exporters with [otel]; in two steps, so that opentelemetry-proto's files are installed after the older
+# copy xds-protos ships in the same directory (grpc/grpc#42926)
+RUN pip install --no-cache-dir "$(ls /tmp/*.whl)[serve]" \
+ && pip install --no-cache-dir "$(ls /tmp/*.whl)[serve,otel]" && rm /tmp/*.whl
 USER 65532:65532
 # /metrics on every interface; ext_proc on 127.0.0.1:18080, for an Envoy in the same network namespace (a pod).
 # A shared deployment listens on 0.0.0.0 with tlsCertFile, tlsKeyFile and tlsClientCaFile (docs/envoy.md):

@@ -711,3 +711,24 @@ def test_a_clients_malformed_tracestate_is_logged_once_a_minute(caplog):
         assert len(lines) == 1
     finally:
         t.shutdown(0.5)
+
+
+def test_an_overwritten_opentelemetry_proto_is_a_one_line_startup_error(monkeypatch, tmp_path):
+    """xds-protos ships an old copy of the OTLP modules over opentelemetry-proto's (grpc/grpc#42926);
+    the exporters would fail with a bare ImportError, so the preflight names the fix."""
+    from importlib.metadata import version
+
+    from opentelemetry.proto.common.v1 import common_pb2
+
+    from llmtally.server import StartupError, preflight
+
+    assert otel.check_installed() is None  # the README's install order leaves opentelemetry-proto's files
+    monkeypatch.delattr(common_pb2, "InstrumentationScope")
+    f = tmp_path / "c.yaml"
+    f.write_text("otel:\n  endpoint: http://127.0.0.1:1\n")
+    with pytest.raises(StartupError) as e:
+        preflight(load(str(f), {}, {}))
+    assert str(e.value) == (
+        "OpenTelemetry export: xds-protos overwrote opentelemetry-proto's modules with an older copy; "
+        f"reinstall it: pip install --force-reinstall --no-deps 'opentelemetry-proto=={version('opentelemetry-proto')}'"
+    )

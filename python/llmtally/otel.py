@@ -171,10 +171,35 @@ def check_installed() -> str | None:
     try:
         import opentelemetry.exporter.otlp.proto.grpc
         import opentelemetry.exporter.otlp.proto.http
+        import opentelemetry.proto
         import opentelemetry.sdk  # noqa: F401
     except ImportError as e:
         return f"OpenTelemetry export needs {e.name}: pip install 'llmtally[otel]', or remove the otel: section"
-    return None
+    # before anything imports the exporters' encoders, which fail on the old copy with a bare ImportError
+    return proto_clobbered()
+
+
+def proto_clobbered() -> str | None:
+    """What to do when xds-protos's old copy of the OTLP protos replaced opentelemetry-proto's, else None.
+
+    Both distributions install files under `opentelemetry/proto/`; xds-protos (1.85 and earlier) ships a
+    2020 revision without `InstrumentationScope`, and whichever is installed last owns the files
+    (grpc/grpc#42926). One `pip install` of both installs xds-protos last.
+    """
+    from opentelemetry.proto.common.v1 import common_pb2
+
+    if hasattr(common_pb2, "InstrumentationScope"):
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pin = f"=={version('opentelemetry-proto')}"
+    except PackageNotFoundError:
+        pin = ""
+    return (
+        "OpenTelemetry export: xds-protos overwrote opentelemetry-proto's modules with an older copy; "
+        f"reinstall it: pip install --force-reinstall --no-deps 'opentelemetry-proto{pin}'"
+    )
 
 
 @dataclass(slots=True)
