@@ -1,8 +1,10 @@
 """End-to-end load on loopback: Envoy alone, Envoy + an empty ext_proc,
 Envoy + llmtally (1 and 2 workers, and 1 with OpenTelemetry export to an OTLP
-sink), driven by wrk from a separate process, streaming and not: throughput,
-latency, and the sidecar's CPU per request; then peak RSS of llmtally with
-1000 concurrent streams.
+sink), and observe-only (Envoy's ext_proc in observability mode: an empty
+server that answers nothing, and llmtally with observe: true), driven by wrk
+from a separate process, streaming and not: throughput, latency, and the
+sidecar's CPU per request; then peak RSS of llmtally with 1000 concurrent
+streams.
 
     python benches/e2e_load.py [--short] [--out bench-e2e.json]
 
@@ -31,6 +33,8 @@ from llmtally.demo.envoy_runner import Envoy, envoy_binary
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STREAM_BODY = dict(SEED_BODY, stream=True, stream_options={"include_usage": True})
+#: the configurations measured, in this order
+KINDS = ("none", "noop", "llmtally", "llmtally-otel", "llmtally-2w", "noop-observe", "llmtally-observe")
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -80,8 +84,10 @@ class Backend:
         self.kind, self.proc = kind, None
         if kind == "none":
             return
-        if kind == "noop":
+        if kind in ("noop", "noop-observe"):
             cmd = [sys.executable, os.path.join(HERE, "noop_extproc.py"), "--listen", f"127.0.0.1:{port}"]
+            if kind == "noop-observe":
+                cmd.append("--silent")
         else:
             cfg = os.path.join(workdir, f"llmtally-{kind}.yaml")
             with open(cfg, "w") as f:
@@ -89,6 +95,7 @@ class Backend:
                     f"listen: 127.0.0.1:{port}\nmetricsAddr: 127.0.0.1:{metrics_port}\nlogLevel: warning\n"
                     f"workers: {2 if kind == 'llmtally-2w' else 1}\n"
                     "stats:\n  customLabels:\n  - name: team\n    metadataKey: principal:team\n"
+                    f"observe: {'true' if kind == 'llmtally-observe' else 'false'}\n"
                 )
                 if kind == "llmtally-otel":  # metrics every second (the SDK's default is 60 s), spans batched
                     f.write(
@@ -161,7 +168,7 @@ def main() -> None:
 
     sink = Sink()
     try:
-        for kind in ("none", "noop", "llmtally", "llmtally-otel", "llmtally-2w"):
+        for kind in KINDS:
             grpc_port, metrics_port, listen, admin = free_port(), free_port(), free_port(), free_port()
             backend = Backend(kind, grpc_port, metrics_port, workdir, sink.port)
             cfg = gateway.bootstrap(
@@ -173,6 +180,7 @@ def main() -> None:
                 jwks=key.jwks(),
                 rate_limit_domain=None,
                 ext_proc=kind != "none",
+                observe=kind.endswith("-observe"),
             )
             envoy = Envoy(cfg, workdir, admin, concurrency=1)
             try:
@@ -187,7 +195,7 @@ def main() -> None:
                         r["cpu_us_per_request"] = (backend.cpu_seconds() - cpu0) / (r["req_per_s"] * seconds) * 1e6
                 results["load"][kind] = row
                 print(
-                    f"{kind:12} "
+                    f"{kind:16} "
                     + "  ".join(
                         f"{w}: {r['req_per_s']:7.0f} req/s p50 {r['p50_ms']:6.2f} ms p99 {r['p99_ms']:6.2f} ms"
                         + (f" cpu {r['cpu_us_per_request']:5.0f} us/req" if "cpu_us_per_request" in r else "")

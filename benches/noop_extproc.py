@@ -1,6 +1,8 @@
 """An empty ext_proc server: answers every message with the empty response of
 its kind and nothing else. With the same processing modes as llmtally it is
-the floor for a grpcio host: python benches/noop_extproc.py --listen ADDR."""
+the floor for a grpcio host: python benches/noop_extproc.py --listen ADDR.
+--silent reads every message and answers none: the floor of Envoy's
+observability mode, where answers are ignored."""
 
 import argparse
 import asyncio
@@ -18,9 +20,17 @@ class Noop(pb_grpc.ExternalProcessorServicer):
             yield PASS[req.WhichOneof("request")]
 
 
-async def main(listen: str) -> None:
+class Silent(pb_grpc.ExternalProcessorServicer):
+    async def Process(self, request_iterator, context):
+        async for _ in request_iterator:
+            pass
+        return
+        yield  # an async generator that yields nothing
+
+
+async def main(listen: str, silent: bool) -> None:
     server = grpc.aio.server()
-    pb_grpc.add_ExternalProcessorServicer_to_server(Noop(), server)
+    pb_grpc.add_ExternalProcessorServicer_to_server(Silent() if silent else Noop(), server)
     server.add_insecure_port(listen)
     await server.start()
     stop = asyncio.Event()
@@ -33,4 +43,6 @@ async def main(listen: str) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--listen", required=True)
-    asyncio.run(main(ap.parse_args().listen))
+    ap.add_argument("--silent", action="store_true", help="answer nothing (for Envoy's observability_mode)")
+    args = ap.parse_args()
+    asyncio.run(main(args.listen, args.silent))

@@ -83,10 +83,22 @@ def ratios(m: dict, e2e: dict | None) -> dict:
                 values[f"e2e_cpu_otel_off_over_on.{w}"] = (
                     load["llmtally"][w]["cpu_us_per_request"] / load["llmtally-otel"][w]["cpu_us_per_request"]
                 )
+            if "llmtally-observe" in load:
+                # observe-only against the normal floor (target: at most 0.7 of its CPU) and Envoy alone's throughput
+                values[f"e2e_cpu_empty_ext_proc_over_observe.{w}"] = (
+                    load["noop"][w]["cpu_us_per_request"] / load["llmtally-observe"][w]["cpu_us_per_request"]
+                )
+                values[f"e2e_observe_over_envoy_alone.{w}"] = (
+                    load["llmtally-observe"][w]["req_per_s"] / load["none"][w]["req_per_s"]
+                )
         # the latency llmtally adds over Envoy alone, spread over the chunks of one streamed answer
         values["e2e_added_ms_per_streamed_chunk"] = (
             load["llmtally"]["stream"]["p50_ms"] - load["none"]["stream"]["p50_ms"]
         ) / e2e["stream_events"]
+        if "llmtally-observe" in load:
+            values["e2e_observe_added_ms_per_streamed_chunk"] = (
+                load["llmtally-observe"]["stream"]["p50_ms"] - load["none"]["stream"]["p50_ms"]
+            ) / e2e["stream_events"]
     out = {}
     for name, v in values.items():
         floor, target = RATIOS.get(name, (None, GOALS.get(name)))

@@ -295,6 +295,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "log_level": args.log_level,
                 "log_format": args.log_format,
                 "workers": args.workers,
+                "observe": True if args.observe else None,
             },
         )
     except ConfigError as e:
@@ -328,6 +329,8 @@ def _envoy_config(args: argparse.Namespace) -> int:
         tls = LlmtallyTls(args.llmtally_ca, args.llmtally_server_name, args.llmtally_cert, args.llmtally_key)
     if args.rate_limit_service and args.no_rate_limit:
         raise ValueError("--rate-limit-service and --no-rate-limit exclude each other")
+    if args.observe and args.rate_limit_service:
+        raise ValueError("--observe and --rate-limit-service exclude each other: Envoy ignores llmtally's answers")
     if bool(args.upstream) == bool(args.route):
         raise ValueError("give --upstream HOST:PORT|URL or one --route PREFIX=PROVIDER=URL per provider (not both)")
     routes = [Route.parse(r) for r in args.route]
@@ -392,6 +395,7 @@ def _envoy_config(args: argparse.Namespace) -> int:
         listen_host=args.listen_host,
         llmtally_tls=tls,
         rate_limit_addr=args.rate_limit_service,
+        observe=args.observe,
     )
     print(json.dumps(cfg, indent=2))
     return 0
@@ -477,6 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     v.add_argument("--log-format", choices=("text", "json"), help="json: one object per line (also logFormat)")
     v.add_argument("--workers", metavar="N", help="processes sharing the listen port (default 1)")
+    v.add_argument(
+        "--observe",
+        action="store_true",
+        help="observe only: send Envoy no answers (its ext_proc in observability_mode: envoy-config --observe); "
+        "also observe: true",
+    )
     v.set_defaults(func=_serve)
     e = sub.add_parser(
         "envoy-config",
@@ -555,6 +565,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--access-log", default="/dev/stdout", metavar="PATH")
     e.add_argument("--rate-limit-domain", metavar="DOMAIN", help="the rate-limit filter's domain (default llmtally)")
     e.add_argument("--no-rate-limit", action="store_true", help="leave the token rate limiting out")
+    e.add_argument(
+        "--observe",
+        action="store_true",
+        help="observe only: ext_proc in observability mode (Envoy does not wait for llmtally; pair with llmtally's "
+        "observe: true); metrics and traces only, no access-log fields from llmtally, no rate limiting",
+    )
     e.add_argument(
         "--rate-limit-service",
         metavar="ADDR",

@@ -259,6 +259,10 @@ class Config:
     #: let the client's own `x-llm-provider` request header pick the parser when Envoy sets none (off: a client
     #: could pick a parser that reads zero from its provider's responses)
     trust_provider_header: bool = False
+    #: observe only: Envoy's ext_proc runs in observability_mode (it sends every message without waiting and
+    #: ignores every answer), so llmtally answers nothing and builds no metadata; metrics and OpenTelemetry
+    #: only (no access-log fields, no budgets); bodies arrive STREAMED whatever requestBodyMode says
+    observe: bool = False
 
     def validate(self) -> Config:
         for name in (
@@ -284,6 +288,14 @@ class Config:
             )
         if not isinstance(self.trust_provider_header, bool):
             raise ConfigError(f"{self.trust_provider_header!r} is not true or false", "trust_provider_header")
+        if not isinstance(self.observe, bool):
+            raise ConfigError(f"{self.observe!r} is not true or false", "observe")
+        if self.observe and self.rate_limit is not None:
+            raise ConfigError(
+                "Envoy ignores every answer in observability mode, so budgets can neither refuse nor charge; "
+                "remove rateLimit, or observe",
+                "observe",
+            )
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"{self.log_format!r} is not one of {', '.join(LOG_FORMATS)}", "log_format")
         if self.log_level not in LOG_LEVELS:

@@ -127,7 +127,9 @@ class Host:
         rl = config.rate_limit
         self.enforce = rl is not None and rl.enforce and bool(rl.limits)
         #: a request body message without end_of_stream is all llmtally gets of it (Envoy's BUFFERED_PARTIAL)
-        self.partial_bodies = config.request_body_mode == "BUFFERED_PARTIAL"
+        self.partial_bodies = config.request_body_mode == "BUFFERED_PARTIAL" and not config.observe
+        #: Envoy ignores the answers (observability_mode): none is built, nor its metadata
+        self.observe = config.observe
         #: the OpenTelemetry export (set by the server when configured)
         self.telemetry: Telemetry | None = None
         #: prompt and completion bytes kept per stream for span events (0: none)
@@ -422,7 +424,7 @@ class Exchange:
         """Pass the message; the known usage rides on the answer to the failing message
         and on the end of the stream (Envoy keeps the last write)."""
         u = self.known
-        if u is None or kind not in METADATA_KINDS or not (now or _ends_stream(kind, req)):
+        if u is None or self.host.observe or kind not in METADATA_KINDS or not (now or _ends_stream(kind, req)):
             return PASS[kind]
         try:
             return with_metadata(kind, self._final_md(u))
@@ -520,6 +522,8 @@ class Exchange:
                 source="tokenizer",
             )
             self.reserve_microusd = self._cost(worst)
+        if self.host.observe:
+            return PASS[kind]
         return with_metadata(kind, request_metadata(self.host.config, self._llm(), info))
 
     def budget_keys(self) -> dict[str, str]:
@@ -618,6 +622,8 @@ class Exchange:
         stream is cut) is never behind the text delivered: Envoy forwards a chunk
         only after this answer. `midStreamMetadataSeconds` > 0 sends tokenizer
         counts at most that often instead (provider usage still at once)."""
+        if self.host.observe:
+            return PASS["response_body"]
         changes, texts = scanner.usage_changes(), scanner.text_changes()
         if changes == self.sent_changes and texts == self.sent_texts:
             return PASS["response_body"]
@@ -651,6 +657,8 @@ class Exchange:
 
     def _finish(self, kind: str, scanner: _api.ResponseScanner) -> pb.ProcessingResponse:
         u = self._record(scanner)
+        if self.host.observe:
+            return PASS[kind]
         resp = with_metadata(kind, self._final_md(u))
         return self._add_headers(kind, resp)
 
@@ -813,7 +821,8 @@ class Exchange:
         try:
             scanner = self.scanner
             if scanner is not None:
-                timeout = self.host.config.message_timeout_seconds
+                # in observability mode Envoy waits for no answer: a stream cut short was cut by its peers
+                timeout = 0 if self.host.observe else self.host.config.message_timeout_seconds
                 timed_out = bool(timeout) and self.last_answer_seconds >= timeout
                 if timed_out:
                     self.host.warn_timeout(self, self.last_answer_seconds)

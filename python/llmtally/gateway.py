@@ -495,6 +495,7 @@ def bootstrap(
     jwt: Jwt | None = None,
     admin_host: str = "127.0.0.1",
     upstream_ca: str = "",
+    observe: bool = False,
 ) -> dict[str, object]:
     """The Envoy configuration.
 
@@ -511,14 +512,18 @@ def bootstrap(
     (BUFFERED_PARTIAL). `llmtally_tls`: TLS on the clusters to llmtally. `rate_limit_addr`: the
     rate-limit service's address when it is not `llmtally_addr` (llmtally's `rateLimit.listen`), a
     cluster of its own. `admin_host`: the admin interface's address (loopback by default: it can
-    stop Envoy)."""
+    stop Envoy). `observe`: ext_proc in observability mode (Envoy waits for no answer and ignores
+    them: llmtally's `observe: true`), bodies streamed, and no rate-limit filter (it would charge
+    the metadata that never comes)."""
     if jwt is not None and jwks is not None:
         raise ValueError("give the JWT as jwt or as jwks, not both")
     if jwks is not None:
         jwt = Jwt(issuer=DEMO_ISSUER, jwks=jwks)
     if bool(upstream_addr) == bool(routes):
         raise ValueError("give the upstream (--upstream) or routes (--route), one of the two")
-    rate_limiting = bool(rate_limit_domain) and jwt is not None
+    if observe and rate_limit_addr:
+        raise ValueError("a rate-limit service address in observe mode (Envoy ignores llmtally's answers, the charges)")
+    rate_limiting = bool(rate_limit_domain) and jwt is not None and not observe
     rls_cluster = "llmtally"
     if rate_limit_addr and rate_limit_addr != llmtally_addr:
         if not rate_limit_domain:
@@ -628,33 +633,38 @@ def bootstrap(
             }
         )
     if ext_proc:
-        filters.append(
-            {
-                "name": EXT_PROC,
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-                    "grpc_service": {"envoy_grpc": {"cluster_name": "llmtally"}, "timeout": "5s"},
-                    "failure_mode_allow": True,
-                    # llmtally's messageTimeoutSeconds (default 2) must match: it tells these drops from aborts
-                    "message_timeout": "2s",
-                    "processing_mode": {
-                        "request_header_mode": "SEND",
-                        # the body up to the buffer limit in one message; a larger one passes on
-                        # with the rest unread (BUFFERED would stall it behind the rate-limit
-                        # filter until the route timeout: a 408 after 300 s for 8 MB)
-                        "request_body_mode": "BUFFERED_PARTIAL",
-                        "response_header_mode": "SEND",
-                        "response_body_mode": "STREAMED",
-                        "request_trailer_mode": "SKIP",
-                        "response_trailer_mode": "SKIP",
-                    },
-                    "metadata_options": {
-                        "forwarding_namespaces": {"untyped": [JWT_NS]},
-                        "receiving_namespaces": {"untyped": [AI_NS, "envoy.ratelimit"]},
-                    },
-                },
-            }
-        )
+        mode = {
+            "request_header_mode": "SEND",
+            # the body up to the buffer limit in one message; a larger one passes on with the
+            # rest unread (BUFFERED would stall it behind the rate-limit filter until the route
+            # timeout: a 408 after 300 s for 8 MB)
+            "request_body_mode": "BUFFERED_PARTIAL",
+            "response_header_mode": "SEND",
+            "response_body_mode": "STREAMED",
+            "request_trailer_mode": "SKIP",
+            "response_trailer_mode": "SKIP",
+        }
+        ext: dict[str, object] = {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": "llmtally"}, "timeout": "5s"},
+            "failure_mode_allow": True,
+            # llmtally's messageTimeoutSeconds (default 2) must match: it tells these drops from aborts
+            "message_timeout": "2s",
+            "processing_mode": mode,
+            "metadata_options": {
+                "forwarding_namespaces": {"untyped": [JWT_NS]},
+                "receiving_namespaces": {"untyped": [AI_NS, "envoy.ratelimit"]},
+            },
+        }
+        if observe:
+            # Envoy sends each message and goes on; observability mode streams bodies (no buffering), and
+            # keeps the gRPC stream open this long after the request so that llmtally reads its end
+            del ext["message_timeout"]
+            ext["observability_mode"] = True
+            ext["deferred_close_timeout"] = "5s"
+            ext["processing_mode"] = {**mode, "request_body_mode": "STREAMED"}
+            ext["metadata_options"] = {"forwarding_namespaces": {"untyped": [JWT_NS]}}
+        filters.append({"name": EXT_PROC, "typed_config": ext})
     filters.append(
         {
             "name": "envoy.filters.http.router",

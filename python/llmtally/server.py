@@ -102,6 +102,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         logs.stream.set(ex)  # this task's log lines name the stream
         self.open[ex] = asyncio.current_task()
         loop = asyncio.get_running_loop()
+        answer = not host.observe  # in observability mode Envoy ignores answers: none is sent
         pending: Future[pb.ProcessingResponse | None] | None = None  # a message a worker thread has
         try:
             async for req in request_iterator:
@@ -115,7 +116,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                     resp = ex.handle(req)
                 if ex.reserve_tokens is not None and resp is not None:  # the request is read: its budget
                     resp = await host.admit(ex, resp)
-                if resp is not None:
+                if resp is not None and answer:
                     yield resp
         except asyncio.CancelledError:
             if ex not in self.idle:

@@ -102,6 +102,7 @@ def llmtally_config(
         "pricing": {"models": DEMO_PRICES},
         **(extra or {}),
     }
+    doc = {k: v for k, v in doc.items() if v is not None}  # extra's None removes a default section
     return yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -110,7 +111,8 @@ class Stack:
     (default: the demo's, `rate_limit_settings()`: llmtally enforces the budgets itself); `rate_limit_filter`:
     Envoy's rate-limit filter in the bootstrap, two-phase on llmtally's rate-limit service (for a rateLimit
     section without `enforce`: both on the same limits would charge every request twice). `config`: more
-    settings of llmtally's configuration file (otel, logFormat...); `env`: more environment variables for it."""
+    settings of llmtally's configuration file (otel, logFormat...); `env`: more environment variables for it.
+    `observe`: observe only (Envoy's ext_proc in observability mode, llmtally's `observe: true`, no budgets)."""
 
     def __init__(
         self,
@@ -122,8 +124,12 @@ class Stack:
         rate_limit_filter: bool = False,
         config: dict[str, object] | None = None,
         env: dict[str, str] | None = None,
+        observe: bool = False,
     ):
         self.say = say
+        self.observe = observe
+        if observe:
+            config = {"observe": True, "rateLimit": None, **(config or {})}
         self.config = config
         self.env = env
         self.rate_limit = rate_limit
@@ -165,6 +171,7 @@ class Stack:
             rate_limit_domain=str((self.rate_limit or {}).get("domain", "llmtally"))
             if self.rate_limit_filter
             else None,
+            observe=self.observe,
         )
         self.envoy = Envoy(cfg, self.workdir, self.admin_port)
         self.envoy.wait_ready()
