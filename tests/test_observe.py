@@ -52,7 +52,7 @@ def test_the_bootstrap_puts_ext_proc_in_observability_mode_without_rate_limiting
     names = [f["name"] for f in hcm["http_filters"]]
     assert names == ["envoy.filters.http.jwt_authn", EXT_PROC, "envoy.filters.http.router"]
     ext = hcm["http_filters"][1]["typed_config"]
-    assert ext["observability_mode"] is True and ext["deferred_close_timeout"] == "5s"
+    assert ext["observability_mode"] is True and ext["deferred_close_timeout"] == "30s"
     assert "message_timeout" not in ext
     assert ext["processing_mode"] == {
         "request_header_mode": "SEND",

@@ -410,6 +410,10 @@ def _upstream_tls_socket(up: Upstream, ca_file: str) -> dict[str, object]:
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
+#: concurrent gRPC streams Envoy opens to llmtally (its circuit breaker): maxConcurrentStreams' default
+MAX_STREAMS_TO_LLMTALLY = 10000
+
+
 def _cluster(name: str, addr: str, http2: bool = False, tls: LlmtallyTls | None = None) -> dict[str, object]:
     by_name = not addr.startswith("unix:") and not _ip(_split(addr)[0])
     c: dict[str, object] = {
@@ -423,6 +427,9 @@ def _cluster(name: str, addr: str, http2: bool = False, tls: LlmtallyTls | None 
         },
     }
     if http2:
+        # one gRPC stream per request: Envoy's default circuit breaker (1024 concurrent requests per
+        # cluster) would fail open past 1024 live streams, and those requests would go uncounted
+        c["circuit_breakers"] = {"thresholds": [{"max_requests": MAX_STREAMS_TO_LLMTALLY}]}
         c["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -661,7 +668,7 @@ def bootstrap(
             # keeps the gRPC stream open this long after the request so that llmtally reads its end
             del ext["message_timeout"]
             ext["observability_mode"] = True
-            ext["deferred_close_timeout"] = "5s"
+            ext["deferred_close_timeout"] = "30s"
             ext["processing_mode"] = {**mode, "request_body_mode": "STREAMED"}
             ext["metadata_options"] = {"forwarding_namespaces": {"untyped": [JWT_NS]}}
         filters.append({"name": EXT_PROC, "typed_config": ext})

@@ -116,8 +116,13 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                     resp = ex.handle(req)
                 if ex.reserve_tokens is not None and resp is not None:  # the request is read: its budget
                     resp = await host.admit(ex, resp)
-                if resp is not None and answer:
-                    yield resp
+                if answer:
+                    if resp is not None:
+                        yield resp
+                elif ex.done:
+                    # observability mode: Envoy keeps its side open until deferred_close_timeout; ending the
+                    # RPC now frees the stream (else each request holds one that long, past the cluster's cap)
+                    break
         except asyncio.CancelledError:
             if ex not in self.idle:
                 raise  # gRPC's own cancellation: the client went away
