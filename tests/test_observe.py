@@ -4,6 +4,7 @@ for no answer), `llmtally serve` with `observe: true` answers nothing, and count
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 import pytest
@@ -123,7 +124,19 @@ def test_traffic_passes_unchanged_and_is_counted_with_no_answer_sent(stack):
         assert ln["rate_limited_tokens"] is None
     assert [ln["team"] for ln in lines] == ["dev", "ops"]
 
-    m1 = metric_samples(stack.metrics_text())
+    # Envoy does not wait for llmtally: the client may have its answer before llmtally read the stream's end
+    labels = [{"llm": "openai", "model": "gpt-3.5-turbo", "team": t} for t in ("dev", "ops")]
+    deadline = time.time() + 15
+    while True:
+        m1 = metric_samples(stack.metrics_text())
+        done = all(
+            sample(m1, "ai_completion_tokens_total", **lab) - sample(m0, "ai_completion_tokens_total", **lab)
+            >= completion
+            for lab in labels
+        )
+        if done or time.time() > deadline:
+            break
+        time.sleep(0.05)
     for team in ("dev", "ops"):
         labels = {"llm": "openai", "model": "gpt-3.5-turbo", "team": team}
         delta = lambda name, labels=labels: sample(m1, name, **labels) - sample(m0, name, **labels)  # noqa: E731
