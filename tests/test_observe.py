@@ -176,3 +176,25 @@ def test_the_command_lines(tmp_path):
         "llmtally: error: invalid configuration: observe (from --observe): Envoy ignores every answer in "
         "observability mode, so budgets can neither refuse nor charge; remove rateLimit, or observe\n",
     )
+
+
+def test_envoy_may_open_as_many_streams_to_llmtally_as_it_serves():
+    """Envoy's default circuit breaker (1024 concurrent requests per cluster) failed ext_proc open past 1024 live
+    streams: 1,024 of ~11,000 requests counted in a 2 s observe-mode probe. Both modes, both gRPC clusters."""
+    from llmtally.config import Config
+
+    for observe in (False, True):
+        cfg = bootstrap(
+            listen_port=1,
+            admin_port=2,
+            llmtally_addr="127.0.0.1:3",
+            access_log="/dev/null",
+            upstream_addr="127.0.0.1:4",
+            jwks=keys.SigningKey().jwks(),
+            rate_limit_addr=None if observe else "127.0.0.1:5",
+            observe=observe,
+        )
+        grpc = [c for c in cfg["static_resources"]["clusters"] if c["name"].startswith("llmtally")]
+        assert [c["name"] for c in grpc] == (["llmtally"] if observe else ["llmtally", "llmtally_ratelimit"])
+        for c in grpc:
+            assert c["circuit_breakers"] == {"thresholds": [{"max_requests": Config().max_concurrent_streams}]}
