@@ -14,6 +14,11 @@ def metric_samples(text: str) -> dict:
     return out
 
 
+def sample(m: dict, name: str, **labels: str) -> float:
+    """One sample of `metric_samples`' result (0 when absent)."""
+    return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
 def case_scanner(case, backend, encoding="", **kw):
     """A scanner with a fixture case's settings (its request parsed first)."""
     import llmtally

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import oracle
-from helpers import metric_samples
+from helpers import metric_samples, sample
 from llmtally.budgets import duration
 from llmtally.demo import (
     BUDGETS,
@@ -162,10 +162,6 @@ def send(stack, path, token, body, **kw):
 
 def samples(stack) -> dict:
     return metric_samples(stack.metrics_text())
-
-
-def sample(m, name, **labels):
-    return m.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def without_volatile(line):

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 import oracle
-from helpers import metric_samples
+from helpers import metric_samples, sample
 from llmtally.config import ConfigError, load
 from llmtally.demo import SEED_BODY, SEED_PROMPT, SEED_STREAM_BODY, Stack, keys, upstream
 from llmtally.gateway import EXT_PROC, bootstrap
@@ -35,20 +35,21 @@ def ext_proc_stats(s: Stack) -> dict[str, int]:
     return out
 
 
-def sample(m: dict, name: str, **labels: str) -> float:
-    return m.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def test_the_bootstrap_puts_ext_proc_in_observability_mode_without_rate_limiting():
-    cfg = bootstrap(
+def render(**kw: object) -> dict:
+    """The bootstrap with the demo's JWT, for an upstream and an llmtally that need not run."""
+    return bootstrap(
         listen_port=1,
         admin_port=2,
         llmtally_addr="127.0.0.1:3",
         access_log="/dev/null",
         upstream_addr="127.0.0.1:4",
         jwks=keys.SigningKey().jwks(),
-        observe=True,
+        **kw,
     )
+
+
+def test_the_bootstrap_puts_ext_proc_in_observability_mode_without_rate_limiting():
+    cfg = render(observe=True)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     names = [f["name"] for f in hcm["http_filters"]]
     assert names == ["envoy.filters.http.jwt_authn", EXT_PROC, "envoy.filters.http.router"]
@@ -66,16 +67,7 @@ def test_the_bootstrap_puts_ext_proc_in_observability_mode_without_rate_limiting
     # the claims still reach llmtally (its team label); nothing comes back
     assert ext["metadata_options"] == {"forwarding_namespaces": {"untyped": ["envoy.filters.http.jwt_authn"]}}
     with pytest.raises(ValueError, match="observe mode"):
-        bootstrap(
-            listen_port=1,
-            admin_port=2,
-            llmtally_addr="127.0.0.1:3",
-            access_log="/dev/null",
-            upstream_addr="127.0.0.1:4",
-            jwks=keys.SigningKey().jwks(),
-            rate_limit_addr="127.0.0.1:5",
-            observe=True,
-        )
+        render(rate_limit_addr="127.0.0.1:5", observe=True)
 
 
 def test_observe_with_budgets_is_a_config_error(tmp_path):
@@ -184,16 +176,7 @@ def test_envoy_may_open_as_many_streams_to_llmtally_as_it_serves():
     from llmtally.config import Config
 
     for observe in (False, True):
-        cfg = bootstrap(
-            listen_port=1,
-            admin_port=2,
-            llmtally_addr="127.0.0.1:3",
-            access_log="/dev/null",
-            upstream_addr="127.0.0.1:4",
-            jwks=keys.SigningKey().jwks(),
-            rate_limit_addr=None if observe else "127.0.0.1:5",
-            observe=observe,
-        )
+        cfg = render(rate_limit_addr=None if observe else "127.0.0.1:5", observe=observe)
         grpc = [c for c in cfg["static_resources"]["clusters"] if c["name"].startswith("llmtally")]
         assert [c["name"] for c in grpc] == (["llmtally"] if observe else ["llmtally", "llmtally_ratelimit"])
         for c in grpc:
