@@ -167,32 +167,44 @@ def main() -> None:
     from otlp_sink import Sink
 
     sink = Sink()
+
+    def start(kind: str) -> tuple[Backend, Envoy, str]:
+        grpc_port, metrics_port, listen, admin = free_port(), free_port(), free_port(), free_port()
+        backend = Backend(kind, grpc_port, metrics_port, workdir, sink.port)
+        cfg = gateway.bootstrap(
+            listen_port=listen,
+            admin_port=admin,
+            upstream_addr=f"127.0.0.1:{up}",
+            llmtally_addr=f"127.0.0.1:{grpc_port}",
+            access_log="/dev/null",
+            jwks=key.jwks(),
+            rate_limit_domain=None,
+            ext_proc=kind != "none",
+            observe=kind.endswith("-observe"),
+        )
+        envoy = Envoy(cfg, workdir, admin, concurrency=1)
+        try:
+            envoy.wait_ready()
+        except BaseException:
+            envoy.stop()
+            backend.stop()
+            raise
+        url = f"http://127.0.0.1:{listen}/openai"
+        wrk(url, scripts["nonstream"], 4, 1)  # warm up
+        return backend, envoy, url
+
+    def measure(backend: Backend, url: str, script: str) -> dict:
+        cpu0 = backend.cpu_seconds()
+        r = wrk(url, script, 32, seconds)
+        if backend.proc is not None:
+            r["cpu_us_per_request"] = (backend.cpu_seconds() - cpu0) / (r["req_per_s"] * seconds) * 1e6
+        return r
+
     try:
         for kind in KINDS:
-            grpc_port, metrics_port, listen, admin = free_port(), free_port(), free_port(), free_port()
-            backend = Backend(kind, grpc_port, metrics_port, workdir, sink.port)
-            cfg = gateway.bootstrap(
-                listen_port=listen,
-                admin_port=admin,
-                upstream_addr=f"127.0.0.1:{up}",
-                llmtally_addr=f"127.0.0.1:{grpc_port}",
-                access_log="/dev/null",
-                jwks=key.jwks(),
-                rate_limit_domain=None,
-                ext_proc=kind != "none",
-                observe=kind.endswith("-observe"),
-            )
-            envoy = Envoy(cfg, workdir, admin, concurrency=1)
+            backend, envoy, url = start(kind)
             try:
-                envoy.wait_ready()
-                url = f"http://127.0.0.1:{listen}/openai"
-                wrk(url, scripts["nonstream"], 4, 1)  # warm up
-                row = {}
-                for w, s in scripts.items():
-                    cpu0 = backend.cpu_seconds()
-                    row[w] = r = wrk(url, s, 32, seconds)
-                    if backend.proc is not None:
-                        r["cpu_us_per_request"] = (backend.cpu_seconds() - cpu0) / (r["req_per_s"] * seconds) * 1e6
+                row = {w: measure(backend, url, s) for w, s in scripts.items()}
                 results["load"][kind] = row
                 print(
                     f"{kind:16} "
@@ -213,12 +225,43 @@ def main() -> None:
             finally:
                 envoy.stop()
                 backend.stop()
+        results["otel_pairs"] = otel_pairs(start, measure, scripts, PAIR_ROUNDS)
     finally:
         mock.terminate()
         sink.stop()
     results["otlp_exports"] = sink.exports
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
+
+
+#: alternating runs of llmtally with OpenTelemetry off and on (the overhead is a few percent of a noisy number)
+PAIR_ROUNDS = 3
+
+
+def otel_pairs(start, measure, scripts: dict, rounds: int) -> dict:
+    """OpenTelemetry's cost, measured in pairs: llmtally with it off and on run side by side (two sidecars,
+    two Envoys), and each workload is driven through one, then the other, `rounds` times; the overhead is
+    the median of the pairs' CPU-per-request ratios, so that a slow spell of the machine falls on both."""
+    (off, off_envoy, off_url), (on, on_envoy, on_url) = start("llmtally"), start("llmtally-otel")
+    out: dict = {}
+    try:
+        for w, script in scripts.items():
+            runs = []
+            for _ in range(rounds):
+                a = measure(off, off_url, script)["cpu_us_per_request"]
+                b = measure(on, on_url, script)["cpu_us_per_request"]
+                runs.append({"off": a, "on": b, "off_over_on": a / b})
+            ratios = sorted(r["off_over_on"] for r in runs)
+            out[w] = {"runs": runs, "median_off_over_on": ratios[len(ratios) // 2]}
+            print(
+                f"OTel off/on {w}: median {out[w]['median_off_over_on']:.3f} of "
+                + ", ".join(f"{r['off']:.0f}/{r['on']:.0f} us" for r in runs),
+                flush=True,
+            )
+    finally:
+        for p in (off_envoy, on_envoy, off, on):
+            p.stop()
+    return out
 
 
 def rss_under_load(url: str, token: str, workdir: str, backend: Backend, seconds: int) -> dict:

@@ -90,7 +90,10 @@ def ratios(m: dict, e2e: dict | None) -> dict:
             values[f"e2e_llmtally_over_empty_ext_proc.{w}"] = (
                 load["llmtally"][w]["req_per_s"] / load["noop"][w]["req_per_s"]
             )
-            if "llmtally-otel" in load and "cpu_us_per_request" in load["llmtally-otel"][w]:
+            pairs = e2e.get("otel_pairs", {}).get(w)
+            if pairs:  # off and on measured in alternating pairs: the median pair
+                values[f"e2e_cpu_otel_off_over_on.{w}"] = pairs["median_off_over_on"]
+            elif "llmtally-otel" in load and "cpu_us_per_request" in load["llmtally-otel"][w]:
                 values[f"e2e_cpu_otel_off_over_on.{w}"] = (
                     load["llmtally"][w]["cpu_us_per_request"] / load["llmtally-otel"][w]["cpu_us_per_request"]
                 )

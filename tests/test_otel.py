@@ -11,6 +11,9 @@ import logging
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as settings_h
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GA
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as GM
@@ -732,3 +735,67 @@ def test_an_overwritten_opentelemetry_proto_is_a_one_line_startup_error(monkeypa
         "OpenTelemetry export: xds-protos overwrote opentelemetry-proto's modules with an older copy; "
         f"reinstall it: pip install --force-reinstall --no-deps 'opentelemetry-proto=={version('opentelemetry-proto')}'"
     )
+
+
+HEX = "0123456789abcdefABCDEF"
+
+
+@st.composite
+def traceparents(draw):
+    """Near-valid traceparent headers: each part right, or off by one character, case or length."""
+
+    def hexes(n):
+        k = draw(st.sampled_from((n, n, n, n - 1, n + 1, 0)))
+        return draw(st.text(st.sampled_from(HEX[:16] if draw(st.booleans()) else HEX), min_size=k, max_size=k))
+
+    version = draw(st.sampled_from(("00", "00", "01", "cc", "ff", "0", "0g"))) if draw(st.booleans()) else hexes(2)
+    trace_id = draw(st.sampled_from(("0" * 32, TRACE_ID))) if draw(st.booleans()) else hexes(32)
+    span_id = draw(st.sampled_from(("0" * 16, PARENT_ID))) if draw(st.booleans()) else hexes(16)
+    flags = draw(st.sampled_from(("00", "01", "03", "ff", "1"))) if draw(st.booleans()) else hexes(2)
+    extra = draw(st.sampled_from(("", "", "-", "-x", "-00-00", " ", "\t", " \t ", "x")))
+    lead = draw(st.sampled_from(("", "", " ", "\t", "  ")))
+    sep = draw(st.sampled_from(("-", "-", "-", "_")))
+    return lead + sep.join((version, trace_id, span_id, flags)) + extra
+
+
+@settings_h(max_examples=400, deadline=None)
+@given(tp=traceparents(), ts=st.sampled_from(("", "k=v", "a=1,b=2", "bad state", "k=v,,x=y")))
+def test_the_traceparent_is_read_as_the_sdks_propagator_reads_it(tp, ts):
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier = {"traceparent": tp, **({"tracestate": ts} if ts else {})}
+    sdk = trace.get_current_span(TraceContextTextMapPropagator().extract(carrier)).get_span_context()
+    ours = otel.remote_parent(tp, ts)
+    if not sdk.is_valid:
+        assert ours is None
+    else:
+        assert ours == sdk  # ids, remoteness, flags
+        assert ours.trace_state == sdk.trace_state
+
+
+@pytest.mark.parametrize(
+    ("sampler", "arg", "parent_flags", "spans"),
+    [
+        ("always_off", "", "01", 0),
+        ("always_on", "", "00", 1),  # always on ignores the parent's decision
+        ("traceidratio", "0", None, 0),
+        ("parentbased_always_off", "", None, 0),
+        ("parentbased_always_off", "", "01", 1),
+        ("parentbased_always_on", "", "00", 0),
+        ("parentbased_always_on", "", None, 1),
+    ],
+)
+def test_spans_follow_the_configured_sampler(monkeypatch, sampler, arg, parent_flags, spans):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
+    lo = Local()
+    assert lo.t.default_sampler is (sampler == "parentbased_always_on")
+    tp = f"00-{TRACE_ID}-{PARENT_ID}-{parent_flags}" if parent_flags else ""
+    lo.t.record(call(traceparent=tp, tracestate="k=v"))
+    got = lo.finished()
+    assert len(got) == spans
+    if spans and parent_flags:
+        (sp,) = got
+        assert sp.parent.span_id == int(PARENT_ID, 16) and sp.parent.is_remote
+        assert format(sp.context.trace_id, "032x") == TRACE_ID and dict(sp.context.trace_state) == {"k": "v"}

@@ -10,6 +10,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from llmtally import otlp_wire
+from llmtally.fallback import otlp as fallback_otlp
+
+BACKENDS = ("native", "python")
 
 RESOURCE = Resource({"service.name": "llmtally", "service.version": "0.1.0", "n": 3}, "https://schema/1")
 SCOPE = InstrumentationScope("llmtally", "0.1.0", "https://opentelemetry.io/schemas/1.44.0")
@@ -72,25 +75,63 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", list(CASES))
-def test_the_same_request_as_the_sdks(name):
+def test_the_same_request_as_the_sdks(name, backend):
     spans = CASES[name]
-    ours = ExportTraceServiceRequest.FromString(otlp_wire.encode_spans(spans))
+    ours = ExportTraceServiceRequest.FromString(otlp_wire.encode_spans(spans, backend))
     assert ours == sdk_encode(spans)
 
 
+@pytest.mark.parametrize("name", list(CASES))
+def test_both_backends_write_the_same_bytes(name):
+    spans = CASES[name]
+    assert otlp_wire.encode_spans(spans, "native") == otlp_wire.encode_spans(spans, "python")
+
+
 def test_repeated_attributes_are_encoded_once_and_bounded(monkeypatch):
-    monkeypatch.setattr(otlp_wire, "_cache", {})
-    monkeypatch.setattr(otlp_wire, "MAX_CACHED", 5)
+    monkeypatch.setattr(fallback_otlp, "_cache", {})
+    monkeypatch.setattr(fallback_otlp, "MAX_CACHED", 5)
     for i in range(50):
-        otlp_wire.encode_spans([span(i)])
-    assert len(otlp_wire._cache) == 5
+        otlp_wire.encode_spans([span(i)], "python")
+    assert len(fallback_otlp._cache) == 5
     # what is cached still encodes what the SDK does
     spans = [span(i) for i in range(3)]
-    assert ExportTraceServiceRequest.FromString(otlp_wire.encode_spans(spans)) == sdk_encode(spans)
+    assert ExportTraceServiceRequest.FromString(otlp_wire.encode_spans(spans, "python")) == sdk_encode(spans)
 
 
-def test_equal_values_of_other_types_are_not_confused():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_equal_values_of_other_types_are_not_confused(backend):
     """True == 1 == 1.0 in Python: the cache must not hand one's encoding to another."""
     spans = [span(i, attrs={"x": v}) for i, v in enumerate((1, True, 1.0, "1", 0, False, 0.0))]
-    assert ExportTraceServiceRequest.FromString(otlp_wire.encode_spans(spans)) == sdk_encode(spans)
+    assert ExportTraceServiceRequest.FromString(otlp_wire.encode_spans(spans, backend)) == sdk_encode(spans)
+
+
+class Label(str):
+    """A str subclass: written as its str(), not as a str."""
+
+    def __str__(self):
+        return "label!"
+
+
+ODD = {
+    "huge": 2**70 + 3,
+    "int64 min": -(2**63),
+    "below int64": -(2**63) - 1,
+    "uint64 max": 2**64 - 1,
+    "lone surrogate": "a\ud800b",
+    "str subclass": Label("x"),
+    "none": None,
+    "tuple": ("a", 1, True, 2.5),
+    "nested": [[1, 2], ["x"], []],
+    "nan": float("nan"),
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("key", list(ODD))
+def test_values_outside_what_llmtally_sets_are_written_alike(key):
+    spans = [span(attrs={key: ODD[key]}, status=Status(StatusCode.ERROR, "bad \udcff"))]
+    native = otlp_wire.encode_spans(spans, "native")
+    assert native == otlp_wire.encode_spans(spans, "python")
+    ExportTraceServiceRequest.FromString(native)  # well formed

@@ -12,6 +12,7 @@ import bisect
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -266,9 +267,6 @@ class Telemetry:
             self._metrics(resource, metric_exporter)
         if s.traces:
             self._traces(resource, span_exporter)
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-        self.propagator = TraceContextTextMapPropagator()
 
     def _exporter_kwargs(self, signal: str) -> dict[str, Any]:
         s = self.settings
@@ -336,10 +334,16 @@ class Telemetry:
         self.tracer = self.tracer_provider.get_tracer("llmtally", __version__, schema_url=SCHEMA_URL)
         from opentelemetry import trace
         from opentelemetry.sdk.trace import Event, ReadableSpan
+        from opentelemetry.sdk.trace.sampling import DEFAULT_ON
         from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
         # what `_emit` makes spans with, imported once (an import statement per call costs microseconds)
         self._types = (trace, Event, ReadableSpan, SpanContext, SpanKind, Status, StatusCode)
+        #: the SDK's default sampler (OTEL_TRACES_SAMPLER unset or parentbased_always_on): `_emit` decides
+        #: as it would, without its calls
+        self.default_sampler = self.tracer_provider.sampler is DEFAULT_ON
+        self._sampled = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+        self._unset = Status(StatusCode.UNSET)
         self.resource = resource
         self.scope = InstrumentationScope("llmtally", __version__, SCHEMA_URL)
 
@@ -427,32 +431,28 @@ class Telemetry:
         attribute checks) would cost more than the rest of the call's accounting."""
         trace, Event, ReadableSpan, SpanContext, SpanKind, Status, StatusCode = self._types
         tp = self.tracer_provider
-        parent_ctx = None
-        parent = None
-        if c.traceparent:
-            carrier = {"traceparent": c.traceparent}
-            if c.tracestate:
-                carrier["tracestate"] = c.tracestate
-            parent_ctx = self.propagator.extract(carrier)
-            sc = trace.get_current_span(parent_ctx).get_span_context()
-            if sc.is_valid:
-                parent = sc
-            else:
-                parent_ctx = None
+        parent = remote_parent(c.traceparent, c.tracestate) if c.traceparent else None
         trace_id = parent.trace_id if parent is not None else tp.id_generator.generate_trace_id()
         model = a.get("gen_ai.request.model")
         name = f"{op} {model}" if model else op
-        sampled = tp.sampler.should_sample(parent_ctx, trace_id, name, SpanKind.CLIENT, a)
-        if not sampled.decision.is_sampled():
-            return
-        if sampled.attributes:
-            a.update(sampled.attributes)
+        if self.default_sampler:  # ParentBased(ALWAYS_ON), decided here: what the SDK's would decide
+            if parent is not None and not parent.trace_flags.sampled:
+                return
+            trace_state = parent.trace_state if parent is not None else None
+        else:
+            parent_ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent is not None else None
+            sampled = tp.sampler.should_sample(parent_ctx, trace_id, name, SpanKind.CLIENT, a)
+            if not sampled.decision.is_sampled():
+                return
+            if sampled.attributes:
+                a.update(sampled.attributes)
+            trace_state = sampled.trace_state
         ctx = SpanContext(
             trace_id,
             tp.id_generator.generate_span_id(),
             is_remote=False,
-            trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
-            trace_state=sampled.trace_state,
+            trace_flags=self._sampled,
+            trace_state=trace_state,
         )
         # the span's wall-clock times, from the call's monotonic ones
         now_ns, now = time.time_ns(), time.monotonic()
@@ -475,7 +475,7 @@ class Telemetry:
             attributes=a,
             events=events,
             kind=SpanKind.CLIENT,
-            status=Status(StatusCode.ERROR, err) if err else Status(StatusCode.UNSET),
+            status=Status(StatusCode.ERROR, err) if err else self._unset,
             start_time=start_ns,
             end_time=end_ns,
             instrumentation_scope=self.scope,
@@ -498,6 +498,26 @@ class Telemetry:
                     p.shutdown()
                 except Exception:
                     log.warning("OpenTelemetry shutdown failed", exc_info=True)
+
+
+#: W3C trace context's traceparent: version, trace id, parent id, flags; a later version may add fields
+_TRACEPARENT = re.compile(r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:(-.*)|[ \t]*)\Z")
+
+
+def remote_parent(traceparent: str, tracestate: str = "") -> Any:
+    """The SpanContext of a request's traceparent (and tracestate) header, or None when it is not valid
+    (W3C trace context: an all-zero id, version ff, or version 00 with more fields), as the SDK's
+    TraceContextTextMapPropagator reads it."""
+    from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+
+    m = _TRACEPARENT.match(traceparent) if len(traceparent) <= MAX_TRACEPARENT else None
+    if m is None:
+        return None
+    version, trace_id, span_id, flags, more = m.groups()
+    if trace_id == "0" * 32 or span_id == "0" * 16 or version == "ff" or (version == "00" and more):
+        return None
+    state = TraceState.from_header([tracestate]) if tracestate and len(tracestate) <= MAX_TRACESTATE else None
+    return SpanContext(int(trace_id, 16), int(span_id, 16), True, TraceFlags(int(flags, 16)), state)
 
 
 def _resource_type() -> type:

@@ -6,6 +6,7 @@ Rust core. The public API in :mod:`llmtally` picks one backend."""
 
 import pathlib
 
+from .otlp import encode_spans
 from .registry import resolve, sniff
 from .request import parse_request
 from .scanner import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES, ResponseScanner
@@ -34,6 +35,7 @@ __all__ = [
     "ResponseScanner",
     "count_tokens",
     "default_encoding",
+    "encode_spans",
     "encoding_for_model",
     "parse_request",
     "registry_json",

@@ -15,6 +15,7 @@ mod eventstream;
 mod field;
 mod json;
 mod ndjson;
+mod otlp;
 mod providers;
 mod request;
 mod scanner;
@@ -26,6 +27,10 @@ mod usage;
 pub use decode::{parse as parse_content_encoding, Decoder};
 pub use descriptor::{Cond, Descriptor, Framing, ModelEnd, PathModel};
 pub use eventstream::{Counters as EventStreamCounters, EventStream};
+pub use otlp::{
+    write_span as write_otlp_span, Attribute as OtlpAttribute, Event as OtlpEvent,
+    Span as OtlpSpan, Value as OtlpValue,
+};
 pub use providers::{
     registry_json, resolve as resolve_provider, sniff as sniff_provider, ALL as PROVIDERS,
 };

@@ -3,11 +3,15 @@
 //! `llmtally._types` (`Usage`, `RequestInfo`), built here by keyword, so
 //! both backends hand out the same classes.
 
-use llmtally_core::{self as core, Encoding, RequestInfo, ResponseMeta, ENCODINGS};
+use llmtally_core::{
+    self as core, Encoding, OtlpAttribute, OtlpEvent, OtlpSpan, OtlpValue, RequestInfo,
+    ResponseMeta, ENCODINGS,
+};
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 /// `llmtally._types`, imported once.
 fn types(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
@@ -260,6 +264,151 @@ fn registry_json() -> String {
     core::registry_json()
 }
 
+/// The UTF-8 bytes of a str, as Python's `s.encode("utf-8", "replace")` (a lone surrogate becomes `?`).
+fn utf8(s: &Bound<'_, PyString>) -> PyResult<Vec<u8>> {
+    match s.to_str() {
+        Ok(t) => Ok(t.as_bytes().to_vec()),
+        Err(_) => s
+            .call_method1("encode", ("utf-8", "replace"))?
+            .extract::<Vec<u8>>(),
+    }
+}
+
+/// The deepest list of lists an attribute value may be (llmtally's are flat).
+const MAX_VALUE_DEPTH: usize = 32;
+
+/// An attribute value, as `otlp_wire._any_value` reads it: by exact type (a bool is not an int, a str
+/// subclass is written as its `str()`).
+fn otlp_value(v: &Bound<'_, PyAny>, depth: usize) -> PyResult<OtlpValue> {
+    if v.is_exact_instance_of::<PyString>() {
+        return Ok(OtlpValue::Str(utf8(v.cast::<PyString>()?)?));
+    }
+    if v.is_exact_instance_of::<PyBool>() {
+        return Ok(OtlpValue::Bool(v.is_truthy()?));
+    }
+    if v.is_exact_instance_of::<PyInt>() {
+        let n = match v.extract::<i64>() {
+            Ok(n) => n as u64,
+            Err(_) => v.bitand(u64::MAX)?.extract::<u64>()?, // two's complement, as the proto's int64
+        };
+        return Ok(OtlpValue::Int(n));
+    }
+    if v.is_exact_instance_of::<PyFloat>() {
+        return Ok(OtlpValue::Double(v.extract::<f64>()?));
+    }
+    if v.is_exact_instance_of::<PyList>() || v.is_exact_instance_of::<PyTuple>() {
+        if depth >= MAX_VALUE_DEPTH {
+            return Err(PyValueError::new_err(
+                "an attribute value nests lists too deeply",
+            ));
+        }
+        let items = v
+            .try_iter()?
+            .map(|x| otlp_value(&x?, depth + 1))
+            .collect::<PyResult<Vec<_>>>()?;
+        return Ok(OtlpValue::Array(items));
+    }
+    Ok(OtlpValue::Str(utf8(&v.str()?)?))
+}
+
+/// The (key, value) pairs of a mapping (None or empty: none).
+fn otlp_attributes(attrs: &Bound<'_, PyAny>) -> PyResult<Vec<OtlpAttribute>> {
+    let py = attrs.py();
+    if attrs.is_none() || !attrs.is_truthy()? {
+        return Ok(vec![]);
+    }
+    let mut out = vec![];
+    for item in attrs.call_method0(intern!(py, "items"))?.try_iter()? {
+        let (k, v): (Bound<'_, PyString>, Bound<'_, PyAny>) = item?.extract()?;
+        out.push((utf8(&k)?, otlp_value(&v, 0)?));
+    }
+    Ok(out)
+}
+
+/// One SDK `ReadableSpan`, read as `otlp_wire._span` reads it.
+fn otlp_span(sp: &Bound<'_, PyAny>) -> PyResult<OtlpSpan> {
+    let py = sp.py();
+    let ctx = sp.getattr(intern!(py, "context"))?;
+    let state = ctx.getattr(intern!(py, "trace_state"))?;
+    let trace_state = if state.is_truthy()? {
+        utf8(
+            state
+                .call_method0(intern!(py, "to_header"))?
+                .cast::<PyString>()?,
+        )?
+    } else {
+        vec![]
+    };
+    let parent = sp.getattr(intern!(py, "parent"))?;
+    let parent = if parent.is_none() {
+        None
+    } else {
+        let id: u64 = parent.getattr(intern!(py, "span_id"))?.extract()?;
+        Some((
+            id.to_be_bytes(),
+            parent.getattr(intern!(py, "is_remote"))?.is_truthy()?,
+        ))
+    };
+    let mut events = vec![];
+    for e in sp.getattr(intern!(py, "events"))?.try_iter()? {
+        let e = e?;
+        events.push(OtlpEvent {
+            time_ns: e.getattr(intern!(py, "timestamp"))?.extract()?,
+            name: e
+                .getattr(intern!(py, "name"))?
+                .extract::<String>()?
+                .into_bytes(),
+            attributes: otlp_attributes(&e.getattr(intern!(py, "attributes"))?)?,
+        });
+    }
+    let status = sp.getattr(intern!(py, "status"))?;
+    let status_code: u32 = status
+        .getattr(intern!(py, "status_code"))?
+        .getattr(intern!(py, "value"))?
+        .extract()?;
+    let description = status.getattr(intern!(py, "description"))?;
+    let status_message = if status_code != 0 && description.is_truthy()? {
+        utf8(description.cast::<PyString>()?)?
+    } else {
+        vec![]
+    };
+    let kind: u32 = sp
+        .getattr(intern!(py, "kind"))?
+        .getattr(intern!(py, "value"))?
+        .extract()?; // the SDK's INTERNAL is 0, the proto's 1
+    Ok(OtlpSpan {
+        trace_id: ctx
+            .getattr(intern!(py, "trace_id"))?
+            .extract::<u128>()?
+            .to_be_bytes(),
+        span_id: ctx
+            .getattr(intern!(py, "span_id"))?
+            .extract::<u64>()?
+            .to_be_bytes(),
+        trace_state,
+        parent,
+        name: utf8(sp.getattr(intern!(py, "name"))?.cast::<PyString>()?)?,
+        kind: kind + 1,
+        start_ns: sp.getattr(intern!(py, "start_time"))?.extract()?,
+        end_ns: sp.getattr(intern!(py, "end_time"))?.extract()?,
+        attributes: otlp_attributes(&sp.getattr(intern!(py, "attributes"))?)?,
+        events,
+        status_code,
+        status_message,
+    })
+}
+
+/// The spans of one resource and scope as the `spans` fields of their ScopeSpans message, the bytes
+/// `otlp_wire` writes for them.
+#[pyfunction]
+fn encode_spans<'py>(py: Python<'py>, spans: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let mut out = Vec::with_capacity(1024);
+    for sp in spans.try_iter()? {
+        core::write_otlp_span(&mut out, &otlp_span(&sp?)?);
+    }
+    Ok(PyBytes::new(py, &out))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ResponseScanner>()?;
@@ -271,6 +420,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(default_encoding, m)?)?;
     m.add_function(wrap_pyfunction!(registry_json, m)?)?;
     m.add_function(wrap_pyfunction!(sniff_provider, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_spans, m)?)?;
     m.add("DEFAULT_MAX_DECODED_BYTES", core::DEFAULT_MAX_DECODED_BYTES)?;
     m.add("DEFAULT_MAX_EVENT_BYTES", core::DEFAULT_MAX_EVENT_BYTES)?;
     Ok(())
