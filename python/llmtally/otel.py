@@ -9,6 +9,7 @@ then, not opened at its start), and leaves the process in batches: nothing is do
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import math
 import os
@@ -436,7 +437,7 @@ class Telemetry:
         model = a.get("gen_ai.request.model")
         name = f"{op} {model}" if model else op
         if self.default_sampler:  # ParentBased(ALWAYS_ON), decided here: what the SDK's would decide
-            if parent is not None and not parent.trace_flags.sampled:
+            if parent is not None and not parent.trace_flags & 1:  # TraceFlags.SAMPLED (its property costs µs)
                 return
             trace_state = parent.trace_state if parent is not None else None
         else:
@@ -508,8 +509,7 @@ def remote_parent(traceparent: str, tracestate: str = "") -> Any:
     """The SpanContext of a request's traceparent (and tracestate) header, or None when it is not valid
     (W3C trace context: an all-zero id, version ff, or version 00 with more fields), as the SDK's
     TraceContextTextMapPropagator reads it."""
-    from opentelemetry.trace import SpanContext, TraceFlags, TraceState
-
+    SpanContext, TraceFlags, TraceState = _trace_types()
     m = _TRACEPARENT.match(traceparent) if len(traceparent) <= MAX_TRACEPARENT else None
     if m is None:
         return None
@@ -518,6 +518,13 @@ def remote_parent(traceparent: str, tracestate: str = "") -> Any:
         return None
     state = TraceState.from_header([tracestate]) if tracestate and len(tracestate) <= MAX_TRACESTATE else None
     return SpanContext(int(trace_id, 16), int(span_id, 16), True, TraceFlags(int(flags, 16)), state)
+
+
+@functools.cache
+def _trace_types() -> tuple[Any, Any, Any]:
+    from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+
+    return SpanContext, TraceFlags, TraceState
 
 
 def _resource_type() -> type:
