@@ -47,3 +47,12 @@ def random_chunks(body: bytes, seed: int):
         n = rng.choice((1, 5, 100, 3000))
         yield body[i : i + n]
         i += n
+
+
+def serve_workers(pid: int) -> list:
+    """The worker processes of `llmtally serve` with `workers` > 1 (pid: the parent): the children of
+    multiprocessing's forkserver, which is the parent's child (as is its resource tracker)."""
+    import psutil
+
+    servers = [c for c in psutil.Process(pid).children() if "forkserver" in " ".join(c.cmdline())]
+    return [w for s in servers for w in s.children()]

@@ -23,6 +23,7 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from helpers import serve_workers
 from llmtally.config import INT_RANGES, SECONDS_RANGES, Config, ConfigError, load
 from llmtally.demo import free_port
 
@@ -126,8 +127,7 @@ def test_kill_9_of_the_parent_leaves_no_worker_and_the_next_start_removes_its_me
             assert parent.poll() is None and time.time() < deadline, log.read_text()
             time.sleep(0.1)
         descendants = psutil.Process(parent.pid).children(recursive=True)
-        workers = [c for c in descendants if "resource_tracker" not in " ".join(c.cmdline())]
-        assert len(workers) == 2
+        assert len(serve_workers(parent.pid)) == 2  # and the forkserver and resource tracker
         [mp_dir] = tmp_path.glob("llmtally-metrics-*")
 
         parent.kill()

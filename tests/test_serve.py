@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import llmtally
 import oracle
 from conftest import CASES, load
-from helpers import metric_samples
+from helpers import metric_samples, serve_workers
 from llmtally.demo import free_port
 
 #: the real command line with one planted fault: a request for model "explode" raises (test-only)
@@ -633,16 +633,20 @@ def streams_per_worker(worker) -> int:
     )
 
 
+def vocabulary_bytes() -> int:
+    """What loading both vocabularies adds to a fresh process's resident memory."""
+    code = (
+        "import psutil, llmtally; p = psutil.Process(); a = p.memory_info().rss\n"
+        "for e in ('o200k_base', 'cl100k_base'): llmtally.count_tokens('a', encoding=e, backend='native')\n"
+        "print(p.memory_info().rss - a)"
+    )
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
 def test_workers_share_the_port_and_one_metrics_endpoint(tmp_path):
     s = Sidecar(tmp_path, extra="workers: 2\n")
     try:
-        import psutil
-
-        children = [
-            c
-            for c in psutil.Process(s.proc.pid).children()  # not multiprocessing's resource tracker
-            if "resource_tracker" not in " ".join(c.cmdline())
-        ]
+        children = serve_workers(s.proc.pid)
         assert len(children) == 2
         n = 32  # the kernel hashes each new connection to a worker: all 32 on one by chance is 2 in 2**32
         for _ in range(n):
@@ -662,6 +666,11 @@ def test_workers_share_the_port_and_one_metrics_endpoint(tmp_path):
         # both workers served streams, and between them exactly the n that /metrics reports
         per_worker = [streams_per_worker(c) for c in children]
         assert sum(per_worker) == n and all(k > 0 for k in per_worker), per_worker
+        # the vocabularies were loaded once, before the workers were forked: after serving (prompt estimates
+        # read them), each worker's own memory is well under their size
+        vocab = vocabulary_bytes()
+        assert vocab > 60 * 2**20
+        assert all(c.memory_full_info().uss < vocab / 2 for c in children), [c.memory_full_info() for c in children]
     finally:
         s.stop()
     assert s.proc.returncode == 0

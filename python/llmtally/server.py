@@ -462,7 +462,10 @@ def _run_workers(config: Config) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    ctx = multiprocessing.get_context("spawn")
+    # workers are forked from a forkserver that loaded the vocabularies first (`_preload`): they share them.
+    # The forkserver is a fresh single-threaded process, so no lock or gRPC state of this one is inherited
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["llmtally._preload"])
     procs: list[multiprocessing.process.BaseProcess] = []
     conns: list[Connection] = []  # one per worker, held open for as long as this process lives
     http = None
@@ -538,7 +541,9 @@ def _run_workers(config: Config) -> int:
 def _die_with_parent(parent_pid: int, conn: Connection, grace: float) -> None:
     """Stop this worker (SIGTERM: the usual drain) when its parent dies: Linux's
     parent-death signal, and, anywhere, a thread that sees the parent's end of
-    `conn` close or the parent pid change; if the drain hangs, exit anyway."""
+    `conn` close or the parent pid change; if the drain hangs, exit anyway. The process this one was forked
+    from is the forkserver, which exits when `parent_pid` does: its death is the signal's trigger."""
+    forkserver = os.getppid()
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -546,7 +551,7 @@ def _die_with_parent(parent_pid: int, conn: Connection, grace: float) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         except (OSError, AttributeError):
             pass
-    if os.getppid() != parent_pid:  # the parent died before that
+    if os.getppid() != forkserver or conn.poll(0):  # the parent died before that (its end is closed)
         os._exit(0)
 
     def stop() -> None:
@@ -555,7 +560,7 @@ def _die_with_parent(parent_pid: int, conn: Connection, grace: float) -> None:
         time.sleep(grace + 5)
         os._exit(1)
 
-    threading.Thread(target=watch_parent, args=(conn, parent_pid, stop), name="llmtally-parent", daemon=True).start()
+    threading.Thread(target=watch_parent, args=(conn, forkserver, stop), name="llmtally-parent", daemon=True).start()
 
 
 def watch_parent(conn: Connection, parent_pid: int, gone: Callable[[], object], every: float = 1.0) -> None:
