@@ -4,7 +4,8 @@ sink), and observe-only (Envoy's ext_proc in observability mode: an empty
 server that answers nothing, and llmtally with observe: true), driven by wrk
 from a separate process, streaming and not: throughput, latency, and the
 sidecar's CPU per request; then peak RSS of llmtally with 1000 concurrent
-streams.
+streams; then OpenTelemetry's cost, llmtally with it off and on measured in
+alternating pairs (`otel_pairs`).
 
     python benches/e2e_load.py [--short] [--out bench-e2e.json]
 
@@ -235,7 +236,7 @@ def main() -> None:
 
 
 #: alternating runs of llmtally with OpenTelemetry off and on (the overhead is a few percent of a noisy number)
-PAIR_ROUNDS = 3
+PAIR_ROUNDS = 5
 
 
 def otel_pairs(start, measure, scripts: dict, rounds: int) -> dict:
@@ -247,9 +248,13 @@ def otel_pairs(start, measure, scripts: dict, rounds: int) -> dict:
     try:
         for w, script in scripts.items():
             runs = []
-            for _ in range(rounds):
-                a = measure(off, off_url, script)["cpu_us_per_request"]
-                b = measure(on, on_url, script)["cpu_us_per_request"]
+            for i in range(rounds):  # off first, then on first, and so on: a drift of the machine falls on both
+                if i % 2:
+                    b = measure(on, on_url, script)["cpu_us_per_request"]
+                    a = measure(off, off_url, script)["cpu_us_per_request"]
+                else:
+                    a = measure(off, off_url, script)["cpu_us_per_request"]
+                    b = measure(on, on_url, script)["cpu_us_per_request"]
                 runs.append({"off": a, "on": b, "off_over_on": a / b})
             ratios = sorted(r["off_over_on"] for r in runs)
             out[w] = {"runs": runs, "median_off_over_on": ratios[len(ratios) // 2]}
