@@ -3,7 +3,7 @@ results into bench-results.json, check the ratio floors (exit 1 if one is
 below), and optionally draw the plot.
 
     python benches/report.py --micro bench-micro.json --e2e bench-e2e.json \
-        [--out bench-results.json] [--plot docs/performance.png]
+        [--production bench-production.json] [--out bench-results.json] [--plot docs/performance.png]
 
 Floors guard against regressions in CI (set below what the 2-core CI machine
 measures, to stay clear of its noise); targets are the goals docs/performance.md
@@ -37,6 +37,15 @@ RATIOS = {
     # one CI run, 0.99 and 0.95 in another (3 s runs); the floor guards against worse
     "e2e_cpu_otel_off_over_on.nonstream": (0.6, 0.909),
     "e2e_cpu_otel_off_over_on.stream": (0.6, 0.909),
+    # the production-shaped benchmark (benches/production.py): the empty ext_proc's CPU per request over
+    # llmtally's (targets: llmtally within 1.05x of it on paced streams, 1.10x on JSON) and llmtally's
+    # throughput over its (target 0.95); floors far below, for the noise of short runs on 2 shared cores
+    "prod_floor_cpu_over_llmtally.stream-300": (0.25, 0.952),
+    "prod_floor_cpu_over_llmtally.stream-1000": (0.25, 0.952),
+    "prod_floor_cpu_over_llmtally.json-300": (0.2, 0.909),
+    "prod_floor_cpu_over_llmtally.json-1000": (0.2, 0.909),
+    "prod_throughput_over_floor.json-300": (0.2, 0.95),
+    "prod_throughput_over_floor.json-1000": (0.2, 0.95),
 }
 #: how the e2e configurations (benches/e2e_load.py's KINDS) are named in the plot
 KIND_LABELS = {
@@ -76,8 +85,15 @@ def micro(path: str) -> dict:
     return out
 
 
-def ratios(m: dict, e2e: dict | None) -> dict:
+def ratios(m: dict, e2e: dict | None, production: dict | None = None) -> dict:
     values = {}
+    for w, rows in (production or {}).get("results", {}).items():
+        values[f"prod_floor_cpu_over_llmtally.{w}"] = 1 / rows["llmtally"]["cpu_over_floor"]
+        if w.startswith("json"):  # paced streams: the pace sets the throughput
+            values[f"prod_throughput_over_floor.{w}"] = rows["llmtally"]["throughput_over_floor"]
+        if "added_ms_per_chunk_p50" in rows["llmtally"]:
+            values[f"prod_added_us_per_chunk.{w}"] = rows["llmtally"]["added_ms_per_chunk_p50"] * 1000
+        values[f"prod_added_ttfb_p99_ms.{w}"] = rows["llmtally"]["added_ttfb_p99_ms"]
     for w, row in m["scan"].items():
         values[f"scan_native_over_fallback.{w}"] = row["python"]["seconds"] / row["native"]["seconds"]
         values[f"scan_native_mb_per_s.{w}"] = row["native"]["mb_per_s"]
@@ -170,11 +186,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--micro", required=True)
     ap.add_argument("--e2e")
+    ap.add_argument("--production", help="benches/production.py's JSON")
     ap.add_argument("--out", default="bench-results.json")
     ap.add_argument("--plot")
     args = ap.parse_args()
     m = micro(args.micro)
     e2e = json.load(open(args.e2e)) if args.e2e else None
+    production = json.load(open(args.production)) if args.production else None
     import os
 
     cpu = platform.processor() or platform.machine()
@@ -186,7 +204,8 @@ def main() -> int:
         "machine": {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version()},
         "micro": m,
         "e2e": e2e,
-        "ratios": ratios(m, e2e),
+        "production": production,
+        "ratios": ratios(m, e2e, production),
     }
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
