@@ -112,3 +112,48 @@ def test_any_message_order_keeps_every_bound(streams):
     assert all(v >= 0 for v, _ in store.counts.values()), store.counts
     assert store.records == {}  # every reservation was settled or never made
     assert sum(host.metrics.exceptions._metrics[k]._value.get() for k in host.metrics.exceptions._metrics) == 0
+
+
+_numbers = st.fixed_dictionaries(
+    {
+        "prompt_tokens": st.integers(0, 10**7),
+        "completion_tokens": st.integers(0, 10**7),
+        "total_tokens": st.integers(0, 2 * 10**7),
+        "cached_tokens": st.integers(0, 100),
+        "cache_write_tokens": st.integers(0, 100),
+        "reasoning_tokens": st.integers(0, 100),
+    }
+)
+_names = st.fixed_dictionaries(
+    {
+        "model": st.sampled_from((None, "gpt-4o")),
+        "provider_model": st.sampled_from((None, "gpt-4o-2024-08-06")),
+        "streaming": st.booleans(),
+        "source": st.sampled_from(("provider", "tokenizer")),
+    }
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_kept_final_metadata_is_always_what_a_fresh_build_gives(data):
+    """A stream's metadata is rewritten in place while its names stay (FinalMetadata): every result equals
+    final_metadata's, whatever changed between calls (mostly the numbers, sometimes a name or the price)."""
+    from llmtally._types import Usage
+    from llmtally.metadata import FinalMetadata, final_metadata
+
+    config = Config()
+    kept = FinalMetadata()
+    names, provider, cost = data.draw(_names), "openai", data.draw(st.none() | st.integers(0, 10**9))
+    for _ in range(data.draw(st.integers(1, 12))):
+        change = data.draw(st.sampled_from(("numbers", "numbers", "numbers", "names", "provider", "price")))
+        if change == "names":
+            names = data.draw(_names)
+        elif change == "provider":
+            provider = data.draw(st.sampled_from(("openai", "anthropic")))
+        elif change == "price":
+            cost = data.draw(st.none() | st.integers(0, 10**9))
+        elif cost is not None:
+            cost = data.draw(st.integers(0, 10**9))
+        u = Usage(**names, **data.draw(_numbers))
+        assert kept.build(config, provider, u, cost) == final_metadata(config, provider, u, cost)

@@ -686,6 +686,11 @@ def test_workers_share_the_port_and_one_metrics_endpoint(tmp_path):
         ("stats:\n  customLabels:\n  - name: 'bad-name'\n    metadataKey: a\n", "is not a valid Prometheus label name"),
         ("stats:\n  customLabels:\n  - name: model\n    metadataKey: a\n", "is reserved"),
         ("colour: blue\n", "unknown setting 'colour'"),
+        # one Struct key for both: the usage fields would be overwritten by hits_addend
+        (
+            "ratelimitNamespace: ai.gateway.kgateway.dev\n",
+            "metadataNamespace: 'ai.gateway.kgateway.dev' is also ratelimitNamespace; give the two different names",
+        ),
         ("logLevel: loud\n", "logLevel: 'loud' is not one of"),
         ("maxRequestBodyBytes: many\n", "maxRequestBodyBytes: 'many' is not an integer"),
         ("- just\n- a list\n", "must hold a mapping"),

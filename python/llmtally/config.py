@@ -303,6 +303,11 @@ class Config:
         for name in ("metadata_namespace", "ratelimit_namespace", "missing_label_value", "overflow_value"):
             if not getattr(self, name) or not isinstance(getattr(self, name), str):
                 raise ConfigError("must be a non-empty string", name)
+        if self.metadata_namespace == self.ratelimit_namespace:  # one Struct key: the usage would be lost
+            raise ConfigError(
+                f"{self.metadata_namespace!r} is also ratelimitNamespace; give the two different names",
+                "metadata_namespace",
+            )
         if not re.fullmatch(r"0?[0-7]{3}", self.unix_socket_mode):
             raise ConfigError(f"{self.unix_socket_mode!r} is not an octal mode such as '0660'", "unix_socket_mode")
         for name, (lo, hi) in INT_RANGES.items():

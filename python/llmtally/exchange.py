@@ -24,7 +24,7 @@ from . import _api
 from ._types import RequestInfo, Usage
 from .config import Config
 from .logs import trace_id_of
-from .metadata import custom_labels, final_metadata, metadata_values, request_metadata
+from .metadata import FinalMetadata, custom_labels, metadata_values, request_metadata
 from .metrics import Metrics
 from .otel import MAX_TRACEPARENT, MAX_TRACESTATE, TRACE_HEADERS, Call
 from .throttle import OncePerMinute
@@ -278,6 +278,7 @@ class Exchange:
         "sent_changes",
         "sent_texts",
         "sent_usage",
+        "final_md",
         "known",
         "t_meta",
         "t_last",
@@ -319,6 +320,7 @@ class Exchange:
         self.sent_changes = 0
         self.sent_texts = 0
         self.sent_usage: Usage | None = None
+        self.final_md = FinalMetadata()  # the last metadata built, whose numbers later chunks rewrite
         self.known: Usage | None = None
         self.last_answer_seconds = 0.0  # how long the latest answer took
         self.t_meta = 0.0
@@ -542,7 +544,7 @@ class Exchange:
 
     def _final_md(self, u: Usage) -> Struct:
         self.hits = u.total_tokens
-        return final_metadata(self.host.config, self._llm(), u, self._cost(u))
+        return self.final_md.build(self.host.config, self._llm(), u, self._cost(u))
 
     def _spend(self, u: Usage) -> tuple[int | None, bool]:
         """What the metrics record of the cost: (micro-dollars, no price applied); warned once per model."""

@@ -3,7 +3,7 @@ values read from the metadata Envoy forwards. Never a header value."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Protocol
 
 from google.protobuf.struct_pb2 import Struct, Value
@@ -73,6 +73,43 @@ def final_metadata(config: Config, provider: str, u: Usage, cost_microusd: int |
         ai["cost_usd"] = cost_microusd / 1_000_000
         ai["cost_microusd"] = cost_microusd
     return _struct({config.metadata_namespace: ai, config.ratelimit_namespace: {"hits_addend": u.total_tokens}})
+
+
+class FinalMetadata:
+    """One stream's final metadata, kept between its chunks: while the names stay the same (provider,
+    models, streaming, usage source, whether a price applies), a later call rewrites only the numbers in
+    the kept Struct, which costs a tenth of building one field by field (every chunk that changes the
+    counts carries this metadata). What it returns is always what `final_metadata` would build; the
+    caller hands it to a ProcessingResponse, which copies it."""
+
+    __slots__ = ("key", "struct", "ai", "rl")
+
+    def __init__(self) -> None:
+        self.key: tuple[object, ...] | None = None
+        self.struct = Struct()
+        self.ai: MutableMapping[str, Value] = {}
+        self.rl: MutableMapping[str, Value] = {}
+
+    def build(self, config: Config, provider: str, u: Usage, cost_microusd: int | None = None) -> Struct:
+        key = (provider, u.model, u.provider_model, u.streaming, u.source, cost_microusd is None)
+        if key != self.key:
+            self.struct = final_metadata(config, provider, u, cost_microusd)
+            self.ai = self.struct.fields[config.metadata_namespace].struct_value.fields
+            self.rl = self.struct.fields[config.ratelimit_namespace].struct_value.fields
+            self.key = key
+            return self.struct
+        ai = self.ai
+        ai["total_tokens"].number_value = u.total_tokens
+        ai["prompt_tokens"].number_value = u.prompt_tokens
+        ai["completion_tokens"].number_value = u.completion_tokens
+        ai["cached_tokens"].number_value = u.cached_tokens
+        ai["cache_write_tokens"].number_value = u.cache_write_tokens
+        ai["reasoning_tokens"].number_value = u.reasoning_tokens
+        if cost_microusd is not None:
+            ai["cost_usd"].number_value = cost_microusd / 1_000_000
+            ai["cost_microusd"].number_value = cost_microusd
+        self.rl["hits_addend"].number_value = u.total_tokens
+        return self.struct
 
 
 def _scalar(v: Value) -> str | None:
