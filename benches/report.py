@@ -44,8 +44,8 @@ RATIOS = {
     "prod_floor_cpu_over_llmtally.stream-1000": (0.25, 0.952),
     "prod_floor_cpu_over_llmtally.json-300": (0.2, 0.909),
     "prod_floor_cpu_over_llmtally.json-1000": (0.2, 0.909),
-    "prod_throughput_over_floor.json-300": (0.2, 0.95),
-    "prod_throughput_over_floor.json-1000": (0.2, 0.95),
+    "prod_throughput_over_floor.json-300": (0.15, 0.95),
+    "prod_throughput_over_floor.json-1000": (0.15, 0.95),
 }
 #: how the e2e configurations (benches/e2e_load.py's KINDS) are named in the plot
 KIND_LABELS = {
