@@ -752,7 +752,7 @@ def traceparents(draw):
     trace_id = draw(st.sampled_from(("0" * 32, TRACE_ID))) if draw(st.booleans()) else hexes(32)
     span_id = draw(st.sampled_from(("0" * 16, PARENT_ID))) if draw(st.booleans()) else hexes(16)
     flags = draw(st.sampled_from(("00", "01", "03", "ff", "1"))) if draw(st.booleans()) else hexes(2)
-    extra = draw(st.sampled_from(("", "", "-", "-x", "-00-00", " ", "\t", " \t ", "x")))
+    extra = draw(st.sampled_from(("", "", "-", "-x", "-00-00", " ", "\t", " \t ", "x", "\n", " \n", "-x\n", "\n\n")))
     lead = draw(st.sampled_from(("", "", " ", "\t", "  ")))
     sep = draw(st.sampled_from(("-", "-", "-", "_")))
     return lead + sep.join((version, trace_id, span_id, flags)) + extra

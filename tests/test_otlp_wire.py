@@ -103,7 +103,9 @@ def test_repeated_attributes_are_encoded_once_and_bounded(monkeypatch):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_equal_values_of_other_types_are_not_confused(backend):
     """True == 1 == 1.0 in Python: the cache must not hand one's encoding to another."""
-    spans = [span(i, attrs={"x": v}) for i, v in enumerate((1, True, 1.0, "1", 0, False, 0.0))]
+    values = (1, True, 1.0, "1", 0, False, 0.0, -0.0, (1,), (1.0,), (True,), (1, 2), (True, 2), [1], [1.0])
+    spans = [span(i, attrs={"x": v}) for i, v in enumerate(values)]
+    assert otlp_wire.encode_spans(spans, "native") == otlp_wire.encode_spans(spans, "python")  # a warm cache too
     assert ExportTraceServiceRequest.FromString(otlp_wire.encode_spans(spans, backend)) == sdk_encode(spans)
 
 
@@ -124,6 +126,9 @@ ODD = {
     "none": None,
     "tuple": ("a", 1, True, 2.5),
     "nested": [[1, 2], ["x"], []],
+    "tuple of lists": ([], [1]),
+    "bytearray": bytearray(b"ab"),
+    "dict": {"a": 1},
     "nan": float("nan"),
     "empty": "",
 }

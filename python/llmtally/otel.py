@@ -502,7 +502,8 @@ class Telemetry:
 
 
 #: W3C trace context's traceparent: version, trace id, parent id, flags; a later version may add fields
-_TRACEPARENT = re.compile(r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:(-.*)|[ \t]*)\Z")
+#: (`$`, as the SDK's propagator has it, also allows one final newline)
+_TRACEPARENT = re.compile(r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:(-.*)|[ \t]*)$")
 
 
 def remote_parent(traceparent: str, tracestate: str = "") -> Any:

@@ -551,7 +551,11 @@ def _die_with_parent(parent_pid: int, conn: Connection, grace: float) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         except (OSError, AttributeError):
             pass
-    if os.getppid() != forkserver or conn.poll(0):  # the parent died before that (its end is closed)
+    try:
+        os.kill(parent_pid, 0)  # the parent died before the signal was asked for: its end is closed too
+    except ProcessLookupError:
+        os._exit(0)
+    if conn.poll(0):
         os._exit(0)
 
     def stop() -> None:

@@ -55,16 +55,21 @@ def _any_value(v: Any) -> bytes:
     return _field(1, str(v).encode("utf-8", "replace"))
 
 
+#: the value types whose encodings are cached: exact str, int and bool (a float is not: 0.0 == -0.0, nor a
+#: tuple: (1,) == (1.0,), and either could hand one value's bytes to another)
+_CACHED_TYPES = (str, int, bool)
+
+
 def _key_value(number: int, k: str, v: Any) -> bytes:
     """A KeyValue (key 1, value 2) as field `number` of its message."""
-    hashable = type(v) is not list
-    if hashable:
+    cached = number == 9 and type(v) in _CACHED_TYPES
+    if cached:
         got = _cache.get((k, type(v), v))
-        if got is not None and number == 9:
+        if got is not None:
             return got
     out = _field(number, _field(1, k.encode("utf-8", "replace")) + _field(2, _any_value(v)))
-    if hashable and number == 9 and len(_cache) < MAX_CACHED:
-        _cache[(k, type(v), v)] = out  # typed: True == 1 == 1.0 as keys
+    if cached and len(_cache) < MAX_CACHED:
+        _cache[(k, type(v), v)] = out  # typed: True == 1 as keys
     return out
 
 
