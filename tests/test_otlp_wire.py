@@ -140,3 +140,17 @@ def test_values_outside_what_llmtally_sets_are_written_alike(key):
     native = otlp_wire.encode_spans(spans, "native")
     assert native == otlp_wire.encode_spans(spans, "python")
     ExportTraceServiceRequest.FromString(native)  # well formed
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_values_nested_too_deep_are_refused_alike(backend):
+    ok, deep, loop = [1], [1], []
+    for _ in range(31):
+        ok = [ok]
+    for _ in range(32):
+        deep = [deep]
+    loop.append(loop)
+    assert ExportTraceServiceRequest.FromString(otlp_wire.encode_spans([span(attrs={"x": ok})], backend))
+    for bad in (deep, loop):
+        with pytest.raises(ValueError, match="nests lists too deeply"):
+            otlp_wire.encode_spans([span(attrs={"x": bad})], backend)

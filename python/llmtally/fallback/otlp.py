@@ -39,7 +39,11 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-def _any_value(v: Any) -> bytes:
+#: the deepest list of lists an attribute value may be (llmtally's are flat), as in the native writer
+MAX_VALUE_DEPTH = 32
+
+
+def _any_value(v: Any, depth: int = 0) -> bytes:
     """AnyValue: string 1, bool 2, int 3, double 4, array 5 (ArrayValue: values 1)."""
     t = type(v)
     if t is str:
@@ -51,7 +55,9 @@ def _any_value(v: Any) -> bytes:
     if t is float:
         return b"\x21" + struct.pack("<d", v)
     if t in (list, tuple):
-        return _field(5, b"".join(_field(1, _any_value(x)) for x in v))
+        if depth >= MAX_VALUE_DEPTH:
+            raise ValueError("an attribute value nests lists too deeply")
+        return _field(5, b"".join(_field(1, _any_value(x, depth + 1)) for x in v))
     return _field(1, str(v).encode("utf-8", "replace"))
 
 
