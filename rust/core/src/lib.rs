@@ -15,6 +15,7 @@ mod eventstream;
 mod field;
 mod json;
 mod ndjson;
+mod pretokenize;
 mod providers;
 mod request;
 mod scanner;

@@ -9,9 +9,16 @@
 //!   counted and dropped. The held text is re-split only after as many new
 //!   bytes arrived as it holds (at least [`MIN_BATCH`]), which keeps the
 //!   total work linear in the text length.
+//!
+//! The split is the hand-written pre-tokenizer of `pretokenize.rs`; a piece
+//! that is a token counts one, the others go to bpe-openai's byte-pair
+//! encoder. bpe-openai's own regex split and count are the tests' oracle.
 
+use crate::pretokenize::{self, Pattern};
+use bpe_openai::byte_pair_encoding::BytePairEncoding;
 use bpe_openai::Tokenizer;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::LazyLock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
@@ -44,10 +51,106 @@ impl Encoding {
         }
     }
 
+    fn pattern(self) -> Pattern {
+        match self {
+            Encoding::Cl100k => Pattern::Cl100k,
+            Encoding::O200k => Pattern::O200k,
+        }
+    }
+
+    fn vocab(self) -> &'static Vocab {
+        static CL100K: LazyLock<Vocab> = LazyLock::new(|| Vocab::new(Encoding::Cl100k));
+        static O200K: LazyLock<Vocab> = LazyLock::new(|| Vocab::new(Encoding::O200k));
+        match self {
+            Encoding::Cl100k => &CL100K,
+            Encoding::O200k => &O200K,
+        }
+    }
+
+    /// The pre-tokenizer's pieces of `text`.
+    fn split(self, text: &str) -> pretokenize::Pieces<'_> {
+        pretokenize::split(self.pattern(), text)
+    }
+
     /// Tokens of `text`, as `len(tiktoken.get_encoding(name).encode_ordinary(text))`.
     pub fn count(self, text: &str) -> u64 {
-        self.tokenizer().count(text) as u64
+        let vocab = self.vocab();
+        self.split(text).map(|piece| vocab.count(piece)).sum()
     }
+}
+
+/// The BPE of one encoding, and a hash set of its tokens: a piece that is a
+/// token is that one token (tiktoken looks pieces up the same way first),
+/// which spares the byte-pair encoder most pieces of prose and code.
+struct Vocab {
+    bpe: &'static BytePairEncoding,
+    /// token id + 1 (0: empty slot), open addressing
+    slots: Vec<u32>,
+    longest: usize,
+}
+
+impl Vocab {
+    fn new(enc: Encoding) -> Vocab {
+        let bpe = &enc.tokenizer().bpe;
+        let n = bpe.num_tokens();
+        let size = (n * 2).next_power_of_two();
+        let mut slots = vec![0u32; size];
+        let mut longest = 0;
+        for id in 0..n as u32 {
+            let bytes = bpe.token_bytes(id);
+            longest = longest.max(bytes.len());
+            let mut i = hash(bytes) as usize & (size - 1);
+            while slots[i] != 0 {
+                i = (i + 1) & (size - 1);
+            }
+            slots[i] = id + 1;
+        }
+        Vocab {
+            bpe,
+            slots,
+            longest,
+        }
+    }
+
+    fn is_token(&self, piece: &[u8]) -> bool {
+        if piece.len() > self.longest {
+            return false;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = hash(piece) as usize & mask;
+        loop {
+            match self.slots[i] {
+                0 => return false,
+                id if self.bpe.token_bytes(id - 1) == piece => return true,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// Tokens of one pre-tokenizer piece.
+    fn count(&self, piece: &str) -> u64 {
+        let bytes = piece.as_bytes();
+        if self.is_token(bytes) {
+            1
+        } else {
+            self.bpe.count(bytes) as u64
+        }
+    }
+}
+
+/// A fast hash of a short byte string (8 bytes at a time, multiply and mix).
+fn hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = (bytes.len() as u64).wrapping_mul(K);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().unwrap());
+        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    h = (h ^ u64::from_le_bytes(tail)).wrapping_mul(K);
+    h ^ (h >> 32)
 }
 
 /// Exact model names, then prefixes, as tiktoken maps them (cl100k/o200k only).
@@ -208,13 +311,13 @@ impl TextCounter {
     /// Count every piece that can no longer change.
     fn settle(&mut self) {
         self.fresh = 0;
-        let tok = self.enc.tokenizer();
+        let vocab = self.enc.vocab();
         let base = self.held.as_ptr() as usize;
         let (mut older, mut last): (Option<&str>, Option<&str>) = (None, None);
         let mut counted = 0u64;
-        for piece in tok.split(&self.held) {
+        for piece in self.enc.split(&self.held) {
             if let Some(p) = older {
-                counted += tok.bpe.count(p.as_bytes()) as u64;
+                counted += vocab.count(p);
             }
             older = last;
             last = Some(piece);
@@ -309,6 +412,56 @@ mod tests {
             }
             assert!(c.held.len() < 2 * MIN_BATCH + 200, "held {}", c.held.len());
             assert_eq!(c.total(), enc.count(&text));
+        }
+    }
+
+    /// The count of bpe-openai (its regex split, its BPE): the oracle.
+    fn oracle(enc: Encoding, text: &str) -> u64 {
+        enc.tokenizer().count(text) as u64
+    }
+
+    #[test]
+    fn random_text_counts_as_the_oracle() {
+        let mut rng = crate::pretokenize::tests::Rng(0xC0FF_EE00_1234_5678);
+        for _ in 0..20_000 {
+            let text = rng.text(30);
+            for enc in [Encoding::Cl100k, Encoding::O200k] {
+                assert_eq!(enc.count(&text), oracle(enc, &text), "{enc:?} {text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn random_text_in_random_chunks_counts_as_the_whole() {
+        // appending text changes only the last two pieces: settling at any point stays exact
+        let mut rng = crate::pretokenize::tests::Rng(0x0123_4567_89AB_CDEF);
+        for _ in 0..3_000 {
+            let text = rng.text(60);
+            let bytes = text.as_bytes();
+            for enc in [Encoding::Cl100k, Encoding::O200k] {
+                let mut c = TextCounter::new(enc);
+                let mut pos = 0;
+                while pos < bytes.len() {
+                    let n = (1 + rng.below(8)).min(bytes.len() - pos);
+                    c.push(&bytes[pos..pos + n]);
+                    pos += n;
+                    if rng.below(2) == 0 {
+                        c.settle_now();
+                    }
+                }
+                assert_eq!(c.total(), oracle(enc, &text), "{enc:?} {text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_token_counts_one() {
+        for enc in [Encoding::Cl100k, Encoding::O200k] {
+            let vocab = enc.vocab();
+            for id in 0..vocab.bpe.num_tokens() as u32 {
+                assert!(vocab.is_token(vocab.bpe.token_bytes(id)), "{enc:?} {id}");
+            }
+            assert!(!vocab.is_token(b"not a token at all, surely"));
         }
     }
 
