@@ -284,16 +284,17 @@ fn punctuation(c: &Classes, text: &[u8], i: usize, trailing: &[u8]) -> Option<us
 }
 
 fn o200k_piece(c: &Classes, text: &[u8], i: usize) -> usize {
+    if let Some(end) = o200k_ascii_word(text, i) {
+        return end;
+    }
     let (c0, n0) = c.at(text, i);
     // a word: each branch first with the optional [^\r\n\p{L}\p{N}] before it, then without
     let prefixed = (c0 & PREFIX != 0).then_some(i + n0);
-    let word = |from: Option<usize>, f: fn(&Classes, &[u8], usize) -> Option<usize>| {
-        from.and_then(|s| f(c, text, s))
-    };
-    if let Some(end) = word(prefixed, upper_then_lower)
-        .or_else(|| word(Some(i), upper_then_lower))
-        .or_else(|| word(prefixed, upper_run))
-        .or_else(|| word(Some(i), upper_run))
+    if let Some(end) = prefixed
+        .and_then(|s| upper_then_lower(c, text, s))
+        .or_else(|| upper_then_lower(c, text, i))
+        .or_else(|| prefixed.and_then(|s| upper_run(c, text, s)))
+        .or_else(|| upper_run(c, text, i))
     {
         return end;
     }
@@ -306,6 +307,37 @@ fn o200k_piece(c: &Classes, text: &[u8], i: usize) -> usize {
         return end;
     }
     whitespace(c, text, i)
+}
+
+/// The word branches for a word of ASCII letters, most words of English and
+/// code: `[A-Z]*[a-z]*` (at least one letter), after an optional ASCII
+/// `[^\r\n\p{L}\p{N}]`, then the contraction. In ASCII the first branch
+/// matches when a lower-case letter follows the capitals, else the second
+/// takes the capitals (an ASCII prefix is neither UPPER nor LOWER, so trying
+/// it as the word's first letter fails): both end after the letters. None
+/// when the word is not that, or when a non-ASCII character follows (which
+/// may be a letter or mark of the word): the general branches decide.
+#[inline(always)]
+fn o200k_ascii_word(text: &[u8], i: usize) -> Option<usize> {
+    let b0 = *text.get(i)?;
+    let s = if b0.is_ascii_alphabetic() {
+        i
+    } else if b0.is_ascii() && !b0.is_ascii_digit() && b0 != b'\r' && b0 != b'\n' {
+        i + 1
+    } else {
+        return None;
+    };
+    let mut pos = s;
+    while text.get(pos).is_some_and(u8::is_ascii_uppercase) {
+        pos += 1;
+    }
+    while text.get(pos).is_some_and(u8::is_ascii_lowercase) {
+        pos += 1;
+    }
+    if pos == s || text.get(pos).is_some_and(|b| !b.is_ascii()) {
+        return None;
+    }
+    Some(contraction(text, pos).unwrap_or(pos))
 }
 
 /// `[UPPER]*[LOWER]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?` at `s`, as a backtracking
