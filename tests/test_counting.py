@@ -66,6 +66,32 @@ def test_any_text_matches_tiktoken(text, enc):
     assert llmtally.count_tokens(text, encoding=enc, backend="python") == want
 
 
+# the native pre-tokenizer is hand-written: every branch of both patterns and the Unicode classes
+# they name (letters by case, marks, numbers, White_Space), case-folded contractions (ſ folds to s),
+# the look-ahead of whitespace runs before a non-space, o200k's trailing [\r\n/]*
+PRETOKENIZER_TEXT = st.lists(
+    st.one_of(
+        st.sampled_from(list("aAzZ09 '\t\n\r./,!-_\"")),
+        st.sampled_from(
+            ["'s", "'S", "'ſ", "'ll", "'LL", "'lL", "'Re", "'VE", "'m", "'D", "'T", "'x", "''", "’s", "ſ", "\u212a"]
+        ),
+        st.sampled_from(["HELLO", "Hello", "hELLO", "ǅ", "ʰ", "ª", "々", "ー", "ß", "İ", "Ж", "ж", "ا", "ก", "\u0e33"]),
+        st.sampled_from(["\u0301", "e\u0301", "\u0903", "\u20dd", "\u200d", "\ufe0f", "\u00ad", "\u200b"]),
+        st.sampled_from(["123", "٣", "Ⅻ", "½", "²", "\U0001d7d8"]),
+        st.sampled_from(["  ", "   ", "\t\t", "\r\n", "\n\n", "\u00a0", "\u3000", "\u2028", "\u0085", "\x0b", "\x0c"]),
+        st.sampled_from(["中文", "日本語", "カタカナ", "한국어", "，", "。", "😀", "👍🏽", "🇫🇷", "//", "\n/"]),
+        st.characters(codec="utf-8"),
+    ),
+    max_size=80,
+).map("".join)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(PRETOKENIZER_TEXT, st.sampled_from(ENCS))
+def test_pretokenizer_edge_text_matches_tiktoken(text, enc):
+    assert llmtally.count_tokens(text, encoding=enc, backend="native") == oracle.count(text, enc)
+
+
 @pytest.mark.parametrize(
     "model, enc",
     [

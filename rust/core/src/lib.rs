@@ -16,6 +16,7 @@ mod field;
 mod json;
 mod ndjson;
 mod otlp;
+mod pretokenize;
 mod providers;
 mod request;
 mod scanner;

@@ -9,9 +9,16 @@
 //!   counted and dropped. The held text is re-split only after as many new
 //!   bytes arrived as it holds (at least [`MIN_BATCH`]), which keeps the
 //!   total work linear in the text length.
+//!
+//! The split is the hand-written pre-tokenizer of `pretokenize.rs`; a piece
+//! that is a token counts one, the others go to bpe-openai's byte-pair
+//! encoder. bpe-openai's own regex split and count are the tests' oracle.
 
+use crate::pretokenize::{self, Pattern};
+use bpe_openai::byte_pair_encoding::BytePairEncoding;
 use bpe_openai::Tokenizer;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::LazyLock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
@@ -44,10 +51,185 @@ impl Encoding {
         }
     }
 
+    fn pattern(self) -> Pattern {
+        match self {
+            Encoding::Cl100k => Pattern::Cl100k,
+            Encoding::O200k => Pattern::O200k,
+        }
+    }
+
+    fn vocab(self) -> &'static Vocab {
+        static CL100K: LazyLock<Vocab> = LazyLock::new(|| Vocab::new(Encoding::Cl100k));
+        static O200K: LazyLock<Vocab> = LazyLock::new(|| Vocab::new(Encoding::O200k));
+        match self {
+            Encoding::Cl100k => &CL100K,
+            Encoding::O200k => &O200K,
+        }
+    }
+
+    /// The pre-tokenizer's pieces of `text`.
+    fn split(self, text: &str) -> pretokenize::Pieces<'_> {
+        pretokenize::split(self.pattern(), text)
+    }
+
     /// Tokens of `text`, as `len(tiktoken.get_encoding(name).encode_ordinary(text))`.
     pub fn count(self, text: &str) -> u64 {
-        self.tokenizer().count(text) as u64
+        let vocab = self.vocab();
+        if text.len() < Recent::WORTH_IT {
+            return self.split(text).map(|piece| vocab.count(piece)).sum();
+        }
+        let mut recent = Recent::new(text.len());
+        self.split(text)
+            .map(|piece| recent.count(vocab, piece))
+            .sum()
     }
+}
+
+/// The counts of recent short pieces, for one long text: a direct-mapped
+/// table small enough to stay in the CPU cache, unlike the vocabulary's
+/// table and the byte-pair encoder's data. Words repeat, so most pieces of a
+/// long text are found here.
+struct Recent {
+    slots: Vec<RecentSlot>,
+    shift: u32,
+}
+
+#[derive(Clone, Copy, Default)]
+struct RecentSlot {
+    /// the piece's bytes (see [`short_key`])
+    key: [u64; 2],
+    /// the piece's length (0: empty slot; pieces are never empty)
+    len: u32,
+    count: u32,
+}
+
+impl Recent {
+    /// Texts shorter than this are counted without the table.
+    const WORTH_IT: usize = 2048;
+    /// Longest piece kept.
+    const MAX_LEN: usize = 16;
+
+    /// A table of about one slot per 16 bytes of text, 256 to 16384 slots.
+    fn new(text_len: usize) -> Recent {
+        let n = (text_len / 16).next_power_of_two().clamp(256, 16384);
+        Recent {
+            slots: vec![RecentSlot::default(); n],
+            shift: 64 - n.trailing_zeros(),
+        }
+    }
+
+    fn count(&mut self, vocab: &Vocab, piece: &str) -> u64 {
+        let bytes = piece.as_bytes();
+        if bytes.len() > Self::MAX_LEN {
+            return vocab.count(piece);
+        }
+        let key = short_key(bytes);
+        let len = bytes.len() as u32;
+        let h = (key[0] ^ key[1].rotate_left(31) ^ len as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let slot = &mut self.slots[(h >> self.shift) as usize];
+        if slot.len == len && slot.key == key {
+            return slot.count as u64;
+        }
+        let count = vocab.count(piece);
+        *slot = RecentSlot {
+            key,
+            len,
+            count: count as u32,
+        };
+        count
+    }
+}
+
+/// 1 to 16 bytes as two words, distinct for distinct strings of one length:
+/// their first and last 8 (or 4) bytes, overlapping, or for 1 to 3 bytes the
+/// first, middle and last. (Loads, not a copy to a buffer, which would stall.)
+#[inline(always)]
+fn short_key(b: &[u8]) -> [u64; 2] {
+    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    let half = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap()) as u64;
+    let n = b.len();
+    match n {
+        8.. => [word(0), word(n - 8)],
+        4..=7 => [half(0), half(n - 4)],
+        _ => [
+            b[0] as u64 | (b[n / 2] as u64) << 8 | (b[n - 1] as u64) << 16,
+            0,
+        ],
+    }
+}
+
+/// The BPE of one encoding, and a hash set of its tokens: a piece that is a
+/// token is that one token (tiktoken looks pieces up the same way first),
+/// which spares the byte-pair encoder most pieces of prose and code.
+struct Vocab {
+    bpe: &'static BytePairEncoding,
+    /// token id + 1 (0: empty slot), open addressing
+    slots: Vec<u32>,
+    longest: usize,
+}
+
+impl Vocab {
+    fn new(enc: Encoding) -> Vocab {
+        let bpe = &enc.tokenizer().bpe;
+        let n = bpe.num_tokens();
+        let size = (n * 2).next_power_of_two();
+        let mut slots = vec![0u32; size];
+        let mut longest = 0;
+        for id in 0..n as u32 {
+            let bytes = bpe.token_bytes(id);
+            longest = longest.max(bytes.len());
+            let mut i = hash(bytes) as usize & (size - 1);
+            while slots[i] != 0 {
+                i = (i + 1) & (size - 1);
+            }
+            slots[i] = id + 1;
+        }
+        Vocab {
+            bpe,
+            slots,
+            longest,
+        }
+    }
+
+    fn is_token(&self, piece: &[u8]) -> bool {
+        if piece.len() > self.longest {
+            return false;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = hash(piece) as usize & mask;
+        loop {
+            match self.slots[i] {
+                0 => return false,
+                id if self.bpe.token_bytes(id - 1) == piece => return true,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// Tokens of one pre-tokenizer piece.
+    fn count(&self, piece: &str) -> u64 {
+        let bytes = piece.as_bytes();
+        if self.is_token(bytes) {
+            1
+        } else {
+            self.bpe.count(bytes) as u64
+        }
+    }
+}
+
+/// A fast hash of a short byte string (8 bytes at a time, multiply and mix).
+fn hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = (bytes.len() as u64).wrapping_mul(K);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().unwrap());
+        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    h = (h ^ u64::from_le_bytes(tail)).wrapping_mul(K);
+    h ^ (h >> 32)
 }
 
 /// Exact model names, then prefixes, as tiktoken maps them (cl100k/o200k only).
@@ -208,13 +390,13 @@ impl TextCounter {
     /// Count every piece that can no longer change.
     fn settle(&mut self) {
         self.fresh = 0;
-        let tok = self.enc.tokenizer();
+        let vocab = self.enc.vocab();
         let base = self.held.as_ptr() as usize;
         let (mut older, mut last): (Option<&str>, Option<&str>) = (None, None);
         let mut counted = 0u64;
-        for piece in tok.split(&self.held) {
+        for piece in self.enc.split(&self.held) {
             if let Some(p) = older {
-                counted += tok.bpe.count(p.as_bytes()) as u64;
+                counted += vocab.count(p);
             }
             older = last;
             last = Some(piece);
@@ -309,6 +491,83 @@ mod tests {
             }
             assert!(c.held.len() < 2 * MIN_BATCH + 200, "held {}", c.held.len());
             assert_eq!(c.total(), enc.count(&text));
+        }
+    }
+
+    /// The count of bpe-openai (its regex split, its BPE): the oracle.
+    fn oracle(enc: Encoding, text: &str) -> u64 {
+        enc.tokenizer().count(text) as u64
+    }
+
+    #[test]
+    fn random_text_counts_as_the_oracle() {
+        let mut rng = crate::pretokenize::tests::Rng(0xC0FF_EE00_1234_5678);
+        for _ in 0..20_000 {
+            let text = rng.text(30);
+            for enc in [Encoding::Cl100k, Encoding::O200k] {
+                assert_eq!(enc.count(&text), oracle(enc, &text), "{enc:?} {text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn long_random_text_counts_as_the_oracle() {
+        // long enough for the table of recent pieces, with repeats and near-repeats
+        let mut rng = crate::pretokenize::tests::Rng(0xFACE_FEED_0BAD_CAFE);
+        for _ in 0..40 {
+            let parts: Vec<String> = (0..30).map(|_| rng.text(12)).collect();
+            let text: String = (0..400)
+                .map(|_| parts[rng.below(parts.len())].as_str())
+                .collect();
+            assert!(text.len() >= Recent::WORTH_IT);
+            for enc in [Encoding::Cl100k, Encoding::O200k] {
+                assert_eq!(enc.count(&text), oracle(enc, &text), "{enc:?} {text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn short_keys_differ_for_different_strings_of_one_length() {
+        let mut rng = crate::pretokenize::tests::Rng(0x1234_5678_9ABC_DEF0);
+        for _ in 0..200_000 {
+            let n = 1 + rng.below(16);
+            let a: Vec<u8> = (0..n).map(|_| b"ab\0"[rng.below(3)]).collect();
+            let b: Vec<u8> = (0..n).map(|_| b"ab\0"[rng.below(3)]).collect();
+            assert_eq!(short_key(&a) == short_key(&b), a == b, "{a:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn random_text_in_random_chunks_counts_as_the_whole() {
+        // appending text changes only the last two pieces: settling at any point stays exact
+        let mut rng = crate::pretokenize::tests::Rng(0x0123_4567_89AB_CDEF);
+        for _ in 0..3_000 {
+            let text = rng.text(60);
+            let bytes = text.as_bytes();
+            for enc in [Encoding::Cl100k, Encoding::O200k] {
+                let mut c = TextCounter::new(enc);
+                let mut pos = 0;
+                while pos < bytes.len() {
+                    let n = (1 + rng.below(8)).min(bytes.len() - pos);
+                    c.push(&bytes[pos..pos + n]);
+                    pos += n;
+                    if rng.below(2) == 0 {
+                        c.settle_now();
+                    }
+                }
+                assert_eq!(c.total(), oracle(enc, &text), "{enc:?} {text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_token_counts_one() {
+        for enc in [Encoding::Cl100k, Encoding::O200k] {
+            let vocab = enc.vocab();
+            for id in 0..vocab.bpe.num_tokens() as u32 {
+                assert!(vocab.is_token(vocab.bpe.token_bytes(id)), "{enc:?} {id}");
+            }
+            assert!(!vocab.is_token(b"not a token at all, surely"));
         }
     }
 
