@@ -185,6 +185,29 @@ pub fn parse_count(tok: &[u8]) -> Option<u64> {
     }
 }
 
+/// Position of the first `"` or `\` in `s`. Strings in these documents are
+/// mostly short (keys, ids, small deltas), where memchr2's setup costs more
+/// than the search: the first 32 bytes are tested 8 at a time in a u64
+/// (SWAR: a byte equal to the target XORs to zero, and `(x - 0x01..) & !x &
+/// 0x80..` sets the high bit of the lowest zero byte exactly, any false
+/// positives being above it), the rest by memchr2.
+pub(crate) fn find_quote_or_backslash(s: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while i + 8 <= s.len() && i < 32 {
+        let w = u64::from_le_bytes(s[i..i + 8].try_into().unwrap());
+        let q = w ^ (LO * b'"' as u64);
+        let b = w ^ (LO * b'\\' as u64);
+        let z = ((q.wrapping_sub(LO) & !q) | (b.wrapping_sub(LO) & !b)) & HI;
+        if z != 0 {
+            return Some(i + (z.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    memchr2(b'"', b'\\', &s[i..]).map(|n| i + n)
+}
+
 const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
 
 /// Re-escape decoded string bytes for a raw value's compact text, in runs.
@@ -462,7 +485,7 @@ impl JsonScanner {
             match self.esc {
                 Esc::None => {
                     let rest = &data[i..];
-                    match memchr2(b'"', b'\\', rest) {
+                    match find_quote_or_backslash(rest) {
                         None => {
                             if !rest.is_empty() {
                                 self.flush_high(sink);
@@ -552,7 +575,7 @@ impl JsonScanner {
                     i += 1;
                     continue;
                 }
-                match memchr2(b'"', b'\\', &data[i..]) {
+                match find_quote_or_backslash(&data[i..]) {
                     None => return data.len(),
                     Some(n) => {
                         i += n + 1;
@@ -671,16 +694,17 @@ impl JsonScanner {
                     continue;
                 }
                 St::Bare => {
-                    let b = data[i];
-                    if is_bare(b) {
-                        if self.bare_len < BARE_MAX {
-                            self.bare[self.bare_len] = b;
-                            self.bare_len += 1;
-                        } else {
-                            self.bare_over = true;
-                        }
-                        i += 1;
-                    } else {
+                    // The token's bytes in this chunk in one run, then one copy
+                    // (what fits of them; a longer token is no number).
+                    let rest = &data[i..];
+                    let n = rest.iter().position(|&b| !is_bare(b)).unwrap_or(rest.len());
+                    let room = BARE_MAX - self.bare_len;
+                    let take = n.min(room);
+                    self.bare[self.bare_len..self.bare_len + take].copy_from_slice(&rest[..take]);
+                    self.bare_len += take;
+                    self.bare_over |= n > room;
+                    i += n;
+                    if i < data.len() {
                         self.finish_bare(sink);
                     }
                     continue;
@@ -709,6 +733,17 @@ impl JsonScanner {
                         self.esc = Esc::None;
                         self.high = None;
                         self.st = St::Key;
+                        // Fast path: the key ends in this chunk without an escape
+                        // and fits: take it whole (what `string` would collect).
+                        let rest = &data[i..];
+                        if let Some(n) = find_quote_or_backslash(rest) {
+                            if rest[n] == b'"' && n <= KEY_MAX {
+                                self.key[..n].copy_from_slice(&rest[..n]);
+                                self.key_len = n;
+                                self.st = St::Colon;
+                                i += n + 1;
+                            }
+                        }
                         true
                     } else if b == b'}' && self.st == St::ObjFirst {
                         self.close(sink);
@@ -799,6 +834,29 @@ mod tests {
         }
         let end = sc.end_doc(&mut rec);
         (rec.0, end)
+    }
+
+    #[test]
+    fn quote_search_finds_the_first_quote_or_backslash_at_every_position() {
+        for len in 0..80 {
+            for pos in 0..=len {
+                for c in [b'"', b'\\'] {
+                    let mut s = vec![b'a'; len];
+                    // bytes near the targets (0x21, 0x23, 0x5b, 0x5d, 0xa2, 0xdc) must not match
+                    for (k, b) in s.iter_mut().enumerate() {
+                        *b = [b'a', 0x21, 0x23, 0x5b, 0x5d, 0xa2, 0xdc, 0][k % 8];
+                    }
+                    if pos < len {
+                        s[pos] = c;
+                        if pos + 1 < len {
+                            s[pos + 1] = b'"'; // a later match never wins
+                        }
+                    }
+                    let want = s.iter().position(|&b| b == b'"' || b == b'\\');
+                    assert_eq!(find_quote_or_backslash(&s), want, "len {len} pos {pos}");
+                }
+            }
+        }
     }
 
     #[test]
