@@ -3,6 +3,7 @@ streaming JSON scanner agrees with json.loads on valid documents."""
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -285,3 +286,29 @@ def test_invalid_utf8_in_strings_decodes_alike(raw):
     native = run([body], "native", "openai", "application/json")[0]
     python = run([body], "python", "openai", "application/json")[0]
     assert native.provider_model == python.provider_model == raw.decode("utf-8", "replace")
+
+
+def _long_key_stream(klen: int, escaped: bool) -> bytes:
+    key = "k" * (klen - 2) + ('\\"' if escaped else "kk")
+    usage = {"prompt_tokens": klen, "completion_tokens": 5, "total_tokens": klen + 5}
+    first = f'{{"id":"c","object":"chat.completion.chunk","model":"gpt-4o","{key}":1,'
+    first += '"choices":[{"index":0,"delta":{"content":" hi"}}]}'
+    last = f'{{"id":"c","choices":[],"{key}":null,"usage":{json.dumps(usage)}}}'
+    return f"data: {first}\n\ndata: {last}\n\ndata: [DONE]\n\n".encode()
+
+
+@pytest.mark.parametrize("klen", [1, 2, 31, 32, 33, 63, 64, 65, 66, 100])
+@pytest.mark.parametrize("escaped", [False, True])
+def test_keys_around_the_whole_key_fast_path_split_anywhere(klen, escaped):
+    """Object keys read in one copy when the chunk holds them whole (no escape, at most 64 bytes), else byte
+    by byte: every split of keys on both sides of that bound gives both backends the same usage."""
+    body = _long_key_stream(klen, escaped)
+    for cut in range(len(body) + 1):
+        got = []
+        for backend in ("native", "python"):
+            sc = llmtally.ResponseScanner("openai", content_type="text/event-stream", backend=backend)
+            sc.feed(body[:cut])
+            sc.feed(body[cut:])
+            got.append(sc.finish())
+        assert got[0] == got[1]
+        assert (got[0].prompt_tokens, got[0].total_tokens, got[0].source) == (klen, klen + 5, "provider")
