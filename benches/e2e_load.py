@@ -78,6 +78,44 @@ def wrk(url: str, script: str, connections: int, seconds: int) -> dict:
     return res
 
 
+def start_mock() -> tuple[subprocess.Popen, int]:
+    """The demo's mock upstream in a process of its own, and its port."""
+    up = free_port()
+    mock = subprocess.Popen(
+        [sys.executable, "-m", "llmtally.demo.upstream", "--port", str(up)], stdout=subprocess.DEVNULL
+    )
+    wait_port(up)
+    return mock, up
+
+
+def start_gateway(
+    kind: str, workdir: str, key: keys.SigningKey, upstream_port: int, otlp_port: int = 0
+) -> tuple[Backend, Envoy, int]:
+    """One configuration of KINDS: its ext_proc server (or none) and an Envoy in front of the mock; returns
+    both and Envoy's listener port, once Envoy is ready."""
+    grpc_port, metrics_port, listen, admin = free_port(), free_port(), free_port(), free_port()
+    backend = Backend(kind, grpc_port, metrics_port, workdir, otlp_port)
+    cfg = gateway.bootstrap(
+        listen_port=listen,
+        admin_port=admin,
+        upstream_addr=f"127.0.0.1:{upstream_port}",
+        llmtally_addr=f"127.0.0.1:{grpc_port}",
+        access_log="/dev/null",
+        jwks=key.jwks(),
+        rate_limit_domain=None,
+        ext_proc=kind != "none",
+        observe=kind.endswith("-observe"),
+    )
+    envoy = Envoy(cfg, workdir, admin, concurrency=1)
+    try:
+        envoy.wait_ready()
+    except BaseException:
+        envoy.stop()
+        backend.stop()
+        raise
+    return backend, envoy, listen
+
+
 class Backend:
     """An ext_proc server process (or none)."""
 
@@ -142,11 +180,7 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="llmtally-bench-")
     key = keys.SigningKey()
     token = key.token(keys.ALICE)
-    up = free_port()
-    mock = subprocess.Popen(
-        [sys.executable, "-m", "llmtally.demo.upstream", "--port", str(up)], stdout=subprocess.DEVNULL
-    )
-    wait_port(up)
+    mock, up = start_mock()
     scripts = {
         "nonstream": lua_script(os.path.join(workdir, "n.lua"), token, SEED_BODY, {}),
         "stream": lua_script(os.path.join(workdir, "s.lua"), token, STREAM_BODY, {"x-mock-delay-ms": "0"}),
@@ -170,26 +204,7 @@ def main() -> None:
     sink = Sink()
 
     def start(kind: str) -> tuple[Backend, Envoy, str]:
-        grpc_port, metrics_port, listen, admin = free_port(), free_port(), free_port(), free_port()
-        backend = Backend(kind, grpc_port, metrics_port, workdir, sink.port)
-        cfg = gateway.bootstrap(
-            listen_port=listen,
-            admin_port=admin,
-            upstream_addr=f"127.0.0.1:{up}",
-            llmtally_addr=f"127.0.0.1:{grpc_port}",
-            access_log="/dev/null",
-            jwks=key.jwks(),
-            rate_limit_domain=None,
-            ext_proc=kind != "none",
-            observe=kind.endswith("-observe"),
-        )
-        envoy = Envoy(cfg, workdir, admin, concurrency=1)
-        try:
-            envoy.wait_ready()
-        except BaseException:
-            envoy.stop()
-            backend.stop()
-            raise
+        backend, envoy, listen = start_gateway(kind, workdir, key, up, sink.port)
         url = f"http://127.0.0.1:{listen}/openai"
         wrk(url, scripts["nonstream"], 4, 1)  # warm up
         return backend, envoy, url

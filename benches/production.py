@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,10 +24,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from e2e_load import Backend, wait_port  # noqa: E402
-from llmtally import gateway  # noqa: E402
-from llmtally.demo import SEED_BODY, free_port, keys, upstream  # noqa: E402
-from llmtally.demo.envoy_runner import Envoy  # noqa: E402
+from e2e_load import start_gateway, start_mock  # noqa: E402
+from llmtally.demo import SEED_BODY, keys, upstream  # noqa: E402
 
 KINDS = ("none", "noop", "llmtally")
 LABELS = {"none": "Envoy alone", "noop": "empty ext_proc", "llmtally": "llmtally"}
@@ -141,11 +138,7 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="llmtally-prod-")
     key = keys.SigningKey()
     token = key.token(keys.ALICE)
-    up = free_port()
-    mock = subprocess.Popen(
-        [sys.executable, "-m", "llmtally.demo.upstream", "--port", str(up)], stdout=subprocess.DEVNULL
-    )
-    wait_port(up)
+    mock, up = start_mock()
     workloads = {}
     for n in (300, 1000):
         for stream in (True, False):
@@ -164,21 +157,8 @@ def main() -> None:
     }
     try:
         for kind in KINDS:
-            grpc_port, metrics_port, listen, admin = free_port(), free_port(), free_port(), free_port()
-            backend = Backend(kind, grpc_port, metrics_port, workdir)
-            cfg = gateway.bootstrap(
-                listen_port=listen,
-                admin_port=admin,
-                upstream_addr=f"127.0.0.1:{up}",
-                llmtally_addr=f"127.0.0.1:{grpc_port}",
-                access_log="/dev/null",
-                jwks=key.jwks(),
-                rate_limit_domain=None,
-                ext_proc=kind != "none",
-            )
-            envoy = Envoy(cfg, workdir, admin, concurrency=1)
+            backend, envoy, listen = start_gateway(kind, workdir, key, up)
             try:
-                envoy.wait_ready()
                 run_load(listen, workloads["json-300"]["request"], 1, 4)  # warm up
                 for w, spec in workloads.items():
                     cpu0 = backend.cpu_seconds()
