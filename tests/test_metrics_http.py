@@ -255,21 +255,26 @@ def test_400_idle_connections_hold_no_threads_and_at_most_max_slots(serve):
     server = serve(max_connections=32)
     port = server.address[1]
     idle = []
-    try:
-        for i in range(400):
-            if i % 16 == 0:
-                # let the server thread at the GIL: past its listen backlog (64) the kernel drops SYNs, and the
-                # client resends one only after a second
-                time.sleep(0.002)
-            idle.append(socket.create_connection(server.address, timeout=5))
-        # the server has accepted them all once the evicted ones (client side: CLOSE_WAIT) and the held ones add up
-        deadline = time.monotonic() + 10
+
+    def settled(opened, timeout=10):
+        """Wait until the server has taken every connection opened so far: each is either held (accepted) or
+        evicted (client side: CLOSE_WAIT)."""
+        deadline = time.monotonic() + timeout
         while True:
             accepted, clients = tcp_connections(port)
             evicted = sum(c.status == psutil.CONN_CLOSE_WAIT for c in clients)
-            if evicted + len(accepted) >= 400 or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+            if evicted + len(accepted) >= opened or time.monotonic() > deadline:
+                return accepted, evicted
+            time.sleep(0.01)
+
+    try:
+        for i in range(400):
+            if i and i % 16 == 0:
+                # never more than 16 waiting in the listen backlog (64): past it the kernel drops the client's final
+                # ACK, and the handshake completes only when the server resends its SYN-ACK, seconds later
+                settled(i)
+            idle.append(socket.create_connection(server.address, timeout=5))
+        accepted, evicted = settled(400)
         assert evicted >= 400 - 32
         assert len(accepted) <= 32
         assert server.open_connections <= 32
