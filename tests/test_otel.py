@@ -9,12 +9,12 @@ import gzip
 import json
 import logging
 import time
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import settings as settings_h
 from hypothesis import strategies as st
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GA
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as GM
 from opentelemetry.semconv.attributes import error_attributes, http_attributes
@@ -283,9 +283,60 @@ class KeptMetrics:
         self.shut = True
 
 
+class KeptSpans:
+    """A span exporter that keeps the export requests it is given (otlp_wire.Batch)."""
+
+    def __init__(self):
+        self.batches = []
+        self.shut = False
+
+    def export(self, batch):
+        self.batches.append(batch)
+
+    def shutdown(self):
+        self.shut = True
+
+    def spans(self):
+        """The spans of every request so far, read back by the protobuf runtime, as SDK-like objects."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        out = []
+        for b in self.batches:
+            req = ExportTraceServiceRequest.FromString(b.data)
+            spans = [sp for rs in req.resource_spans for ss in rs.scope_spans for sp in ss.spans]
+            assert b.count == len(spans)
+            out += [readable(sp) for sp in spans]
+        return tuple(out)
+
+
+def readable(sp):
+    """An OTLP Span as an object with the SDK's ReadableSpan attribute names the tests read."""
+    trace_id = int.from_bytes(sp.trace_id, "big")
+    state = dict(kv.split("=", 1) for kv in sp.trace_state.split(",")) if sp.trace_state else {}
+    parent = (
+        SimpleNamespace(span_id=int.from_bytes(sp.parent_span_id, "big"), is_remote=bool(sp.flags & 0x200))
+        if sp.parent_span_id
+        else None
+    )
+    return SimpleNamespace(
+        name=sp.name,
+        context=SimpleNamespace(trace_id=trace_id, span_id=int.from_bytes(sp.span_id, "big"), trace_state=state),
+        parent=parent,
+        attributes=attrs_of(sp.attributes),
+        events=tuple(
+            SimpleNamespace(name=e.name, timestamp=e.time_unix_nano, attributes=attrs_of(e.attributes))
+            for e in sp.events
+        ),
+        start_time=sp.start_time_unix_nano,
+        end_time=sp.end_time_unix_nano,
+        kind=sp.kind,
+        status=sp.status,
+    )
+
+
 class Local:
     def __init__(self, cap=10, custom=("team",), **kw):
-        self.spans = InMemorySpanExporter()
+        self.spans = KeptSpans()
         self.exporter = KeptMetrics()
         self.models = LabelValues(cap, "overflow", "")
         self.t = otel.Telemetry(
@@ -293,8 +344,8 @@ class Local:
         )
 
     def finished(self):
-        self.t.tracer_provider.force_flush()
-        return self.spans.get_finished_spans()
+        assert self.t.force_flush(5)
+        return self.spans.spans()
 
     def points(self, name):
         data = self.t.histograms.collect()
@@ -526,10 +577,10 @@ def test_the_resource_takes_the_environments_names_over_llmtallys(monkeypatch):
 
 def test_capture_batches_stay_under_a_collectors_message_limit():
     lo = Local(capture_bytes=65536)
-    bsp = lo.t.processor._batch_processor
-    assert (bsp._max_export_batch_size, bsp._max_queue_size) == (8, 128)
-    bsp = Local().t.processor._batch_processor  # without capture: 64 a batch, the SDK's queue
-    assert (bsp._max_export_batch_size, bsp._max_queue_size) == (64, 2048)
+    q = lo.t.spans
+    assert (q.batch, q.max_queue) == (8, 128)
+    q = Local().t.spans  # without capture: the SDK's batch and queue
+    assert (q.batch, q.max_queue) == (512, 2048)
     assert 8 * 6 * 65536 <= 3 << 20
 
 
@@ -784,6 +835,7 @@ def test_the_traceparent_is_read_as_the_sdks_propagator_reads_it(tp, ts):
         ("parentbased_always_off", "", "01", 1),
         ("parentbased_always_on", "", "00", 0),
         ("parentbased_always_on", "", None, 1),
+        ("always_on", "", None, 1),  # a root, its trace id drawn for the sampler
     ],
 )
 def test_spans_follow_the_configured_sampler(monkeypatch, sampler, arg, parent_flags, spans):
@@ -799,3 +851,117 @@ def test_spans_follow_the_configured_sampler(monkeypatch, sampler, arg, parent_f
         (sp,) = got
         assert sp.parent.span_id == int(PARENT_ID, 16) and sp.parent.is_remote
         assert format(sp.context.trace_id, "032x") == TRACE_ID and dict(sp.context.trace_state) == {"k": "v"}
+
+
+def test_a_root_span_of_another_sampler_has_a_trace_of_its_own(monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    lo = Local()
+    lo.t.record(call())
+    lo.t.record(call())
+    first, second = lo.finished()
+    assert first.parent is None and second.parent is None
+    assert len({first.context.trace_id, second.context.trace_id, 0}) == 3
+
+
+class SlowSpans(KeptSpans):
+    """An exporter that waits for `release` before each export: a collector that is slow or away."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def export(self, batch):
+        self.entered.set()
+        self.release.wait(10)
+        super().export(batch)
+
+
+def queue(exporter, batch=4, max_queue=8, delay=30.0):
+    from llmtally.otlp_wire import Encoder
+
+    t = Local().t
+    return otel.SpanQueue(Encoder(t.resource, t.scope), exporter, batch, max_queue, delay)
+
+
+def test_the_span_queue_sends_a_full_batch_without_waiting_for_its_delay():
+    kept = KeptSpans()
+    q = queue(kept, batch=4, delay=30)
+    rows = [("chat", "", "", "", 1, 2, None, {"i": i}, ()) for i in range(4)]
+    for r in rows[:3]:
+        q.add(r)
+    time.sleep(0.2)
+    assert kept.batches == []  # three of four: they wait for the delay
+    q.add(rows[3])
+    deadline = time.monotonic() + 5
+    while not kept.batches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [b.count for b in kept.batches] == [4]
+    assert [s.attributes["i"] for s in kept.spans()] == [0, 1, 2, 3]
+    q.shutdown()
+    assert kept.shut
+
+
+def test_the_span_queue_sends_what_waits_at_its_delay_and_at_shutdown():
+    kept = KeptSpans()
+    q = queue(kept, batch=100, delay=0.05)
+    q.add(("chat", "", "", "", 1, 2, None, {}, ()))
+    deadline = time.monotonic() + 5
+    while not kept.batches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [b.count for b in kept.batches] == [1]
+    q2 = queue(kept2 := KeptSpans(), batch=100, delay=30)
+    q2.add(("chat", "", "", "", 1, 2, None, {}, ()))
+    q2.shutdown()
+    assert [b.count for b in kept2.batches] == [1] and kept2.shut
+    q.shutdown()
+
+
+def test_a_full_span_queue_drops_new_spans_counts_and_logs_them_once_a_minute(caplog):
+    slow = SlowSpans()
+    q = queue(slow, batch=4, max_queue=8, delay=30)
+    row = ("chat", "", "", "", 1, 2, None, {}, ())
+    for _ in range(4):
+        q.add(row)
+    assert slow.entered.wait(5)  # the first batch is out of the queue, its export held
+    with caplog.at_level(logging.WARNING, logger="llmtally.otel"):
+        for _ in range(8 + 5):
+            q.add(row)
+        assert (len(q.rows), q.dropped) == (8, 5)
+        slow.release.set()
+        assert q.force_flush(5)
+        for _ in range(8 + 3):  # more dropped within the minute: not logged again
+            q.add(row)
+        assert q.dropped == 5 + 3
+        assert q.force_flush(5)
+    assert q.sent == 4 + 8 + 8
+    lines = [r.getMessage() for r in caplog.records if r.name == "llmtally.otel"]
+    assert lines == [
+        "OpenTelemetry: 5 spans dropped, the span queue (8) was full; the collector is slow or away, or raise "
+        "OTEL_BSP_MAX_QUEUE_SIZE (logged once a minute)"
+    ]
+    q.shutdown()
+
+
+def test_a_failing_export_loses_its_batch_not_the_queue(caplog):
+    class Failing(KeptSpans):
+        def export(self, batch):
+            if not self.batches and not getattr(self, "failed", False):
+                self.failed = True
+                raise RuntimeError("boom")
+            super().export(batch)
+
+    f = Failing()
+    q = queue(f, batch=2, delay=30)
+    row = ("chat", "", "", "", 1, 2, None, {}, ())
+    with caplog.at_level(logging.WARNING, logger="llmtally.otel"):
+        q.add(row)
+        q.add(row)
+        assert q.force_flush(5)
+        q.add(row)
+        assert q.force_flush(5)
+    assert [b.count for b in f.batches] == [1] and q.sent == 1
+    assert any("span export failed" in r.getMessage() for r in caplog.records)
+    q.shutdown()

@@ -9,6 +9,7 @@ then, not opened at its start), and leaves the process in batches: nothing is do
 from __future__ import annotations
 
 import bisect
+import collections
 import functools
 import logging
 import math
@@ -230,8 +231,8 @@ class Call:
 
 
 class Telemetry:
-    """The OTLP pipeline of one process: the four GenAI histograms (`Histograms`) and a TracerProvider with a
-    batch span processor. `record` is the one way in."""
+    """The OTLP pipeline of one process: the four GenAI histograms (`Histograms`) and the span queue
+    (`SpanQueue`). `record` is the one way in."""
 
     def __init__(
         self,
@@ -262,8 +263,7 @@ class Telemetry:
         merged = Resource(defaults).merge(env)
         resource = _resource_type()(merged.attributes, merged.schema_url)
         self.histograms: Histograms | None = None
-        self.tracer_provider: Any = None
-        self.tracer: Any = None
+        self.spans: SpanQueue | None = None
         if s.metrics:
             self._metrics(resource, metric_exporter)
         if s.traces:
@@ -305,48 +305,33 @@ class Telemetry:
 
     def _traces(self, resource: Any, exporter: Any) -> None:
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-        if exporter is None:
-            if self.settings.protocol == "grpc":  # the SDK's exporter, with spans encoded by llmtally (otlp_wire)
-                from .otlp_wire import span_exporter
-
-                exporter = span_exporter(**self._exporter_kwargs("traces"))
-            else:
-                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-                exporter = OTLPSpanExporter(**self._exporter_kwargs("traces"))
+        from opentelemetry.sdk.trace.sampling import DEFAULT_ON
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
         from . import __version__
+        from .otlp_wire import Encoder, grpc_exporter, http_exporter
 
-        # the sampler: OTEL_TRACES_SAMPLER (and _ARG), else parent based, always on for a root
-        self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # ours: bounded
-        # small batches: an export holds the GIL while it encodes, and the event loop waits for it (512 spans
-        # a batch, the SDK's default, cost the sidecar ~3x the CPU per request of 64 in the e2e benchmark)
-        batch = _env_ms("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", SPAN_BATCH)
-        queue = None
-        cap = self.settings.capture_bytes
-        if cap:  # captured text: batches under a collector's 4 MiB message limit, a queue of at most 64 MiB
-            batch = max(1, min(batch, CAPTURE_BATCH_BYTES // (6 * cap)))  # UTF-8: 3 bytes per replaced byte, 2 texts
-            queue = max(batch, min(2048, CAPTURE_QUEUE_BYTES // (8 * cap)))  # str: up to 4 bytes per character
-        self.processor = BatchSpanProcessor(exporter, max_queue_size=queue, max_export_batch_size=batch)
-        self.tracer_provider.add_span_processor(self.processor)  # its shutdown and flush
-        self.tracer = self.tracer_provider.get_tracer("llmtally", __version__, schema_url=SCHEMA_URL)
-        from opentelemetry import trace
-        from opentelemetry.sdk.trace import Event, ReadableSpan
-        from opentelemetry.sdk.trace.sampling import DEFAULT_ON
-        from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
-
-        # what `_emit` makes spans with, imported once (an import statement per call costs microseconds)
-        self._types = (trace, Event, ReadableSpan, SpanContext, SpanKind, Status, StatusCode)
+        if exporter is None:  # the SDK's exporters, sending the requests llmtally writes (otlp_wire)
+            make = grpc_exporter if self.settings.protocol == "grpc" else http_exporter
+            exporter = make(**self._exporter_kwargs("traces"))
+        # the sampler: OTEL_TRACES_SAMPLER (and _ARG), else parent based, always on for a root (the SDK's
+        # provider reads the variables; nothing else of it is used)
+        self.sampler: Any = TracerProvider(resource=resource, shutdown_on_exit=False).sampler
         #: the SDK's default sampler (OTEL_TRACES_SAMPLER unset or parentbased_always_on): `_emit` decides
         #: as it would, without its calls
-        self.default_sampler = self.tracer_provider.sampler is DEFAULT_ON
-        self._sampled = trace.TraceFlags(trace.TraceFlags.SAMPLED)
-        self._unset = Status(StatusCode.UNSET)
+        self.default_sampler = self.sampler is DEFAULT_ON
+        # small batches: an export holds the GIL while it writes the spans, and the event loop waits for it
+        batch = _env_ms("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", SPAN_BATCH)
+        queue = _env_ms("OTEL_BSP_MAX_QUEUE_SIZE", SPAN_QUEUE)
+        cap = self.settings.capture_bytes
+        if cap:  # captured text: batches under a collector's 4 MiB message limit, a queue of at most 64 MiB
+            batch = max(1, min(SPAN_BATCH, CAPTURE_BATCH_BYTES // (6 * cap)))  # UTF-8: 3 bytes a replaced byte, 2 texts
+            queue = max(batch, min(SPAN_QUEUE, CAPTURE_QUEUE_BYTES // (8 * cap)))  # str: up to 4 bytes a character
         self.resource = resource
         self.scope = InstrumentationScope("llmtally", __version__, SCHEMA_URL)
+        self.spans = SpanQueue(
+            Encoder(resource, self.scope), exporter, batch, queue, _env_ms("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
+        )
 
     # -- the one way in --
 
@@ -363,7 +348,7 @@ class Telemetry:
             attrs["error.type"] = err
         if self.histograms is not None:
             self._record_metrics(c, self.histograms, attrs)
-        if self.tracer is not None:
+        if self.spans is not None:
             self._span(c, op, attrs, err)
 
     def _record_metrics(self, c: Call, h: Histograms, common: dict[str, Any]) -> None:
@@ -426,62 +411,54 @@ class Telemetry:
         self._emit(c, op, a, err)
 
     def _emit(self, c: Call, op: str, a: dict[str, Any], err: str | None) -> None:
-        """The call's span, made finished: sampled by the provider's sampler, its ids from the provider's id
-        generator, handed to its span processors (the batch processor) as the SDK's ReadableSpan. The span is
-        not opened and closed through a Tracer: the call is over, and the Tracer's path (a live Span, its
-        attribute checks) would cost more than the rest of the call's accounting."""
-        trace, Event, ReadableSpan, SpanContext, SpanKind, Status, StatusCode = self._types
-        tp = self.tracer_provider
-        parent = remote_parent(c.traceparent, c.tracestate) if c.traceparent else None
-        trace_id = parent.trace_id if parent is not None else tp.id_generator.generate_trace_id()
+        """The call's span, as a row for the span queue (`llmtally.fallback.otlp.encode_spans` says what a
+        row holds): sampled as the configured sampler decides, its new ids drawn when the batch is written.
+        No span is opened and closed through a Tracer: the call is over, and the SDK's span objects would
+        cost more than the rest of the call's accounting."""
+        trace_id = parent_id = trace_state = ""
+        flags = "01"
+        m = _TRACEPARENT.match(c.traceparent) if c.traceparent and len(c.traceparent) <= MAX_TRACEPARENT else None
+        if m is not None:
+            version, tid, pid, flags, more = m.groups()
+            if tid != ZERO_TRACE_ID and pid != ZERO_SPAN_ID and version != "ff" and not (version == "00" and more):
+                trace_id, parent_id = tid, pid
         model = a.get("gen_ai.request.model")
         name = f"{op} {model}" if model else op
         if self.default_sampler:  # ParentBased(ALWAYS_ON), decided here: what the SDK's would decide
-            if parent is not None and not parent.trace_flags & 1:  # TraceFlags.SAMPLED (its property costs µs)
+            if parent_id and not int(flags, 16) & 1:  # the parent is not sampled
                 return
-            trace_state = parent.trace_state if parent is not None else None
+            if parent_id and c.tracestate:
+                trace_state = _trace_state(c.tracestate)
         else:
+            from opentelemetry import trace
+
+            parent = remote_parent(c.traceparent, c.tracestate) if parent_id else None
+            tid_int = parent.trace_id if parent is not None else int.from_bytes(os.urandom(16), "big") or 1
             parent_ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent is not None else None
-            sampled = tp.sampler.should_sample(parent_ctx, trace_id, name, SpanKind.CLIENT, a)
+            sampled = self.sampler.should_sample(parent_ctx, tid_int, name, _client_kind(), a)
             if not sampled.decision.is_sampled():
                 return
             if sampled.attributes:
                 a.update(sampled.attributes)
-            trace_state = sampled.trace_state
-        ctx = SpanContext(
-            trace_id,
-            tp.id_generator.generate_span_id(),
-            is_remote=False,
-            trace_flags=self._sampled,
-            trace_state=trace_state,
-        )
+            trace_id = format(tid_int, "032x")
+            trace_state = _state_header(sampled.trace_state)
         # the span's wall-clock times, from the call's monotonic ones
         now_ns, now = time.time_ns(), time.monotonic()
         start_ns = now_ns - int((now - c.t0) * 1e9)
         end_ns = now_ns - int((now - c.t_end) * 1e9)
-        events = []
+        events: tuple[tuple[str, int, dict[str, Any]], ...] = ()
         cap = self.settings.capture_bytes
         if cap:
+            got = []
             if c.prompt:
-                events.append(Event(PROMPT_EVENT, _content(c.prompt, cap, len(c.prompt) > cap), start_ns))
+                got.append((PROMPT_EVENT, start_ns, _content(c.prompt, cap, len(c.prompt) > cap)))
             text = _decoded(c.completion, c.completion_encoding, cap)
             if text is not None:
                 cut = len(text) > cap or len(c.completion) > cap
-                events.append(Event(COMPLETION_EVENT, _content(text, cap, cut), end_ns))
-        span = ReadableSpan(
-            name=name,
-            context=ctx,
-            parent=parent,
-            resource=self.resource,
-            attributes=a,
-            events=events,
-            kind=SpanKind.CLIENT,
-            status=Status(StatusCode.ERROR, err) if err else self._unset,
-            start_time=start_ns,
-            end_time=end_ns,
-            instrumentation_scope=self.scope,
-        )
-        self.processor.on_end(span)
+                got.append((COMPLETION_EVENT, end_ns, _content(text, cap, cut)))
+            events = tuple(got)
+        assert self.spans is not None
+        self.spans.add((name, trace_id, parent_id, trace_state, start_ns, end_ns, err or None, a, events))
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Export what is left, then stop, within `timeout` seconds (a daemon thread: what is not exported by
@@ -492,8 +469,12 @@ class Telemetry:
         if t.is_alive():
             log.warning("OpenTelemetry: the last export did not finish in %ss; dropped", timeout)
 
+    def force_flush(self, timeout: float = 30.0) -> bool:
+        """Export the spans queued so far (metrics: at their interval); False when that took over `timeout`."""
+        return self.spans.force_flush(timeout) if self.spans is not None else True
+
     def _shutdown(self) -> None:
-        for p in (self.tracer_provider, self.histograms):
+        for p in (self.spans, self.histograms):
             if p is not None:
                 try:
                     p.shutdown()
@@ -519,6 +500,29 @@ def remote_parent(traceparent: str, tracestate: str = "") -> Any:
         return None
     state = TraceState.from_header([tracestate]) if tracestate and len(tracestate) <= MAX_TRACESTATE else None
     return SpanContext(int(trace_id, 16), int(span_id, 16), True, TraceFlags(int(flags, 16)), state)
+
+
+ZERO_TRACE_ID = "0" * 32
+ZERO_SPAN_ID = "0" * 16
+
+
+def _state_header(state: Any) -> str:
+    """A TraceState as the tracestate header writes it ("" when empty)."""
+    return ",".join(f"{k}={v}" for k, v in state.items()) if state else ""
+
+
+def _trace_state(header: str) -> str:
+    """A client's tracestate header as the SDK's propagator keeps it (malformed: none), "" without one."""
+    if len(header) > MAX_TRACESTATE:
+        return ""
+    return _state_header(_trace_types()[2].from_header([header]))
+
+
+@functools.cache
+def _client_kind() -> Any:
+    from opentelemetry.trace import SpanKind
+
+    return SpanKind.CLIENT
 
 
 @functools.cache
@@ -557,13 +561,93 @@ HISTOGRAMS = {
     TIME_TO_FIRST_TOKEN: ("s", "Time to the first response body bytes of a streamed response.", TTFT_BOUNDARIES),
     TIME_PER_OUTPUT_TOKEN: ("s", "Time per output token after the first, of a streamed response.", TPOT_BOUNDARIES),
 }
-#: spans per export, unless OTEL_BSP_MAX_EXPORT_BATCH_SIZE says otherwise
-SPAN_BATCH = 64
+#: spans per export, unless OTEL_BSP_MAX_EXPORT_BATCH_SIZE says otherwise (the SDK's default: an export call costs
+#: about 0.5 ms of CPU in grpcio whatever its size, and the spans are written natively, ~3 µs each)
+SPAN_BATCH = 512
+#: spans waiting for export at most, unless OTEL_BSP_MAX_QUEUE_SIZE says otherwise (as the SDK's)
+SPAN_QUEUE = 2048
 #: with capture on: the most captured text in one span export, and in the span queue
 CAPTURE_BATCH_BYTES = 3 << 20
 CAPTURE_QUEUE_BYTES = 64 << 20
 #: the attribute set that takes the measurements of new sets past the bound (as the SDK names it)
 OVERFLOW = (("otel.metric.overflow", True),)
+
+
+class SpanQueue:
+    """Finished calls' span rows on their way to the exporter: at most `max_queue` wait (past it a new row is
+    dropped and counted), written and sent `batch` at a time by a thread of its own, when `batch` are
+    waiting or every `delay` seconds. The event loop's part is a deque append."""
+
+    def __init__(self, encoder: Any, exporter: Any, batch: int, max_queue: int, delay: float):
+        self.encoder = encoder
+        self.exporter = exporter
+        self.batch = batch
+        self.max_queue = max_queue
+        self.delay = delay
+        self.rows: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.dropped = 0
+        self.sent = 0
+        self.wake = threading.Event()
+        self.flushes: list[threading.Event] = []
+        self.stopping = False
+        self._logged = 0.0
+        self._dropped_logged = 0
+        self.thread = threading.Thread(target=self._run, name="llmtally-otel-spans", daemon=True)
+        self.thread.start()
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        rows = self.rows
+        if len(rows) >= self.max_queue:
+            self.dropped += 1
+            return
+        rows.append(row)
+        if len(rows) == self.batch:
+            self.wake.set()
+
+    def force_flush(self, timeout: float = 30.0) -> bool:
+        """Wait until what is queued now is exported (or dropped on an exporter's failure)."""
+        if not self.thread.is_alive():
+            return not self.rows
+        done = threading.Event()
+        self.flushes.append(done)
+        self.wake.set()
+        return done.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait(self.delay)
+            self.wake.clear()
+            flushes, self.flushes = self.flushes, []
+            self._drain()
+            for done in flushes:
+                done.set()
+            if self.dropped != self._dropped_logged and time.monotonic() - self._logged >= 60:
+                log.warning(
+                    "OpenTelemetry: %d spans dropped, the span queue (%d) was full; the collector is slow or "
+                    "away, or raise OTEL_BSP_MAX_QUEUE_SIZE (logged once a minute)",
+                    self.dropped - self._dropped_logged,
+                    self.max_queue,
+                )
+                self._dropped_logged, self._logged = self.dropped, time.monotonic()
+            if self.stopping:
+                return
+
+    def _drain(self) -> None:
+        rows = self.rows
+        while rows:
+            take = [rows.popleft() for _ in range(min(self.batch, len(rows)))]
+            try:
+                self.exporter.export(self.encoder.encode(take))  # the exporter logs its own failures
+                self.sent += len(take)
+            except Exception:  # a bug here must not end the thread
+                log.warning("OpenTelemetry span export failed", exc_info=True)
+
+    def shutdown(self) -> None:
+        """The last export, then the exporter's shutdown."""
+        self.stopping = True
+        self.wake.set()
+        self.thread.join()
+        self.exporter.shutdown()
 
 
 class Point:

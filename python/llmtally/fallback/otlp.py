@@ -12,12 +12,9 @@ from typing import Any
 #: encoded (key, value) attribute pairs kept
 MAX_CACHED = 10_000
 
-_STATUS_CODE = {"UNSET": 0, "OK": 1, "ERROR": 2}
 #: Span.flags: the parent's remoteness is known (HAS_IS_REMOTE), and the parent is remote (IS_REMOTE)
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
-#: SpanKind enum values of the proto
-_KIND = {"INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
 
 _cache: dict[tuple[str, type, object], bytes] = {}
 
@@ -85,38 +82,54 @@ def _attributes(number: int, attrs: Any) -> bytes:
     return b"".join(_key_value(number, k, v) for k, v in attrs.items())
 
 
-def _span(sp: Any) -> bytes:
+_HEX = frozenset("0123456789abcdef")
+
+
+def _id(hex_id: str, random: bytes, size: int) -> bytes:
+    """An id from lowercase hex, or, when `hex_id` is empty, the `size` random bytes (all zero: the last byte
+    made 1, an all-zero id being invalid)."""
+    if not hex_id:
+        return random if any(random) else random[:-1] + b"\x01"
+    if len(hex_id) != 2 * size or not _HEX.issuperset(hex_id):
+        raise ValueError("an id is not lowercase hex of its length")
+    return bytes.fromhex(hex_id)
+
+
+def _span(row: tuple[Any, ...], random: bytes) -> bytes:
     """Span: trace_id 1, span_id 2, trace_state 3, parent_span_id 4, name 5, kind 6, start 7, end 8,
     attributes 9, events 11, status 15, flags 16."""
-    ctx = sp.context
-    parts = [_field(1, ctx.trace_id.to_bytes(16, "big")), _field(2, ctx.span_id.to_bytes(8, "big"))]
-    state = ctx.trace_state
+    if type(row) is not tuple or len(row) != 9:
+        raise ValueError("a span row has 9 fields")
+    name, trace_id, parent_id, state, start_ns, end_ns, error, attrs, events = row
+    parts = [_field(1, _id(trace_id, random[:16], 16)), _field(2, _id("", random[16:24], 8))]
     if state:
-        parts.append(_field(3, ",".join(f"{k}={v}" for k, v in state.items()).encode()))
-    parent = sp.parent
+        parts.append(_field(3, state.encode("utf-8", "replace")))
     flags = _HAS_IS_REMOTE
-    if parent is not None:
-        parts.append(_field(4, parent.span_id.to_bytes(8, "big")))
-        if parent.is_remote:
-            flags |= _IS_REMOTE
-    parts.append(_field(5, sp.name.encode("utf-8", "replace")))
-    parts.append(b"\x30" + _varint(_KIND[sp.kind.name]))
-    parts.append(b"\x39" + struct.pack("<Q", sp.start_time))
-    parts.append(b"\x41" + struct.pack("<Q", sp.end_time))
-    parts.append(_attributes(9, sp.attributes))
-    for e in sp.events:  # Event: time 1, name 2, attributes 3
-        parts.append(
-            _field(
-                11, b"\x09" + struct.pack("<Q", e.timestamp) + _field(2, e.name.encode()) + _attributes(3, e.attributes)
-            )
-        )
-    code = _STATUS_CODE[sp.status.status_code.name]  # Status: message 2, code 3; present even when unset
-    message = (sp.status.description or "").encode("utf-8", "replace") if code else b""
-    parts.append(_field(15, (_field(2, message) if message else b"") + (bytes([0x18, code]) if code else b"")))
+    if parent_id:
+        parts.append(_field(4, _id(parent_id, b"", 8)))
+        flags |= _IS_REMOTE
+    parts.append(_field(5, name.encode("utf-8", "replace")))
+    parts.append(b"\x30\x03")  # kind: CLIENT
+    parts.append(b"\x39" + struct.pack("<Q", start_ns))
+    parts.append(b"\x41" + struct.pack("<Q", end_ns))
+    parts.append(_attributes(9, attrs))
+    for e_name, e_time, e_attrs in events:  # Event: time 1, name 2, attributes 3
+        event = b"\x09" + struct.pack("<Q", e_time) + _field(2, e_name.encode("utf-8", "replace"))
+        parts.append(_field(11, event + _attributes(3, e_attrs)))
+    # Status: message 2, code 3 (ERROR 2); present even when unset
+    status = b""
+    if error is not None:
+        status = (_field(2, error.encode("utf-8", "replace")) if error else b"") + b"\x18\x02"
+    parts.append(_field(15, status))
     parts.append(b"\x85\x01" + struct.pack("<I", flags))
     return b"".join(parts)
 
 
-def encode_spans(spans: Sequence[Any]) -> bytes:
-    """The spans as the `spans` fields (2) of their ScopeSpans message."""
-    return b"".join(_field(2, _span(sp)) for sp in spans)
+def encode_spans(spans: Sequence[tuple[Any, ...]], random: bytes) -> bytes:
+    """The span rows as the `spans` fields (2) of their ScopeSpans message; `random`: 24 bytes a span (its
+    trace id when it has none, and its span id). A row: name, trace id and parent span id (lowercase hex,
+    "" for none), tracestate header, start and end (ns since the epoch), the error (the status message;
+    None: status unset), the attributes (a dict), events ((name, time_ns, attributes), ...)."""
+    if len(random) < 24 * len(spans):
+        raise ValueError("random: 24 bytes a span")
+    return b"".join(_field(2, _span(sp, random[24 * i : 24 * i + 24])) for i, sp in enumerate(spans))

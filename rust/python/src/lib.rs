@@ -318,6 +318,13 @@ fn otlp_attributes(attrs: &Bound<'_, PyAny>) -> PyResult<Vec<OtlpAttribute>> {
         return Ok(vec![]);
     }
     let mut out = vec![];
+    if let Ok(d) = attrs.cast_exact::<PyDict>() {
+        out.reserve(d.len());
+        for (k, v) in d.iter() {
+            out.push((utf8(k.cast::<PyString>()?)?, otlp_value(&v, 0)?));
+        }
+        return Ok(out);
+    }
     for item in attrs.call_method0(intern!(py, "items"))?.try_iter()? {
         let (k, v): (Bound<'_, PyString>, Bound<'_, PyAny>) = item?.extract()?;
         out.push((utf8(&k)?, otlp_value(&v, 0)?));
@@ -325,73 +332,76 @@ fn otlp_attributes(attrs: &Bound<'_, PyAny>) -> PyResult<Vec<OtlpAttribute>> {
     Ok(out)
 }
 
-/// One SDK `ReadableSpan`, read as `otlp_wire._span` reads it.
-fn otlp_span(sp: &Bound<'_, PyAny>) -> PyResult<OtlpSpan> {
-    let py = sp.py();
-    let ctx = sp.getattr(intern!(py, "context"))?;
-    let state = ctx.getattr(intern!(py, "trace_state"))?;
-    let trace_state = if state.is_truthy()? {
-        utf8(
-            state
-                .call_method0(intern!(py, "to_header"))?
-                .cast::<PyString>()?,
-        )?
-    } else {
-        vec![]
+/// A span id or trace id in lowercase hex (as a W3C traceparent writes it), or the id taken from
+/// `random` when `hex` is empty; an all-zero random id gets a last byte of 1 (an all-zero id is invalid).
+fn span_id_bytes<const N: usize>(hex: &str, random: &[u8]) -> PyResult<[u8; N]> {
+    let mut out = [0u8; N];
+    if hex.is_empty() {
+        out.copy_from_slice(random);
+        if out.iter().all(|&b| b == 0) {
+            out[N - 1] = 1;
+        }
+        return Ok(out);
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
     };
-    let parent = sp.getattr(intern!(py, "parent"))?;
-    let parent = if parent.is_none() {
-        None
-    } else {
-        let id: u64 = parent.getattr(intern!(py, "span_id"))?.extract()?;
-        Some((
-            id.to_be_bytes(),
-            parent.getattr(intern!(py, "is_remote"))?.is_truthy()?,
-        ))
-    };
+    let h = hex.as_bytes();
+    if h.len() != 2 * N {
+        return Err(PyValueError::new_err("an id is not lowercase hex of its length"));
+    }
+    for (i, pair) in h.chunks(2).enumerate() {
+        match (digit(pair[0]), digit(pair[1])) {
+            (Some(hi), Some(lo)) => out[i] = hi << 4 | lo,
+            _ => return Err(PyValueError::new_err("an id is not lowercase hex of its length")),
+        }
+    }
+    Ok(out)
+}
+
+/// One span row (see `_native.pyi`, `encode_spans`): a finished CLIENT span.
+fn otlp_row(row: &Bound<'_, PyAny>, random: &[u8]) -> PyResult<OtlpSpan> {
+    let row = row.cast::<PyTuple>()?;
+    if row.len() != 9 {
+        return Err(PyValueError::new_err("a span row has 9 fields"));
+    }
+    let text = |i: usize| -> PyResult<Vec<u8>> { utf8(row.get_item(i)?.cast::<PyString>()?) };
+    let trace_hex = row.get_item(1)?;
+    let parent_hex = row.get_item(2)?;
+    let parent_hex = parent_hex.cast::<PyString>()?.to_str()?;
     let mut events = vec![];
-    for e in sp.getattr(intern!(py, "events"))?.try_iter()? {
+    for e in row.get_item(8)?.try_iter()? {
         let e = e?;
+        let e = e.cast::<PyTuple>()?;
+        let (name, time_ns, attrs) = (e.get_item(0)?, e.get_item(1)?, e.get_item(2)?);
         events.push(OtlpEvent {
-            time_ns: e.getattr(intern!(py, "timestamp"))?.extract()?,
-            name: e
-                .getattr(intern!(py, "name"))?
-                .extract::<String>()?
-                .into_bytes(),
-            attributes: otlp_attributes(&e.getattr(intern!(py, "attributes"))?)?,
+            time_ns: time_ns.extract()?,
+            name: utf8(name.cast::<PyString>()?)?,
+            attributes: otlp_attributes(&attrs)?,
         });
     }
-    let status = sp.getattr(intern!(py, "status"))?;
-    let status_code: u32 = status
-        .getattr(intern!(py, "status_code"))?
-        .getattr(intern!(py, "value"))?
-        .extract()?;
-    let description = status.getattr(intern!(py, "description"))?;
-    let status_message = if status_code != 0 && description.is_truthy()? {
-        utf8(description.cast::<PyString>()?)?
+    let error = row.get_item(6)?;
+    let (status_code, status_message) = if error.is_none() {
+        (0, vec![])
     } else {
-        vec![]
+        (2, utf8(error.cast::<PyString>()?)?)
     };
-    let kind: u32 = sp
-        .getattr(intern!(py, "kind"))?
-        .getattr(intern!(py, "value"))?
-        .extract()?; // the SDK's INTERNAL is 0, the proto's 1
     Ok(OtlpSpan {
-        trace_id: ctx
-            .getattr(intern!(py, "trace_id"))?
-            .extract::<u128>()?
-            .to_be_bytes(),
-        span_id: ctx
-            .getattr(intern!(py, "span_id"))?
-            .extract::<u64>()?
-            .to_be_bytes(),
-        trace_state,
-        parent,
-        name: utf8(sp.getattr(intern!(py, "name"))?.cast::<PyString>()?)?,
-        kind: kind + 1,
-        start_ns: sp.getattr(intern!(py, "start_time"))?.extract()?,
-        end_ns: sp.getattr(intern!(py, "end_time"))?.extract()?,
-        attributes: otlp_attributes(&sp.getattr(intern!(py, "attributes"))?)?,
+        trace_id: span_id_bytes::<16>(trace_hex.cast::<PyString>()?.to_str()?, &random[..16])?,
+        span_id: span_id_bytes::<8>("", &random[16..24])?,
+        trace_state: text(3)?,
+        parent: if parent_hex.is_empty() {
+            None
+        } else {
+            Some((span_id_bytes::<8>(parent_hex, &[])?, true))
+        },
+        name: text(0)?,
+        kind: 3, // CLIENT
+        start_ns: row.get_item(4)?.extract()?,
+        end_ns: row.get_item(5)?.extract()?,
+        attributes: otlp_attributes(&row.get_item(7)?)?,
         events,
         status_code,
         status_message,
@@ -399,12 +409,19 @@ fn otlp_span(sp: &Bound<'_, PyAny>) -> PyResult<OtlpSpan> {
 }
 
 /// The spans of one resource and scope as the `spans` fields of their ScopeSpans message, the bytes
-/// `otlp_wire` writes for them.
+/// `llmtally.fallback.otlp.encode_spans` writes for them. `random`: 24 bytes a span, its new ids.
 #[pyfunction]
-fn encode_spans<'py>(py: Python<'py>, spans: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+fn encode_spans<'py>(
+    py: Python<'py>,
+    spans: &Bound<'py, PyAny>,
+    random: &[u8],
+) -> PyResult<Bound<'py, PyBytes>> {
     let mut out = Vec::with_capacity(1024);
-    for sp in spans.try_iter()? {
-        core::write_otlp_span(&mut out, &otlp_span(&sp?)?);
+    for (i, sp) in spans.try_iter()?.enumerate() {
+        let ids = random
+            .get(24 * i..24 * i + 24)
+            .ok_or_else(|| PyValueError::new_err("random: 24 bytes a span"))?;
+        core::write_otlp_span(&mut out, &otlp_row(&sp?, ids)?);
     }
     Ok(PyBytes::new(py, &out))
 }
