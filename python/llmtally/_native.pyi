@@ -1,6 +1,6 @@
 """Type stub of the Rust extension (rust/python/src/lib.rs)."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ._types import RequestInfo, Stats, Usage
