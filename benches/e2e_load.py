@@ -7,7 +7,7 @@ sidecar's CPU per request; then peak RSS of llmtally with 1000 concurrent
 streams; then OpenTelemetry's cost, llmtally with it off and on measured in
 alternating pairs (`otel_pairs`).
 
-    python benches/e2e_load.py [--short] [--out bench-e2e.json]
+    python benches/e2e_load.py [--short] [--otel-only] [--out bench-e2e.json]
 
 Every process shares the same 2 cores, so absolute numbers are low and noisy;
 the ratios between configurations measured in one run are what count.
@@ -173,6 +173,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--short", action="store_true", help="CI mode: 3 s per run")
     ap.add_argument("--out", default="bench-e2e.json")
+    ap.add_argument("--otel-only", action="store_true", help="only the OpenTelemetry off/on pairs")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed (apt-get install wrk)")
@@ -217,7 +218,7 @@ def main() -> None:
         return r
 
     try:
-        for kind in KINDS:
+        for kind in () if args.otel_only else KINDS:
             backend, envoy, url = start(kind)
             try:
                 row = {w: measure(backend, url, s) for w, s in scripts.items()}

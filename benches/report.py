@@ -35,8 +35,8 @@ RATIOS = {
     # OpenTelemetry export on (metrics every second, a span per call) against off: the sidecar's CPU per
     # request, off / on; the target is at most 10% more CPU (1 / 1.10), not met: measured 0.70 and 0.79 in
     # one CI run, 0.99 and 0.95 in another (3 s runs); the floor guards against worse
-    "e2e_cpu_otel_off_over_on.nonstream": (0.6, 0.909),
-    "e2e_cpu_otel_off_over_on.stream": (0.6, 0.909),
+    "e2e_cpu_otel_off_over_on.nonstream": (0.8, 0.909),
+    "e2e_cpu_otel_off_over_on.stream": (0.8, 0.909),
     # the production-shaped benchmark (benches/production.py): the empty ext_proc's CPU per request over
     # llmtally's (targets: llmtally within 1.05x of it on paced streams, 1.10x on JSON) and llmtally's
     # throughput over its (target 0.95); floors far below, for the noise of short runs on 2 shared cores

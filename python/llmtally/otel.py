@@ -398,14 +398,14 @@ class Telemetry:
                 a["gen_ai.response.id"] = rid
             reasons = getattr(u, "finish_reasons", ())
             if reasons:
-                a["gen_ai.response.finish_reasons"] = list(reasons)
+                a["gen_ai.response.finish_reasons"] = tuple(reasons)  # tuples of str: untracked by the gc
             a["llmtally.usage_source"] = u.source
         else:
             a["llmtally.usage_source"] = "none"
         if c.status:
             a["http.response.status_code"] = int(c.status) if c.status.isdigit() else c.status
         if c.request_id:
-            a["http.request.header.x-request-id"] = [c.request_id]
+            a["http.request.header.x-request-id"] = (c.request_id,)
         if c.aborted:
             a["llmtally.aborted"] = True
         self._emit(c, op, a, err)
