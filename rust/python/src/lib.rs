@@ -350,12 +350,18 @@ fn span_id_bytes<const N: usize>(hex: &str, random: &[u8]) -> PyResult<[u8; N]> 
     };
     let h = hex.as_bytes();
     if h.len() != 2 * N {
-        return Err(PyValueError::new_err("an id is not lowercase hex of its length"));
+        return Err(PyValueError::new_err(
+            "an id is not lowercase hex of its length",
+        ));
     }
     for (i, pair) in h.chunks(2).enumerate() {
         match (digit(pair[0]), digit(pair[1])) {
             (Some(hi), Some(lo)) => out[i] = hi << 4 | lo,
-            _ => return Err(PyValueError::new_err("an id is not lowercase hex of its length")),
+            _ => {
+                return Err(PyValueError::new_err(
+                    "an id is not lowercase hex of its length",
+                ))
+            }
         }
     }
     Ok(out)
