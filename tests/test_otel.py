@@ -965,3 +965,32 @@ def test_a_failing_export_loses_its_batch_not_the_queue(caplog):
     assert [b.count for b in f.batches] == [1] and q.sent == 1
     assert any("span export failed" in r.getMessage() for r in caplog.records)
     q.shutdown()
+
+
+def test_a_collector_slower_than_the_traffic_still_gets_the_drops_logged(caplog):
+    """The export loop sends what waits when it starts, not what comes meanwhile: otherwise a slow
+    collector keeps it sending for ever, and the drops it causes are never logged."""
+
+    class Slow(KeptSpans):
+        def export(self, batch):
+            time.sleep(0.05)
+            super().export(batch)
+
+    slow = Slow()
+    q = queue(slow, batch=4, max_queue=8, delay=30)
+    row = ("chat", "", "", "", 1, 2, None, {}, ())
+    with caplog.at_level(logging.WARNING, logger="llmtally.otel"):
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:  # ~500 spans a second, the exporter takes ~80
+            for _ in range(5):
+                q.add(row)
+            time.sleep(0.01)
+        lines = [r.getMessage() for r in caplog.records if "spans dropped" in r.getMessage()]
+    assert q.dropped > 0 and len(lines) == 1
+    q.shutdown()
+
+
+def test_a_batch_larger_than_the_queue_is_cut_to_the_queue(monkeypatch):
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "256")
+    q = Local().t.spans
+    assert (q.batch, q.max_queue) == (256, 256)

@@ -327,6 +327,7 @@ class Telemetry:
         if cap:  # captured text: batches under a collector's 4 MiB message limit, a queue of at most 64 MiB
             batch = max(1, min(SPAN_BATCH, CAPTURE_BATCH_BYTES // (6 * cap)))  # UTF-8: 3 bytes a replaced byte, 2 texts
             queue = max(batch, min(SPAN_QUEUE, CAPTURE_QUEUE_BYTES // (8 * cap)))  # str: up to 4 bytes a character
+        batch = min(batch, queue)  # a batch larger than the queue would never fill (the SDK refuses it)
         self.resource = resource
         self.scope = InstrumentationScope("llmtally", __version__, SCHEMA_URL)
         self.spans = SpanQueue(
@@ -590,7 +591,7 @@ class SpanQueue:
         self.wake = threading.Event()
         self.flushes: list[threading.Event] = []
         self.stopping = False
-        self._logged = 0.0
+        self._logged = -math.inf
         self._dropped_logged = 0
         self.thread = threading.Thread(target=self._run, name="llmtally-otel-spans", daemon=True)
         self.thread.start()
@@ -621,6 +622,8 @@ class SpanQueue:
             self._drain()
             for done in flushes:
                 done.set()
+            if len(self.rows) >= self.batch:  # more came while sending: go on without waiting
+                self.wake.set()
             if self.dropped != self._dropped_logged and time.monotonic() - self._logged >= 60:
                 log.warning(
                     "OpenTelemetry: %d spans dropped, the span queue (%d) was full; the collector is slow or "
@@ -633,9 +636,13 @@ class SpanQueue:
                 return
 
     def _drain(self) -> None:
+        """Send the rows waiting now (not those that come meanwhile: a collector slower than the traffic
+        must not keep this loop from its flushes and its log line)."""
         rows = self.rows
-        while rows:
-            take = [rows.popleft() for _ in range(min(self.batch, len(rows)))]
+        left = len(rows)
+        while left:
+            take = [rows.popleft() for _ in range(min(self.batch, left))]
+            left -= len(take)
             try:
                 self.exporter.export(self.encoder.encode(take))  # the exporter logs its own failures
                 self.sent += len(take)

@@ -94,7 +94,11 @@ def http_exporter(**kwargs: Any) -> Any:
         def export(self, spans: Batch) -> SpanExportResult:  # type: ignore[override]
             if self._shutdown:
                 return SpanExportResult.FAILURE
-            result = self._client.export(spans.data)
-            return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
+            with self._metrics.export_operation(spans.count) as op:  # the exporter's own metrics, as the SDK's
+                result = self._client.export(spans.data)
+                if not result.success:
+                    op.error = result.error
+                    return SpanExportResult.FAILURE
+            return SpanExportResult.SUCCESS
 
     return Exporter(**kwargs)
