@@ -4,8 +4,8 @@ sink), and observe-only (Envoy's ext_proc in observability mode: an empty
 server that answers nothing, and llmtally with observe: true), driven by wrk
 from a separate process, streaming and not: throughput, latency, and the
 sidecar's CPU per request; then peak RSS of llmtally with 1000 concurrent
-streams; then OpenTelemetry's cost, llmtally with it off and on measured in
-alternating pairs (`otel_pairs`).
+streams; then OpenTelemetry's cost, llmtally with it off and on driven at the
+same time (`otel_pairs`).
 
     python benches/e2e_load.py [--short] [--otel-only] [--out bench-e2e.json]
 
@@ -63,19 +63,23 @@ def parse_ms(v: str) -> float:
     return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, script: str, connections: int, seconds: int) -> dict:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+def wrk_command(url: str, script: str, connections: int, seconds: int) -> list[str]:
+    return ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url]
+
+
+def wrk_result(out: str) -> dict:
     res = {"req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    res["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
     for q in ("50", "99"):
         res[f"p{q}_ms"] = parse_ms(re.search(rf"^\s+{q}%\s+(\S+)", out, re.M).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     res["non_2xx"] = int(errors.group(1)) if errors else 0
     return res
+
+
+def wrk(url: str, script: str, connections: int, seconds: int) -> dict:
+    out = subprocess.run(wrk_command(url, script, connections, seconds), capture_output=True, text=True, check=True)
+    return wrk_result(out.stdout)
 
 
 def start_mock() -> tuple[subprocess.Popen, int]:
@@ -214,7 +218,7 @@ def main() -> None:
         cpu0 = backend.cpu_seconds()
         r = wrk(url, script, 32, seconds)
         if backend.proc is not None:
-            r["cpu_us_per_request"] = (backend.cpu_seconds() - cpu0) / (r["req_per_s"] * seconds) * 1e6
+            r["cpu_us_per_request"] = (backend.cpu_seconds() - cpu0) / r["requests"] * 1e6
         return r
 
     try:
@@ -242,7 +246,7 @@ def main() -> None:
             finally:
                 envoy.stop()
                 backend.stop()
-        results["otel_pairs"] = otel_pairs(start, measure, scripts, PAIR_ROUNDS)
+        results["otel_pairs"] = otel_pairs(start, scripts, PAIR_ROUNDS, seconds)
     finally:
         mock.terminate()
         sink.stop()
@@ -251,37 +255,55 @@ def main() -> None:
         json.dump(results, f, indent=2)
 
 
-#: alternating runs of llmtally with OpenTelemetry off and on (the overhead is a few percent of a noisy number)
-PAIR_ROUNDS = 5
+#: runs of llmtally with OpenTelemetry off and on at the same time (the overhead is a few percent of a
+#: number that moves by +-10% from one run to the next on 2 shared cores)
+PAIR_ROUNDS = 8
 
 
-def otel_pairs(start, measure, scripts: dict, rounds: int) -> dict:
-    """OpenTelemetry's cost, measured in pairs: llmtally with it off and on run side by side (two sidecars,
-    two Envoys), and each workload is driven through one, then the other, `rounds` times; the overhead is
-    the median of the pairs' CPU-per-request ratios, so that a slow spell of the machine falls on both."""
-    (off, off_envoy, off_url), (on, on_envoy, on_url) = start("llmtally"), start("llmtally-otel")
+def otel_pairs(start, scripts: dict, rounds: int, seconds: int) -> dict:
+    """OpenTelemetry's cost: llmtally with it off and with it on, each behind its own Envoy, driven at the same
+    time by two wrk processes (32 connections each), `rounds` times per workload, so that whatever the
+    machine does meanwhile falls on both. The overhead is pooled: all the CPU seconds of the off sidecar
+    over all the requests it served, against the same of the on one (one round's ratio is kept too)."""
+    sides = {"off": start("llmtally"), "on": start("llmtally-otel")}
     out: dict = {}
     try:
         for w, script in scripts.items():
+            cpu = {side: 0.0 for side in sides}
+            served = {side: 0 for side in sides}
             runs = []
-            for i in range(rounds):  # off first, then on first, and so on: a drift of the machine falls on both
-                if i % 2:
-                    b = measure(on, on_url, script)["cpu_us_per_request"]
-                    a = measure(off, off_url, script)["cpu_us_per_request"]
-                else:
-                    a = measure(off, off_url, script)["cpu_us_per_request"]
-                    b = measure(on, on_url, script)["cpu_us_per_request"]
-                runs.append({"off": a, "on": b, "off_over_on": a / b})
-            ratios = sorted(r["off_over_on"] for r in runs)
-            out[w] = {"runs": runs, "median_off_over_on": ratios[len(ratios) // 2]}
+            for _ in range(rounds):
+                cpu0 = {side: b.cpu_seconds() for side, (b, _e, _u) in sides.items()}
+                procs = {
+                    side: subprocess.Popen(wrk_command(url, script, 32, seconds), stdout=subprocess.PIPE, text=True)
+                    for side, (_b, _e, url) in sides.items()
+                }
+                got = {side: wrk_result(p.communicate()[0]) for side, p in procs.items()}
+                run = {}
+                for side, (b, _e, _u) in sides.items():
+                    used = b.cpu_seconds() - cpu0[side]
+                    cpu[side] += used
+                    served[side] += got[side]["requests"]
+                    run[side] = used / got[side]["requests"] * 1e6
+                runs.append(run)
+            per = {side: cpu[side] / served[side] * 1e6 for side in sides}
+            ratios = sorted(r["off"] / r["on"] for r in runs)
+            out[w] = {
+                "runs": runs,
+                "off_cpu_us_per_request": per["off"],
+                "on_cpu_us_per_request": per["on"],
+                "off_over_on": per["off"] / per["on"],
+                "median_off_over_on": ratios[len(ratios) // 2],
+            }
             print(
-                f"OTel off/on {w}: median {out[w]['median_off_over_on']:.3f} of "
-                + ", ".join(f"{r['off']:.0f}/{r['on']:.0f} us" for r in runs),
+                f"OTel off/on {w}: {out[w]['off_over_on']:.3f} ({per['off']:.0f}/{per['on']:.0f} us a request,"
+                f" {rounds} rounds at once; one round's ratio {ratios[0]:.3f}-{ratios[-1]:.3f})",
                 flush=True,
             )
     finally:
-        for p in (off_envoy, on_envoy, off, on):
-            p.stop()
+        for b, e, _u in sides.values():
+            e.stop()
+            b.stop()
     return out
 
 

@@ -33,8 +33,8 @@ RATIOS = {
     "e2e_llmtally_over_empty_ext_proc.nonstream": (0.5, 0.9),
     "e2e_llmtally_over_empty_ext_proc.stream": (0.5, 0.9),
     # OpenTelemetry export on (metrics every second, a span per call) against off: the sidecar's CPU per
-    # request, off / on; the target is at most 10% more CPU (1 / 1.10), not met: measured 0.70 and 0.79 in
-    # one CI run, 0.99 and 0.95 in another (3 s runs); the floor guards against worse
+    # request, off / on, both driven at once and pooled over 8 rounds; the target is at most 10% more CPU
+    # (1 / 1.10): measured 0.92-0.96 in three full runs; the floor guards against worse
     "e2e_cpu_otel_off_over_on.nonstream": (0.8, 0.909),
     "e2e_cpu_otel_off_over_on.stream": (0.8, 0.909),
     # the production-shaped benchmark (benches/production.py): the empty ext_proc's CPU per request over
@@ -107,8 +107,8 @@ def ratios(m: dict, e2e: dict | None, production: dict | None = None) -> dict:
                 load["llmtally"][w]["req_per_s"] / load["noop"][w]["req_per_s"]
             )
             pairs = e2e.get("otel_pairs", {}).get(w)
-            if pairs:  # off and on measured in alternating pairs: the median pair
-                values[f"e2e_cpu_otel_off_over_on.{w}"] = pairs["median_off_over_on"]
+            if pairs:  # off and on driven at the same time, pooled
+                values[f"e2e_cpu_otel_off_over_on.{w}"] = pairs.get("off_over_on", pairs["median_off_over_on"])
             elif "llmtally-otel" in load and "cpu_us_per_request" in load["llmtally-otel"][w]:
                 values[f"e2e_cpu_otel_off_over_on.{w}"] = (
                     load["llmtally"][w]["cpu_us_per_request"] / load["llmtally-otel"][w]["cpu_us_per_request"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
@@ -994,3 +996,24 @@ def test_a_batch_larger_than_the_queue_is_cut_to_the_queue(monkeypatch):
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "256")
     q = Local().t.spans
     assert (q.batch, q.max_queue) == (256, 256)
+
+
+def test_with_the_export_off_no_opentelemetry_module_is_loaded_and_no_call_is_recorded(tmp_path):
+    """Off costs nothing: the SDK is never imported, and a stream's end checks one attribute. In a process of
+    its own, so that no other test's import counts."""
+    script = """
+import os, sys
+for v in [k for k in os.environ if k.startswith("OTEL_")]:
+    del os.environ[v]
+from llmtally import server
+from llmtally.config import Config
+from llmtally.exchange import Host
+from llmtally.metrics import Metrics
+config = Config()
+metrics = Metrics(config)
+host = Host(config, metrics)
+print(server._telemetry(config, metrics), host.telemetry, host.trace_headers, host.request_header_names)
+print(sorted(m for m in sys.modules if m.startswith("opentelemetry")))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["None None False (':path', 'x-llm-provider')", "[]"]
