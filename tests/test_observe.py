@@ -4,8 +4,11 @@ for no answer), `llmtally serve` with `observe: true` answers nothing, and count
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -181,3 +184,42 @@ def test_envoy_may_open_as_many_streams_to_llmtally_as_it_serves():
         assert [c["name"] for c in grpc] == (["llmtally"] if observe else ["llmtally", "llmtally_ratelimit"])
         for c in grpc:
             assert c["circuit_breakers"] == {"thresholds": [{"max_requests": Config().max_concurrent_streams}]}
+
+
+def requests_counted(s: Stack) -> float:
+    lines = s.metrics_text().splitlines()
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines if ln.startswith("ai_requests_total{"))
+
+
+def test_a_burst_of_streams_larger_than_grpcs_default_queue_is_counted_whole(tmp_path):
+    """gRPC keeps the calls that llmtally's event loop has not taken up yet in a queue of its own, and by
+    default refuses them past 1,000 (at random, up to 3,000). In observability mode Envoy never waits, so
+    nothing holds a burst back, and a call refused there is a request never counted, by llmtally or by any
+    Envoy counter (the request is over when it fails). The burst here: llmtally is stopped while 2,000
+    requests pass through Envoy, so their streams reach it at once when it goes on. Before the queue was
+    bounded by the stream cap instead, 1,785 of them were counted."""
+    n = 2000
+    s = Stack(str(tmp_path), observe=True).start()
+    try:
+        token = s.key.token(keys.ALICE)
+        assert s.post("/openai", token, SEED_BODY)[0] == 200
+        deadline = time.time() + 15
+        while requests_counted(s) < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        assert requests_counted(s) == 1
+        os.kill(s.serve.pid, signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(32) as pool:
+                codes = list(pool.map(lambda _: s.post("/openai", token, SEED_BODY)[0], range(n)))
+        finally:
+            os.kill(s.serve.pid, signal.SIGCONT)
+        assert codes == [200] * n  # Envoy did not wait for the stopped sidecar
+        deadline = time.time() + 60
+        while requests_counted(s) < 1 + n and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)  # nothing more than that comes
+        assert requests_counted(s) == 1 + n
+        e = ext_proc_stats(s)
+        assert (e["streams_started"], e["streams_failed"]) == (1 + n, 0)
+    finally:
+        s.stop()
