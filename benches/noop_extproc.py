@@ -1,8 +1,11 @@
 """An empty ext_proc server: answers every message with the empty response of
 its kind and nothing else. With the same processing modes as llmtally it is
 the floor for a grpcio host: python benches/noop_extproc.py --listen ADDR.
---silent reads every message and answers none: the floor of Envoy's
-observability mode, where answers are ignored."""
+--silent reads every message and answers none, and ends the stream at the
+response's end, as llmtally does: the floor of Envoy's observability mode,
+where answers are ignored (and Envoy would hold the stream open for its
+deferred_close_timeout). gRPC's queue of calls not taken up yet is the size
+llmtally gives it."""
 
 import argparse
 import asyncio
@@ -11,7 +14,9 @@ import signal
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from llmtally.config import Config
 from llmtally.exchange import PASS
+from llmtally.server import GRPC_PENDING_CALLS
 
 
 class Noop(pb_grpc.ExternalProcessorServicer):
@@ -22,14 +27,23 @@ class Noop(pb_grpc.ExternalProcessorServicer):
 
 class Silent(pb_grpc.ExternalProcessorServicer):
     async def Process(self, request_iterator, context):
-        async for _ in request_iterator:
-            pass
+        async for req in request_iterator:
+            kind = req.WhichOneof("request")
+            if kind == "response_trailers" or (kind in END_KINDS and getattr(req, kind).end_of_stream):
+                break
         return
         yield  # an async generator that yields nothing
 
 
+#: the messages whose end_of_stream ends the response
+END_KINDS = ("response_headers", "response_body")
+
+
 async def main(listen: str, silent: bool) -> None:
-    server = grpc.aio.server()
+    queue = max(Config().max_concurrent_streams, GRPC_PENDING_CALLS)
+    server = grpc.aio.server(
+        options=[("grpc.server.max_pending_requests", queue), ("grpc.server.max_pending_requests_hard_limit", queue)]
+    )
     pb_grpc.add_ExternalProcessorServicer_to_server(Silent() if silent else Noop(), server)
     server.add_insecure_port(listen)
     await server.start()

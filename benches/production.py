@@ -1,8 +1,10 @@
 """A production-shaped benchmark: OpenAI chat streams of 300 and 1,000 events written one event per chunk
 at a steady pace (a model generating about 100 tokens per second), and non-streaming JSON answers of the
-same lengths, through Envoy alone, Envoy with an empty grpcio ext_proc (the floor of any Python host), and
-Envoy with llmtally. For each: the sidecar's CPU per request and per 1,000 output tokens, throughput, time
-to the first body byte (p50/p99) and what the sidecar adds to it, and the latency added per streamed chunk.
+same lengths, through Envoy alone, Envoy with an empty grpcio ext_proc (the floor of any Python host),
+Envoy with llmtally, and the two in observe-only mode (Envoy's ext_proc in observability mode: an empty
+server that answers nothing, and llmtally with `observe: true`). For each: the sidecar's CPU per request
+and per 1,000 output tokens, throughput, time to the first body byte (p50/p99) and what the sidecar adds
+to it, and the latency added per streamed chunk.
 
     python benches/production.py [--short] [--out bench-production.json] [--markdown FILE]
 
@@ -27,8 +29,14 @@ sys.path.insert(0, HERE)
 from e2e_load import start_gateway, start_mock  # noqa: E402
 from llmtally.demo import SEED_BODY, keys, upstream  # noqa: E402
 
-KINDS = ("none", "noop", "llmtally")
-LABELS = {"none": "Envoy alone", "noop": "empty ext_proc", "llmtally": "llmtally"}
+KINDS = ("none", "noop", "llmtally", "noop-observe", "llmtally-observe")
+LABELS = {
+    "none": "Envoy alone",
+    "noop": "empty ext_proc",
+    "llmtally": "llmtally",
+    "noop-observe": "observe: silent empty server",
+    "llmtally-observe": "observe: llmtally",
+}
 #: milliseconds between two events of a stream (about 100 output tokens per second)
 PACE_MS = 10
 #: requests in flight at once
@@ -206,7 +214,7 @@ def derive(out: dict) -> None:
     for w, rows in out["results"].items():
         events = out["workloads"][w]["events"]
         alone, floor = rows["none"], rows["noop"]
-        for kind in ("noop", "llmtally"):
+        for kind in KINDS[1:]:
             r = rows[kind]
             r["added_ttfb_p50_ms"] = r["ttfb_p50_ms"] - alone["ttfb_p50_ms"]
             r["added_ttfb_p99_ms"] = r["ttfb_p99_ms"] - alone["ttfb_p99_ms"]
@@ -215,6 +223,12 @@ def derive(out: dict) -> None:
         lt = rows["llmtally"]
         lt["cpu_over_floor"] = lt["cpu_us_per_request"] / floor["cpu_us_per_request"]
         lt["throughput_over_floor"] = lt["req_per_s"] / floor["req_per_s"]
+        # observe-only against the normal floor's CPU (target: at most 0.7x) and Envoy alone's throughput
+        for kind in ("noop-observe", "llmtally-observe"):
+            r = rows[kind]
+            if r.get("cpu_us_per_request"):
+                r["cpu_over_floor"] = r["cpu_us_per_request"] / floor["cpu_us_per_request"]
+            r["throughput_over_alone"] = r["req_per_s"] / alone["req_per_s"]
 
 
 def markdown(out: dict) -> str:
@@ -232,7 +246,7 @@ def markdown(out: dict) -> str:
             r = rows[kind]
             cpu = f"{r['cpu_us_per_request']:.0f} µs" if "cpu_us_per_request" in r else ""
             per_k = f"{r['cpu_us_per_1k_output_tokens']:.0f} µs" if "cpu_us_per_1k_output_tokens" in r else ""
-            if kind == "llmtally":
+            if "cpu_over_floor" in r:
                 cpu += f" ({r['cpu_over_floor']:.2f}x floor)"
             added = f"{r['added_ttfb_p50_ms']:.2f} / {r['added_ttfb_p99_ms']:.2f} ms" if kind != "none" else ""
             chunk = f"{r['added_ms_per_chunk_p50'] * 1000:.0f} µs" if "added_ms_per_chunk_p50" in r else ""

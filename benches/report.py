@@ -58,7 +58,11 @@ KIND_LABELS = {
     "llmtally-observe": "llmtally observe",
 }
 #: absolute goals reported (not guarded: absolute speed depends on the machine)
-GOALS = {"scan_native_mb_per_s.openai_sse": 1000.0}
+GOALS = {
+    "scan_native_mb_per_s.openai_sse": 1000.0,
+    **{f"prod_floor_cpu_over_observe.{w}": 1 / 0.7 for w in ("stream-300", "stream-1000", "json-300", "json-1000")},
+    **{f"prod_observe_throughput_over_alone.{w}": 0.95 for w in ("stream-300", "stream-1000", "json-300", "json-1000")},
+}
 
 
 def micro(path: str) -> dict:
@@ -94,6 +98,13 @@ def ratios(m: dict, e2e: dict | None, production: dict | None = None) -> dict:
         if "added_ms_per_chunk_p50" in rows["llmtally"]:
             values[f"prod_added_us_per_chunk.{w}"] = rows["llmtally"]["added_ms_per_chunk_p50"] * 1000
         values[f"prod_added_ttfb_p99_ms.{w}"] = rows["llmtally"]["added_ttfb_p99_ms"]
+        obs = rows.get("llmtally-observe")
+        if obs:  # observe-only (reported: targets at most 0.7x the normal floor's CPU and Envoy alone's throughput)
+            if obs.get("cpu_over_floor"):
+                values[f"prod_floor_cpu_over_observe.{w}"] = 1 / obs["cpu_over_floor"]
+            values[f"prod_observe_throughput_over_alone.{w}"] = obs["throughput_over_alone"]
+            if "added_ms_per_chunk_p50" in obs:
+                values[f"prod_observe_added_us_per_chunk.{w}"] = obs["added_ms_per_chunk_p50"] * 1000
     for w, row in m["scan"].items():
         values[f"scan_native_over_fallback.{w}"] = row["python"]["seconds"] / row["native"]["seconds"]
         values[f"scan_native_mb_per_s.{w}"] = row["native"]["mb_per_s"]
