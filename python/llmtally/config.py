@@ -26,6 +26,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "label_values_max": (1, 100_000),
     "label_value_max_length": (1, 4096),
     "max_request_body_bytes": (1, 1 << 30),
+    "buffer_response_body_bytes": (0, 1 << 30),
     "max_decoded_bytes": (1, 1 << 40),
     "max_event_bytes": (1, 1 << 30),
     "max_concurrent_streams": (1, 1_000_000),
@@ -205,6 +206,10 @@ class Config:
     #: its first buffer's worth), BUFFERED or STREAMED (chunks); with budgets, a BUFFERED_PARTIAL message without
     #: end_of_stream is decided on at once, as the rest never comes through llmtally
     request_body_mode: str = "BUFFERED_PARTIAL"
+    #: a response whose content-length is at most this, that is not a stream, is read in one message: the
+    #: response-headers answer asks Envoy for BUFFERED (its mode_override, honoured with allow_mode_override:
+    #: true, as the generated bootstrap has); it must stay under Envoy's buffer limit. 0: never
+    buffer_response_body_bytes: int = 1 << 20
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     #: encoding for models without a public tokenizer

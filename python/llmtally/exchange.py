@@ -17,6 +17,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, cast
 
+from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf.struct_pb2 import Struct
 
@@ -37,7 +38,13 @@ log = logging.getLogger("llmtally")
 
 PROVIDER_KEY = "x-llm-provider"
 #: the response headers read: the framing's, and those a provider reports usage in (never a credential)
-RESPONSE_HEADERS = (":status", "content-type", "content-encoding", *sorted(_api.usage_headers()))
+RESPONSE_HEADERS = (
+    ":status",
+    "content-type",
+    "content-encoding",
+    "content-length",
+    *sorted(_api.usage_headers()),
+)
 #: a message this large is worth handing to a thread (see `Exchange.heavy`)
 HEAVY_BYTES = 64 << 10
 #: a compressed chunk weighs this many times its size (a deflate stream inflates up to ~1000x)
@@ -81,6 +88,25 @@ def _ends_stream(kind: str, req: pb.ProcessingRequest) -> bool:
     if kind == "response_headers":
         return bool(req.response_headers.end_of_stream)
     return False
+
+
+def pass_buffered(request_body_mode: str) -> pb.ProcessingResponse:
+    """The response headers' answer that asks for the response body in one message from here on: BUFFERED,
+    which Envoy honours with the filter's allow_mode_override. An override replaces the whole mode: the rest
+    is the generated bootstrap's (the request body's as configured)."""
+    mode = ProcessingMode(
+        request_header_mode=ProcessingMode.SEND,
+        response_header_mode=ProcessingMode.SEND,
+        request_body_mode=ProcessingMode.BodySendMode.Value(request_body_mode),
+        response_body_mode=ProcessingMode.BUFFERED,
+        request_trailer_mode=ProcessingMode.SKIP,
+        response_trailer_mode=ProcessingMode.SKIP,
+    )
+    return pb.ProcessingResponse(response_headers=pb.HeadersResponse(), mode_override=mode)
+
+
+#: media types never buffered whole: streams, whatever their length
+STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/vnd.amazon.eventstream", "application/jsonl")
 
 
 def with_metadata(kind: str, struct: Struct) -> pb.ProcessingResponse:
@@ -130,6 +156,8 @@ class Host:
         self.partial_bodies = config.request_body_mode == "BUFFERED_PARTIAL" and not config.observe
         #: Envoy ignores the answers (observability_mode): none is built, nor its metadata
         self.observe = config.observe
+        #: the response headers' answer for a body read in one message (bufferResponseBodyBytes)
+        self.pass_buffered = pass_buffered(config.request_body_mode)
         #: the OpenTelemetry export (set by the server when configured)
         self.telemetry: Telemetry | None = None
         #: prompt and completion bytes kept per stream for span events (0: none)
@@ -595,10 +623,28 @@ class Exchange:
         encoding = h.pop("content-encoding", "")
         self.encoded = encoding.strip().lower() not in ("", "identity")
         self.response_encoding = encoding
-        scanner = self._scanner(h.pop("content-type", ""), encoding, h)
+        length = h.pop("content-length", "")
+        content_type = h.pop("content-type", "")
+        scanner = self._scanner(content_type, encoding, h)
         if req.response_headers.end_of_stream:
             return self._finish("response_headers", scanner)
+        if self._buffer_whole(length, content_type):
+            return self._add_headers("response_headers", self.host.pass_buffered)  # x-ratelimit-*: onto a copy
         return self._add_headers("response_headers", PASS["response_headers"])
+
+    def _buffer_whole(self, length: str, content_type: str) -> bool:
+        """Whether to ask Envoy for the response body in one message: a body of a known length within
+        `bufferResponseBodyBytes` (a streamed one has no content-length, so Envoy never holds back a stream's
+        chunks), of a request that asked for no stream, whose media type is no stream's."""
+        limit = self.host.config.buffer_response_body_bytes
+        if not limit or self.host.observe or not (0 < len(length) <= 15 and length.isascii() and length.isdigit()):
+            return False
+        if int(length) > limit:
+            return False
+        if self.request is not None and self.request.streaming:
+            return False
+        media = content_type.split(";", 1)[0].strip().lower()
+        return media not in STREAM_TYPES
 
     def response_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         b = req.response_body

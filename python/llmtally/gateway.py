@@ -658,6 +658,9 @@ def bootstrap(
             # llmtally's messageTimeoutSeconds (default 2) must match: it tells these drops from aborts
             "message_timeout": "2s",
             "processing_mode": mode,
+            # llmtally asks for a response body of a known, bounded length in one message
+            # (bufferResponseBodyBytes: BUFFERED in the response headers' answer)
+            "allow_mode_override": True,
             "metadata_options": {
                 "forwarding_namespaces": {"untyped": [JWT_NS]},
                 "receiving_namespaces": {"untyped": [AI_NS, "envoy.ratelimit"]},
@@ -666,7 +669,7 @@ def bootstrap(
         if observe:
             # Envoy sends each message and goes on; observability mode streams bodies (no buffering), and
             # keeps the gRPC stream open this long after the request so that llmtally reads its end
-            del ext["message_timeout"]
+            del ext["message_timeout"], ext["allow_mode_override"]
             ext["observability_mode"] = True
             ext["deferred_close_timeout"] = "30s"
             ext["processing_mode"] = {**mode, "request_body_mode": "STREAMED"}

@@ -8,7 +8,10 @@ Run alone: python -m llmtally.demo.upstream [--port N].
 Usage numbers are what the provider would report: the prompt as llmtally
 estimates it and the completion counted with the model's encoding. Request
 headers `x-mock-delay-ms` (between events, default 2) and `x-mock-repeat`
-(answer length multiplier) shape a stream for tests.
+(answer length multiplier) shape a stream for tests; a non-streaming answer
+comes with a content-length in one write, or in `x-mock-json-writes` writes
+that many delays apart, or (`x-mock-json-chunked: 1`) with chunked transfer
+encoding and no length, as servers that stream their JSON send it.
 """
 
 from __future__ import annotations
@@ -351,7 +354,22 @@ async def handle(reader, writer) -> None:
                 writer.write(b"0\r\n\r\n")
             else:
                 payload = b"".join(reply.events)
-                writer.write((head + f"content-length: {len(payload)}\r\n\r\n").encode() + payload)
+                writes = max(1, min(int(headers.get("x-mock-json-writes", "1")), len(payload) or 1))
+                step = -(-len(payload) // writes)
+                parts = [payload[i : i + step] for i in range(0, len(payload), step)] or [b""]
+                chunked = headers.get("x-mock-json-chunked") == "1"
+                writer.write(
+                    (head + ("transfer-encoding: chunked" if chunked else f"content-length: {len(payload)}")).encode()
+                    + b"\r\n\r\n"
+                )
+                for i, part in enumerate(parts):
+                    if part:
+                        writer.write(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
+                    if i < len(parts) - 1:
+                        await writer.drain()
+                        await asyncio.sleep(delay or 0.002)
+                if chunked:
+                    writer.write(b"0\r\n\r\n")
             await writer.drain()
     except (ConnectionError, asyncio.IncompleteReadError):
         pass
