@@ -278,7 +278,11 @@ def otel_pairs(start, scripts: dict, rounds: int, seconds: int) -> dict:
                     side: subprocess.Popen(wrk_command(url, script, 32, seconds), stdout=subprocess.PIPE, text=True)
                     for side, (_b, _e, url) in sides.items()
                 }
-                got = {side: wrk_result(p.communicate()[0]) for side, p in procs.items()}
+                outs = {side: p.communicate()[0] for side, p in procs.items()}
+                for side, p in procs.items():
+                    if p.returncode:
+                        raise RuntimeError(f"wrk against the OTel-{side} stack exited {p.returncode}")
+                got = {side: wrk_result(o) for side, o in outs.items()}
                 run = {}
                 for side, (b, _e, _u) in sides.items():
                     used = b.cpu_seconds() - cpu0[side]

@@ -4,8 +4,8 @@ the floor for a grpcio host: python benches/noop_extproc.py --listen ADDR.
 --silent reads every message and answers none, and ends the stream at the
 response's end, as llmtally does: the floor of Envoy's observability mode,
 where answers are ignored (and Envoy would hold the stream open for its
-deferred_close_timeout). gRPC's queue of calls not taken up yet is the size
-llmtally gives it."""
+deferred_close_timeout); its gRPC queue of calls not taken up yet is the one
+llmtally has in observe mode (no refusal below 3,000)."""
 
 import argparse
 import asyncio
@@ -14,9 +14,7 @@ import signal
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from llmtally.config import Config
 from llmtally.exchange import PASS
-from llmtally.server import GRPC_PENDING_CALLS
 
 
 class Noop(pb_grpc.ExternalProcessorServicer):
@@ -40,10 +38,9 @@ END_KINDS = ("response_headers", "response_body")
 
 
 async def main(listen: str, silent: bool) -> None:
-    queue = max(Config().max_concurrent_streams, GRPC_PENDING_CALLS)
-    server = grpc.aio.server(
-        options=[("grpc.server.max_pending_requests", queue), ("grpc.server.max_pending_requests_hard_limit", queue)]
-    )
+    # as llmtally's observe mode (server._grpc_server): gRPC's hard bound, without its random refusals below it
+    queue = [("grpc.server.max_pending_requests", 3000), ("grpc.server.max_pending_requests_hard_limit", 3000)]
+    server = grpc.aio.server(options=queue if silent else None)
     pb_grpc.add_ExternalProcessorServicer_to_server(Silent() if silent else Noop(), server)
     server.add_insecure_port(listen)
     await server.start()

@@ -171,6 +171,7 @@ def main() -> None:
                 for w, spec in workloads.items():
                     cpu0 = backend.cpu_seconds()
                     res = run_load(listen, spec["request"], seconds[w], CONCURRENCY)
+                    settle(backend)  # in observe mode the sidecar may still be reading what Envoy has sent
                     cpu = backend.cpu_seconds() - cpu0
                     n = len(res.total)
                     row = {
@@ -207,6 +208,19 @@ def main() -> None:
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(table)
+
+
+def settle(backend, timeout: float = 30.0) -> None:
+    """Wait until the sidecar is idle (under 1% of a core over a quarter of a second): its CPU for a
+    workload includes the work left when the client is done (observe mode: Envoy does not wait for it)."""
+    deadline = time.time() + timeout
+    last = backend.cpu_seconds()
+    while time.time() < deadline:
+        time.sleep(0.25)
+        now = backend.cpu_seconds()
+        if now - last < 0.0025:
+            return
+        last = now
 
 
 def derive(out: dict) -> None:

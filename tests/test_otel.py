@@ -998,22 +998,38 @@ def test_a_batch_larger_than_the_queue_is_cut_to_the_queue(monkeypatch):
     assert (q.batch, q.max_queue) == (256, 256)
 
 
-def test_with_the_export_off_no_opentelemetry_module_is_loaded_and_no_call_is_recorded(tmp_path):
-    """Off costs nothing: the SDK is never imported, and a stream's end checks one attribute. In a process of
-    its own, so that no other test's import counts."""
+def test_with_the_export_off_no_opentelemetry_module_is_loaded(tmp_path):
+    """Off costs nothing of OpenTelemetry: the server makes no Telemetry, the host holds none (so a call's end
+    skips the export), and after a whole stream through the host no opentelemetry module is loaded. In a
+    process of its own, so that no other test's import counts."""
     script = """
-import os, sys
+import json, os, sys
 for v in [k for k in os.environ if k.startswith("OTEL_")]:
     del os.environ[v]
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.config.core.v3 import base_pb2
 from llmtally import server
 from llmtally.config import Config
-from llmtally.exchange import Host
+from llmtally.exchange import Exchange, Host
 from llmtally.metrics import Metrics
 config = Config()
 metrics = Metrics(config)
 host = Host(config, metrics)
-print(server._telemetry(config, metrics), host.telemetry, host.trace_headers, host.request_header_names)
+hv = lambda k, v: base_pb2.HeaderValue(key=k, raw_value=v.encode())
+ex = Exchange(host, None)
+body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).encode()
+answer = json.dumps({"model": "gpt-4o", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
+heads = lambda *kv: pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=[hv(k, v) for k, v in kv]))
+for req in (
+    pb.ProcessingRequest(request_headers=heads((":path", "/v1/chat/completions"))),
+    pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True)),
+    pb.ProcessingRequest(response_headers=heads((":status", "200"), ("content-type", "application/json"))),
+    pb.ProcessingRequest(response_body=pb.HttpBody(body=answer.encode(), end_of_stream=True)),
+):
+    ex.handle(req)
+ex.close()
+print(server._telemetry(config, metrics), host.telemetry, ex.done)
 print(sorted(m for m in sys.modules if m.startswith("opentelemetry")))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    assert out.splitlines() == ["None None False (':path', 'x-llm-provider')", "[]"]
+    assert out.splitlines() == ["None None True", "[]"]

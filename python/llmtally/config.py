@@ -33,6 +33,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "max_buffered_body_bytes": (1, 1 << 40),
     "series_max": (1, 10_000_000),
     "workers": (1, 1024),
+    "observe_queue_calls": (1, 1_000_000),
 }
 #: durations in seconds: finite, (least, greatest)
 SECONDS_RANGES: dict[str, tuple[float, float]] = {
@@ -268,6 +269,9 @@ class Config:
     #: ignores every answer), so llmtally answers nothing and builds no metadata; metrics and OpenTelemetry
     #: only (no access-log fields, no budgets); bodies arrive STREAMED whatever requestBodyMode says
     observe: bool = False
+    #: observe only: calls gRPC keeps waiting for the event loop before it refuses them, uncounted (gRPC's own
+    #: default refuses past 1,000 at random, past 3,000 always); each holds what Envoy sent on it
+    observe_queue_calls: int = 3000
 
     def validate(self) -> Config:
         for name in (

@@ -625,27 +625,27 @@ def _budgets(config: Config, metrics: Metrics) -> Budgets:
     return Budgets(rl.limits, store, domain=rl.domain, fail_open=rl.failure_mode == "open", metrics=metrics)
 
 
-#: gRPC's default bound of its queue of calls not taken up yet (grpc.server.max_pending_requests)
-GRPC_PENDING_CALLS = 1000
-
-
-def _grpc_server(worker: bool, max_streams: int) -> grpc.aio.Server:
+def _grpc_server(worker: bool, observe_queue: int = 0) -> grpc.aio.Server:
     """The gRPC server. Calls that have arrived but that the event loop has not taken up yet wait in gRPC's
-    own queue, which refuses them past `grpc.server.max_pending_requests` (1,000 by default, at random up to
-    a hard limit of 3,000): in observability mode Envoy never waits for llmtally, so a burst fills that
-    queue and every call refused there is a request never counted. The queue is bounded by the stream cap
-    instead (`maxConcurrentStreams`), as the open streams are, and never below gRPC's 1,000: with a smaller
-    cap, what it refuses is refused by the cap, where it is counted (`ai_shed_total`)."""
-    queue = max(max_streams, GRPC_PENDING_CALLS)
-    return grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
-            ("grpc.max_send_message_length", MAX_GRPC_MESSAGE),
-            ("grpc.so_reuseport", 1 if worker else 0),
-            ("grpc.server.max_pending_requests", queue),
-            ("grpc.server.max_pending_requests_hard_limit", queue),
-        ],
-    )
+    own queue, which refuses them past 1,000 at random, and always past 3,000. In observability mode Envoy
+    never waits for llmtally, so a burst fills that queue, and a call refused there (or waiting there for
+    `grpc.server_max_unrequested_time_in_server`, 30 s) is a request never counted: in observe mode the
+    random refusals go, and the queue takes `observe_queue` calls (`observeQueueCalls`, 3,000 by default:
+    gRPC's hard bound), no more (a waiting call holds what Envoy sent it so far: tens of KiB for an LLM
+    request, up to the HTTP/2 window). In normal mode
+    Envoy waits for each answer, and a refused call passes at once, uncounted, rather than after the
+    message timeout: gRPC's defaults stay."""
+    options: list[tuple[str, int]] = [
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE),
+        ("grpc.so_reuseport", 1 if worker else 0),
+    ]
+    if observe_queue:
+        options += [
+            ("grpc.server.max_pending_requests", observe_queue),
+            ("grpc.server.max_pending_requests_hard_limit", observe_queue),
+        ]
+    return grpc.aio.server(options=options)
 
 
 #: the OpenTelemetry SDK's loggers that report failed exports (once a minute each: a collector that is down
@@ -701,7 +701,7 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
 
     # no maximum_concurrent_rpcs: gRPC's cap would refuse health checks and rate-limit calls too;
     # the Processor caps ext_proc streams alone
-    server = _grpc_server(worker, config.max_concurrent_streams)
+    server = _grpc_server(worker, config.observe_queue_calls if config.observe else 0)
     pool = Offload(OFFLOAD_THREADS)
     processor = Processor(host, pool)
     pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
@@ -715,7 +715,7 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
         host.budgets = budgets = _budgets(config, metrics)
         rls_server = server
         if rl.listen:  # its own listener, for a network policy apart from ext_proc's
-            rls_server = _grpc_server(worker, config.max_concurrent_streams)
+            rls_server = _grpc_server(worker)
             servers.append(rls_server)
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RateLimitService(budgets), rls_server)
         if rl.listen:
