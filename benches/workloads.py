@@ -11,39 +11,78 @@ def chunks(body: bytes) -> list[bytes]:
     return [body[i : i + ENVOY_CHUNK] for i in range(0, len(body), ENVOY_CHUNK)]
 
 
+#: the deltas of the streams, in turn: words of several lengths, punctuation, and now and then a line break
+#: (a JSON escape), as a model's text comes
+WORDS = [
+    b" The",
+    b" quick",
+    b" brown",
+    b" fox",
+    b" jumps",
+    b" over",
+    b" the",
+    b" lazy",
+    b" dog",
+    b".",
+    b" It",
+    b" was",
+    b" not",
+    b" amused",
+    b",",
+    b" and",
+    b" said",
+    b" so",
+    b"\\n\\n",
+    b" Then",
+]
+
+
+def deltas_of(n: int) -> list[bytes]:
+    return [WORDS[i % len(WORDS)] for i in range(n)]
+
+
 def openai_sse(deltas: int = 1000) -> bytes:
-    head = (
-        b'data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,"model":"gpt-4o-2024-08-06",'
-        b'"choices":[{"index":0,"delta":{"content":" word"},"logprobs":null,"finish_reason":null}],"usage":null}\n\n'
-    )
+    def head(w: bytes) -> bytes:
+        return (
+            b'data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,'
+            b'"model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":{"content":"' + w + b'"},"logprobs":null,'
+            b'"finish_reason":null}],"usage":null}\n\n'
+        )
+
     tail = (
         b'data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,"model":"gpt-4o-2024-08-06",'
         b'"choices":[],"usage":{"prompt_tokens":21,"completion_tokens":1000,"total_tokens":1021}}\n\ndata: [DONE]\n\n'
     )
-    return head * deltas + tail
+    return b"".join(head(w) for w in deltas_of(deltas)) + tail
 
 
 def anthropic_sse(deltas: int = 1000) -> bytes:
     start = (FIX / "anthropic/messages_stream.sse").read_bytes()
-    delta = (
-        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-        b'"delta":{"type":"text_delta","text":" word"}}\n\n'
-    )
+
+    def delta(w: bytes) -> bytes:
+        return (
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+            b'"delta":{"type":"text_delta","text":"' + w + b'"}}\n\n'
+        )
+
     cut = start.index(b"event: content_block_stop")
-    return start[:cut] + delta * deltas + start[cut:]
+    return start[:cut] + b"".join(delta(w) for w in deltas_of(deltas)) + start[cut:]
 
 
 def gemini_sse(deltas: int = 1000) -> bytes:
-    ev = (
-        b'data: {"candidates": [{"content": {"parts": [{"text": " word"}],"role": "model"},"index": 0}],'
-        b'"usageMetadata": {"promptTokenCount": 9,"totalTokenCount": 9},"modelVersion": "gemini-2.5-flash"}\r\n\r\n'
-    )
+    def ev(w: bytes) -> bytes:
+        return (
+            b'data: {"candidates": [{"content": {"parts": [{"text": "' + w + b'"}],"role": "model"},"index": 0}],'
+            b'"usageMetadata": {"promptTokenCount": 9,"totalTokenCount": 9},"modelVersion": "gemini-2.5-flash"}'
+            b"\r\n\r\n"
+        )
+
     last = (
         b'data: {"candidates": [{"content": {"parts": [{"text": ""}],"role": "model"},"finishReason": "STOP"}],'
         b'"usageMetadata": {"promptTokenCount": 9,"candidatesTokenCount": 1000,"totalTokenCount": 1009},'
         b'"modelVersion": "gemini-2.5-flash"}\r\n\r\n'
     )
-    return ev * deltas + last
+    return b"".join(ev(w) for w in deltas_of(deltas)) + last
 
 
 def embeddings_json(items: int = 200) -> bytes:

@@ -312,3 +312,52 @@ def test_keys_around_the_whole_key_fast_path_split_anywhere(klen, escaped):
             got.append(sc.finish())
         assert got[0] == got[1]
         assert (got[0].prompt_tokens, got[0].total_tokens, got[0].source) == (klen, klen + 5, "provider")
+
+
+@st.composite
+def templated_stream(draw):
+    """A stream as providers write one: each event the last one with a few of its values changed, most often
+    the text (the native scanner replays such events from a recording of the last one: llmtally_core's
+    template.rs); texts with quotes, escapes, non-ASCII and control characters, empty ones, and now and then
+    another value changed, an event on two data lines, or one cut by the chunking."""
+    text = st.text(alphabet=st.sampled_from(list('ab "\\/\n\té€😀\x00') + ["\u2028"]), max_size=6)
+    doc = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "model": "gpt-4o",
+        "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}],
+    }
+    events = []
+    for _ in range(draw(st.integers(1, 25))):
+        what = draw(st.sampled_from(["text"] * 6 + ["model", "id", "index", "reason", "refusal", "two lines"]))
+        d = json.loads(json.dumps(doc))
+        c = d["choices"][0]
+        if what == "text":
+            c["delta"]["content"] = draw(text)
+        elif what == "model":
+            d["model"] = draw(st.sampled_from(["gpt-4o", "gpt-4o-mini", "gpt-4o-2024-08-06", "hi"]))
+        elif what == "id":
+            d["id"] = draw(st.sampled_from(["chatcmpl-1", "chatcmpl-2", "hi"]))
+        elif what == "index":
+            c["index"] = draw(st.integers(0, 2))
+        elif what == "reason":
+            c["finish_reason"] = draw(st.sampled_from([None, "stop", "length"]))
+        elif what == "refusal":
+            c["delta"] = {"refusal": draw(text)}
+        doc = d
+        line = json.dumps(d, separators=(",", ":"), ensure_ascii=draw(st.booleans()))
+        if what == "two lines":
+            line = line.replace(',"choices"', '\ndata: ,"choices"', 1).replace("\ndata: ,", ",\ndata: ", 1)
+        events.append(b"data: " + line.encode() + b"\n\n")
+    body = b"".join(events) + b"data: [DONE]\n\n"
+    return body, draw(st.lists(st.integers(0, len(body)), max_size=8))
+
+
+@settings(max_examples=400, deadline=None)
+@given(templated_stream())
+def test_templated_streams_native_equals_fallback(data):
+    body, cuts = data
+    chunks = split(body, cuts)
+    assert run(chunks, "native", content_type="text/event-stream") == run(
+        chunks, "python", content_type="text/event-stream"
+    )

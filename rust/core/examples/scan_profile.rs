@@ -4,15 +4,30 @@ use llmtally_core::{ResponseMeta, ResponseScanner};
 use std::time::Instant;
 
 fn main() {
-    let head = br#"data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":{"content":" word"},"logprobs":null,"finish_reason":null}],"usage":null}
+    // the deltas in turn, as benches/workloads.py has them: words, punctuation, now and then a line break
+    let words: [&[u8]; 20] = [
+        b" The", b" quick", b" brown", b" fox", b" jumps", b" over", b" the", b" lazy", b" dog",
+        b".", b" It", b" was", b" not", b" amused", b",", b" and", b" said", b" so", br"\n\n",
+        b" Then",
+    ];
+    let head = |w: &[u8]| {
+        let mut e = br#"data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":{"content":""#.to_vec();
+        e.extend_from_slice(w);
+        e.extend_from_slice(
+            br#""},"logprobs":null,"finish_reason":null}],"usage":null}
 
-"#;
+"#,
+        );
+        e
+    };
     let tail = br#"data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,"model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":21,"completion_tokens":1000,"total_tokens":1021}}
 
 data: [DONE]
 
 "#;
-    let mut body = head.repeat(1000);
+    let mut body: Vec<u8> = (0..1000)
+        .flat_map(|i| head(words[i % words.len()]))
+        .collect();
     body.extend_from_slice(tail);
     let meta = ResponseMeta {
         content_type: "text/event-stream".into(),

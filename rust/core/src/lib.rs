@@ -21,6 +21,7 @@ mod providers;
 mod request;
 mod scanner;
 mod sse;
+mod template;
 mod text;
 mod tokens;
 mod usage;

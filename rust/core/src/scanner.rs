@@ -10,6 +10,7 @@ use crate::ndjson::{self, LineHandler};
 use crate::providers;
 use crate::request::RequestInfo;
 use crate::sse::{SseFramer, SseHandler};
+use crate::template::{Tape, LINE_MAX};
 use crate::text::TextState;
 use crate::usage::{Source, Usage, UsageAcc};
 
@@ -193,18 +194,52 @@ struct Docs {
     col: Collector,
     docs: u64,
     broken: u64,
+    /// SSE: the first data line of the event, whole, held until the event ends (or the chunk does):
+    /// then replayed from the tape or scanned and recorded (`template`)
+    line: Vec<u8>,
+    held: bool,
+    /// no byte of the current data line has come yet, and it is the event's first
+    line_first: bool,
+    tape: Tape,
 }
 
 impl Docs {
     fn feed(&mut self, b: &[u8]) {
+        self.release();
         self.json.feed(b, &mut self.col);
     }
     fn end(&mut self) {
-        match self.json.end_doc(&mut self.col) {
+        self.release();
+        let end = self.json.end_doc(&mut self.col);
+        self.count(end);
+    }
+    fn count(&mut self, end: DocEnd) {
+        match end {
             DocEnd::Complete => self.docs += 1,
             DocEnd::Broken => self.broken += 1,
             DocEnd::Empty => {}
         }
+    }
+    /// The held line goes to the scanner (the event goes on past it, or the chunk ended first).
+    fn release(&mut self) {
+        if self.held {
+            self.held = false;
+            self.json.feed(&self.line, &mut self.col);
+        }
+    }
+    /// The event ends with its one data line held: replayed if it fits the tape, else scanned and
+    /// recorded.
+    fn end_held(&mut self) {
+        self.held = false;
+        if let Some(end) = self.tape.replay(&mut self.line, &mut self.col) {
+            self.count(end);
+            return;
+        }
+        let mut rec = self.tape.record(&self.line, &mut self.col);
+        self.json.feed(&self.line, &mut rec);
+        let end = self.json.end_doc(&mut rec);
+        self.tape.finish(&mut self.line, end);
+        self.count(end);
     }
 }
 
@@ -215,12 +250,24 @@ impl SseHandler for Docs {
         } else {
             self.feed(b"\n");
         }
+        // templates for SSE documents of the response's own shape (not base64-wrapped inner ones)
+        self.line_first = first && self.col.nested.is_none();
     }
-    fn data(&mut self, bytes: &[u8]) {
+    fn data(&mut self, bytes: &[u8], line_end: bool) {
+        if std::mem::take(&mut self.line_first) && line_end && bytes.len() <= LINE_MAX {
+            self.line.clear();
+            self.line.extend_from_slice(bytes);
+            self.held = true;
+            return;
+        }
         self.feed(bytes);
     }
     fn dispatch(&mut self) {
-        self.end();
+        if self.held {
+            self.end_held();
+        } else {
+            self.end();
+        }
     }
 }
 
@@ -307,7 +354,10 @@ impl Body {
         let docs = &mut self.docs;
         match &mut self.framing {
             Framing::Undecided(_) => {}
-            Framing::Sse(f) => f.feed(data, docs),
+            Framing::Sse(f) => {
+                f.feed(data, docs);
+                docs.release(); // an event not ended in this chunk: its numbers now, as without templates
+            }
             Framing::Json { .. } => docs.feed(data),
             Framing::Ndjson => ndjson::feed(data, docs),
             Framing::EventStream(es) => es.feed(data, &mut |m| {
@@ -389,6 +439,10 @@ impl ResponseScanner {
                 },
                 docs: 0,
                 broken: 0,
+                line: Vec::new(),
+                held: false,
+                line_first: false,
+                tape: Tape::default(),
             },
         };
         if hint == Some(Kind::EventStream) {

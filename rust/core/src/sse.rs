@@ -14,8 +14,8 @@ use memchr::memchr2;
 pub trait SseHandler {
     /// A `data` line begins; `first` is true for the first one of an event.
     fn data_start(&mut self, first: bool);
-    /// Bytes of the current `data` line's value.
-    fn data(&mut self, bytes: &[u8]);
+    /// Bytes of the current `data` line's value; `line_end`: the line ends after them.
+    fn data(&mut self, bytes: &[u8], line_end: bool);
     /// A blank line ended an event that had data.
     fn dispatch(&mut self);
 }
@@ -130,7 +130,7 @@ impl SseFramer {
                     let n = memchr2(b'\r', b'\n', rest);
                     let end = n.unwrap_or(rest.len());
                     if self.st == St::Data && end > 0 {
-                        h.data(&rest[..end]);
+                        h.data(&rest[..end], n.is_some());
                     }
                     i += end;
                     if let Some(n) = n {
@@ -160,7 +160,7 @@ mod tests {
                 self.cur.push(b'\n');
             }
         }
-        fn data(&mut self, bytes: &[u8]) {
+        fn data(&mut self, bytes: &[u8], _line_end: bool) {
             self.cur.extend_from_slice(bytes);
         }
         fn dispatch(&mut self) {
