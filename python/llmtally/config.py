@@ -207,7 +207,7 @@ class Config:
     #: its first buffer's worth), BUFFERED or STREAMED (chunks); with budgets, a BUFFERED_PARTIAL message without
     #: end_of_stream is decided on at once, as the rest never comes through llmtally
     request_body_mode: str = "BUFFERED_PARTIAL"
-    #: a response whose content-length is at most this, that is not a stream, is read in one message: the
+    #: a response whose content-length is over 16 KiB and at most this, not a stream, is read in one message: the
     #: response-headers answer asks Envoy for BUFFERED (its mode_override, honoured with allow_mode_override:
     #: true, as the generated bootstrap has); it must stay under Envoy's buffer limit. 0: never
     buffer_response_body_bytes: int = 1 << 20

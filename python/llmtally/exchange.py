@@ -105,6 +105,9 @@ def pass_buffered(request_body_mode: str) -> pb.ProcessingResponse:
     return pb.ProcessingResponse(response_headers=pb.HeadersResponse(), mode_override=mode)
 
 
+#: bodies this small are left STREAMED: Envoy reads up to 16 KiB at a time, so they come in one message
+#: anyway, and asking costs a little (about 1.5-6% of a request's CPU, side by side, on one-piece JSON)
+BUFFER_MIN = 16 << 10
 #: media types never buffered whole: streams, whatever their length
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/vnd.amazon.eventstream", "application/jsonl")
 
@@ -633,13 +636,13 @@ class Exchange:
         return self._add_headers("response_headers", PASS["response_headers"])
 
     def _buffer_whole(self, length: str, content_type: str) -> bool:
-        """Whether to ask Envoy for the response body in one message: a body of a known length within
-        `bufferResponseBodyBytes` (a streamed one has no content-length, so Envoy never holds back a stream's
-        chunks), of a request that asked for no stream, whose media type is no stream's."""
+        """Whether to ask Envoy for the response body in one message: a body of a known length over 16 KiB
+        and within `bufferResponseBodyBytes` (a streamed one has no content-length, so Envoy never holds back
+        a stream's chunks), of a request that asked for no stream, whose media type is no stream's."""
         limit = self.host.config.buffer_response_body_bytes
         if not limit or self.host.observe or not (0 < len(length) <= 15 and length.isascii() and length.isdigit()):
             return False
-        if int(length) > limit:
+        if not BUFFER_MIN < int(length) <= limit:
             return False
         if self.request is not None and self.request.streaming:
             return False
