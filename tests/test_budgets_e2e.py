@@ -71,7 +71,7 @@ def settings(redis_url: str, failure_mode: str) -> dict:
         BUDGETS,
         per="day",
         redis=redis_url,
-        redisTimeoutMs=50,
+        redisTimeoutMs=250,  # 50 ms failed closed once under the 200-request load on the busy 2-core machine
         failureMode=failure_mode,
         defaultMaxOutputTokens=DEFAULT_OUT,
     )
@@ -425,7 +425,7 @@ def test_redis_killed_and_restarted(cluster):
     after = [r for r in results if r[0] - r[3] > t_up + 0.3]
     assert {r[1] for r in results} == {200}  # fail-open: traffic flows throughout
     assert len(down) >= 5 and not any(r[2] for r in down)  # uncharged while Redis is down
-    assert max(r[3] for r in results) < 1  # no stall: the 50 ms deadline, not a hang
+    assert max(r[3] for r in results) < 1  # no stall: the store deadline, not a hang
     assert after and all(r[2] for r in after)  # charged again, without a restart
     first_after = next(r for r in results if r[0] - r[3] > t_up)
     m1a, m1b = metrics(a), metrics(b)

@@ -319,7 +319,10 @@ def templated_stream(draw):
     """A stream as providers write one: each event the last one with a few of its values changed, most often
     the text (the native scanner replays such events from a recording of the last one: llmtally_core's
     template.rs); texts with quotes, escapes, non-ASCII and control characters, empty ones, and now and then
-    another value changed, an event on two data lines, or one cut by the chunking."""
+    another value changed, an event on two data lines, or one cut by the chunking. Whole events are replayed
+    too, framing and all, so the SSE around the data line varies as well: the line ends (LF, CRLF or CR),
+    `event:`, `id:` and comment lines that come and go, and a raw CR or LF inside a text (a line break to
+    the framer, where the JSON would have an escape)."""
     text = st.text(alphabet=st.sampled_from(list('ab "\\/\n\té€😀\x00') + ["\u2028"]), max_size=6)
     doc = {
         "id": "chatcmpl-1",
@@ -328,8 +331,14 @@ def templated_stream(draw):
         "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}],
     }
     events = []
+    eol = draw(st.sampled_from([b"\n", b"\r\n", b"\r"]))
+    head = draw(st.sampled_from([b"", b"event: delta" + eol, b": ping" + eol]))
     for _ in range(draw(st.integers(1, 25))):
-        what = draw(st.sampled_from(["text"] * 6 + ["model", "id", "index", "reason", "refusal", "two lines"]))
+        what = draw(
+            st.sampled_from(
+                ["text"] * 6 + ["model", "id", "index", "reason", "refusal", "two lines", "raw break", "framing"]
+            )
+        )
         d = json.loads(json.dumps(doc))
         c = d["choices"][0]
         if what == "text":
@@ -348,8 +357,14 @@ def templated_stream(draw):
         line = json.dumps(d, separators=(",", ":"), ensure_ascii=draw(st.booleans()))
         if what == "two lines":
             line = line.replace(',"choices"', '\ndata: ,"choices"', 1).replace("\ndata: ,", ",\ndata: ", 1)
-        events.append(b"data: " + line.encode() + b"\n\n")
-    body = b"".join(events) + b"data: [DONE]\n\n"
+        raw = line.encode().replace(b"\n", eol)
+        if what == "raw break" and b'"content":"' in raw:
+            at = raw.index(b'"content":"') + len(b'"content":"') + draw(st.integers(0, 2))
+            raw = raw[:at] + draw(st.sampled_from([b"\n", b"\r", b"\r\n"])) + raw[at:]
+        if what == "framing":
+            head = draw(st.sampled_from([b"", b"event: delta" + eol, b"event: other" + eol, b"id: 7" + eol]))
+        events.append(head + b"data: " + raw + eol + eol)
+    body = b"".join(events) + b"data: [DONE]" + eol + eol
     return body, draw(st.lists(st.integers(0, len(body)), max_size=8))
 
 
@@ -361,3 +376,18 @@ def test_templated_streams_native_equals_fallback(data):
     assert run(chunks, "native", content_type="text/event-stream") == run(
         chunks, "python", content_type="text/event-stream"
     )
+
+
+def test_a_raw_line_break_in_a_templated_text_is_framed_not_replayed():
+    """The third event is the second with its text changed to one holding a raw LF: to the SSE framer that is
+    two lines (a broken document and an ignored line), so the whole-event replay must not take it."""
+
+    def ev(c: bytes) -> bytes:
+        return b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"' + c + b'"},"finish_reason":null}]}\n\n'
+
+    body = ev(b"hi") + ev(b"yo") + ev(b"h\ni") + ev(b"ok") + b"data: [DONE]\n\n"
+    native = run([body], "native", content_type="text/event-stream")
+    assert native == run([body], "python", content_type="text/event-stream")
+    usage, stats = native[0], native[1]
+    assert (stats["docs"], stats["broken_docs"]) == (4, 1)
+    assert usage.completion_tokens == llmtally.count_tokens("hiyohok", model="gpt-4o")

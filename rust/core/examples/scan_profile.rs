@@ -1,5 +1,6 @@
 //! Throughput of the core on a ~1000-delta OpenAI stream, fed in 16 KiB chunks:
-//! `cargo run --release --example scan_profile`.
+//! `cargo run --release --example scan_profile`. Another stream: `BODY=file PROVIDER=anthropic
+//! TOTAL=40` (the total tokens it reports), e.g. one of benches/workloads.py's bodies written out.
 use llmtally_core::{ResponseMeta, ResponseScanner};
 use std::time::Instant;
 
@@ -29,6 +30,15 @@ data: [DONE]
         .flat_map(|i| head(words[i % words.len()]))
         .collect();
     body.extend_from_slice(tail);
+    let (mut provider, mut total) = ("openai".to_string(), 1021);
+    if let Ok(path) = std::env::var("BODY") {
+        body = std::fs::read(path).expect("BODY: a readable file");
+        provider = std::env::var("PROVIDER").unwrap_or(provider);
+        total = std::env::var("TOTAL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(total);
+    }
     let meta = ResponseMeta {
         content_type: "text/event-stream".into(),
         ..ResponseMeta::default()
@@ -40,12 +50,12 @@ data: [DONE]
         .unwrap_or(200);
     for _ in 0..runs {
         let t = Instant::now();
-        let mut sc = ResponseScanner::new("openai", None, &meta);
+        let mut sc = ResponseScanner::new(&provider, None, &meta);
         for c in body.chunks(16 * 1024) {
             sc.feed(c);
         }
         let u = sc.finish();
-        assert_eq!(u.total_tokens, 1021);
+        assert_eq!(u.total_tokens, total);
         best = best.min(t.elapsed().as_secs_f64());
     }
     println!(

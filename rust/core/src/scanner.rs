@@ -14,6 +14,9 @@ use crate::template::{Tape, LINE_MAX};
 use crate::text::TextState;
 use crate::usage::{Source, Usage, UsageAcc};
 
+/// Longest whole SSE event kept for `replay_event`.
+const EVENT_MAX: usize = 2 * LINE_MAX;
+
 pub use crate::decode::DEFAULT_MAX_DECODED_BYTES;
 pub use crate::eventstream::DEFAULT_MAX_EVENT_BYTES;
 
@@ -201,6 +204,16 @@ struct Docs {
     /// no byte of the current data line has come yet, and it is the event's first
     line_first: bool,
     tape: Tape,
+    /// the recording of the last line scanned, until it replaces `tape`
+    spare: Tape,
+    /// where the held line lay in the chunk, and whether the event just dispatched left the tape
+    /// holding its line (replayed or recorded, a complete document)
+    held_at: usize,
+    taped: bool,
+    /// the last whole event whose data line is the tape's, and where that line starts in it: a next
+    /// event of the same bytes but one string's content is replayed without framing (`replay_event`)
+    event: Vec<u8>,
+    event_line: usize,
 }
 
 impl Docs {
@@ -232,14 +245,54 @@ impl Docs {
     fn end_held(&mut self) {
         self.held = false;
         if let Some(end) = self.tape.replay(&mut self.line, &mut self.col) {
+            self.event.clear(); // the tape's line is this one now: the event kept for the old one goes
+            self.taped = true;
             self.count(end);
             return;
         }
-        let mut rec = self.tape.record(&self.line, &mut self.col);
+        let mut rec = self.spare.record(&self.line, &mut self.col);
         self.json.feed(&self.line, &mut rec);
         let end = self.json.end_doc(&mut rec);
-        self.tape.finish(&mut self.line, end);
+        self.spare.finish(&mut self.line, end);
         self.count(end);
+        // a line whose strings have escapes makes a poor template (the next line's text will not have
+        // the same ones): a usable tape stays for the lines after it
+        self.taped = end == DocEnd::Complete && (self.spare.plain() || !self.tape.complete());
+        if self.taped {
+            std::mem::swap(&mut self.tape, &mut self.spare);
+            self.event.clear();
+        }
+    }
+
+    /// Replay the event at the start of `data` (the framer between events) from the last whole event,
+    /// if it is that event with one string's content changed; returns its length.
+    fn replay_event(&mut self, data: &[u8]) -> Option<usize> {
+        if self.event.is_empty() {
+            return None;
+        }
+        let n = self
+            .tape
+            .replay_event(&self.event, self.event_line, data, &mut self.col)?;
+        self.docs += 1;
+        Some(n)
+    }
+
+    /// `event` (a whole event, from between events to its dispatch, in one chunk) was just fed; keep
+    /// it if its one data line is now the tape's.
+    fn keep_event(&mut self, event: &[u8]) {
+        if !std::mem::take(&mut self.taped) || event.len() > EVENT_MAX {
+            return;
+        }
+        let at = self.held_at.wrapping_sub(event.as_ptr() as usize);
+        let line = self.tape.line();
+        if at
+            .checked_add(line.len())
+            .and_then(|end| event.get(at..end))
+            == Some(line)
+        {
+            self.event.extend_from_slice(event);
+            self.event_line = at;
+        }
     }
 }
 
@@ -258,6 +311,7 @@ impl SseHandler for Docs {
             self.line.clear();
             self.line.extend_from_slice(bytes);
             self.held = true;
+            self.held_at = bytes.as_ptr() as usize;
             return;
         }
         self.feed(bytes);
@@ -355,7 +409,22 @@ impl Body {
         match &mut self.framing {
             Framing::Undecided(_) => {}
             Framing::Sse(f) => {
-                f.feed(data, docs);
+                let mut i = 0;
+                while i < data.len() {
+                    let clean = f.clean();
+                    if clean {
+                        if let Some(n) = docs.replay_event(&data[i..]) {
+                            i += n;
+                            continue;
+                        }
+                    }
+                    docs.taped = false;
+                    let n = f.feed_event(&data[i..], docs);
+                    if clean && f.clean() {
+                        docs.keep_event(&data[i..i + n]);
+                    }
+                    i += n;
+                }
                 docs.release(); // an event not ended in this chunk: its numbers now, as without templates
             }
             Framing::Json { .. } => docs.feed(data),
@@ -443,6 +512,11 @@ impl ResponseScanner {
                 held: false,
                 line_first: false,
                 tape: Tape::default(),
+                spare: Tape::default(),
+                held_at: 0,
+                taped: false,
+                event: Vec::new(),
+                event_line: 0,
             },
         };
         if hint == Some(Kind::EventStream) {

@@ -75,7 +75,23 @@ impl SseFramer {
         self.name_other = false;
     }
 
+    /// True between events: at a line start, no event begun, no CR waiting for its LF. From here the
+    /// framer's calls on an event depend on the event's bytes alone.
+    pub fn clean(&self) -> bool {
+        self.st == St::Name && self.name_len == 0 && !self.name_other && !self.cr && !self.has_data
+    }
+
+    #[cfg(test)]
     pub fn feed<H: SseHandler>(&mut self, data: &[u8], h: &mut H) {
+        let mut i = 0;
+        while i < data.len() {
+            i += self.feed_event(&data[i..], h);
+        }
+    }
+
+    /// Feed `data` up to the end of the first event dispatched in it (the LF of a CRLF included) or
+    /// to its end; returns the bytes taken.
+    pub fn feed_event<H: SseHandler>(&mut self, data: &[u8], h: &mut H) -> usize {
         let mut i = 0;
         while i < data.len() {
             if self.cr {
@@ -95,6 +111,12 @@ impl SseFramer {
                                 if self.has_data {
                                     self.has_data = false;
                                     h.dispatch();
+                                    self.line_end(b);
+                                    if self.cr && data.get(i) == Some(&b'\n') {
+                                        self.cr = false;
+                                        i += 1;
+                                    }
+                                    return i;
                                 }
                             } else if self.is_data_name() {
                                 self.data_line(h);
@@ -140,6 +162,7 @@ impl SseFramer {
                 }
             }
         }
+        i
     }
 }
 

@@ -22,6 +22,7 @@
 
 use crate::field::Field;
 use crate::json::{find_quote_or_backslash, DocEnd, Sink};
+use memchr::memchr2;
 
 /// Longest event line recorded (longer ones are scanned as they come, never copied).
 pub const LINE_MAX: usize = 4096;
@@ -47,6 +48,8 @@ pub struct Tape {
     own: Vec<u8>,
     line: Vec<u8>,
     end: Option<DocEnd>,
+    /// the op, place and length of the string piece that varied in the last event replayed whole
+    varied: Option<(usize, usize, usize)>,
 }
 
 impl Tape {
@@ -56,6 +59,7 @@ impl Tape {
         self.ops.clear();
         self.own.clear();
         self.end = None;
+        self.varied = None;
         Recorder {
             tape: self,
             sink,
@@ -71,6 +75,21 @@ impl Tape {
         self.end = Some(end);
     }
 
+    /// The recorded line.
+    pub fn line(&self) -> &[u8] {
+        &self.line
+    }
+
+    /// The recording is of a complete document.
+    pub fn complete(&self) -> bool {
+        self.end == Some(DocEnd::Complete)
+    }
+
+    /// Every string piece recorded is the line's own bytes (no escape was decoded).
+    pub fn plain(&self) -> bool {
+        self.own.is_empty()
+    }
+
     /// Make the calls `line` would make, if it is the recorded line with one reported string's content
     /// replaced; then it is the recorded line (taken: swapped with the tape's old one). Returns how its
     /// document ended, or None (nothing called, `line` untouched).
@@ -82,30 +101,11 @@ impl Tape {
         let prev = &self.line[..];
         let p = common_prefix(prev, line);
         if p == prev.len() && p == line.len() {
-            self.replay_same(line, sink);
+            self.calls(None, sink);
             return Some(end);
         }
-        // the recorded string whose content holds the first difference: one piece from the line,
-        // alone between its start and its end
-        let k = (1..self.ops.len().saturating_sub(1)).find(|&k| match self.ops[k] {
-            Op::Line(f, off, len) => {
-                let (a, n) = (off as usize, len as usize);
-                a <= p
-                    && p <= a + n
-                    && matches!(self.ops[k - 1], Op::Start(g) if g == f)
-                    && matches!(self.ops[k + 1], Op::End(g) if g == f)
-            }
-            _ => false,
-        })?;
-        let Op::Line(_, off, len) = self.ops[k] else {
-            return None;
-        };
-        let (a, n) = (off as usize, len as usize);
-        if a == 0
-            || prev.get(a - 1) != Some(&b'"')
-            || prev.get(a + n) != Some(&b'"')
-            || line.len() < a
-        {
+        let (k, a, n) = self.varying(p)?;
+        if line.len() < a {
             return None;
         }
         let e = a + find_quote_or_backslash(&line[a..])?;
@@ -113,6 +113,7 @@ impl Tape {
             return None;
         }
         let delta = (e - a) as i64 - n as i64;
+        self.varied = None;
         for (i, op) in self.ops.iter_mut().enumerate() {
             match *op {
                 Op::Line(g, o, _) if i == k => {
@@ -135,20 +136,120 @@ impl Tape {
         Some(end)
     }
 
-    fn replay_same<S: Sink>(&self, line: &[u8], sink: &mut S) {
-        for op in &self.ops {
+    /// The recorded string whose content holds the line's first difference, at `p`: one piece from
+    /// the line, alone between its start and its end, and quoted there; returns its op and place.
+    fn varying(&self, p: usize) -> Option<(usize, usize, usize)> {
+        let k = (1..self.ops.len().saturating_sub(1)).find(|&k| match self.ops[k] {
+            Op::Line(f, off, len) => {
+                let (a, n) = (off as usize, len as usize);
+                a <= p
+                    && p <= a + n
+                    && matches!(self.ops[k - 1], Op::Start(g) if g == f)
+                    && matches!(self.ops[k + 1], Op::End(g) if g == f)
+            }
+            _ => false,
+        })?;
+        let Op::Line(_, off, len) = self.ops[k] else {
+            return None;
+        };
+        let (a, n) = (off as usize, len as usize);
+        if a == 0 || self.line.get(a - 1) != Some(&b'"') || self.line.get(a + n) != Some(&b'"') {
+            return None;
+        }
+        Some((k, a, n))
+    }
+
+    /// The recorded calls, the pieces read from the recorded line; with `swap` = (k, content), op k's
+    /// piece is `content` instead (none when empty).
+    #[inline(always)]
+    fn calls<S: Sink>(&self, swap: Option<(usize, &[u8])>, sink: &mut S) {
+        let (k, content) = swap.unwrap_or((usize::MAX, &[]));
+        let (before, after) = self.ops.split_at(k.min(self.ops.len()));
+        self.run(before, sink);
+        if let Some((Op::Line(g, _, _), rest)) = after.split_first() {
+            if !content.is_empty() {
+                sink.str_piece(*g, content);
+            }
+            self.run(rest, sink);
+        }
+    }
+
+    #[inline(always)]
+    fn run<S: Sink>(&self, ops: &[Op], sink: &mut S) {
+        for op in ops {
             match *op {
                 Op::Line(g, o, l) => {
                     if l > 0 {
-                        sink.str_piece(g, &line[o as usize..(o + l) as usize]);
+                        sink.str_piece(g, &self.line[o as usize..(o + l) as usize]);
                     }
                 }
                 other => call(other, &self.own, sink),
             }
         }
     }
+
+    /// Whole events: `event` is a recorded SSE event (its lines and the blank line that ended it) whose
+    /// one data line, at `at`, is the tape's line, and `data` starts where the framer is between
+    /// events. If `data` begins with `event` with one reported string's content replaced by bytes
+    /// without `"`, `\`, CR or LF (so the framer would see the same lines, and the data line fit the
+    /// tape), make the calls that event would make and return its length in `data`; else None, nothing
+    /// called. The tape is unchanged.
+    pub fn replay_event<S: Sink>(
+        &mut self,
+        event: &[u8],
+        at: usize,
+        data: &[u8],
+        sink: &mut S,
+    ) -> Option<usize> {
+        if self.end != Some(DocEnd::Complete) {
+            return None;
+        }
+        // the string that varied last time, first: one compare of the bytes before it
+        if let Some((k, a, n)) = self.varied {
+            let a = at + a;
+            if data.get(..a) == Some(&event[..a]) {
+                if let Some(len) = self.replay_piece(event, data, k, a, a + n, sink) {
+                    return Some(len);
+                }
+            }
+        }
+        let p = common_prefix(event, data);
+        if p == event.len() {
+            self.calls(None, sink);
+            return Some(p);
+        }
+        let (k, a, n) = self.varying(p.checked_sub(at)?)?;
+        self.varied = Some((k, a, n));
+        self.replay_piece(event, data, k, at + a, at + a + n, sink)
+    }
+
+    /// `data` has the bytes of `event` up to `a`, where op k's piece `event[a..b]` starts: if a content
+    /// without `"`, `\`, CR or LF, then `event[b..]`, follow, the calls with that content instead.
+    #[inline(always)]
+    fn replay_piece<S: Sink>(
+        &self,
+        event: &[u8],
+        data: &[u8],
+        k: usize,
+        a: usize,
+        b: usize,
+        sink: &mut S,
+    ) -> Option<usize> {
+        let e = a + find_quote_or_backslash(data.get(a..)?)?;
+        let tail = &event[b..];
+        let content = &data[a..e];
+        if data[e] != b'"'
+            || memchr2(b'\r', b'\n', content).is_some()
+            || data.get(e..e + tail.len())? != tail
+        {
+            return None;
+        }
+        self.calls(Some((k, content)), sink);
+        Some(e + tail.len())
+    }
 }
 
+#[inline(always)]
 fn call<S: Sink>(op: Op, own: &[u8], sink: &mut S) {
     match op {
         Op::Int(f, v) => sink.int(f, v),
