@@ -102,6 +102,8 @@ def test_any_message_order_keeps_every_bound(streams):
                 if ex.reserve_tokens is not None and resp is not None:
                     resp = await host.admit(ex, resp)
                 assert resp is not None
+                if isinstance(resp, bytes):  # a mid-stream answer, serialized already
+                    resp = pb.ProcessingResponse.FromString(resp)
                 answered = resp.WhichOneof("response")
                 assert answered in (kind, "immediate_response")
             processor._end(ex)
@@ -157,3 +159,42 @@ def test_kept_final_metadata_is_always_what_a_fresh_build_gives(data):
             cost = data.draw(st.integers(0, 10**9))
         u = Usage(**names, **data.draw(_numbers))
         assert kept.build(config, provider, u, cost) == final_metadata(config, provider, u, cost)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), clash=st.booleans())
+def test_kept_wire_answers_are_always_what_a_fresh_message_gives(data, clash):
+    """Mid-stream answers are kept serialized and only their numbers rewritten (FinalMetadata.response_body):
+    each one parses to the ProcessingResponse a fresh build gives, whatever changed between calls, with
+    builds of the end-of-stream metadata in between, any model name (any Unicode), and, with `clash`, stand-ins
+    that cannot be placed (the answer is then serialized from a message)."""
+    from unittest import mock
+
+    from llmtally import metadata
+    from llmtally._types import Usage
+    from llmtally.metadata import FinalMetadata, final_metadata
+
+    config = Config()
+    kept = FinalMetadata()
+    model = st.none() | st.text(max_size=12) | st.sampled_from(("gpt-4o", "\xff\xfe"))
+    sentinels = (metadata._SENTINELS[0],) * 9 if clash else metadata._SENTINELS
+    names, provider, cost = data.draw(_names), "openai", data.draw(st.none() | st.integers(0, 10**9))
+    with mock.patch.object(metadata, "_SENTINELS", sentinels):
+        for _ in range(data.draw(st.integers(1, 12))):
+            change = data.draw(st.sampled_from(("numbers", "numbers", "numbers", "names", "model", "price")))
+            if change == "names":
+                names = dict(data.draw(_names), model=names["model"])
+            elif change == "model":
+                names["model"] = data.draw(model)
+            elif change == "price":
+                cost = data.draw(st.none() | st.integers(0, 10**9))
+            elif cost is not None:
+                cost = data.draw(st.integers(0, 10**9))
+            u = Usage(**names, **data.draw(_numbers))
+            want = final_metadata(config, provider, u, cost)
+            if data.draw(st.booleans()):
+                got = pb.ProcessingResponse.FromString(kept.response_body(config, provider, u, cost))
+                assert got == pb.ProcessingResponse(response_body=pb.BodyResponse(), dynamic_metadata=want)
+                assert bool(kept.at) is not clash
+            else:
+                assert kept.build(config, provider, u, cost) == want

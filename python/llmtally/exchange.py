@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeAlias, cast
 
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -112,6 +112,16 @@ BUFFER_MIN = 16 << 10
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/vnd.amazon.eventstream", "application/jsonl")
 
 
+#: an answer to one message: a ProcessingResponse, or one serialized already (the mid-stream metadata's,
+#: whose numbers are rewritten in place on the wire); the server's response serializer takes both
+Answer: TypeAlias = "pb.ProcessingResponse | bytes"
+
+
+def serialize(answer: Answer) -> bytes:
+    """gRPC's response serializer for Process."""
+    return answer if isinstance(answer, bytes) else cast(bytes, answer.SerializeToString())
+
+
 def with_metadata(kind: str, struct: Struct) -> pb.ProcessingResponse:
     return pb.ProcessingResponse(**{kind: _EMPTY_OF[kind]()}, dynamic_metadata=struct)
 
@@ -177,7 +187,7 @@ class Host:
         self.request_header_names = (":path", PROVIDER_KEY, *TRACE_HEADERS)
         self.trace_headers = True
 
-    async def admit(self, ex: Exchange, resp: pb.ProcessingResponse) -> pb.ProcessingResponse:
+    async def admit(self, ex: Exchange, resp: Answer) -> Answer:
         """The request body is read: reserve its tokens on every budget that applies, all or none. Returns
         `resp` when they fit (or no limit applies), else a 429 in the provider's shape; with the store
         failing, `resp` or a 503, by `failureMode`."""
@@ -212,6 +222,8 @@ class Host:
             )
             status, extra = 429, [("retry-after", str(int(-(-wait // 1)))), *rate_limit_headers(d, now)]
         body, headers = refusal(ex._llm(), status, message, d.denied.kind if d.denied is not None else "tokens")
+        if isinstance(resp, bytes):  # a mid-stream answer (a reservation is decided before the response starts)
+            resp = pb.ProcessingResponse.FromString(resp)
         out = immediate(status, body, headers + extra, resp.dynamic_metadata)
         # the access log's rate_limited_tokens: nothing was charged for a refused request
         out.dynamic_metadata.fields[self.config.ratelimit_namespace].struct_value.fields["hits_addend"].number_value = 0
@@ -380,8 +392,9 @@ class Exchange:
         """The trace id of the request's traceparent ("" without one): for log lines."""
         return trace_id_of(self.traceparent) if self.traceparent else ""
 
-    def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
-        """The response to one message (None for a message with nothing in it)."""
+    def handle(self, req: pb.ProcessingRequest) -> Answer | None:
+        """The answer to one message (None for a message with nothing in it): a ProcessingResponse, or its
+        serialized bytes for a response-body chunk that carries metadata mid-stream."""
         kind = req.WhichOneof("request")
         if kind is None:
             return None
@@ -411,7 +424,7 @@ class Exchange:
         n = len(self.body)
         return n if self.request is None and n > HEAVY_BYTES else 0
 
-    def _handle(self, kind: str, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+    def _handle(self, kind: str, req: pb.ProcessingRequest) -> Answer:
         if self.done:
             return PASS[kind]
         if self.broken:
@@ -649,7 +662,7 @@ class Exchange:
         media = content_type.split(";", 1)[0].strip().lower()
         return media not in STREAM_TYPES
 
-    def response_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+    def response_body(self, req: pb.ProcessingRequest) -> Answer:
         b = req.response_body
         scanner = self.scanner
         if scanner is None:
@@ -667,7 +680,7 @@ class Exchange:
             return self._finish("response_body", scanner)
         return self._mid_stream(scanner)
 
-    def _mid_stream(self, scanner: _api.ResponseScanner) -> pb.ProcessingResponse:
+    def _mid_stream(self, scanner: _api.ResponseScanner) -> Answer:
         """Metadata whenever the numbers changed with this chunk, so that the last
         metadata Envoy holds (what the access log and the rate limit see if the
         stream is cut) is never behind the text delivered: Envoy forwards a chunk
@@ -690,7 +703,8 @@ class Exchange:
         if u.source == "none" or u == self.sent_usage:
             return PASS["response_body"]
         self.sent_usage = u
-        return with_metadata("response_body", self._final_md(u))
+        self.hits = u.total_tokens
+        return self.final_md.response_body(self.host.config, self._llm(), u, self._cost(u))
 
     def response_trailers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         scanner = self.scanner

@@ -30,13 +30,14 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, cast
 
 import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from . import _api, logs, otel
 from .config import Config
-from .exchange import PROVIDER_KEY, Exchange, Host
+from .exchange import PROVIDER_KEY, Answer, Exchange, Host, serialize
 from .metrics import Metrics
 from .offload import Offload
 from .throttle import OncePerMinuteFilter
@@ -44,7 +45,6 @@ from .throttle import OncePerMinuteFilter
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-    from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
     from prometheus_client import CollectorRegistry
 
     from .budgets import Budgets
@@ -103,7 +103,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         self.open[ex] = asyncio.current_task()
         loop = asyncio.get_running_loop()
         answer = not host.observe  # in observability mode Envoy ignores answers: none is sent
-        pending: Future[pb.ProcessingResponse | None] | None = None  # a message a worker thread has
+        pending: Future[Answer | None] | None = None  # a message a worker thread has
         try:
             async for req in request_iterator:
                 weight = ex.heavy(req)
@@ -625,6 +625,20 @@ def _budgets(config: Config, metrics: Metrics) -> Budgets:
     return Budgets(rl.limits, store, domain=rl.domain, fail_open=rl.failure_mode == "open", metrics=metrics)
 
 
+def _add_processor(processor: Processor, server: grpc.aio.Server) -> None:
+    """The ext_proc service, as xds-protos registers it but with a response serializer that also takes an
+    answer serialized already (`exchange.Answer`)."""
+    methods = {
+        "Process": grpc.stream_stream_rpc_method_handler(
+            processor.Process,
+            request_deserializer=pb.ProcessingRequest.FromString,
+            response_serializer=serialize,
+        )
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, methods),))
+    server.add_registered_method_handlers(SERVICE, methods)
+
+
 def _grpc_server(worker: bool, observe_queue: int = 0) -> grpc.aio.Server:
     """The gRPC server. Calls that have arrived but that the event loop has not taken up yet wait in gRPC's
     own queue, which refuses them past 1,000 at random, and always past 3,000. In observability mode Envoy
@@ -704,7 +718,7 @@ async def serve(config: Config, *, ready: Callable[[], object] | None = None, wo
     server = _grpc_server(worker, config.observe_queue_calls if config.observe else 0)
     pool = Offload(OFFLOAD_THREADS)
     processor = Processor(host, pool)
-    pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
+    _add_processor(processor, server)
     servers = [server]
     if config.rate_limit is not None:
         from envoy.service.ratelimit.v3 import rls_pb2_grpc
