@@ -163,20 +163,21 @@ def test_kept_final_metadata_is_always_what_a_fresh_build_gives(data):
 
 @settings(max_examples=300, deadline=None)
 @given(data=st.data(), clash=st.booleans())
-def test_kept_wire_answers_are_always_what_a_fresh_message_gives(data, clash):
-    """Mid-stream answers are kept serialized and only their numbers rewritten (FinalMetadata.response_body):
-    each one parses to the ProcessingResponse a fresh build gives, whatever changed between calls, with
-    builds of the end-of-stream metadata in between, any model name (any Unicode), and, with `clash`, stand-ins
-    that cannot be placed (the answer is then serialized from a message)."""
+def test_wire_answers_are_always_what_a_fresh_message_gives(data, clash):
+    """Answers that carry metadata are kept serialized by shape and only their numbers rewritten
+    (WireAnswers): each one parses to the message a fresh build gives, for every kind, request and final
+    metadata, whatever changed between calls, any model name (any Unicode), and, with `clash`, stand-ins
+    that cannot be placed (the answer is then serialized from its message)."""
     from unittest import mock
 
     from llmtally import metadata
-    from llmtally._types import Usage
-    from llmtally.metadata import FinalMetadata, final_metadata
+    from llmtally._types import RequestInfo, Usage
+    from llmtally.metadata import WireAnswers, answer_message, final_metadata, request_metadata
 
-    config = Config()
-    kept = FinalMetadata()
+    config = Config(metadata_namespace=data.draw(st.sampled_from(("ai.gateway.kgateway.dev", "x"))))
+    wire = WireAnswers(config, limit=data.draw(st.sampled_from((0, 2, 1024))))
     model = st.none() | st.text(max_size=12) | st.sampled_from(("gpt-4o", "\xff\xfe"))
+    kinds = st.sampled_from(("request_body", "request_trailers", "response_headers", "response_body"))
     sentinels = (metadata._SENTINELS[0],) * 9 if clash else metadata._SENTINELS
     names, provider, cost = data.draw(_names), "openai", data.draw(st.none() | st.integers(0, 10**9))
     with mock.patch.object(metadata, "_SENTINELS", sentinels):
@@ -190,11 +191,14 @@ def test_kept_wire_answers_are_always_what_a_fresh_message_gives(data, clash):
                 cost = data.draw(st.none() | st.integers(0, 10**9))
             elif cost is not None:
                 cost = data.draw(st.integers(0, 10**9))
-            u = Usage(**names, **data.draw(_numbers))
-            want = final_metadata(config, provider, u, cost)
+            kind = data.draw(kinds)
             if data.draw(st.booleans()):
-                got = pb.ProcessingResponse.FromString(kept.response_body(config, provider, u, cost))
-                assert got == pb.ProcessingResponse(response_body=pb.BodyResponse(), dynamic_metadata=want)
-                assert bool(kept.at) is not clash
+                u = Usage(**names, **data.draw(_numbers))
+                got, want = wire.final(kind, provider, u, cost), final_metadata(config, provider, u, cost)
             else:
-                assert kept.build(config, provider, u, cost) == want
+                n = data.draw(st.integers(0, 10**7))
+                info = RequestInfo(model=names["model"], streaming=names["streaming"], prompt_tokens=n)
+                got, want = wire.request(kind, provider, info), request_metadata(config, provider, info)
+            assert pb.ProcessingResponse.FromString(got) == answer_message(kind, want)
+    assert len(wire.shapes) <= wire.limit
+    assert all(not at for _, at in wire.shapes.values()) if clash else all(at for _, at in wire.shapes.values())

@@ -25,7 +25,7 @@ from . import _api
 from ._types import RequestInfo, Usage
 from .config import Config
 from .logs import trace_id_of
-from .metadata import FinalMetadata, custom_labels, metadata_values, request_metadata
+from .metadata import FinalMetadata, WireAnswers, custom_labels, metadata_values
 from .metrics import Metrics
 from .otel import MAX_TRACEPARENT, MAX_TRACESTATE, TRACE_HEADERS, Call
 from .throttle import OncePerMinute
@@ -154,6 +154,8 @@ class Host:
     def __init__(self, config: Config, metrics: Metrics):
         self.config = config
         self.metrics = metrics
+        #: answers that carry metadata, kept serialized by their shape (metadata.WireAnswers)
+        self.wire = WireAnswers(config)
         self.backend = config.backend or _api.backend()  # resolved once, not per call
         #: what is logged at most once a minute (per reason, stage, provider)
         self.quiet = OncePerMinute()
@@ -479,7 +481,7 @@ class Exchange:
 
     # -- request --
 
-    def request_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+    def request_headers(self, req: pb.ProcessingRequest) -> Answer:
         self.saw_request = True
         h = headers_of(req.request_headers, self.host.request_header_names)
         self.path = h.get(":path", "")
@@ -504,7 +506,7 @@ class Exchange:
             if ts and len(ts) <= MAX_TRACESTATE and ts.isascii() and ts.isprintable():
                 self.tracestate = ts
 
-    def request_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+    def request_body(self, req: pb.ProcessingRequest) -> Answer:
         self.saw_request = True
         b = req.request_body
         cap = self.host.capture_bytes
@@ -528,7 +530,7 @@ class Exchange:
             return self._request_done("request_body")
         return PASS["request_body"]
 
-    def request_trailers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+    def request_trailers(self, req: pb.ProcessingRequest) -> Answer:
         if self.request is None:
             return self._request_done("request_trailers")
         return PASS["request_trailers"]
@@ -544,7 +546,7 @@ class Exchange:
             self.host.give_body(len(self.body))
             self.body = bytearray()
 
-    def _request_done(self, kind: str) -> pb.ProcessingResponse:
+    def _request_done(self, kind: str) -> Answer:
         if self.request is None:
             self._parse()
         info = cast(RequestInfo, self.request)  # set by _parse()
@@ -570,7 +572,7 @@ class Exchange:
             self.reserve_microusd = self._cost(worst)
         if self.host.observe:
             return PASS[kind]
-        return with_metadata(kind, request_metadata(self.host.config, self._llm(), info))
+        return self.host.wire.request(kind, self._llm(), info)
 
     def budget_keys(self) -> dict[str, str]:
         """What a budget may be by: the custom labels' values as forwarded (not capped: a budget is
@@ -633,7 +635,7 @@ class Exchange:
         )
         return scanner
 
-    def response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+    def response_headers(self, req: pb.ProcessingRequest) -> Answer:
         h = headers_of(req.response_headers, RESPONSE_HEADERS)
         self.status = h.pop(":status", "")
         encoding = h.pop("content-encoding", "")
@@ -704,9 +706,9 @@ class Exchange:
             return PASS["response_body"]
         self.sent_usage = u
         self.hits = u.total_tokens
-        return self.final_md.response_body(self.host.config, self._llm(), u, self._cost(u))
+        return self.host.wire.final("response_body", self._llm(), u, self._cost(u))
 
-    def response_trailers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+    def response_trailers(self, req: pb.ProcessingRequest) -> Answer:
         scanner = self.scanner
         if scanner is None:
             scanner = self._scanner()
@@ -720,12 +722,14 @@ class Exchange:
             return self.scanner.provider
         return _api.resolve_provider(self.provider or "auto", self.path, backend=self.host.backend)
 
-    def _finish(self, kind: str, scanner: _api.ResponseScanner) -> pb.ProcessingResponse:
+    def _finish(self, kind: str, scanner: _api.ResponseScanner) -> Answer:
         u = self._record(scanner)
         if self.host.observe:
             return PASS[kind]
-        resp = with_metadata(kind, self._final_md(u))
-        return self._add_headers(kind, resp)
+        if kind == "response_headers" and self.response_headers_added:
+            return self._add_headers(kind, with_metadata(kind, self._final_md(u)))
+        self.hits = u.total_tokens
+        return self.host.wire.final(kind, self._llm(), u, self._cost(u))
 
     def _add_headers(self, kind: str, resp: pb.ProcessingResponse) -> pb.ProcessingResponse:
         """The x-ratelimit-* headers, on the response headers' answer (configured: rateLimit.headers)."""

@@ -4,7 +4,7 @@ values read from the metadata Envoy forwards. Never a header value."""
 from __future__ import annotations
 
 import struct as _wire
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Protocol, cast
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -77,41 +77,20 @@ def final_metadata(config: Config, provider: str, u: Usage, cost_microusd: int |
     return _struct({config.metadata_namespace: ai, config.ratelimit_namespace: {"hits_addend": u.total_tokens}})
 
 
-def _numbers(u: Usage, cost_microusd: int | None) -> tuple[float, ...]:
-    """The numbers of the final metadata, in the order `FinalMetadata` writes them."""
-    n: tuple[float, ...] = (u.total_tokens, u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.cache_write_tokens)
-    n += (u.reasoning_tokens, u.total_tokens)  # the last: hits_addend
-    if cost_microusd is not None:
-        n += (cost_microusd / 1_000_000, cost_microusd)
-    return n
-
-
-#: stand-ins for the numbers while a wire template is made: doubles whose encodings hold 0xFF, which no
-#: UTF-8 text (a model name, a key) can hold, each found exactly once in the template or none is made
-_SENTINELS = tuple(_wire.unpack("<d", bytes((0xFF, i, 0xFE, 0xC3, 0x3C, 0x96, 0x69, 0x7F)))[0] for i in range(9))
-
-
 class FinalMetadata:
     """One stream's final metadata, kept between its chunks: while the names stay the same (provider,
     models, streaming, usage source, whether a price applies), a later call rewrites only the numbers in
     the kept Struct, which costs a tenth of building one field by field (every chunk that changes the
     counts carries this metadata). What it returns is always what `final_metadata` would build; the
-    caller hands it to a ProcessingResponse, which copies it.
+    caller hands it to a ProcessingResponse, which copies it."""
 
-    `response_body` goes further for the mid-stream answers: it keeps the serialized answer (a
-    ProcessingResponse with an empty `response_body` and this metadata) with the places of its numbers
-    (a Value's number is a fixed 8-byte double on the wire), and rewrites those bytes alone."""
-
-    __slots__ = ("key", "struct", "ai", "rl", "wire_key", "wire", "at")
+    __slots__ = ("key", "struct", "ai", "rl")
 
     def __init__(self) -> None:
         self.key: tuple[object, ...] | None = None
         self.struct = Struct()
         self.ai: MutableMapping[str, Value] = {}
         self.rl: MutableMapping[str, Value] = {}
-        self.wire_key: tuple[object, ...] | None = None
-        self.wire = bytearray()
-        self.at: tuple[int, ...] = ()
 
     def build(self, config: Config, provider: str, u: Usage, cost_microusd: int | None = None) -> Struct:
         key = (provider, u.model, u.provider_model, u.streaming, u.source, cost_microusd is None)
@@ -134,45 +113,100 @@ class FinalMetadata:
         self.rl["hits_addend"].number_value = u.total_tokens
         return self.struct
 
-    def response_body(self, config: Config, provider: str, u: Usage, cost_microusd: int | None = None) -> bytes:
-        """The serialized answer to a response-body chunk that carries this metadata."""
-        key = (provider, u.model, u.provider_model, u.streaming, u.source, cost_microusd is None)
-        if key != self.wire_key:
-            self.wire_key = key
-            self.at = ()
-            struct = self.build(config, provider, u, cost_microusd)
-            numbers = self._fields(config)
-            n = len(_numbers(u, cost_microusd))
-            for v, x in zip(numbers, _SENTINELS[:n], strict=True):
-                v.number_value = x
-            out = pb.ProcessingResponse(response_body=pb.BodyResponse(), dynamic_metadata=struct)
-            self.wire = bytearray(out.SerializeToString())
-            self.key = None  # the kept Struct holds the stand-ins now: the next build makes it anew
-            at = []
-            for x in _SENTINELS[:n]:
-                b = _wire.pack("<d", x)
-                if self.wire.count(b) != 1:
-                    break
-                at.append(self.wire.index(b))
-            else:
-                self.at = tuple(at)
-        if not self.at:  # no template (never seen: the stand-ins' bytes found elsewhere): built as a message
-            md = self.build(config, provider, u, cost_microusd)
-            out = pb.ProcessingResponse(response_body=pb.BodyResponse(), dynamic_metadata=md)
-            return cast(bytes, out.SerializeToString())
-        wire = self.wire
-        for off, x in zip(self.at, _numbers(u, cost_microusd), strict=True):
-            _wire.pack_into("<d", wire, off, x)
-        return bytes(wire)
 
-    def _fields(self, config: Config) -> list[Value]:
-        """The kept Struct's number Values, in `_numbers`' order."""
-        ai = self.ai
-        names = ["total_tokens", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens"]
-        out = [ai[k] for k in names] + [ai["reasoning_tokens"], self.rl["hits_addend"]]
-        if "cost_microusd" in ai:
-            out += [ai["cost_usd"], ai["cost_microusd"]]
-        return out
+#: stand-ins for the numbers while a wire template is made: doubles whose encodings hold 0xFF, which no
+#: UTF-8 text (a model name, a key) can hold; each must be found exactly once in the template, or none is kept
+_SENTINELS = tuple(_wire.unpack("<d", bytes((0xFF, i, 0xFE, 0xC3, 0x3C, 0x96, 0x69, 0x7F)))[0] for i in range(9))
+#: the empty answer of each kind that carries metadata
+_EMPTY = {
+    "request_body": pb.BodyResponse,
+    "request_trailers": pb.TrailersResponse,
+    "request_headers": pb.HeadersResponse,
+    "response_headers": pb.HeadersResponse,
+    "response_body": pb.BodyResponse,
+    "response_trailers": pb.TrailersResponse,
+}
+
+_Template = tuple[bytes, tuple[int, ...]]
+
+
+class WireAnswers:
+    """Serialized answers that carry metadata (an empty answer of a kind, with `request_metadata`'s or
+    `final_metadata`'s Struct), kept by their shape: the kind and every name and flag in the metadata. A
+    Struct's number is a fixed 8-byte double on the wire, so an answer of a shape seen before is its
+    template with the numbers written in at their places, found once by serializing stand-ins; it parses
+    to the message `answer_message` builds. Model names are the client's: past `limit` shapes an answer is
+    serialized from its message, as without templates. Shared by the streams (and the worker threads: a
+    shape made twice at once is made twice, nothing worse)."""
+
+    def __init__(self, config: Config, limit: int = 1024):
+        self.config = config
+        self.limit = limit
+        self.shapes: dict[tuple[object, ...], _Template] = {}
+
+    def request(self, kind: str, provider: str, info: RequestInfo) -> bytes:
+        """The answer that ends the request: `request_metadata`."""
+        key = (kind, provider, info.model, info.streaming)
+        n = info.prompt_tokens
+        return self._answer(key, (n, n), lambda: request_metadata(self.config, provider, info))
+
+    def final(self, kind: str, provider: str, u: Usage, cost_microusd: int | None = None) -> bytes:
+        """An answer carrying the usage: `final_metadata`."""
+        key = (kind, provider, u.model, u.provider_model, u.streaming, u.source, cost_microusd is None)
+        numbers: tuple[float, ...] = (u.total_tokens, u.prompt_tokens, u.completion_tokens, u.cached_tokens)
+        numbers += (u.cache_write_tokens, u.reasoning_tokens, u.total_tokens)
+        if cost_microusd is not None:
+            numbers += (cost_microusd / 1_000_000, cost_microusd)
+        return self._answer(key, numbers, lambda: final_metadata(self.config, provider, u, cost_microusd))
+
+    def _answer(self, key: tuple[object, ...], numbers: tuple[float, ...], struct: Callable[[], Struct]) -> bytes:
+        t = self.shapes.get(key)
+        if t is None:
+            if len(self.shapes) >= self.limit:
+                return _serialized(key[0], struct())
+            t = self.shapes[key] = self._template(cast(str, key[0]), struct(), len(numbers))
+        wire, at = t
+        if not at:
+            return _serialized(key[0], struct())
+        buf = bytearray(wire)
+        for off, x in zip(at, numbers, strict=True):
+            _wire.pack_into("<d", buf, off, x)
+        return bytes(buf)
+
+    def _template(self, kind: str, struct: Struct, n: int) -> _Template:
+        """The answer with stand-ins for its n numbers, and their places (none if one is not found once)."""
+        for v, x in zip(_number_values(self.config, struct), _SENTINELS[:n], strict=True):
+            v.number_value = x
+        wire = _serialized(kind, struct)
+        at = []
+        for x in _SENTINELS[:n]:
+            b = _wire.pack("<d", x)
+            if wire.count(b) != 1:
+                return wire, ()
+            at.append(wire.index(b))
+        return wire, tuple(at)
+
+
+def _number_values(config: Config, struct: Struct) -> list[Value]:
+    """The number Values of a request or final metadata Struct, in `WireAnswers`' order."""
+    ai = struct.fields[config.metadata_namespace].struct_value.fields
+    rl = struct.fields[config.ratelimit_namespace].struct_value.fields["hits_addend"]
+    if "total_tokens" not in ai:  # request_metadata
+        return [ai["prompt_tokens"], rl]
+    names = ("total_tokens", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens")
+    out = [ai[k] for k in names] + [ai["reasoning_tokens"], rl]
+    if "cost_microusd" in ai:
+        out += [ai["cost_usd"], ai["cost_microusd"]]
+    return out
+
+
+def answer_message(kind: str, struct: Struct) -> pb.ProcessingResponse:
+    """The empty answer of `kind` carrying `struct`."""
+    return pb.ProcessingResponse(**{kind: _EMPTY[kind]()}, dynamic_metadata=struct)
+
+
+def _serialized(kind: object, struct: Struct) -> bytes:
+    return cast(bytes, answer_message(cast(str, kind), struct).SerializeToString())
 
 
 def _scalar(v: Value) -> str | None:
