@@ -446,3 +446,35 @@ def test_fallback_finds_its_vocabularies_offline(tmp_path):
     env.update(TIKTOKEN_CACHE_DIR=str(tmp_path / "cache2"), LLMTALLY_VOCAB_DIR=str(vocab))
     assert subprocess.check_output([sys.executable, "-c", code], env=env, text=True) == want
     assert len(list((tmp_path / "cache2").iterdir())) == 2
+
+
+def test_streamed_text_with_letters_newer_than_tiktokens_unicode_counts_as_tiktoken():
+    """The regex module the fallback splits with may know a newer Unicode than tiktoken's and the native
+    core's regex engines (Unicode 17's CJK Extension J is letters to it, unassigned to them): the fallback's
+    splits are pinned to the native classes (fallback/unicode_pin.py), so a streamed text holding such code
+    points counts as tiktoken counts it in both backends. Failed before the pin: 7 for 8 in the fallback."""
+    from llmtally.fallback import unicode_pin
+
+    _, mapping = unicode_pin.pin()
+    disputed = sorted(mapping)
+    picks = [0x323B0, *disputed[:: max(1, len(disputed) // 40)]]
+    for cp in picks:
+        c = chr(cp)
+        text = f"{c}'saaA a{c}b {c}{c}1 {c}'LL x{c}\n"
+        want = oracle.count(text, "o200k_base")
+        body = openai_stream({0: byte_splits(text, cp)})
+        for backend in ("native", "python"):
+            assert (cp, scan(body, backend).completion_tokens) == (cp, want)
+
+
+def test_the_pin_maps_only_code_points_the_two_unicodes_disagree_on():
+    from llmtally.fallback import unicode_pin
+
+    disputed, mapping = unicode_pin.pin()
+    ours, theirs = unicode_pin.native_classes(), unicode_pin.regex_classes()
+    ours[:128] = theirs[:128]
+    for cp, stand in mapping.items():
+        assert ours[cp] != theirs[cp] and theirs[ord(stand)] == ours[cp] == ours[ord(stand)], hex(cp)
+    agreed = [cp for cp in range(0x80, 0x110000, 97) if cp not in mapping and cp not in unicode_pin.SURROGATES]
+    assert all(ours[cp] == theirs[cp] for cp in agreed)
+    assert disputed is not None and disputed.search(chr(0x323B0))

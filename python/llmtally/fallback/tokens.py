@@ -21,6 +21,7 @@ import importlib.util
 import os
 import threading
 
+from . import unicode_pin
 from .data import CONSTANTS, DATA
 
 BASE_URL = "https://openaipublic.blob.core.windows.net/encodings/"
@@ -169,11 +170,15 @@ class TextCounter:
 
     def _settle(self) -> None:
         self.fresh = 0
-        ms = list(self.pat.finditer(self.held))
+        held = self.held
+        disputed, mapping = unicode_pin.pin()
+        # split as the native core does where the regex module's Unicode is newer (unicode_pin.py)
+        probe = held.translate(mapping) if disputed is not None and disputed.search(held) else held  # type: ignore[attr-defined]
+        ms = list(self.pat.finditer(probe))
         if len(ms) > 2:
             single = self.enc._encode_single_piece
-            self.tokens += sum(len(single(m.group().encode())) for m in ms[:-2])
-            self.held = self.held[ms[-2].start() :]
+            self.tokens += sum(len(single(held[m.start() : m.end()].encode())) for m in ms[:-2])
+            self.held = held[ms[-2].start() :]
         n = len(self.held.encode())
         if n > MAX_HELD:
             self.tokens += len(self.enc.encode_ordinary(self.held))

@@ -33,6 +33,7 @@ pub use otlp::{
     write_span as write_otlp_span, Attribute as OtlpAttribute, Event as OtlpEvent,
     Span as OtlpSpan, Value as OtlpValue,
 };
+pub use pretokenize::{class_runs as pretokenizer_class_runs, unicode_classes_text};
 pub use providers::{
     registry_json, resolve as resolve_provider, sniff as sniff_provider, ALL as PROVIDERS,
 };

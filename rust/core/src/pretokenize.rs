@@ -64,8 +64,10 @@ fn class_ranges(pattern: &str) -> Vec<(u32, u32)> {
     }
 }
 
-static CLASSES: LazyLock<Classes> = LazyLock::new(|| {
-    const CODE_POINTS: usize = 0x110000;
+const CODE_POINTS: usize = 0x110000;
+
+/// The class bits of every code point, from `regex-syntax`'s tables.
+fn flat_classes() -> Vec<u8> {
     let mut flat = vec![0u8; CODE_POINTS];
     let classes: [(&str, u8); 8] = [
         (r"\p{L}", LETTER),
@@ -84,6 +86,39 @@ static CLASSES: LazyLock<Classes> = LazyLock::new(|| {
             }
         }
     }
+    flat
+}
+
+/// The pre-tokenizer's view of Unicode, for the pure-Python fallback (whose `regex` module may have a newer
+/// Unicode than tiktoken's and ours: it pins its splits to this): every run of code points past ASCII with
+/// the same class bits, as (first, last, bits); code points in no run have none.
+pub fn class_runs() -> Vec<(u32, u32, u8)> {
+    let flat = flat_classes();
+    let mut runs: Vec<(u32, u32, u8)> = Vec::new();
+    for (cp, &bits) in flat.iter().enumerate().skip(128) {
+        match runs.last_mut() {
+            Some((_, last, b)) if *b == bits && *last + 1 == cp as u32 => *last = cp as u32,
+            _ if bits != 0 => runs.push((cp as u32, cp as u32, bits)),
+            _ => {}
+        }
+    }
+    runs
+}
+
+/// `class_runs` as the fallback reads it: a header line, then one line per run, `first last bits` in hex.
+pub fn unicode_classes_text() -> String {
+    let mut out = String::from(
+        "# the pre-tokenizer's Unicode classes (regex-syntax's tables): first last bits, hex; written by\n\
+         # `cargo run --release --example unicode_classes`, checked by `cargo test`\n",
+    );
+    for (lo, hi, bits) in class_runs() {
+        out.push_str(&format!("{lo:x} {hi:x} {bits:x}\n"));
+    }
+    out
+}
+
+static CLASSES: LazyLock<Classes> = LazyLock::new(|| {
+    let flat = flat_classes();
     let mut index = Vec::with_capacity(CODE_POINTS >> 8);
     let mut blocks: Vec<u8> = Vec::new();
     let mut seen = std::collections::HashMap::new();
@@ -381,6 +416,19 @@ fn upper_run(c: &Classes, text: &[u8], s: usize) -> Option<usize> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn the_fallbacks_class_file_is_current() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../python/llmtally/fallback/unicode_classes.txt"
+        );
+        let file = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            file == unicode_classes_text(),
+            "{path} is not regex-syntax's: run `cargo run --release --example unicode_classes > {path}`"
+        );
+    }
 
     /// The regex split of the bpe-openai crate (checked there against tiktoken): the oracle.
     fn oracle(pattern: Pattern, text: &str) -> Vec<&str> {
