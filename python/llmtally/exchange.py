@@ -112,8 +112,8 @@ BUFFER_MIN = 16 << 10
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/vnd.amazon.eventstream", "application/jsonl")
 
 
-#: an answer to one message: a ProcessingResponse, or one serialized already (the mid-stream metadata's,
-#: whose numbers are rewritten in place on the wire); the server's response serializer takes both
+#: an answer to one message: a ProcessingResponse, or one serialized already (every answer that carries
+#: metadata: metadata.WireAnswers); the server's response serializer takes both
 Answer: TypeAlias = "pb.ProcessingResponse | bytes"
 
 
@@ -224,7 +224,7 @@ class Host:
             )
             status, extra = 429, [("retry-after", str(int(-(-wait // 1)))), *rate_limit_headers(d, now)]
         body, headers = refusal(ex._llm(), status, message, d.denied.kind if d.denied is not None else "tokens")
-        if isinstance(resp, bytes):  # a mid-stream answer (a reservation is decided before the response starts)
+        if isinstance(resp, bytes):  # the request's answer, serialized (WireAnswers): its metadata goes on the refusal
             resp = pb.ProcessingResponse.FromString(resp)
         out = immediate(status, body, headers + extra, resp.dynamic_metadata)
         # the access log's rate_limited_tokens: nothing was charged for a refused request
@@ -396,7 +396,7 @@ class Exchange:
 
     def handle(self, req: pb.ProcessingRequest) -> Answer | None:
         """The answer to one message (None for a message with nothing in it): a ProcessingResponse, or its
-        serialized bytes for a response-body chunk that carries metadata mid-stream."""
+        serialized bytes for an answer that carries metadata."""
         kind = req.WhichOneof("request")
         if kind is None:
             return None
