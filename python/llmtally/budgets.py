@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .throttle import OncePerMinute
 
@@ -307,9 +307,8 @@ class RedisStore:
             from redis.asyncio.sentinel import Sentinel
 
             hosts, service, db = parse_sentinel_url(url)
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]  # not annotated in redis-py
-                hosts, socket_timeout=timeout, socket_connect_timeout=timeout
-            )
+            # called through Any: redis-py annotates Sentinel's constructor from 8.2 on, not before
+            sentinel = cast(Any, Sentinel)(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)
             client = sentinel.master_for(service, db=db, socket_timeout=timeout, socket_connect_timeout=timeout)
         elif cluster:
             client = redis.RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
