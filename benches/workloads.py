@@ -49,7 +49,10 @@ def openai_sse(deltas: int = 1000) -> bytes:
             b'"finish_reason":null}],"usage":null}\n\n'
         )
 
+    # as OpenAI ends a stream with include_usage: the finish reason's chunk, then the usage's
     tail = (
+        b'data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,"model":"gpt-4o-2024-08-06",'
+        b'"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null}\n\n'
         b'data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,"model":"gpt-4o-2024-08-06",'
         b'"choices":[],"usage":{"prompt_tokens":21,"completion_tokens":1000,"total_tokens":1021}}\n\ndata: [DONE]\n\n'
     )

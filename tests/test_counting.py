@@ -220,6 +220,56 @@ def test_long_stream_incremental_equals_one_shot(size, backend):
     assert (u.prompt_tokens, u.completion_tokens, u.total_tokens, u.source) == (11, want, 11 + want, "tokenizer")
 
 
+LONG_WORDS = ["token", " counting", " ", "\n\n", " 中文", "😀", " it's", " HELLO", " " + "x" * 50, "  ", " 123", "é"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10**6), st.booleans())
+def test_long_texts_under_running_usage_count_alike_with_or_without_snapshots(seed, final):
+    """Two choices' texts past the bytes a response holds uncounted (16 KiB, LAZY_BYTES in text.rs), with
+    provisional running usage in every chunk (as vLLM sends it) and snapshots at random chunks: both backends
+    give the same snapshots, and the end is the final usage, or, cut before it, the delivered text's count."""
+    rng = random.Random(seed)
+    texts = ["".join(rng.choice(LONG_WORDS) for _ in range(rng.randrange(2_000, 6_000))) for _ in range(2)]
+    queues = [byte_splits(t, seed + i) for i, t in enumerate(texts)]
+    events, n = [], 0
+    while any(queues):
+        c = rng.choice([i for i, q in enumerate(queues) if q])
+        n += 1
+        events.append(
+            b'data: {"id":"x","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":%d,'
+            b'"delta":{"content":"%s"},"finish_reason":null}],"usage":{"prompt_tokens":5,"completion_tokens":%d,'
+            b'"total_tokens":%d}}\n\n' % (c, _escape(queues[c].pop(0)), n // 8, 5 + n // 8)
+        )
+    if final:
+        events.append(
+            b'data: {"id":"x","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{},'
+            b'"finish_reason":"stop"},{"index":1,"delta":{},"finish_reason":"stop"}],"usage":null}\n\n'
+            b'data: {"id":"x","object":"chat.completion.chunk","model":"gpt-4o","choices":[],'
+            b'"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}\n\ndata: [DONE]\n\n'
+        )
+    pieces = chunk_bytes(b"".join(events), seed, sizes=(7, 300, 5_000, 16_384))
+    at = {i for i in range(len(pieces)) if rng.random() < 0.2}
+    req = llmtally.RequestInfo(model="gpt-4o", streaming=True, prompt_tokens=5)
+    seen = {}
+    for backend in ("native", "python"):
+        sc = llmtally.ResponseScanner("openai", req, content_type="text/event-stream", backend=backend)
+        snaps = []
+        for i, p in enumerate(pieces):
+            sc.feed(p)
+            if i in at:
+                snaps.append(sc.snapshot())
+        seen[backend] = (snaps, sc.finish())
+    assert seen["native"] == seen["python"]
+    u = seen["native"][1]
+    delivered = sum(oracle.count(t, "o200k_base") for t in texts)
+    assert delivered > n // 8  # the provisional number is a floor the text passes
+    if final:
+        assert (u.completion_tokens, u.total_tokens, u.source) == (3, 8, "provider")
+    else:
+        assert (u.completion_tokens, u.total_tokens, u.source) == (delivered, 5 + delivered, "provider+tokenizer")
+
+
 def test_tool_calls_refusal_and_reasoning_are_separate_texts(backend):
     chunks = [
         {"choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "Think: 2+2"}}]},

@@ -25,7 +25,7 @@ from . import _api
 from ._types import RequestInfo, Usage
 from .config import Config
 from .logs import trace_id_of
-from .metadata import FinalMetadata, WireAnswers, custom_labels, metadata_values
+from .metadata import FinalMetadata, WireAnswers, answer_message, custom_labels, metadata_values
 from .metrics import Metrics
 from .otel import MAX_TRACEPARENT, MAX_TRACESTATE, TRACE_HEADERS, Call
 from .throttle import OncePerMinute
@@ -62,14 +62,6 @@ PASS = {
     "response_body": pb.ProcessingResponse(response_body=pb.BodyResponse()),
     "request_trailers": pb.ProcessingResponse(request_trailers=pb.TrailersResponse()),
     "response_trailers": pb.ProcessingResponse(response_trailers=pb.TrailersResponse()),
-}
-_EMPTY_OF = {
-    "request_headers": pb.HeadersResponse,
-    "response_headers": pb.HeadersResponse,
-    "request_body": pb.BodyResponse,
-    "response_body": pb.BodyResponse,
-    "request_trailers": pb.TrailersResponse,
-    "response_trailers": pb.TrailersResponse,
 }
 
 
@@ -120,10 +112,6 @@ Answer: TypeAlias = "pb.ProcessingResponse | bytes"
 def serialize(answer: Answer) -> bytes:
     """gRPC's response serializer for Process."""
     return answer if isinstance(answer, bytes) else cast(bytes, answer.SerializeToString())
-
-
-def with_metadata(kind: str, struct: Struct) -> pb.ProcessingResponse:
-    return pb.ProcessingResponse(**{kind: _EMPTY_OF[kind]()}, dynamic_metadata=struct)
 
 
 def immediate(status: int, body: bytes, headers: list[tuple[str, str]], metadata: Struct) -> pb.ProcessingResponse:
@@ -475,7 +463,7 @@ class Exchange:
         if u is None or self.host.observe or kind not in METADATA_KINDS or not (now or _ends_stream(kind, req)):
             return PASS[kind]
         try:
-            return with_metadata(kind, self._final_md(u))
+            return answer_message(kind, self._final_md(u))
         except Exception:
             return PASS[kind]
 
@@ -727,7 +715,7 @@ class Exchange:
         if self.host.observe:
             return PASS[kind]
         if kind == "response_headers" and self.response_headers_added:
-            return self._add_headers(kind, with_metadata(kind, self._final_md(u)))
+            return self._add_headers(kind, answer_message(kind, self._final_md(u)))
         self.hits = u.total_tokens
         return self.host.wire.final(kind, self._llm(), u, self._cost(u))
 

@@ -308,12 +308,14 @@ class ResponseScanner:
         return self.docs.col.text.changes
 
     def snapshot(self) -> Usage:
-        """The usage as of now, without ending anything (texts settled first, as in Rust)."""
+        """The usage as of now, without ending anything (texts settled first, unless final usage makes
+        their counts unneeded, as in Rust)."""
         if self.result is not None:
             return self.result
-        self.docs.col.text.settle()
-        kind = self.kind
         acc = self.docs.col
+        if not (acc.reported() and acc.is_final()):
+            acc.text.settle()
+        kind = self.kind
         pm = acc.provider_model
         req = self.request
         model = req.model if req is not None and req.model is not None else pm

@@ -7,10 +7,11 @@ from .tokens import TextCounter, encoding_for
 from .usage import CHOICE, CHOICE_INDEX, ROOT, TOOL, TOOL_INDEX, is_reasoning
 
 MAX_TEXTS = CONSTANTS["max_texts"]
+LAZY_BYTES = CONSTANTS["count_lazy_bytes"]
 
 
 class TextState:
-    __slots__ = ("model", "enc", "texts", "keys", "choice", "choice_pos", "tool", "tool_pos", "cur", "changes")
+    __slots__ = ("model", "enc", "texts", "keys", "choice", "choice_pos", "tool", "tool_pos", "cur", "fresh", "changes")
 
     def __init__(self, model: str | None):
         self.model = model
@@ -19,6 +20,7 @@ class TextState:
         self.keys: list[tuple[int, int, int]] = []  # (choice, tool, field) of each text
         self.choice = self.choice_pos = self.tool = self.tool_pos = 0
         self.cur: int | None = None
+        self.fresh = 0  # text bytes pushed since the last sweep (LAZY_BYTES, text.rs)
         self.changes = 0  # grows with every text begun and every piece of text counted
 
     def enter(self, mark: int) -> None:
@@ -56,10 +58,16 @@ class TextState:
 
     def piece(self, s: bytes) -> None:
         if self.cur is not None:
-            self.texts[self.cur].push(s)
+            self.texts[self.cur].push_held(s)
             self.changes += 1
+            self.fresh += len(s)
+            if self.fresh >= LAZY_BYTES:
+                self.fresh = 0
+                for c in self.texts:
+                    c.settle_due()
 
     def settle(self) -> None:
+        self.fresh = 0
         for c in self.texts:
             c.settle_now()
 

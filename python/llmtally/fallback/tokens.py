@@ -162,10 +162,17 @@ class TextCounter:
         self.tokens = 0
 
     def push(self, b: bytes) -> None:
+        self.push_held(b)
+        self.settle_due()
+
+    def push_held(self, b: bytes) -> None:
+        """Append without counting (see tokens.rs)."""
         if not b:
             return
         self.fresh += len(b)
         self.held += self.dec.decode(b)
+
+    def settle_due(self) -> None:
         if self.fresh >= max(self.settled_len, MIN_BATCH):
             self._settle()
 

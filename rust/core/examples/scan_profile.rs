@@ -21,7 +21,10 @@ fn main() {
         );
         e
     };
-    let tail = br#"data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,"model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":21,"completion_tokens":1000,"total_tokens":1021}}
+    // as OpenAI ends a stream with include_usage: the finish reason's chunk, then the usage's
+    let tail = br#"data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null}
+
+data: {"id":"chatcmpl-B","object":"chat.completion.chunk","created":1735839253,"model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":21,"completion_tokens":1000,"total_tokens":1021}}
 
 data: [DONE]
 

@@ -619,9 +619,13 @@ impl ResponseScanner {
 
     /// The usage as of now, without ending anything (for mid-stream metadata).
     /// Settles the counted texts first, so a snapshot after every chunk costs
-    /// in proportion to the chunk.
+    /// in proportion to the chunk; when the provider's usage is final the text
+    /// counts are not needed, and are not made.
     pub fn snapshot(&mut self) -> Usage {
-        self.body.docs.col.text.settle();
+        let acc = &self.body.docs.col.acc;
+        if self.result.is_none() && !(acc.reported() && acc.is_final()) {
+            self.body.docs.col.text.settle();
+        }
         self.current()
     }
 
@@ -681,6 +685,88 @@ impl ResponseScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An Anthropic stream of `n` text deltas, with (`final_usage`) or without its message_delta.
+    fn anthropic(n: usize, final_usage: bool) -> (Vec<u8>, String) {
+        let mut body = br#"event: message_start
+data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"usage":{"input_tokens":9,"output_tokens":1}}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
+
+"#
+        .to_vec();
+        let mut text = String::new();
+        for i in 0..n {
+            let w = [" The", " quick", " brown", " fox", ",", " 中文", " 😀"][i % 7];
+            text.push_str(w);
+            body.extend_from_slice(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"");
+            body.extend_from_slice(w.as_bytes());
+            body.extend_from_slice(b"\"}}\n\n");
+        }
+        if final_usage {
+            body.extend_from_slice(br#"event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":4321}}
+
+event: message_stop
+data: {"type":"message_stop"}
+
+"#);
+        }
+        (body, text)
+    }
+
+    fn sse_scanner(provider: &str, model: &str) -> ResponseScanner {
+        let meta = ResponseMeta {
+            content_type: "text/event-stream".into(),
+            ..ResponseMeta::default()
+        };
+        let req = RequestInfo {
+            model: Some(model.into()),
+            streaming: true,
+            prompt_tokens: 0,
+            ..RequestInfo::default()
+        };
+        ResponseScanner::new(provider, Some(req), &meta)
+    }
+
+    #[test]
+    fn text_is_not_counted_when_the_providers_usage_is_final() {
+        let (body, text) = anthropic(1500, true);
+        assert!(text.len() > crate::tokens::MIN_BATCH && text.len() < crate::text::LAZY_BYTES);
+        let mut sc = sse_scanner("anthropic", "gpt-4o");
+        for c in body.chunks(16 << 10) {
+            sc.feed(c);
+        }
+        let u = sc.finish();
+        assert_eq!((u.completion_tokens, u.source), (4321, Source::Provider));
+        // all of it held, none of it counted (a snapshot before the final usage would have counted it)
+        assert_eq!(sc.body.docs.col.text.texts[0].1.state(), (text.len(), 0));
+    }
+
+    #[test]
+    fn a_stream_cut_before_its_final_usage_counts_every_delivered_token() {
+        let enc = crate::tokens::Encoding::O200k;
+        for n in [10, 2000, 9000] {
+            let (body, text) = anthropic(n, false);
+            for step in [1, 333, 16 << 10] {
+                let mut sc = sse_scanner("anthropic", "gpt-4o");
+                for (i, c) in body.chunks(step).enumerate() {
+                    sc.feed(c);
+                    if i % 5 == 0 {
+                        sc.snapshot();
+                    }
+                }
+                let u = sc.finish();
+                let want = enc.count(&text).max(1);
+                assert_eq!(
+                    (u.completion_tokens, u.prompt_tokens),
+                    (want, 9),
+                    "{n} deltas, step {step}"
+                );
+            }
+        }
+    }
 
     fn scan(provider: &str, content_type: &str, body: &[u8], step: usize) -> Usage {
         let meta = ResponseMeta {

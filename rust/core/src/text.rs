@@ -8,17 +8,24 @@ use crate::tokens::{encoding_for, Encoding, TextCounter};
 
 /// Most texts tracked per response; more share the last one (bounded memory).
 pub const MAX_TEXTS: usize = 64;
+/// Text bytes a response holds uncounted between sweeps. A response whose
+/// provider reports final usage never needs its text counted, so text is
+/// only held until this much arrived (then every text due is settled, as
+/// `TextCounter::push` would), or until a snapshot needs the count.
+pub const LAZY_BYTES: usize = 16 << 10;
 
 pub struct TextState {
     /// The request's model, which picks the encoding when known.
     model: Option<String>,
     enc: Option<Encoding>,
-    texts: Vec<((u64, u64, Field), TextCounter)>,
+    pub(crate) texts: Vec<((u64, u64, Field), TextCounter)>,
     choice: u64,
     choice_pos: u64,
     tool: u64,
     tool_pos: u64,
     cur: Option<usize>,
+    /// Text bytes pushed since the last sweep.
+    fresh: usize,
     /// Grows with every text begun and every piece of text counted.
     pub changes: u64,
 }
@@ -34,6 +41,7 @@ impl TextState {
             tool: 0,
             tool_pos: 0,
             cur: None,
+            fresh: 0,
             changes: 0,
         }
     }
@@ -89,13 +97,21 @@ impl TextState {
 
     pub fn piece(&mut self, s: &[u8]) {
         if let Some(i) = self.cur {
-            self.texts[i].1.push(s);
+            self.texts[i].1.push_held(s);
             self.changes += 1;
+            self.fresh += s.len();
+            if self.fresh >= LAZY_BYTES {
+                self.fresh = 0;
+                for (_, c) in &mut self.texts {
+                    c.settle_due();
+                }
+            }
         }
     }
 
     /// Settle every text (see `TextCounter::settle_now`).
     pub fn settle(&mut self) {
+        self.fresh = 0;
         for (_, c) in &mut self.texts {
             c.settle_now();
         }
@@ -129,5 +145,67 @@ impl TextState {
             }
         }
         (other.saturating_add(reasoning), reasoning)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::field::{T_CONTENT as CONTENT, T_REASONING as REASONING_CONTENT};
+    use crate::tokens::MIN_BATCH;
+
+    fn words(n: usize, seed: usize) -> String {
+        let w = [
+            " token",
+            " counting",
+            "\n\n",
+            " 中文",
+            "😀",
+            " it's",
+            " HELLO",
+            " x",
+            "  ",
+            " 1234567",
+        ];
+        (0..n).map(|i| w[(i * 7 + seed) % w.len()]).collect()
+    }
+
+    #[test]
+    fn held_text_stays_bounded_without_snapshots_and_counts_exactly() {
+        let enc = Encoding::O200k;
+        let (a, b) = (words(40_000, 1), words(25_000, 4));
+        let mut t = TextState::new(Some("gpt-4o".into()));
+        // two texts interleaved in 7-byte pieces (cutting inside characters), never snapshotted
+        let (ab, bb) = (a.as_bytes(), b.as_bytes());
+        for i in (0..ab.len().max(bb.len())).step_by(7) {
+            for (f, s) in [(CONTENT, ab), (REASONING_CONTENT, bb)] {
+                if i < s.len() {
+                    t.start(f, None);
+                    t.piece(&s[i..(i + 7).min(s.len())]);
+                    t.end();
+                }
+            }
+            for (_, c) in &t.texts {
+                let (held, _) = c.state();
+                assert!(held < LAZY_BYTES + 2 * MIN_BATCH, "held {held} at {i}");
+            }
+        }
+        let (ca, cb) = (enc.count(&a), enc.count(&b));
+        assert_eq!(t.totals(), (ca + cb, cb));
+        t.settle();
+        assert_eq!(t.totals(), (ca + cb, cb));
+    }
+
+    #[test]
+    fn text_is_held_uncounted_until_a_sweep() {
+        let mut t = TextState::new(Some("gpt-4o".into()));
+        t.start(CONTENT, None);
+        let text = words(1500, 2); // under LAZY_BYTES
+        assert!(text.len() > MIN_BATCH && text.len() < LAZY_BYTES);
+        t.piece(text.as_bytes());
+        assert_eq!(t.texts[0].1.state(), (text.len(), 0));
+        t.settle();
+        assert!(t.texts[0].1.state().1 > 0);
+        assert_eq!(t.totals().0, Encoding::O200k.count(&text));
     }
 }

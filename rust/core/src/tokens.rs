@@ -346,6 +346,13 @@ impl TextCounter {
 
     /// Append UTF-8 bytes (invalid sequences count as U+FFFD, as a lossy decode of the whole would).
     pub fn push(&mut self, bytes: &[u8]) {
+        self.push_held(bytes);
+        self.settle_due();
+    }
+
+    /// Append without counting: the caller calls [`TextCounter::settle_due`]
+    /// (or `settle_now`) when it wants the count kept current.
+    pub fn push_held(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
@@ -382,6 +389,11 @@ impl TextCounter {
                 }
             }
         }
+    }
+
+    /// Settle if as many new bytes arrived as the text holds (at least
+    /// [`MIN_BATCH`]): what keeps the total work linear.
+    pub fn settle_due(&mut self) {
         if self.fresh >= self.settled_len.max(MIN_BATCH) {
             self.settle();
         }
@@ -419,6 +431,12 @@ impl TextCounter {
         if self.fresh > 0 {
             self.settle();
         }
+    }
+
+    /// (bytes held uncounted, tokens counted so far): for tests of when counting happens.
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> (usize, u64) {
+        (self.held.len(), self.tokens)
     }
 
     /// Tokens so far, counting what is held as if the text ended here.
