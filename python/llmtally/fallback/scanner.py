@@ -298,7 +298,7 @@ class ResponseScanner:
         col.commit_finish(col.text.choice)  # of a last document cut short
         if kind == JSON and not self.array and self.docs.docs > 0:
             self.docs.col.mark_final()  # a whole body, not a stream: nothing is provisional
-        self.result = self.snapshot()
+        self.result = self.snapshot(exact=True)
         return self.result
 
     def usage_changes(self) -> int:
@@ -307,9 +307,9 @@ class ResponseScanner:
     def text_changes(self) -> int:
         return self.docs.col.text.changes
 
-    def snapshot(self) -> Usage:
+    def snapshot(self, exact: bool = False) -> Usage:
         """The usage as of now, without ending anything (texts settled first, unless final usage makes
-        their counts unneeded, as in Rust)."""
+        their counts unneeded, as in Rust); `exact`: counted as a finish counts (tokens.rs, LONG_HELD)."""
         if self.result is not None:
             return self.result
         acc = self.docs.col
@@ -329,14 +329,14 @@ class ResponseScanner:
             nums = acc.numbers(self.format)
             source = "provider"
             if not acc.is_final() and acc.text.seen():  # provisional usage never wins over the text delivered
-                completion, reasoning = acc.text.totals()
+                completion, reasoning = acc.text.totals(exact)
                 p, c, t, ca, cw, r = nums
                 nums = (p, c, t, ca, cw, max(r, reasoning))
                 if completion > c:
                     nums = (p, completion, min(p + completion, U64_MAX), ca, cw, max(r, reasoning))
                     source = "provider+tokenizer"
         elif acc.text.seen():
-            completion, reasoning = acc.text.totals()
+            completion, reasoning = acc.text.totals(exact)
             prompt = req.prompt_tokens if req is not None else 0
             nums = (prompt, completion, min(prompt + completion, U64_MAX), 0, 0, reasoning)
             source = "tokenizer"

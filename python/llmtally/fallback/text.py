@@ -77,10 +77,10 @@ class TextState:
     def seen(self) -> bool:
         return bool(self.texts)
 
-    def totals(self) -> tuple[int, int]:
-        """(all output tokens, reasoning tokens). Reasoning sent under several names
-        for one choice (and tool call) counts once: the largest."""
-        counts = [c.total() for c in self.texts]
+    def totals(self, exact: bool) -> tuple[int, int]:
+        """(all output tokens, reasoning tokens); `exact`: else each text's `total_soon` (a snapshot's).
+        Reasoning sent under several names for one choice (and tool call) counts once: the largest."""
+        counts = [c.total() if exact else c.total_soon() for c in self.texts]
         other = 0
         most: dict[tuple[int, int], int] = {}
         for (choice, tool, f), n in zip(self.keys, counts, strict=True):

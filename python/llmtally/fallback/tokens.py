@@ -28,6 +28,7 @@ BASE_URL = "https://openaipublic.blob.core.windows.net/encodings/"
 ENCODINGS = tuple(DATA["encodings"])
 MIN_BATCH = CONSTANTS["count_min_batch"]
 MAX_HELD = CONSTANTS["count_max_held"]
+LONG_HELD = CONSTANTS["count_long_held"]
 
 # exact names, then prefixes, as tiktoken maps them (cl100k/o200k only): the Rust core's tables
 _MODELS = dict(DATA["models"])
@@ -150,7 +151,7 @@ class TextCounter:
     bytes arrived as it held (at least MIN_BATCH): linear total work.
     """
 
-    __slots__ = ("name", "enc", "pat", "held", "dec", "fresh", "settled_len", "tokens")
+    __slots__ = ("name", "enc", "pat", "held", "dec", "fresh", "settled_len", "tokens", "counted")
 
     def __init__(self, name: str):
         self.name = name
@@ -160,6 +161,7 @@ class TextCounter:
         self.fresh = 0
         self.settled_len = 0
         self.tokens = 0
+        self.counted = (0, 0)  # (bytes, tokens) of the held text a snapshot last counted past LONG_HELD
 
     def push(self, b: bytes) -> None:
         self.push_held(b)
@@ -178,10 +180,12 @@ class TextCounter:
 
     def _settle(self) -> None:
         self.fresh = 0
+        self.counted = (0, 0)
         held = self.held
         disputed, mapping = unicode_pin.pin()
         # split as the native core does where the regex module's Unicode is newer (unicode_pin.py)
-        probe = held.translate(mapping) if disputed is not None and disputed.search(held) else held  # type: ignore[attr-defined]
+        disputed_here = disputed is not None and not held.isascii() and disputed.search(held)  # type: ignore[attr-defined]
+        probe = held.translate(mapping) if disputed_here else held
         ms = list(self.pat.finditer(probe))
         if len(ms) > 2:
             single = self.enc._encode_single_piece
@@ -195,11 +199,30 @@ class TextCounter:
         self.settled_len = n
 
     def settle_now(self) -> None:
-        """Count what can no longer change now (see tokens.rs)."""
-        if self.fresh > 0:
+        """Count what can no longer change now; past LONG_HELD held bytes only once half as many new
+        bytes arrived (see tokens.rs)."""
+        if self.fresh > 0 and (self.settled_len <= LONG_HELD or 2 * self.fresh >= self.settled_len):
             self._settle()
 
     def total(self) -> int:
+        return self.tokens + self._held_count(self._held_text())
+
+    def total_soon(self) -> int:
+        """`total` for a snapshot (see tokens.rs, LONG_HELD)."""
+        text = self._held_text()
+        n = len(text.encode())
+        if n <= LONG_HELD:
+            return self.tokens + self._held_count(text)
+        at, count = self.counted
+        if at > 0 and at <= n < at + at // 2:
+            return self.tokens + count + n - at
+        count = self._held_count(text)
+        self.counted = (n, count)
+        return self.tokens + count
+
+    def _held_text(self) -> str:
         pending = self.dec.getstate()[0]
-        tail = pending.decode("utf-8", "replace") if pending else ""
-        return self.tokens + len(self.enc.encode_ordinary(self.held + tail))
+        return self.held + (pending.decode("utf-8", "replace") if pending else "")
+
+    def _held_count(self, text: str) -> int:
+        return len(self.enc.encode_ordinary(text))

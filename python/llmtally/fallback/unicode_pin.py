@@ -61,8 +61,8 @@ def regex_classes() -> bytearray:
 
 
 def pin() -> tuple[object, dict[int, str]]:
-    """(a compiled `regex` class of the code points to map, or None when there are none; the map for
-    str.translate)."""
+    """(a compiled class of the code points to map (none is ASCII), or None when there are none; the map
+    for str.translate)."""
     global _pin
     with _lock:
         if _pin is None:
@@ -71,8 +71,6 @@ def pin() -> tuple[object, dict[int, str]]:
 
 
 def _make() -> tuple[object, dict[int, str]]:
-    import regex
-
     ours, theirs = native_classes(), regex_classes()
     ours[:128] = theirs[:128]
     diff = (int.from_bytes(ours, "big") ^ int.from_bytes(theirs, "big")).to_bytes(CODE_POINTS, "big")
@@ -89,7 +87,15 @@ def _make() -> tuple[object, dict[int, str]]:
                 mapping[cp] = chr(stand_in[want])
     if not mapping:
         return None, mapping
-    return regex.compile("[" + "".join(regex.escape(chr(cp)) for cp in sorted(mapping)) + "]"), mapping
+    # as ranges: a class of some 17,000 single code points cost the search about 5 us per character
+    runs: list[list[int]] = []
+    for cp in sorted(mapping):
+        if runs and runs[-1][1] == cp - 1:
+            runs[-1][1] = cp
+        else:
+            runs.append([cp, cp])
+    ranges = "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in runs)
+    return re.compile(f"[{ranges}]"), mapping
 
 
 def _agreed(ours: bytearray, theirs: bytearray, bits: int) -> int:

@@ -600,7 +600,7 @@ impl ResponseScanner {
         if matches!(self.body.framing, Framing::Json { array: false }) && self.body.docs.docs > 0 {
             self.body.docs.col.acc.mark_final(); // a whole body, not a stream: nothing is provisional
         }
-        let u = self.snapshot();
+        let u = self.usage(true);
         self.result = Some(u.clone());
         u
     }
@@ -622,14 +622,20 @@ impl ResponseScanner {
     /// in proportion to the chunk; when the provider's usage is final the text
     /// counts are not needed, and are not made.
     pub fn snapshot(&mut self) -> Usage {
+        self.usage(false)
+    }
+
+    /// The usage as of now; `exact`: the texts counted exactly (a finish),
+    /// else as a snapshot counts them (see `tokens::LONG_HELD`).
+    fn usage(&mut self, exact: bool) -> Usage {
         let acc = &self.body.docs.col.acc;
         if self.result.is_none() && !(acc.reported() && acc.is_final()) {
             self.body.docs.col.text.settle();
         }
-        self.current()
+        self.current(exact)
     }
 
-    fn current(&self) -> Usage {
+    fn current(&mut self, exact: bool) -> Usage {
         if let Some(u) = &self.result {
             return u.clone();
         }
@@ -650,7 +656,8 @@ impl ResponseScanner {
                 .map_or_else(|| self.body.is_stream(), |r| r.streaming),
             ..Usage::default()
         };
-        let text = &self.body.docs.col.text;
+        let col = &mut self.body.docs.col;
+        let (acc, text) = (&col.acc, &mut col.text);
         if acc.reported() {
             let n = acc.numbers(self.body.format.arithmetic);
             u.prompt_tokens = n.prompt;
@@ -662,7 +669,7 @@ impl ResponseScanner {
             u.source = Source::Provider;
             // provisional usage never wins over the text delivered
             if !acc.is_final() && text.seen() {
-                let (completion, reasoning) = text.totals();
+                let (completion, reasoning) = text.totals(exact);
                 u.reasoning_tokens = n.reasoning.max(reasoning);
                 if completion > n.completion {
                     u.completion_tokens = completion;
@@ -671,7 +678,7 @@ impl ResponseScanner {
                 }
             }
         } else if text.seen() {
-            let (completion, reasoning) = text.totals();
+            let (completion, reasoning) = text.totals(exact);
             u.prompt_tokens = self.request.as_ref().map_or(0, |r| r.prompt_tokens);
             u.completion_tokens = completion;
             u.reasoning_tokens = reasoning;

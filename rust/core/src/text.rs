@@ -125,10 +125,15 @@ impl TextState {
         !self.texts.is_empty()
     }
 
-    /// (all output tokens, reasoning tokens). Reasoning sent under several
+    /// (all output tokens, reasoning tokens); `exact`: else each text's
+    /// `TextCounter::total_soon` (a snapshot's). Reasoning sent under several
     /// names for one choice (and tool call) counts once: the largest.
-    pub fn totals(&self) -> (u64, u64) {
-        let counts: Vec<u64> = self.texts.iter().map(|(_, c)| c.total()).collect();
+    pub fn totals(&mut self, exact: bool) -> (u64, u64) {
+        let counts: Vec<u64> = self
+            .texts
+            .iter_mut()
+            .map(|(_, c)| if exact { c.total() } else { c.total_soon() })
+            .collect();
         let (mut other, mut reasoning) = (0u64, 0u64);
         for (i, ((choice, tool, f), _)) in self.texts.iter().enumerate() {
             if !is_reasoning(*f) {
@@ -191,9 +196,9 @@ mod tests {
             }
         }
         let (ca, cb) = (enc.count(&a), enc.count(&b));
-        assert_eq!(t.totals(), (ca + cb, cb));
+        assert_eq!(t.totals(true), (ca + cb, cb));
         t.settle();
-        assert_eq!(t.totals(), (ca + cb, cb));
+        assert_eq!(t.totals(true), (ca + cb, cb));
     }
 
     #[test]
@@ -206,6 +211,6 @@ mod tests {
         assert_eq!(t.texts[0].1.state(), (text.len(), 0));
         t.settle();
         assert!(t.texts[0].1.state().1 > 0);
-        assert_eq!(t.totals().0, Encoding::O200k.count(&text));
+        assert_eq!(t.totals(true).0, Encoding::O200k.count(&text));
     }
 }
