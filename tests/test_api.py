@@ -103,6 +103,23 @@ def test_usage_as_dict_and_stats(backend):
     assert sc.stats() == stats(bytes=len(body), decoded_bytes=len(body), docs=6)
 
 
+def test_a_usage_is_the_dataclass_its_fields_make(backend):
+    """The native core sets a Usage's fields without its __init__ (as the frozen dataclass does): the object
+    is the one its fields build, frozen, hashable, every field set, for finishes and snapshots alike."""
+    import dataclasses
+
+    case = CASES[1]
+    sc = llmtally.ResponseScanner("openai", content_type="text/event-stream", backend=backend)
+    sc.feed(load(case["response"])[:300])
+    for u in (sc.snapshot(), sc.finish()):
+        fields = {f.name: getattr(u, f.name) for f in dataclasses.fields(llmtally.Usage)}
+        made = llmtally.Usage(**fields)
+        assert type(u) is llmtally.Usage and (u, hash(u), repr(u)) == (made, hash(made), repr(made))
+        assert isinstance(u.finish_reasons, tuple) and isinstance(u.streaming, bool)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            u.total_tokens = 1  # type: ignore[misc]
+
+
 def test_broken_documents_and_errors_are_counted(backend):
     sc = llmtally.ResponseScanner("openai", content_type="text/event-stream", backend=backend)
     # a broken event (unclosed), an error event, and a complete event cut before its blank line
