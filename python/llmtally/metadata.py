@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct as _wire
 from collections.abc import Callable, Mapping, MutableMapping
+from operator import itemgetter
 from typing import Protocol, cast
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -127,7 +128,11 @@ _EMPTY = {
     "response_trailers": pb.TrailersResponse,
 }
 
-_Template = tuple[bytes, tuple[int, ...]]
+#: an answer's serialized form: a Struct that packs its fixed byte runs and its numbers in turn, the runs,
+#: and what puts the numbers in the order of their places; (None, (the answer,), _FIRST) when they could
+#: not be placed
+_Template = tuple["_wire.Struct | None", tuple[bytes, ...], Callable[[tuple[float, ...]], tuple[float, ...]]]
+_FIRST = itemgetter(0)  # never called: an answer without places is serialized from its message
 
 
 class WireAnswers:
@@ -165,16 +170,16 @@ class WireAnswers:
             if len(self.shapes) >= self.limit:
                 return _serialized(key[0], struct())
             t = self.shapes[key] = self._template(cast(str, key[0]), struct(), len(numbers))
-        wire, at = t
-        if not at:
+        packer, runs, placed = t
+        if packer is None:
             return _serialized(key[0], struct())
-        buf = bytearray(wire)
-        for off, x in zip(at, numbers, strict=True):
-            _wire.pack_into("<d", buf, off, x)
-        return bytes(buf)
+        args: list[object] = [b""] * (2 * len(runs) - 1)
+        args[0::2] = runs
+        args[1::2] = placed(numbers)
+        return packer.pack(*args)
 
     def _template(self, kind: str, struct: Struct, n: int) -> _Template:
-        """The answer with stand-ins for its n numbers, and their places (none if one is not found once)."""
+        """The answer with stand-ins for its n numbers, cut at their places (uncut if one is not found once)."""
         for v, x in zip(_number_values(self.config, struct), _SENTINELS[:n], strict=True):
             v.number_value = x
         wire = _serialized(kind, struct)
@@ -182,9 +187,16 @@ class WireAnswers:
         for x in _SENTINELS[:n]:
             b = _wire.pack("<d", x)
             if wire.count(b) != 1:
-                return wire, ()
+                return None, (wire,), _FIRST
             at.append(wire.index(b))
-        return wire, tuple(at)
+        order = sorted(range(n), key=at.__getitem__)  # a map's entries need not be in the numbers' order
+        runs, start = [], 0
+        for i in order:
+            runs.append(wire[start : at[i]])
+            start = at[i] + 8
+        runs.append(wire[start:])
+        placed = itemgetter(*order) if n > 1 else tuple  # (itemgetter of one index gives the number alone)
+        return _wire.Struct("<" + "d".join(f"{len(r)}s" for r in runs)), tuple(runs), placed
 
 
 def _number_values(config: Config, struct: Struct) -> list[Value]:
