@@ -297,6 +297,42 @@ def test_a_snapshot_per_chunk_of_one_long_piece_is_the_same_in_both_backends(uni
     assert u.completion_tokens == oracle.count(text, "o200k_base")
 
 
+@pytest.mark.parametrize(
+    "deltas",
+    [
+        [b" " * 1100, b"1"],  # the run's last space joins the digit: one byte, two more tokens
+        [b" " * 1107, b"1"] + [b".1"] * 300,
+        [b"\t" * 2000, b"."],
+        [("中" * 400 + "\U0002040f" * 50).encode()[i : i + 7] for i in range(0, 1400, 7)],  # cut characters
+        [b"shhecudaj"[: 8 + (i == 40)] for i in range(41)],
+    ],
+    ids=["spaces-digit", "spaces-then-more", "tabs-dot", "cjk-cut", "letters"],
+)
+def test_a_snapshot_of_a_long_piece_is_never_below_the_text_so_far(deltas):
+    """Where a new byte adds more than one token (a space run's last space joining what follows, BPE
+    re-merging, a character cut across chunks counted as U+FFFD until whole), a snapshot's estimate still
+    covers the text delivered (LONG_SLACK, tokens.rs), alike in both backends."""
+    body = openai_stream({0: deltas}, model="gpt-4o")
+    req = llmtally.RequestInfo(model="gpt-4o", streaming=True, prompt_tokens=3)
+    events = [e + b"\n\n" for e in body.split(b"\n\n") if e]
+    seen = {}
+    for backend in ("native", "python"):
+        sc = llmtally.ResponseScanner("openai", req, content_type="text/event-stream", backend=backend)
+        snaps = []
+        for e in events:
+            sc.feed(e)
+            snaps.append(sc.snapshot().completion_tokens)
+        seen[backend] = (snaps, sc.finish())
+    assert seen["native"] == seen["python"]
+    snaps, u = seen["native"]
+    so_far = [b"".join(deltas[: i + 1]).decode("utf-8", "replace") for i in range(len(deltas))]
+    delivered = [oracle.count(t, "o200k_base") for t in so_far]
+    assert all(s >= d for s, d in zip(snaps, delivered, strict=False)), [
+        (i, s, d) for i, (s, d) in enumerate(zip(snaps, delivered, strict=False)) if s < d
+    ]
+    assert u.completion_tokens == delivered[-1]
+
+
 def test_tool_calls_refusal_and_reasoning_are_separate_texts(backend):
     chunks = [
         {"choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "Think: 2+2"}}]},

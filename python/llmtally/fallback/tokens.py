@@ -29,6 +29,7 @@ ENCODINGS = tuple(DATA["encodings"])
 MIN_BATCH = CONSTANTS["count_min_batch"]
 MAX_HELD = CONSTANTS["count_max_held"]
 LONG_HELD = CONSTANTS["count_long_held"]
+LONG_SLACK = CONSTANTS["count_long_slack"]
 
 # exact names, then prefixes, as tiktoken maps them (cl100k/o200k only): the Rust core's tables
 _MODELS = dict(DATA["models"])
@@ -151,7 +152,7 @@ class TextCounter:
     bytes arrived as it held (at least MIN_BATCH): linear total work.
     """
 
-    __slots__ = ("name", "enc", "pat", "held", "dec", "fresh", "settled_len", "tokens", "counted")
+    __slots__ = ("name", "enc", "pat", "held", "dec", "fresh", "settled_len", "tokens", "counted", "cached")
 
     def __init__(self, name: str):
         self.name = name
@@ -162,6 +163,7 @@ class TextCounter:
         self.settled_len = 0
         self.tokens = 0
         self.counted = (0, 0)  # (bytes, tokens) of the held text a snapshot last counted past LONG_HELD
+        self.cached: int | None = None  # the exact count of what is held, until a push or a settle
 
     def push(self, b: bytes) -> None:
         self.push_held(b)
@@ -171,6 +173,7 @@ class TextCounter:
         """Append without counting (see tokens.rs)."""
         if not b:
             return
+        self.cached = None
         self.fresh += len(b)
         self.held += self.dec.decode(b)
 
@@ -181,6 +184,7 @@ class TextCounter:
     def _settle(self) -> None:
         self.fresh = 0
         self.counted = (0, 0)
+        self.cached = None
         held = self.held
         disputed, mapping = unicode_pin.pin()
         # split as the native core does where the regex module's Unicode is newer (unicode_pin.py)
@@ -205,19 +209,22 @@ class TextCounter:
             self._settle()
 
     def total(self) -> int:
-        return self.tokens + self._held_count(self._held_text())
+        return self.tokens + (self.cached if self.cached is not None else self._held_count(self._held_text()))
 
     def total_soon(self) -> int:
-        """`total` for a snapshot (see tokens.rs, LONG_HELD)."""
-        text = self._held_text()
-        n = len(text.encode())
-        if n <= LONG_HELD:
-            return self.tokens + self._held_count(text)
+        """`total` for a snapshot (see tokens.rs, LONG_HELD and LONG_SLACK)."""
+        if self.cached is not None:
+            return self.tokens + self.cached
+        pending = self.dec.getstate()[0]
+        held_bytes = len(self.held.encode())
+        n = held_bytes + len(pending)
         at, count = self.counted
-        if at > 0 and at <= n < at + at // 2:
-            return self.tokens + count + n - at
-        count = self._held_count(text)
-        self.counted = (n, count)
+        if n > LONG_HELD and at > 0 and n < at + at // 2:
+            return self.tokens + count + n - at + LONG_SLACK
+        text = self._held_text()
+        count = self.cached = self._held_count(text)
+        if n > LONG_HELD:
+            self.counted = (held_bytes, count if not pending else self._held_count(self.held))
         return self.tokens + count
 
     def _held_text(self) -> str:

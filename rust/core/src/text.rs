@@ -156,7 +156,7 @@ impl TextState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::field::{T_CONTENT as CONTENT, T_REASONING as REASONING_CONTENT};
+    use crate::field::{T_CONTENT, T_CONTENT as CONTENT, T_REASONING as REASONING_CONTENT};
     use crate::tokens::MIN_BATCH;
 
     fn words(n: usize, seed: usize) -> String {
@@ -199,6 +199,36 @@ mod tests {
         assert_eq!(t.totals(true), (ca + cb, cb));
         t.settle();
         assert_eq!(t.totals(true), (ca + cb, cb));
+    }
+
+    #[test]
+    fn texts_that_got_nothing_new_cost_a_snapshot_nothing() {
+        // 63 tool calls left holding 1,000 letters each (one piece, under LONG_HELD), then 2,000 deltas to
+        // another text, a snapshot after each: was 63 KiB of BPE per snapshot (83 s for 20,000 deltas)
+        let mut t = TextState::new(Some("gpt-4o".into()));
+        let run: String = (0..1000)
+            .map(|i| (b'a' + (i * 7 % 26) as u8) as char)
+            .collect();
+        for i in 0..63 {
+            t.enter(crate::field::TOOL);
+            t.index(crate::field::TOOL_INDEX, i + 1);
+            t.start(T_CONTENT, None);
+            t.piece(run.as_bytes());
+            t.end();
+        }
+        t.enter(crate::field::TOOL);
+        t.index(crate::field::TOOL_INDEX, 0);
+        for _ in 0..2000 {
+            t.start(CONTENT, None);
+            t.piece(b" word");
+            t.end();
+            t.settle();
+            t.totals(false);
+        }
+        let work: usize = t.texts.iter().map(|(_, c)| c.work()).sum();
+        assert!(work < 2_000_000, "{work} bytes split or counted");
+        let want = 63 * Encoding::O200k.count(&run) + Encoding::O200k.count(&" word".repeat(2000));
+        assert_eq!(t.totals(true).0, want);
     }
 
     #[test]

@@ -321,14 +321,18 @@ pub const MIN_BATCH: usize = 4096;
 pub const MAX_HELD: usize = 1 << 20;
 
 /// Held text past this many bytes (the last pieces are that long: a run of
-/// letters, digits or punctuation without a break) is re-split and counted for a
-/// snapshot only once it grew by half since it was last counted; in between a
-/// snapshot takes that count plus one token per byte since (at least as many as
-/// the text has, short of BPE oddities). What a finish counts is exact. This
-/// keeps a snapshot after every chunk linear overall on such text: recounting a
-/// long piece per chunk was quadratic (38.7 s for 1 MiB of letters in 1,000-byte
-/// deltas).
+/// letters, digits, spaces or punctuation without a break) is re-split and
+/// counted for a snapshot only once it grew by half since it was last counted;
+/// in between a snapshot takes that count plus one token per new byte plus
+/// [`LONG_SLACK`]. What a finish counts is exact. This keeps a snapshot after
+/// every chunk linear overall on such text: recounting a long piece per chunk
+/// was quadratic (38.7 s for 1 MiB of letters in 1,000-byte deltas).
 pub const LONG_HELD: usize = 1024;
+/// What the estimate adds for tokens that new bytes make of old ones: a byte
+/// can add more than one token (a space run's last space joins a digit after
+/// it; BPE: "shhecuda" is 3 tokens, "shhecudaj" 5). Appending one byte added at
+/// most 2 more than one per byte in the cases tests and a fuzzer tried.
+pub const LONG_SLACK: u64 = 8;
 
 /// Counts text that arrives in pieces; equal to counting the whole.
 pub struct TextCounter {
@@ -340,9 +344,13 @@ pub struct TextCounter {
     fresh: usize,
     settled_len: usize,
     tokens: u64,
-    /// (bytes, tokens) of the held text when a snapshot last counted it past
-    /// `LONG_HELD`; (0, 0) after a settle changed it.
+    /// (bytes, tokens) of the held text (without an incomplete UTF-8 sequence
+    /// at its end) when a snapshot last counted it past `LONG_HELD`; (0, 0)
+    /// after a settle changed it.
     counted: (usize, u64),
+    /// The exact count of what is held, while nothing was pushed or settled
+    /// since it was made (a text that got no new bytes costs a snapshot nothing).
+    cached: Option<u64>,
     /// Bytes split or counted so far (tests bound the work with it).
     #[cfg(test)]
     work: std::sync::atomic::AtomicUsize,
@@ -358,6 +366,7 @@ impl TextCounter {
             settled_len: 0,
             tokens: 0,
             counted: (0, 0),
+            cached: None,
             #[cfg(test)]
             work: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -375,6 +384,7 @@ impl TextCounter {
         if bytes.is_empty() {
             return;
         }
+        self.cached = None;
         self.fresh += bytes.len();
         let joined;
         let mut rest = if self.partial.is_empty() {
@@ -422,6 +432,7 @@ impl TextCounter {
     fn settle(&mut self) {
         self.fresh = 0;
         self.counted = (0, 0);
+        self.cached = None;
         #[cfg(test)]
         self.work.fetch_add(self.held.len(), Ordering::Relaxed);
         let vocab = self.enc.vocab();
@@ -456,6 +467,12 @@ impl TextCounter {
         }
     }
 
+    /// Bytes split or counted so far.
+    #[cfg(test)]
+    pub(crate) fn work(&self) -> usize {
+        self.work.load(Ordering::Relaxed)
+    }
+
     /// (bytes held uncounted, tokens counted so far): for tests of when counting happens.
     #[cfg(test)]
     pub(crate) fn state(&self) -> (usize, u64) {
@@ -464,35 +481,49 @@ impl TextCounter {
 
     /// Tokens so far, counting what is held as if the text ended here.
     pub fn total(&self) -> u64 {
-        self.tokens + self.held_count()
+        self.tokens + self.cached.unwrap_or_else(|| self.held_count())
     }
 
     /// `total` for a snapshot: past `LONG_HELD` held bytes, the count made when
-    /// the held text was two thirds as long or longer, plus its new bytes.
+    /// the held text was two thirds as long or longer, plus its new bytes and
+    /// `LONG_SLACK` (see there).
     pub fn total_soon(&mut self) -> u64 {
-        // the bytes counted: an incomplete UTF-8 sequence at the end counts as U+FFFD (3 bytes)
-        let n = self.held.len() + if self.partial.is_empty() { 0 } else { 3 };
-        if n <= LONG_HELD {
-            return self.total();
+        if let Some(count) = self.cached {
+            return self.tokens + count;
         }
+        let n = self.held.len() + self.partial.len();
         let (at, count) = self.counted;
-        if at > 0 && n >= at && n < at + at / 2 {
-            return self.tokens + count + (n - at) as u64;
+        if n > LONG_HELD && at > 0 && n < at + at / 2 {
+            return self.tokens + count + (n - at) as u64 + LONG_SLACK;
         }
         let count = self.held_count();
-        self.counted = (n, count);
+        self.cached = Some(count);
+        if n > LONG_HELD {
+            // a character cut at the end counts one U+FFFD now, maybe more tokens once whole: its bytes
+            // are new bytes for the estimate
+            let whole = if self.partial.is_empty() {
+                count
+            } else {
+                self.count_of(&self.held)
+            };
+            self.counted = (self.held.len(), whole);
+        }
         self.tokens + count
     }
 
     fn held_count(&self) -> u64 {
-        #[cfg(test)]
-        self.work.fetch_add(self.held.len(), Ordering::Relaxed);
         if self.partial.is_empty() {
-            self.enc.count(&self.held)
+            self.count_of(&self.held)
         } else {
             // an incomplete UTF-8 sequence at the end decodes to one U+FFFD, part of the last piece
-            self.enc.count(&format!("{}\u{FFFD}", self.held))
+            self.count_of(&format!("{}\u{FFFD}", self.held))
         }
+    }
+
+    fn count_of(&self, text: &str) -> u64 {
+        #[cfg(test)]
+        self.work.fetch_add(text.len(), Ordering::Relaxed);
+        self.enc.count(text)
     }
 }
 
@@ -541,6 +572,73 @@ mod tests {
                 "{unit:?}: {work} bytes of work for {}",
                 text.len()
             );
+        }
+    }
+
+    /// Lowercase letters from a fixed seed (a long piece BPE splits unevenly).
+    fn letters(n: usize, mut seed: u64) -> String {
+        (0..n)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (b'a' + ((seed >> 33) % 26) as u8) as char
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_snapshot_is_never_below_the_count_of_the_text_so_far() {
+        // a byte that adds more than one token: a space run's last space joins a digit after it, BPE
+        // re-merges a long piece, a character cut across pieces counts one U+FFFD until it is whole
+        let cjk = format!("{}\u{5d40}{}", "中".repeat(400), "\u{2040f}".repeat(50)).into_bytes();
+        let cut: Vec<Vec<u8>> = cjk.chunks(7).map(<[u8]>::to_vec).collect();
+        let cases: Vec<Vec<Vec<u8>>> = vec![
+            vec![b" ".repeat(1100), b"1".to_vec()],
+            vec![b"\t".repeat(2000), b".".to_vec()],
+            [
+                vec![b" ".repeat(1107), b"1".to_vec()],
+                vec![b".1".to_vec(); 300],
+            ]
+            .concat(),
+            [
+                vec![b"    ".repeat(400)],
+                vec![b"1".to_vec(), b" x".to_vec()],
+            ]
+            .concat(),
+            vec![
+                format!("{}shhecuda", letters(1100, 7)).into_bytes(),
+                b"j".to_vec(),
+            ],
+            letters(6000, 3)
+                .into_bytes()
+                .chunks(3)
+                .map(<[u8]>::to_vec)
+                .collect(),
+            cut,
+        ];
+        for enc in [Encoding::O200k, Encoding::Cl100k] {
+            for (i, pieces) in cases.iter().enumerate() {
+                let mut c = TextCounter::new(enc);
+                let mut so_far = Vec::new();
+                for p in pieces {
+                    c.push(p);
+                    c.settle_now();
+                    so_far.extend_from_slice(p);
+                    let want = enc.count(&String::from_utf8_lossy(&so_far));
+                    let soon = c.total_soon();
+                    assert!(
+                        soon >= want,
+                        "case {i}, {enc:?}, {} bytes: {soon} < {want}",
+                        so_far.len()
+                    );
+                }
+                assert_eq!(
+                    c.total(),
+                    enc.count(&String::from_utf8_lossy(&so_far)),
+                    "case {i}"
+                );
+            }
         }
     }
 

@@ -12,7 +12,8 @@ use crate::field::{self, SLOTS};
 use crate::json::{Pat, BARE_MAX, KEY_MAX};
 use crate::text::{LAZY_BYTES, MAX_TEXTS};
 use crate::tokens::{
-    default_encoding, Encoding, ENCODINGS, LONG_HELD, MAX_HELD, MIN_BATCH, MODELS, PREFIXES,
+    default_encoding, Encoding, ENCODINGS, LONG_HELD, LONG_SLACK, MAX_HELD, MIN_BATCH, MODELS,
+    PREFIXES,
 };
 use crate::usage::{FINISH_REASONS_MAX, FINISH_REASON_MAX, MODEL_MAX, RESPONSE_ID_MAX};
 use std::fmt::Write;
@@ -207,7 +208,7 @@ pub fn registry_json() -> String {
         "}},\n \"constants\": {{\"max_decoded_bytes\": {DEFAULT_MAX_DECODED_BYTES}, \"max_event_bytes\": {DEFAULT_MAX_EVENT_BYTES}, \
          \"model_max\": {MODEL_MAX}, \"response_id_max\": {RESPONSE_ID_MAX}, \"finish_reason_max\": {FINISH_REASON_MAX}, \
          \"finish_reasons_max\": {FINISH_REASONS_MAX}, \"max_texts\": {MAX_TEXTS}, \"json_key_max\": {KEY_MAX}, \"json_bare_max\": {BARE_MAX}, \
-         \"count_min_batch\": {MIN_BATCH}, \"count_max_held\": {MAX_HELD}, \"count_lazy_bytes\": {LAZY_BYTES}, \"count_long_held\": {LONG_HELD}, \"usage_slots\": {SLOTS}, \"sniff_max\": {SNIFF_MAX}, \"decode_block\": {BLOCK}, \
+         \"count_min_batch\": {MIN_BATCH}, \"count_max_held\": {MAX_HELD}, \"count_lazy_bytes\": {LAZY_BYTES}, \"count_long_held\": {LONG_HELD}, \"count_long_slack\": {LONG_SLACK}, \"usage_slots\": {SLOTS}, \"sniff_max\": {SNIFF_MAX}, \"decode_block\": {BLOCK}, \
          \"zstd_window_log_max\": {ZSTD_WINDOW_LOG_MAX}, \"eventstream_prelude\": {PRELUDE}, \
          \"eventstream_min_message\": {MIN_MESSAGE}}},\n \"models\": "
     );
