@@ -606,8 +606,8 @@ def test_envoy_gateway_resources_have_the_documented_fields():
 
 def envoy_gateway_ext_proc(ep: dict, cluster: str) -> dict:
     """The ext_proc filter Envoy Gateway builds from one extProc entry (its translator: a processingMode side that
-    is present sends its headers, body modes by name, trailers skipped; failOpen, messageTimeout; accessible and
-    writable namespaces are Envoy's forwarding and receiving ones)."""
+    is present sends its headers, body modes by name, trailers skipped, allowModeOverride as is; failOpen,
+    messageTimeout; accessible and writable namespaces are Envoy's forwarding and receiving ones)."""
     body = {"Streamed": "STREAMED", "Buffered": "BUFFERED", "BufferedPartial": "BUFFERED_PARTIAL"}
     pm = ep.get("processingMode", {})
     mode = {}
@@ -621,6 +621,7 @@ def envoy_gateway_ext_proc(ep: dict, cluster: str) -> dict:
         "grpc_service": {"envoy_grpc": {"cluster_name": cluster}, "timeout": "10s"},
         "failure_mode_allow": ep.get("failOpen", False),
         "message_timeout": ep.get("messageTimeout", "0.2s"),
+        "allow_mode_override": pm.get("allowModeOverride", False),
         "processing_mode": mode,
         "metadata_options": {
             "forwarding_namespaces": {"untyped": md.get("accessibleNamespaces", [])},
@@ -680,7 +681,7 @@ def test_envoy_gateway_ext_proc_is_llmtallys_and_envoy_accepts_it(tmp_path):
     (ep,) = found["EnvoyExtensionPolicy"]["spec"]["extProc"]
     translated = envoy_gateway_ext_proc(ep, "llmtally")
     ours = ext_proc_of(generated_bootstrap())
-    for key in ("processing_mode", "failure_mode_allow", "message_timeout", "metadata_options"):
+    for key in ("processing_mode", "allow_mode_override", "failure_mode_allow", "message_timeout", "metadata_options"):
         assert translated[key] == ours[key], key
     (setting,) = found["EnvoyProxy"]["spec"]["telemetry"]["accessLog"]["settings"]
     fmt = setting["format"]["json"]
