@@ -1,7 +1,8 @@
 //! Thin PyO3 bindings: `llmtally._native` (typed in `_native.pyi`). All logic
 //! lives in llmtally-core; results are the public Python types of
-//! `llmtally._types` (`Usage`, `RequestInfo`), built here by keyword, so
-//! both backends hand out the same classes.
+//! `llmtally._types` (`RequestInfo` built here by keyword, `Usage` by setting
+//! its fields, see `usage_obj`), so both backends hand out the same classes.
+//! `Usage`'s class is looked up once (a reload of `_types` is not followed).
 
 use llmtally_core::{
     self as core, Encoding, OtlpAttribute, OtlpEvent, OtlpSpan, OtlpValue, RequestInfo,
