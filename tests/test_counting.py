@@ -270,48 +270,10 @@ def test_long_texts_under_running_usage_count_alike_with_or_without_snapshots(se
         assert (u.completion_tokens, u.total_tokens, u.source) == (delivered, 5 + delivered, "provider+tokenizer")
 
 
-@pytest.mark.parametrize("unit", [".", "!?", "abcdefghijklmnopqrstuvwxyz", "ha", " "])
-def test_a_snapshot_per_chunk_of_one_long_piece_is_the_same_in_both_backends(unit):
-    """A run without a break (a model stuck on one character), a snapshot after every 64-byte delta as the
-    sidecar takes them: past 1 KiB held (LONG_HELD, tokens.rs) a snapshot adds the new bytes to the last
-    count instead of recounting the run, alike in both backends and never below the text's count; the
-    finish is exact. Recounting per snapshot was quadratic (38.7 s for 1 MiB of letters in 1,000-byte
-    deltas, native)."""
-    text = unit * (40_000 // len(unit)) + " and then some prose, as usual."
-    deltas = [text[i : i + 64] for i in range(0, len(text), 64)]
-    body = openai_stream({0: [d.encode() for d in deltas]}, model="gpt-4o")
-    req = llmtally.RequestInfo(model="gpt-4o", streaming=True, prompt_tokens=3)
-    events = [e + b"\n\n" for e in body.split(b"\n\n") if e]
-    seen = {}
-    for backend in ("native", "python"):
-        sc = llmtally.ResponseScanner("openai", req, content_type="text/event-stream", backend=backend)
-        snaps = []
-        for e in events:
-            sc.feed(e)
-            snaps.append(sc.snapshot().completion_tokens)
-        seen[backend] = (snaps, sc.finish())
-    assert seen["native"] == seen["python"]
-    snaps, u = seen["native"]
-    delivered = [oracle.count(text[: 64 * i], "o200k_base") for i in range(1, len(deltas) + 1)]
-    assert all(s >= d for s, d in zip(snaps, delivered, strict=False))
-    assert u.completion_tokens == oracle.count(text, "o200k_base")
-
-
-@pytest.mark.parametrize(
-    "deltas",
-    [
-        [b" " * 1100, b"1"],  # the run's last space joins the digit: one byte, two more tokens
-        [b" " * 1107, b"1"] + [b".1"] * 300,
-        [b"\t" * 2000, b"."],
-        [("中" * 400 + "\U0002040f" * 50).encode()[i : i + 7] for i in range(0, 1400, 7)],  # cut characters
-        [b"shhecudaj"[: 8 + (i == 40)] for i in range(41)],
-    ],
-    ids=["spaces-digit", "spaces-then-more", "tabs-dot", "cjk-cut", "letters"],
-)
-def test_a_snapshot_of_a_long_piece_is_never_below_the_text_so_far(deltas):
-    """Where a new byte adds more than one token (a space run's last space joining what follows, BPE
-    re-merging, a character cut across chunks counted as U+FFFD until whole), a snapshot's estimate still
-    covers the text delivered (LONG_SLACK, tokens.rs), alike in both backends."""
+def snapshot_per_delta_in_both_backends(deltas: list[bytes]) -> None:
+    """One OpenAI event per delta, a snapshot after each as the sidecar takes them: both backends give the same
+    snapshots and finish, no snapshot is below tiktoken's count of the text delivered so far, and the finish is
+    that count of the whole."""
     body = openai_stream({0: deltas}, model="gpt-4o")
     req = llmtally.RequestInfo(model="gpt-4o", streaming=True, prompt_tokens=3)
     events = [e + b"\n\n" for e in body.split(b"\n\n") if e]
@@ -331,6 +293,33 @@ def test_a_snapshot_of_a_long_piece_is_never_below_the_text_so_far(deltas):
         (i, s, d) for i, (s, d) in enumerate(zip(snaps, delivered, strict=False)) if s < d
     ]
     assert u.completion_tokens == delivered[-1]
+
+
+@pytest.mark.parametrize("unit", [".", "!?", "abcdefghijklmnopqrstuvwxyz", "ha", " "])
+def test_a_snapshot_per_chunk_of_one_long_piece_is_the_same_in_both_backends(unit):
+    """A run without a break (a model stuck on one character), in 64-byte deltas: past 1 KiB held (LONG_HELD,
+    tokens.rs) a snapshot adds the new bytes to the last count instead of recounting the run. Recounting per
+    snapshot was quadratic (38.7 s for 1 MiB of letters in 1,000-byte deltas, native)."""
+    text = (unit * (40_000 // len(unit)) + " and then some prose, as usual.").encode()
+    snapshot_per_delta_in_both_backends([text[i : i + 64] for i in range(0, len(text), 64)])
+
+
+@pytest.mark.parametrize(
+    "deltas",
+    [
+        [b" " * 1100, b"1"],  # the run's last space joins the digit: one byte, two more tokens
+        [b" " * 1107, b"1"] + [b".1"] * 300,
+        [b"\t" * 2000, b"."],
+        [("中" * 400 + "\U0002040f" * 50).encode()[i : i + 7] for i in range(0, 1400, 7)],  # cut characters
+        [b"shhecudaj"[: 8 + (i == 40)] for i in range(41)],
+    ],
+    ids=["spaces-digit", "spaces-then-more", "tabs-dot", "cjk-cut", "letters"],
+)
+def test_a_snapshot_of_a_long_piece_is_never_below_the_text_so_far(deltas):
+    """Where a new byte adds more than one token (a space run's last space joining what follows, BPE
+    re-merging, a character cut across chunks counted as U+FFFD until whole), a snapshot's estimate still
+    covers the text delivered (LONG_SLACK, tokens.rs)."""
+    snapshot_per_delta_in_both_backends(deltas)
 
 
 def test_tool_calls_refusal_and_reasoning_are_separate_texts(backend):

@@ -129,10 +129,9 @@ _EMPTY = {
 }
 
 #: an answer's serialized form: a Struct that packs its fixed byte runs and its numbers in turn, the runs,
-#: and what puts the numbers in the order of their places; (None, (the answer,), _FIRST) when they could
+#: and what puts the numbers in the order of their places; (None, (the answer,), tuple) when they could
 #: not be placed
 _Template = tuple["_wire.Struct | None", tuple[bytes, ...], Callable[[tuple[float, ...]], tuple[float, ...]]]
-_FIRST = itemgetter(0)  # never called: an answer without places is serialized from its message
 
 
 class WireAnswers:
@@ -187,7 +186,7 @@ class WireAnswers:
         for x in _SENTINELS[:n]:
             b = _wire.pack("<d", x)
             if wire.count(b) != 1:
-                return None, (wire,), _FIRST
+                return None, (wire,), tuple
             at.append(wire.index(b))
         order = sorted(range(n), key=at.__getitem__)  # a map's entries need not be in the numbers' order
         runs, start = [], 0
