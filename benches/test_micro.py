@@ -8,7 +8,7 @@ per ext_proc message in-process (native vs fallback).
 import pytest
 
 import llmtally
-from workloads import COUNT_TEXTS, WORKLOADS, chunks, seed_stream_messages
+from workloads import COUNT_TEXTS, WORKLOADS, chunks, count_text, seed_stream_messages
 
 
 @pytest.mark.parametrize("backend", ["native", "python"])
@@ -34,7 +34,7 @@ def test_scan(benchmark, workload, backend):
 def test_count_tokens(benchmark, kind, encoding, counter):
     from llmtally.fallback.tokens import encoding as tiktoken_encoding
 
-    text = COUNT_TEXTS[kind]
+    text = count_text(kind)
     tk = tiktoken_encoding(encoding)[0]
     want = len(tk.encode_ordinary(text))
     if counter == "native":

@@ -1,5 +1,6 @@
 """Shared inputs for the micro-benchmarks (pytest-benchmark)."""
 
+import functools
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -109,12 +110,58 @@ def _fixed_size(text: str, size: int = 256 * 1024) -> str:
     return (text * (size // len(text) + 1))[:size]
 
 
+def _docs() -> str:
+    return "".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+
+
+#: the first code points of Han (with extension A), hiragana, katakana and Hangul syllables, and one past each
+CJK_RANGES = ((0x3400, 0x4DC0), (0x4E00, 0xA000), (0x3040, 0x30A0), (0x30A0, 0x3100), (0xAC00, 0xD7B0))
+
+
+def _cjk_unrepeated(size: int = 256 * 1024) -> str:
+    """About `size` bytes of Chinese, Japanese and Korean that do not repeat: o200k_base's tokens written
+    in those scripts alone (7,579 of them), drawn at random (seeded) with a comma, full stop, space or line
+    break now and then. Not sentences, but the pieces a text in these scripts is split into: long runs of
+    letters, which a cache of recent pieces does not help."""
+    import random
+
+    from llmtally.fallback.tokens import encoding
+
+    words = []
+    for b in encoding("cl100k_base")[0].token_byte_values():
+        try:
+            w = b.decode()
+        except UnicodeDecodeError:
+            continue
+        if all(any(lo <= ord(c) < hi for lo, hi in CJK_RANGES) for c in w):
+            words.append(w)
+    rng = random.Random(2026)
+    out, n = [], 0
+    while n < size:
+        w = rng.choice(words)
+        r = rng.random()
+        w += "，" if r < 0.08 else "。" if r < 0.12 else " " if r < 0.14 else "\n" if r < 0.15 else ""
+        out.append(w)
+        n += len(w.encode())
+    return "".join(out)
+
+
+#: the texts `count_tokens` is measured on, made when first asked for (`count_text`)
 COUNT_TEXTS = {
     # the project's English docs, repeated to a fixed 256 KB so the measure does not move with them
-    "prose": _fixed_size("".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])),
-    "code": "".join(p.read_text() for p in sorted((ROOT / "rust/core/src").glob("*.rs"))),
-    "cjk": "中文分词测试，这是一个句子。日本語のテキスト、カタカナ。한국어 문장입니다. " * 1500,
+    "prose": lambda: _fixed_size(_docs()),
+    # the same once: no word's count is kept from its last time in the text (the docs' size moves the measure)
+    "prose_once": _docs,
+    "code": lambda: "".join(p.read_text() for p in sorted((ROOT / "rust/core/src").glob("*.rs"))),
+    # a few sentences repeated, the case a cache of recent pieces makes cheap
+    "cjk": lambda: "中文分词测试，这是一个句子。日本語のテキスト、カタカナ。한국어 문장입니다. " * 1500,
+    "cjk_once": _cjk_unrepeated,
 }
+
+
+@functools.cache
+def count_text(kind: str) -> str:
+    return COUNT_TEXTS[kind]()
 
 
 def seed_stream_messages():

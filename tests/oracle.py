@@ -32,12 +32,17 @@ def count(text: str, enc: str) -> int:
     return len(ENC[enc].encode_ordinary(text))
 
 
-def encoding_for(model: str | None) -> str:
-    try:
-        name = tiktoken.encoding_name_for_model(model) if model else None
-    except KeyError:
-        name = None
-    return name if name in ENC else "o200k_base"
+def encoding_for(model: str | None, *fallbacks: str | None) -> str:
+    """tiktoken's encoding for the first of the names it knows (the request's model, then the
+    provider's: an Azure deployment's own name has none), else o200k_base."""
+    for m in (model, *fallbacks):
+        try:
+            name = tiktoken.encoding_name_for_model(m) if m else None
+        except KeyError:
+            name = None
+        if name in ENC:
+            return name
+    return "o200k_base"
 
 
 # ---- documents of a response body (well-formed fixtures only) ----
@@ -97,6 +102,7 @@ def texts(docs_):
         for c in m.get("content") if isinstance(m.get("content"), list) else [m.get("content")]:
             if isinstance(c, dict):
                 add((idx, 0, "content"), c.get("text"))
+                add((idx, 0, "reasoning"), c.get("thinking"))
         add((idx, 0, "plan"), m.get("tool_plan"))
         for tc in m.get("tool_calls") if isinstance(m.get("tool_calls"), list) else [m.get("tool_calls")]:
             if isinstance(tc, dict):
@@ -112,6 +118,14 @@ def texts(docs_):
             for part in ("delta", "message"):
                 m = ch.get(part) or {}
                 add((ci, 0, "content"), m.get("content"))
+                # Mistral's reasoning models: typed parts, `thinking` a string or text parts
+                for p in m.get("content") if isinstance(m.get("content"), list) else []:
+                    if isinstance(p, dict):
+                        add((ci, 0, "content"), p.get("text"))
+                        th = p.get("thinking")
+                        for t in th if isinstance(th, list) else [{"text": th}]:
+                            if isinstance(t, dict):
+                                add((ci, 0, "reasoning"), t.get("text"))
                 add((ci, 0, "refusal"), m.get("refusal"))
                 add((ci, 0, "reasoning"), m.get("reasoning_content"))
                 add((ci, 0, "reasoning_alt"), m.get("reasoning"))
@@ -567,7 +581,10 @@ def prompt_estimate(body: dict, provider: str, enc: str) -> int:
             spec = t.get("toolSpec")
             if isinstance(spec, dict):
                 n += _tool({**spec, **(spec.get("inputSchema") or {})}, enc, ("json",), None)
-        return n
+        # Bedrock InvokeModel prompts of the other families (Titan, Llama/Mistral/DeepSeek, Cohere Command R)
+        strings = [body[k] for k in ("inputText", "prompt", "message", "preamble") if isinstance(body.get(k), str)]
+        strings += [m["message"] for m in body.get("chat_history", []) if isinstance(m.get("message"), str)]
+        return n + sum(count(s, enc) for s in strings)
     if provider in ("gemini", "vertex-ai"):
         contents = list(body.get("contents", []))
         for key in ("systemInstruction", "system_instruction"):

@@ -80,4 +80,4 @@ def test_response_ids_and_finish_reasons_are_the_oracles():
         assert (u["response_id"], u["finish_reasons"]) == want, case["name"]
         with_id += u["response_id"] is not None
         with_reasons += bool(u["finish_reasons"])
-    assert (with_id, with_reasons) == (60, 53)
+    assert (with_id, with_reasons) == (68, 59)

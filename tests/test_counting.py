@@ -395,8 +395,7 @@ def oracle_usage(case):
     body = load(case["response"])
     req = json.loads(load(case["request"])) if "request" in case else None
     want = dict(case["usage"])
-    model = want["model"] or want["provider_model"]
-    enc = oracle.encoding_for(model)
+    enc = oracle.encoding_for(want["model"], want["provider_model"])
     completion, reasoning = oracle.completion(oracle.docs(case, body), enc)
     prompt = oracle.prompt_estimate(req, case["provider"], enc) if req is not None else 0
     want.update(

@@ -180,6 +180,29 @@ REQUESTS = [
             ],
         },
     ),
+    # Bedrock InvokeModel bodies of the families with a plain prompt (AWS's model parameter pages)
+    (
+        "bedrock",
+        "/model/amazon.titan-text-express-v1/invoke-with-response-stream",
+        {"inputText": "Name three rivers.", "textGenerationConfig": {"maxTokenCount": 200}},
+    ),
+    (
+        "bedrock",
+        "/model/meta.llama3-70b-instruct-v1%3A0/invoke",
+        {"prompt": "<|begin_of_text|>Name three rivers.", "max_gen_len": 200},
+    ),
+    (
+        "bedrock",
+        "/model/cohere.command-r-v1%3A0/invoke",
+        {
+            "message": "And in Asia?",
+            "preamble": "Be brief.",
+            "chat_history": [
+                {"role": "USER", "message": "Name three rivers."},
+                {"role": "CHATBOT", "message": "Nile."},
+            ],
+        },
+    ),
     (
         "gemini",
         "/v1beta/models/gemini-2.5-flash:generateContent",

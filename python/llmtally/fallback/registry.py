@@ -133,6 +133,10 @@ if any(k not in _CONDS for (k, _), _ in CONTENT_TYPES) or any(f not in _FRAMINGS
 ALL: tuple[Descriptor, ...] = tuple(_descriptor(d) for d in DATA["providers"])
 _BY_ID = {d.id: d for d in ALL}
 OPENAI = _BY_ID["openai"]
+#: paths at which a provider serves another one's API: (rule, the ids it applies to, the API's id)
+FOREIGN_PATHS: tuple[tuple[tuple[Cond, ...], frozenset[str], str], ...] = tuple(
+    (tuple((c[0], c[1]) for c in rule), frozenset(ids), other) for rule, ids, other in DATA["foreign_paths"]
+)
 
 
 def path_only(path: str) -> str:
@@ -183,4 +187,9 @@ def resolve(provider_id: str, path: str = "", content_type: str = "") -> Descrip
     pid = _id(provider_id)
     if pid in ("auto", ""):
         return detect(path, content_type)
-    return _BY_ID.get(pid, OPENAI)
+    d = _BY_ID.get(pid, OPENAI)
+    path = path_only(path)
+    for rule, ids, other in FOREIGN_PATHS:
+        if d.id in ids and all(holds(c, path, "") for c in rule):
+            return _BY_ID[other]
+    return d

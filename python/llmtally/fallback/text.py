@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .data import CONSTANTS
-from .tokens import TextCounter, encoding_for
+from .tokens import TextCounter, encoding_for, encoding_for_model
 from .usage import CHOICE, CHOICE_INDEX, ROOT, TOOL, TOOL_INDEX, is_reasoning
 
 MAX_TEXTS = CONSTANTS["max_texts"]
@@ -42,7 +42,9 @@ class TextState:
 
     def start(self, f: int, provider_model: str | None) -> None:
         if self.enc is None:
-            self.enc = encoding_for(self.model if self.model is not None else provider_model)
+            # the request model's, else (a name without a public tokenizer: an Azure deployment's) the provider's
+            known = self.model is not None and encoding_for_model(self.model) is not None
+            self.enc = encoding_for(self.model if known else provider_model)
         key = (self.choice, self.tool, f)
         try:
             i = self.keys.index(key)

@@ -4,7 +4,7 @@
 //! tool call is its own text: tokens never join across them.
 
 use crate::field::*;
-use crate::tokens::{encoding_for, Encoding, TextCounter};
+use crate::tokens::{default_encoding, encoding_for_model, Encoding, TextCounter};
 
 /// Most texts tracked per response; more share the last one (bounded memory).
 pub const MAX_TEXTS: usize = 64;
@@ -77,11 +77,16 @@ impl TextState {
         }
     }
 
-    /// A text string starts; `provider_model` picks the encoding if the request named none.
+    /// A text string starts; the encoding is the request model's, else (a name
+    /// without a public tokenizer, such as an Azure deployment's) `provider_model`'s.
     pub fn start(&mut self, f: Field, provider_model: Option<&str>) {
-        let enc = *self
-            .enc
-            .get_or_insert_with(|| encoding_for(self.model.as_deref().or(provider_model)));
+        let model = self.model.as_deref();
+        let enc = *self.enc.get_or_insert_with(|| {
+            model
+                .and_then(encoding_for_model)
+                .or_else(|| provider_model.and_then(encoding_for_model))
+                .unwrap_or_else(default_encoding)
+        });
         let key = (self.choice, self.tool, f);
         let i = match self.texts.iter().position(|(k, _)| *k == key) {
             Some(i) => i,

@@ -220,6 +220,17 @@ pub(crate) static REQUEST: Pat = Obj(
             Obj(None, &[("maxTokenCount", Raw(R_MAX_OUTPUT))]),
         ),
         ("system", TEXT_OR_BLOCKS),
+        // Bedrock InvokeModel prompts of other families: Titan `inputText`; Llama, Mistral and DeepSeek
+        // `prompt` (also Anthropic's legacy Text Completions); Cohere Command R `message`, `preamble`
+        // and `chat_history`
+        ("inputText", Leaf(R_TEXT)),
+        ("prompt", Leaf(R_TEXT)),
+        ("message", Leaf(R_TEXT)),
+        ("preamble", Leaf(R_TEXT)),
+        (
+            "chat_history",
+            Arr(&Obj(None, &[("message", Leaf(R_TEXT))])),
+        ),
         (
             "messages",
             Arr(&Obj(None, &[("content", Or(&[Leaf(R_TEXT), Arr(&BLOCK)]))])),
@@ -266,7 +277,11 @@ pub(crate) static REQUEST: Pat = Obj(
 pub static ANTHROPIC: Descriptor = Descriptor {
     id: "anthropic",
     display: "Anthropic",
-    detect: &[&[Cond::PathEndsWith("/messages")]],
+    // Claude on Vertex AI: `.../publishers/anthropic/models/{model}:rawPredict` (or `:streamRawPredict`)
+    detect: &[
+        &[Cond::PathEndsWith("/messages")],
+        &[Cond::PathContains("/publishers/anthropic/")],
+    ],
     request: &REQUEST,
     response: &RESPONSE,
     response_array: &RESPONSE_ARRAY,

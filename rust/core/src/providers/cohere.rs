@@ -8,7 +8,8 @@
 //! not read. Usage arrives only at the end (`message-end`'s `delta.usage`,
 //! the body's `usage`, v1 `stream-end`'s `response.meta`, embed's `meta`): a
 //! stream cut before it is counted by the tokenizer. Text for counting:
-//! content deltas, the tool plan, tool call names and arguments. The
+//! content deltas (a reasoning model's `thinking` as reasoning), the tool
+//! plan, tool call names and arguments. The
 //! response id: `id` (v2, embed), v1's `generation_id`; the finish reason:
 //! `message-end`'s `delta.finish_reason`, the body's (and v1's) `finish_reason`.
 
@@ -31,7 +32,11 @@ const BILLED: Pat = Obj(
     )],
 );
 
-const TEXT: Pat = Obj(None, &[("text", Leaf(T_CONTENT))]);
+/// A content block: its text, or a reasoning model's `thinking`.
+const TEXT: Pat = Obj(
+    None,
+    &[("text", Leaf(T_CONTENT)), ("thinking", Leaf(T_REASONING))],
+);
 const FUNCTION: Pat = Obj(
     None,
     &[(

@@ -236,6 +236,25 @@ pub fn registry_json() -> String {
     out.push(']');
     out.push_str(",\n \"model_prefixes\": ");
     table(&mut out, &PREFIXES);
+    out.push_str(",\n \"foreign_paths\": [");
+    for (i, (rule, ids, d)) in super::FOREIGN_PATHS.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push('[');
+        conds(&mut out, rule);
+        out.push_str(", [");
+        for (j, id) in ids.iter().enumerate() {
+            if j > 0 {
+                out.push_str(", ");
+            }
+            string(&mut out, id);
+        }
+        out.push_str("], ");
+        string(&mut out, d.id);
+        out.push(']');
+    }
+    out.push(']');
     out.push_str(",\n \"providers\": [\n  ");
     for (i, d) in ALL.iter().enumerate() {
         if i > 0 {

@@ -15,7 +15,7 @@ mod ollama;
 mod openai;
 mod vertex;
 
-use crate::descriptor::{Descriptor, ModelEnd};
+use crate::descriptor::{Cond, Descriptor, ModelEnd};
 use crate::usage::MODEL_MAX;
 
 pub use export::registry_json;
@@ -34,6 +34,32 @@ pub static ALL: &[&Descriptor] = &[
     &mistral::MISTRAL,
 ];
 
+/// Paths at which a provider serves another one's API, read in that API's
+/// format whatever id the route names: the OpenAI-compatible endpoints of
+/// Gemini (`/v1beta/openai/...`), Vertex AI (`.../endpoints/openapi/...`),
+/// Cohere (`/compatibility/v1/...`), Anthropic and Bedrock, and Claude on
+/// Vertex AI (`.../publishers/anthropic/models/...:rawPredict`). Each rule
+/// names the ids it applies to: those whose own format is another.
+pub static FOREIGN_PATHS: &[(&[Cond], &[&str], &Descriptor)] = &[
+    (
+        &[Cond::PathEndsWith("/chat/completions")],
+        NOT_OPENAI,
+        &openai::OPENAI,
+    ),
+    (
+        &[Cond::PathEndsWith("/embeddings")],
+        NOT_OPENAI,
+        &openai::OPENAI,
+    ),
+    (
+        &[Cond::PathContains("/publishers/anthropic/")],
+        &["vertex-ai", "gemini"],
+        &anthropic::ANTHROPIC,
+    ),
+];
+/// The ids whose own responses are not OpenAI's (Ollama's pattern reads both).
+const NOT_OPENAI: &[&str] = &["anthropic", "gemini", "vertex-ai", "cohere", "bedrock"];
+
 /// The descriptor for a provider id (any case, surrounding space ignored).
 pub fn by_id(id: &str) -> Option<&'static Descriptor> {
     let id = id.trim();
@@ -47,7 +73,12 @@ pub fn resolve(id: &str, path: &str, content_type: &str) -> &'static Descriptor 
     if trimmed.is_empty() || trimmed.eq_ignore_ascii_case("auto") {
         return detect(path, content_type);
     }
-    by_id(trimmed).unwrap_or(&openai::OPENAI)
+    let d = by_id(trimmed).unwrap_or(&openai::OPENAI);
+    let path = path_only(path);
+    FOREIGN_PATHS
+        .iter()
+        .find(|(rule, ids, _)| ids.contains(&d.id) && rule.iter().all(|c| c.holds(path, "")))
+        .map_or(d, |(_, _, other)| other)
 }
 
 /// `auto`: the first provider one of whose rules holds entirely.
@@ -183,6 +214,23 @@ mod tests {
         );
         assert_eq!(resolve("something-new", "/v1/messages", "").id, "openai");
         assert_eq!(resolve(" Anthropic ", "/x", "").id, "anthropic");
+        // another API's paths under a provider's own id
+        for (id, path, want) in [
+            ("gemini", "/v1beta/openai/chat/completions", "openai"),
+            ("gemini", "/v1beta/openai/embeddings", "openai"),
+            ("vertex-ai", "/v1/projects/p/locations/l/endpoints/openapi/chat/completions", "openai"),
+            ("cohere", "/compatibility/v1/chat/completions", "openai"),
+            ("anthropic", "/v1/chat/completions?beta=true", "openai"),
+            ("bedrock", "/openai/v1/chat/completions", "openai"),
+            ("vertex-ai", "/v1/projects/p/locations/l/publishers/anthropic/models/claude-sonnet-4@20250514:streamRawPredict", "anthropic"),
+            ("auto", "/v1/projects/p/locations/l/publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict", "anthropic"),
+            ("azure", "/openai/deployments/d/chat/completions", "azure"),
+            ("mistral", "/v1/chat/completions", "mistral"),
+            ("ollama", "/v1/chat/completions", "ollama"),
+            ("gemini", "/v1beta/models/m:generateContent", "gemini"),
+        ] {
+            assert_eq!(resolve(id, path, "").id, want, "{id} {path}");
+        }
         assert_eq!(percent_decode("a%3Ab%zz%4"), "a:b%zz%4");
     }
 

@@ -7,7 +7,8 @@
 //! - Responses API: `response.usage` in `response.completed`,
 //!   `response.incomplete` and `response.failed` events, or `usage` at the
 //!   top of the non-streaming body, with `input_tokens`/`output_tokens`.
-//! - Vendor fields (see docs/providers.md): Groq's `x_groq.usage`, DeepSeek's
+//! - Vendor fields (see docs/providers.md): Moonshot's `choices[].usage` and
+//!   `usage.cached_tokens`, Groq's `x_groq.usage`, DeepSeek's
 //!   `prompt_cache_hit_tokens`, OpenRouter's `cache_write_tokens`, llama.cpp's
 //!   `timings` (`prompt_n + cache_n` input, `cache_n` cached, `predicted_n` output)
 //!   when no `usage` is reported.
@@ -24,7 +25,8 @@
 //! `completion_tokens`/`output_tokens` the reasoning tokens.
 //!
 //! Text for counting streams without usage: `choices[].delta` (or
-//! `.message`) `content`, `refusal`, `reasoning_content`, tool call
+//! `.message`) `content` (a string, or Mistral's typed parts: `text`, and
+//! `thinking` as reasoning), `refusal`, `reasoning_content`, tool call
 //! `function.name` and `function.arguments`, legacy `choices[].text`, and
 //! the Responses API's `delta` strings keyed by `output_index`/`content_index`.
 
@@ -54,6 +56,8 @@ const USAGE: Pat = Obj(
         ),
         // DeepSeek: the same number as prompt_tokens_details.cached_tokens
         ("prompt_cache_hit_tokens", Leaf(CACHED)),
+        // Moonshot (Kimi)
+        ("cached_tokens", Leaf(CACHED)),
         (
             "input_tokens_details",
             Obj(None, &[("cached_tokens", Leaf(CACHED))]),
@@ -88,10 +92,26 @@ const TOOL_CALL: Pat = Obj(
     ],
 );
 
+/// Mistral's reasoning models (Magistral): `content` as typed parts, `text`
+/// or `thinking` (itself a string or `[{"text": ...}]`).
+const CONTENT_PART: Pat = Obj(
+    None,
+    &[
+        ("text", Leaf(T_CONTENT)),
+        (
+            "thinking",
+            Or(&[
+                Leaf(T_REASONING),
+                Arr(&Obj(None, &[("text", Leaf(T_REASONING))])),
+            ]),
+        ),
+    ],
+);
+
 const MESSAGE: Pat = Obj(
     None,
     &[
-        ("content", Leaf(T_CONTENT)),
+        ("content", Or(&[Leaf(T_CONTENT), Arr(&CONTENT_PART)])),
         ("refusal", Leaf(T_REFUSAL)),
         // DeepSeek, xAI, llama.cpp, Fireworks, older vLLM
         ("reasoning_content", Leaf(T_REASONING)),
@@ -121,6 +141,8 @@ pub(crate) const CHOICE_OBJ: Pat = Obj(
         ("message", MESSAGE),
         ("text", Leaf(T_CONTENT)),
         ("finish_reason", Leaf(FINISH)),
+        // Moonshot (Kimi): the stream's usage in its finish chunk's choice
+        ("usage", USAGE),
     ],
 );
 
