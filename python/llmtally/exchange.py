@@ -397,8 +397,8 @@ class Exchange:
     def heavy(self, req: pb.ProcessingRequest) -> int:
         """How heavy the message is, if it may cost milliseconds of CPU (a large body's prompt estimate, a
         large response chunk, any compressed chunk worth decoding: a few KiB can inflate to megabytes), else
-        0: the server hands a heavy one to a worker thread, smallest first, so that other streams' answers
-        are not delayed."""
+        0: the server hands a heavy one to a worker thread, smaller first but none for ever (`offload`), so
+        that other streams' answers are not delayed."""
         kind = req.WhichOneof("request")
         if kind == "response_body":
             n = len(req.response_body.body)
