@@ -45,6 +45,14 @@ def test_gemini_latest_usage_object_replaces_earlier(backend):
             "gemini-2.0-flash",
             False,
         ),
+        # percent-encoded letters are the same URL to Google: the model (and its budget key) is the decoded name
+        ("/v1beta/models/%67emini-2.5-pro:generateContent", "gemini", "gemini-2.5-pro", False),
+        (
+            "/v1/projects/p/locations/l/publishers/google/models/gemini%2D2.0-flash:streamGenerateContent",
+            "vertex-ai",
+            "gemini-2.0-flash",
+            True,
+        ),
         (
             "/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/converse-stream",
             "bedrock",

@@ -249,7 +249,7 @@ pub(crate) const fn google(
             after: "/models/",
             last: true,
             end: ModelEnd::Char(':'),
-            percent_decoded: false,
+            percent_decoded: true,
         }),
         streams_by_path: STREAM_GENERATE,
         usage_headers: &[],
