@@ -921,3 +921,36 @@ def test_a_body_cut_inside_a_string_counts_the_text_read(backend):
     info = llmtally.parse_request(cut, "openai", "/v1/chat/completions", backend=backend)
     want = 3 + oracle.count("user", "o200k_base") + oracle.count("word " * 1000, "o200k_base") + 3
     assert info.prompt_tokens == want
+
+
+ENCODINGS = ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("provider, path, body", REQUESTS[:6], ids=[f"{p}{u}" for p, u, _ in REQUESTS[:6]])
+def test_a_body_in_another_unicode_encoding_reads_as_its_utf8(provider, path, body, encoding, backend):
+    """What `json.loads(bytes)` reads (Python upstreams: vLLM, LiteLLM): a BOM or UTF-16/32 body is the same
+    request; before, it read as nothing (no model, no prompt: no per-model budget and no prompt charge)."""
+    plain = json.dumps(body, ensure_ascii=False)
+    want = llmtally.parse_request(plain.encode(), provider, path, backend=backend)
+    assert want.prompt_tokens > 0
+    assert llmtally.parse_request(plain.encode(encoding), provider, path, backend=backend) == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([b"", b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"]),
+    st.binary(max_size=40),
+)
+def test_backends_agree_on_any_bytes_after_an_encodings_mark(prefix, rest):
+    """Cut units, lone surrogates and code points past U+10FFFF decode alike (U+FFFD) in both backends."""
+    body = prefix + rest
+    assert llmtally.parse_request(body, "openai", "", backend="native") == llmtally.parse_request(
+        body, "openai", "", backend="python"
+    )
+    raw = b'{"model":"m\xc3\xa9' + rest + b'"}'
+    for enc in ("utf-16-le", "utf-32-be"):
+        wide = raw.decode("utf-8", errors="replace").encode(enc)
+        assert llmtally.parse_request(wide, "openai", "", backend="native") == llmtally.parse_request(
+            wide, "openai", "", backend="python"
+        )

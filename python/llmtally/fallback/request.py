@@ -11,6 +11,7 @@ module, so both backends agree exactly.
 from __future__ import annotations
 
 import builtins
+import json
 
 from .._types import RequestInfo
 from .base64 import Base64
@@ -475,6 +476,17 @@ class _Collect(Sink):
             self._close_part()
 
 
+def _json_utf8(body: bytes) -> bytes:
+    """The body as UTF-8, read as `json.loads(bytes)` reads it: a UTF-8 BOM dropped, UTF-16 and UTF-32 (by BOM or
+    by their zero bytes) decoded, a unit that is not a character becoming U+FFFD (mirror of request.rs)."""
+    enc = json.detect_encoding(body)
+    if enc == "utf-8":
+        return body
+    if enc == "utf-8-sig":
+        return body[3:]
+    return body.decode(enc, errors="replace").encode()
+
+
 def parse_request(body: bytes, provider: str, path: str = "") -> RequestInfo:
     """Model, streaming flag, output-token limit and prompt estimate; never fails on bad input."""
     if not isinstance(body, bytes):
@@ -482,7 +494,7 @@ def parse_request(body: bytes, provider: str, path: str = "") -> RequestInfo:
     d = resolve(provider, path)
     sc = JsonScanner(d.request)
     c = _Collect()
-    sc.feed(body, c)
+    sc.feed(_json_utf8(body), c)
     sc.end_doc(c)
     c.finish()
     streaming = c.stream if c.stream is not None else d.path_streams(path)

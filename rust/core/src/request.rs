@@ -32,6 +32,7 @@ use crate::json::{JsonScanner, Sink};
 use crate::providers;
 use crate::tokens::encoding_for;
 use crate::usage::ShortString;
+use std::borrow::Cow;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestInfo {
@@ -680,7 +681,7 @@ pub fn parse_request(body: &[u8], provider: &str, path: &str) -> RequestInfo {
     let d = providers::resolve(provider, path, "");
     let mut sc = JsonScanner::new(d.request);
     let mut c = Collect::default();
-    sc.feed(body, &mut c);
+    sc.feed(&json_utf8(body), &mut c);
     sc.end_doc(&mut c);
     c.finish();
     let streaming = c.stream.unwrap_or_else(|| d.path_streams(path));
@@ -701,9 +702,108 @@ pub fn parse_request(body: &[u8], provider: &str, path: &str) -> RequestInfo {
     }
 }
 
+/// The body as UTF-8, read as Python's `json.loads(bytes)` reads it (every
+/// Python upstream: vLLM, LiteLLM, FastAPI servers), so that a client cannot
+/// hide its prompt and model from llmtally by the encoding alone: a UTF-8 BOM
+/// is dropped, and UTF-32 and UTF-16, told by a BOM or by where the zero bytes
+/// are (`json.detect_encoding`), are decoded, a unit that is not a character
+/// (or a cut one at the end) becoming U+FFFD.
+fn json_utf8(b: &[u8]) -> Cow<'_, [u8]> {
+    // (bytes per unit, big-endian, BOM length)
+    let (unit, be, skip) = match b {
+        [0, 0, 0xFE, 0xFF, ..] => (4, true, 4),
+        [0xFF, 0xFE, 0, 0, ..] => (4, false, 4),
+        [0xFE, 0xFF, ..] => (2, true, 2),
+        [0xFF, 0xFE, ..] => (2, false, 2),
+        [0xEF, 0xBB, 0xBF, ..] => return Cow::Borrowed(&b[3..]),
+        [0, 0, _, _, ..] => (4, true, 0),
+        [0, _, _, _, ..] => (2, true, 0),
+        [_, 0, 0, 0, ..] => (4, false, 0),
+        [_, 0, _, _, ..] => (2, false, 0),
+        [0, _] => (2, true, 0),
+        [_, 0] => (2, false, 0),
+        _ => return Cow::Borrowed(b),
+    };
+    let b = &b[skip..];
+    let word = |c: &[u8]| -> u32 {
+        let v = c.iter().fold(0u32, |v, &x| v << 8 | x as u32);
+        if be || unit == 1 {
+            v
+        } else if unit == 2 {
+            (v as u16).swap_bytes() as u32
+        } else {
+            v.swap_bytes()
+        }
+    };
+    let units = b.chunks_exact(unit);
+    let cut = !units.remainder().is_empty();
+    let mut out = String::with_capacity(b.len());
+    if unit == 2 {
+        out.extend(
+            char::decode_utf16(units.map(|c| word(c) as u16))
+                .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER)),
+        );
+    } else {
+        out.extend(units.map(|c| char::from_u32(word(c)).unwrap_or(char::REPLACEMENT_CHARACTER)));
+    }
+    if cut {
+        out.push(char::REPLACEMENT_CHARACTER);
+    }
+    Cow::Owned(out.into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_in_a_bom_utf16_or_utf32_read_as_utf8() {
+        let plain = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"héllo 😀 world"}]}"#;
+        let want = parse_request(plain.as_bytes(), "openai", "");
+        assert_eq!(want.model.as_deref(), Some("gpt-4o"));
+        assert!(want.prompt_tokens > 8);
+        let utf16 = |be: bool| -> Vec<u8> {
+            plain
+                .encode_utf16()
+                .flat_map(|u| if be { u.to_be_bytes() } else { u.to_le_bytes() })
+                .collect()
+        };
+        let utf32 = |be: bool| -> Vec<u8> {
+            plain
+                .chars()
+                .flat_map(|c| {
+                    if be {
+                        (c as u32).to_be_bytes()
+                    } else {
+                        (c as u32).to_le_bytes()
+                    }
+                })
+                .collect()
+        };
+        let bodies = [
+            [&[0xEF, 0xBB, 0xBF][..], plain.as_bytes()].concat(),
+            utf16(false),
+            utf16(true),
+            [&[0xFF, 0xFE][..], &utf16(false)].concat(),
+            [&[0xFE, 0xFF][..], &utf16(true)].concat(),
+            utf32(false),
+            utf32(true),
+            [&[0xFF, 0xFE, 0, 0][..], &utf32(false)].concat(),
+            [&[0, 0, 0xFE, 0xFF][..], &utf32(true)].concat(),
+        ];
+        for body in bodies {
+            assert_eq!(parse_request(&body, "openai", ""), want, "{body:?}");
+        }
+        // a lone surrogate, a code point past U+10FFFF and cut units: U+FFFD each, as Python decodes them
+        assert_eq!(
+            &*json_utf8(&[b'"', 0, 0x00, 0xD8, b'"', 0, 7]),
+            "\"\u{FFFD}\"\u{FFFD}".as_bytes()
+        );
+        assert_eq!(
+            &*json_utf8(&[b'"', 0, 0, 0, 0, 0, 0x11, 0, 1, 0]),
+            "\"\u{FFFD}\u{FFFD}".as_bytes()
+        );
+    }
 
     /// The output limit of `body`, checked the same when fed in pieces of every size.
     fn max_out(provider: &str, path: &str, body: &str) -> Option<u64> {
