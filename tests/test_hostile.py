@@ -293,3 +293,21 @@ def test_a_server_that_answers_any_model_name_is_labelled_with_its_own(tmp_path)
         assert done == {"google/gemma-3-1b-it-qat-q4_0": 310, "gpt-3.5-turbo": 40}
     finally:
         s.stop()
+
+
+def test_a_model_name_with_control_characters_reaches_the_metadata_printable(tmp_path):
+    """A newline, an escape sequence or a lone surrogate in the client's model name became part of
+    `ai.gateway.kgateway.dev:model` as decoded (forged lines in a text access log); now each is U+FFFD, in the
+    request's metadata and the final one, and the model label is the overflow value."""
+    s = Sidecar(tmp_path)
+    try:
+        name = rb'"gpt-4o\n[fake] 200 team=root\u001b[2J\ud800\u2028"'
+        body = b'{"model":' + name + b',"messages":[{"role":"user","content":"hi"}]}'
+        answers = s.process(messages(CHAT, body, 404, "application/json", [b'{"error":{}}']), provider="openai")
+        namespaces = [md_of(a).get("ai.gateway.kgateway.dev", {}) for a in answers]
+        models = [ns["model"] for ns in namespaces if "model" in ns]
+        assert models == ["gpt-4o\ufffd[fake] 200 team=root\ufffd[2J\ufffd\ufffd"] * 2
+        m = s.metrics()
+        assert {dict(k[1])["model"] for k in m if k[0] == "ai_requests_total"} == {"overflow"}
+    finally:
+        s.stop()

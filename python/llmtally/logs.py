@@ -87,3 +87,10 @@ def setup(level: str, fmt: str = "text", worker: str = "") -> None:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("llmtally").setLevel(level.upper())
+
+
+def printable(v: str) -> str:
+    """`v` with every character `str.isprintable` refuses (control characters, line and paragraph separators,
+    lone surrogates, unassigned code points) as U+FFFD: a model name is the client's, and a newline or an escape
+    sequence in it would forge lines in a text access log or drive a terminal."""
+    return v if v.isprintable() else "".join(c if c.isprintable() else "\ufffd" for c in v)

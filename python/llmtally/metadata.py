@@ -14,6 +14,7 @@ from google.protobuf.struct_pb2 import Struct, Value
 from ._api import display_name
 from ._types import RequestInfo, Usage
 from .config import Config
+from .logs import printable
 
 #: a metadata value as Struct holds it
 Scalar = str | int | float | bool
@@ -50,7 +51,7 @@ def request_metadata(config: Config, provider: str, info: RequestInfo) -> Struct
         "prompt_tokens": info.prompt_tokens,
     }
     if info.model is not None:
-        ai["model"] = info.model
+        ai["model"] = printable(info.model)
     return _struct({config.metadata_namespace: ai, config.ratelimit_namespace: {"hits_addend": info.prompt_tokens}})
 
 
@@ -69,9 +70,9 @@ def final_metadata(config: Config, provider: str, u: Usage, cost_microusd: int |
         "usage_source": u.source,
     }
     if u.model is not None:
-        ai["model"] = u.model
+        ai["model"] = printable(u.model)
     if u.provider_model is not None:
-        ai["provider_model"] = u.provider_model
+        ai["provider_model"] = printable(u.provider_model)
     if cost_microusd is not None:
         ai["cost_usd"] = cost_microusd / 1_000_000
         ai["cost_microusd"] = cost_microusd

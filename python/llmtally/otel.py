@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .logs import printable
+
 if TYPE_CHECKING:
     from ._types import Usage
     from .config import Config, OtelConfig
@@ -88,7 +90,8 @@ def operation(path: str) -> str:
 
 
 def clip(value: str | None) -> str | None:
-    return None if value is None else value[:MAX_ATTRIBUTE]
+    """A client's (or an upstream's) name as an attribute: at most MAX_ATTRIBUTE characters, printable."""
+    return None if value is None else printable(value[:MAX_ATTRIBUTE])
 
 
 @dataclass(frozen=True, slots=True)
