@@ -407,7 +407,33 @@ def test_limits_as_operators_write_them(tmp_path):
     assert [lim.name for lim in rl.limits] == ["team=ops", "team,model"]
     from llmtally.budgets import parse_sentinel_url
 
-    assert parse_sentinel_url(rl.redis) == ([("a", 26379), ("b", 26380)], "main", 2)
+    assert parse_sentinel_url(rl.redis) == ([("a", 26379), ("b", 26380)], "main", 2, None, None)
+
+
+def test_a_sentinel_urls_password_is_used_and_never_shown(tmp_path):
+    """`:password@` or `user:password@` authenticate to the master and the sentinels (before, the password was
+    taken for part of the first host name and printed in every store failure's log line); a query is refused,
+    and a URL of the wrong scheme is shown without its password."""
+    from llmtally import config
+    from llmtally.budgets import RedisStore, parse_sentinel_url
+
+    u = parse_sentinel_url("redis+sentinel://:hunter%402@a:26379,b:26380/main/1")
+    assert u == ([("a", 26379), ("b", 26380)], "main", 1, None, "hunter@2")
+    assert parse_sentinel_url("redis+sentinel://ops:pw@a:26379/main")[3:] == ("ops", "pw")
+    store = RedisStore("redis+sentinel://ops:pw@a:26379/main", 0.05)
+    kwargs = store.client.connection_pool.connection_kwargs
+    assert (kwargs["username"], kwargs["password"]) == ("ops", "pw")
+    assert store.client.connection_pool.sentinel_manager.sentinel_kwargs["password"] == "pw"
+    f = tmp_path / "c.yaml"
+    for url, message in [
+        ("redis+sentinel://a:26379/main?password=hunter2", "rateLimit.redis: a redis+sentinel:// URL takes no query"),
+        ("redis+sentinel://:hunter2@a/main", "rateLimit.redis: 'a' is not host:port"),
+        ("http://u:hunter2@a:6379/0", "rateLimit.redis: 'http://a:6379/0' is not a redis://"),
+    ]:
+        f.write_text(f"rateLimit:\n  redis: '{url}'\n  limits:\n  - by: [model]\n    tokens: 10\n")
+        with pytest.raises(config.ConfigError) as e:
+            config.load(str(f), environ={})
+        assert str(e.value).startswith(message) and "hunter2" not in str(e.value)
 
 
 def test_no_request_escapes_the_budget_by_its_body(tmp_path, redis):

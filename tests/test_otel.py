@@ -562,6 +562,17 @@ def test_endpoints_are_redacted_for_log_lines():
     assert otel.redact("u:p@collector:4317?k=v") == "collector:4317"
 
 
+def test_an_environment_endpoint_with_credentials_is_refused_without_printing_them():
+    for var in otel.ENDPOINT_VARS:
+        with pytest.raises(ValueError) as e:
+            otel.settings(Config(), {var: "http://user:SECRET@collector:4317"})
+        assert str(e.value) == (
+            f"{var}: 'http://collector:4317' has user information or a query: put credentials in otel.headers "
+            "(or OTEL_EXPORTER_OTLP_HEADERS), not in the URL"
+        )
+    assert otel.settings(Config(), {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317/"}) is not None
+
+
 def test_the_resource_takes_the_environments_names_over_llmtallys(monkeypatch):
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=payments-gw,service.version=2.3.1,k=v")
     lo = Local()
@@ -615,6 +626,15 @@ def test_the_otel_section_is_validated(tmp_path):
             "otel.endpoint: 'ftp://c' is not an http:// or https:// URL",
         ),
         ("logFormat: xml\n", "logFormat: 'xml' is not one of text, json"),
+        # credentials in the URL: the exporters would print them in their own log lines, and send neither
+        (
+            "otel:\n  endpoint: 'https://u:SECRET@c:4317'\n",
+            "otel.endpoint: 'https://c:4317' has user information or a query: put credentials in otel.headers",
+        ),
+        (
+            "otel:\n  endpoint: 'https://c:4318/?token=SECRET'\n",
+            "otel.endpoint: 'https://c:4318/' has user information or a query: put credentials in otel.headers",
+        ),
     ]:
         f.write_text(text)
         with pytest.raises(ConfigError) as e:

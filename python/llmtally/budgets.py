@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 from .throttle import OncePerMinute
 
@@ -270,14 +270,32 @@ return values
 """
 
 
-#: `redis+sentinel://host:26379,host2:26379/service[/db]`: the master Redis Sentinel names `service`
+#: `redis+sentinel://[[user]:password@]host:26379,host2:26379/service[/db]`: the master Redis Sentinel names
+#: `service`; the user and password (URL-encoded) are the master's and the sentinels'
 SENTINEL_SCHEME = "redis+sentinel://"
 
 
-def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
-    """(sentinels, service name, db) of a `redis+sentinel://` URL; ValueError names what is wrong."""
+class SentinelURL(NamedTuple):
+    hosts: list[tuple[str, int]]
+    service: str
+    db: int
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """The parts of a `redis+sentinel://` URL; ValueError names what is wrong (never the password)."""
+    from urllib.parse import unquote
+
     rest = url[len(SENTINEL_SCHEME) :]
+    if "?" in rest or "#" in rest:
+        raise ValueError("a redis+sentinel:// URL takes no query or fragment: redis+sentinel://host:26379/mymaster")
     hosts_part, _, path = rest.partition("/")
+    username = password = None
+    if "@" in hosts_part:
+        userinfo, _, hosts_part = hosts_part.rpartition("@")
+        user, sep, pw = userinfo.partition(":")
+        username, password = (unquote(user) or None, unquote(pw)) if sep else (None, unquote(user))
     service, _, db = path.partition("/")
     hosts = []
     for h in hosts_part.split(","):
@@ -289,7 +307,7 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
         raise ValueError("the service (master) name is missing: redis+sentinel://host:26379/mymaster")
     if db and not db.isdigit():
         raise ValueError(f"{db!r} is not a database number")
-    return hosts, service, int(db or 0)
+    return SentinelURL(hosts, service, int(db or 0), username, password)
 
 
 class RedisStore:
@@ -306,10 +324,15 @@ class RedisStore:
         if url.startswith(SENTINEL_SCHEME):
             from redis.asyncio.sentinel import Sentinel
 
-            hosts, service, db = parse_sentinel_url(url)
+            u = parse_sentinel_url(url)
+            auth = {"username": u.username, "password": u.password} if u.password is not None else {}
             # called through Any: redis-py annotates Sentinel's constructor from 8.2 on, not before
-            sentinel = cast(Any, Sentinel)(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)
-            client = sentinel.master_for(service, db=db, socket_timeout=timeout, socket_connect_timeout=timeout)
+            sentinel = cast(Any, Sentinel)(
+                u.hosts, sentinel_kwargs=auth or None, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+            client = sentinel.master_for(
+                u.service, db=u.db, socket_timeout=timeout, socket_connect_timeout=timeout, **auth
+            )
         elif cluster:
             client = redis.RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         else:

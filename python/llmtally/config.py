@@ -177,6 +177,13 @@ def _otel(doc: object) -> OtelConfig:
         from .otel import redact
 
         raise ConfigError(f"otel.endpoint: {redact(oc.endpoint)!r} is not an http:// or https:// URL")
+    if oc.endpoint:
+        from .otel import CREDENTIALS_HINT, holds_credentials, redact
+
+        if holds_credentials(oc.endpoint):
+            raise ConfigError(
+                f"otel.endpoint: {redact(oc.endpoint)!r} has user information or a query: {CREDENTIALS_HINT}"
+            )
     return oc
 
 
@@ -631,7 +638,10 @@ def _rate_limit(doc: object) -> RateLimitConfig:
         listen = f"127.0.0.1:{m[1]}"
     redis = doc.get("redis", "")
     if not isinstance(redis, str) or (redis and not re.match(r"(rediss?|unix|redis\+sentinel)://", redis)):
-        raise ConfigError(f"rateLimit.redis: {redis!r} is not a redis://, rediss://, unix:// or redis+sentinel:// URL")
+        from .otel import redact
+
+        shown = redact(redis) if isinstance(redis, str) else redis  # never the URL's password
+        raise ConfigError(f"rateLimit.redis: {shown!r} is not a redis://, rediss://, unix:// or redis+sentinel:// URL")
     if redis.startswith("redis+sentinel://"):
         from .budgets import parse_sentinel_url
 

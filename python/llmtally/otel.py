@@ -144,6 +144,9 @@ def settings(config: Config, environ: Mapping[str, str] | None = None) -> Settin
             return oc.metrics if signal == "METRICS" else oc.traces
         return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
 
+    for var in ENDPOINT_VARS:
+        if holds_credentials(env.get(var, "")):
+            raise ValueError(f"{var}: {redact(env[var])!r} has user information or a query: {CREDENTIALS_HINT}")
     traces = wanted("TRACES")
     return Settings(
         protocol=protocol("TRACES"),
@@ -170,6 +173,18 @@ def redact(url: str) -> str:
     host, slash, path = rest.partition("/")
     host = host.rpartition("@")[2]
     return f"{head}{sep}{host}{slash}{path}"
+
+
+def holds_credentials(url: str) -> bool:
+    """Whether `url` has user information or a query: the OTLP exporters would neither send these as
+    credentials (gRPC takes the user information for part of the host, HTTP appends its path after the
+    query) nor keep them out of their own log lines."""
+    rest = url.partition("://")[2] or url
+    authority = rest.split("/", 1)[0]
+    return "@" in authority or "?" in rest or "#" in rest
+
+
+CREDENTIALS_HINT = "put credentials in otel.headers (or OTEL_EXPORTER_OTLP_HEADERS), not in the URL"
 
 
 def check_installed() -> str | None:
