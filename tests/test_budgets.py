@@ -413,7 +413,8 @@ def test_limits_as_operators_write_them(tmp_path):
 def test_a_sentinel_urls_password_is_used_and_never_shown(tmp_path):
     """`:password@` or `user:password@` authenticate to the master and the sentinels (before, the password was
     taken for part of the first host name and printed in every store failure's log line); a query is refused,
-    and a URL of the wrong scheme is shown without its password."""
+    and a URL of the wrong scheme is shown without its password. A redis:// URL redis-py cannot read stops the
+    start (before: a bare redis-py message, or every request failing later)."""
     from llmtally import config
     from llmtally.budgets import RedisStore, parse_sentinel_url
 
@@ -429,6 +430,14 @@ def test_a_sentinel_urls_password_is_used_and_never_shown(tmp_path):
         ("redis+sentinel://a:26379/main?password=hunter2", "rateLimit.redis: a redis+sentinel:// URL takes no query"),
         ("redis+sentinel://:hunter2@a/main", "rateLimit.redis: 'a' is not host:port"),
         ("http://u:hunter2@a:6379/0", "rateLimit.redis: 'http://a:6379/0' is not a redis://"),
+        # read as redis-py will: at the start, not at every request
+        ("redis://:hunter2@a:abc/0", "rateLimit.redis: 'redis://a:abc/0': Port could not be cast to integer"),
+        ("redis://a:6379/0?socket_timeout=abc", "rateLimit.redis: 'redis://a:6379/0': Invalid value for 'socket_t"),
+        ("redis://a:6379/notadb", "rateLimit.redis: 'redis://a:6379/notadb': the path 'notadb' is not a database"),
+        (
+            f"rediss://a:6379/0?ssl_ca_certs={tmp_path}/none.pem",
+            f"rateLimit.redis: 'rediss://a:6379/0': ssl_ca_certs {tmp_path}/none.pem: no such file",
+        ),
     ]:
         f.write_text(f"rateLimit:\n  redis: '{url}'\n  limits:\n  - by: [model]\n    tokens: 10\n")
         with pytest.raises(config.ConfigError) as e:

@@ -307,3 +307,31 @@ def test_snapshots_change_only_with_the_change_counters(backend):
             seen, last = now, u
         assert (last.response_id, last.finish_reasons) == ("chatcmpl-1", ("stop",))
         assert sc.finish() == last
+
+
+@pytest.mark.parametrize(
+    "provider, path, want",
+    [
+        ("gemini", "/v1beta/openai/chat/completions", "openai"),
+        ("gemini", "/v1beta/openai/embeddings", "openai"),
+        ("vertex-ai", "/v1/projects/p/locations/l/endpoints/openapi/chat/completions", "openai"),
+        ("cohere", "/compatibility/v1/chat/completions", "openai"),
+        ("anthropic", "/v1/chat/completions", "openai"),
+        ("bedrock", "/openai/v1/chat/completions", "openai"),
+        (
+            "vertex-ai",
+            "/v1/projects/p/locations/l/publishers/anthropic/models/claude-x@1:streamRawPredict",
+            "anthropic",
+        ),
+        ("auto", "/v1/projects/p/locations/l/publishers/anthropic/models/claude-x@1:rawPredict", "anthropic"),
+        ("azure", "/openai/deployments/d/chat/completions", "azure"),
+        ("mistral", "/v1/chat/completions", "mistral"),
+        ("ollama", "/v1/chat/completions", "ollama"),
+        ("cohere", "/v2/chat", "cohere"),
+        ("gemini", "/v1beta/models/m:streamGenerateContent", "gemini"),
+    ],
+)
+def test_another_apis_paths_under_an_id(provider, path, want, backend):
+    """A provider's OpenAI-compatible endpoint (and Claude on Vertex AI) is read in that API's format whatever
+    id the route names: under `gemini`, Gemini's OpenAI endpoint read as zeros before."""
+    assert llmtally.resolve_provider(provider, path, backend=backend) == want

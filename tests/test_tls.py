@@ -543,3 +543,32 @@ def test_a_broken_certificate_or_key_names_the_files(problem, certs, tmp_path):
         "junk-ca": f"tlsClientCaFile {junk}: not valid CA certificates",
     }[problem]
     assert r.stderr.startswith(f"llmtally: error: {want}"), r.stderr
+
+
+def test_an_encrypted_key_stops_serve_with_one_line_and_never_asks_for_a_pass_phrase(certs, tmp_path):
+    """OpenSSL asked for the key's pass phrase on the terminal (the start waited there), then failed with
+    '[Errno 22] Invalid argument'."""
+    enc = tmp_path / "enc.key"
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(certs.server_key), "-aes256", "-passout", "pass:secret", "-out", str(enc)],
+        check=True,
+        capture_output=True,
+    )
+    assert b"ENCRYPTED" in enc.read_bytes()
+    cfg = tmp_path / "llmtally.yaml"
+    cfg.write_text(
+        f"listen: 127.0.0.1:{free_port()}\nmetricsAddr: 127.0.0.1:{free_port()}\n"
+        f"tlsCertFile: {certs.server_cert}\ntlsKeyFile: {enc}\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "llmtally.cli", "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert r.stderr == (
+        f"llmtally: error: tlsKeyFile {enc}: the key is encrypted, and gRPC cannot be given its pass phrase; "
+        "give an unencrypted key (openssl pkey -in KEY -out KEY.plain)\n"
+    )

@@ -9,7 +9,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._api import DEFAULT_ENCODING, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_EVENT_BYTES, ENCODINGS
 
@@ -617,6 +617,33 @@ def _limit(where: str, item: object, window: int) -> Limit:
     return Limit(tuple(by), tokens, requests, window, tuple(sorted(match.items())), microusd)
 
 
+def _check_redis_url(url: str) -> None:
+    """Read the URL as redis-py will, so that a port or an option it cannot read, a database that is not a
+    number, or a CA file that is not there stops the start with one line naming `rateLimit.redis`, not every
+    request later (the password never shown)."""
+    import os
+    from urllib.parse import urlsplit
+
+    from .otel import redact
+
+    try:
+        from redis.connection import parse_url
+    except ImportError:  # without the serve extra the store cannot start anyway: it says so
+        return
+    shown = redact(url)
+    try:
+        opts: dict[str, object] = cast(Any, parse_url)(url)  # redis-py leaves it unannotated
+        path = urlsplit(url).path.strip("/")
+    except (ValueError, TypeError) as e:
+        password = urlsplit(url).password or "\0"
+        raise ConfigError(f"rateLimit.redis: {shown!r}: {str(e).replace(password, '***')}") from None
+    if url.startswith(("redis://", "rediss://")) and path and not path.isdigit():
+        raise ConfigError(f"rateLimit.redis: {shown!r}: the path {path!r} is not a database number (redis://host/0)")
+    ca = opts.get("ssl_ca_certs")
+    if isinstance(ca, str) and ca and not os.path.isfile(ca):
+        raise ConfigError(f"rateLimit.redis: {shown!r}: ssl_ca_certs {ca}: no such file; give the CA bundle's path")
+
+
 def _rate_limit(doc: object) -> RateLimitConfig:
     if not isinstance(doc, dict) or set(doc) - _RATE_LIMIT_KEYS:
         raise ConfigError(f"rateLimit: expected a mapping with {', '.join(sorted(_RATE_LIMIT_KEYS))}")
@@ -642,6 +669,8 @@ def _rate_limit(doc: object) -> RateLimitConfig:
 
         shown = redact(redis) if isinstance(redis, str) else redis  # never the URL's password
         raise ConfigError(f"rateLimit.redis: {shown!r} is not a redis://, rediss://, unix:// or redis+sentinel:// URL")
+    if redis and not redis.startswith("redis+sentinel://"):
+        _check_redis_url(redis)
     if redis.startswith("redis+sentinel://"):
         from .budgets import parse_sentinel_url
 

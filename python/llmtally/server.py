@@ -276,8 +276,15 @@ def _check_tls(config: Config) -> None:
     import ssl
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+
+    def no_pass_phrase() -> str:  # else OpenSSL asks for one on the terminal, and the start waits there
+        raise StartupError(
+            f"tlsKeyFile {config.tls_key_file}: the key is encrypted, and gRPC cannot be given its pass phrase; "
+            "give an unencrypted key (openssl pkey -in KEY -out KEY.plain)"
+        )
+
     try:
-        ctx.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+        ctx.load_cert_chain(config.tls_cert_file, config.tls_key_file, password=no_pass_phrase)
     except ssl.SSLError as e:
         why = (
             "the key is not the certificate's"
