@@ -134,8 +134,8 @@ def _chat(content: str) -> bytes:
 def test_request_bodies_share_one_memory_budget_and_give_it_back(tmp_path):
     """10,000 streams x 4 MiB of buffered body was a 40 GiB ceiling: the bodies of all streams now share
     maxBufferedBodyBytes; past it a body is estimated from the bytes it got, and a finished stream's bytes
-    return to the budget."""
-    s = Sidecar(tmp_path, extra="maxBufferedBodyBytes: 1000\n")
+    return to the budget. (STREAMED: a body held until its end; a BUFFERED_PARTIAL one is read at once, below.)"""
+    s = Sidecar(tmp_path, extra="maxBufferedBodyBytes: 1000\nrequestBodyMode: STREAMED\n")
     try:
         hog = messages(CHAT, _chat("a " * 440), 200, "text/event-stream", [b"data: [DONE]\n\n"])
         hog[1] = pb.ProcessingRequest(request_body=pb.HttpBody(body=hog[1].request_body.body, end_of_stream=False))
@@ -151,6 +151,29 @@ def test_request_bodies_share_one_memory_budget_and_give_it_back(tmp_path):
         got = md_of(s.process(victim, provider="openai")[1])["ai.gateway.kgateway.dev"]["prompt_tokens"]
         assert got == llmtally.parse_request(body, "openai", CHAT).prompt_tokens  # the budget is whole again
         assert sample(s.metrics(), "ai_shed_total", reason="body_memory") == 1
+    finally:
+        s.stop()
+
+
+def test_a_partial_body_is_read_at_once_and_its_bytes_given_back(tmp_path):
+    """BUFFERED_PARTIAL's message without end_of_stream is all llmtally gets of a body; without budgets it was
+    kept until the response started, so callers trickling the rest of buffer-sized bodies to the upstream held
+    the shared memory budget (every other prompt then read as nothing). Now it is read and released at once."""
+    s = Sidecar(tmp_path, extra="maxBufferedBodyBytes: 1000\n")
+    try:
+        hog = messages(CHAT, _chat("a " * 440), 200, "text/event-stream", [b"data: [DONE]\n\n"])
+        partial = hog[1].request_body.body
+        hog[1] = pb.ProcessingRequest(request_body=pb.HttpBody(body=partial, end_of_stream=False))
+        h = Held(s, hog, 2)  # the response never starts
+        assert h.inside.wait(20)
+        hog_md = md_of(h.answers[1])["ai.gateway.kgateway.dev"]
+        assert hog_md["prompt_tokens"] == llmtally.parse_request(partial, "openai", CHAT).prompt_tokens
+        body = _chat("hello world " * 40)
+        victim = messages(CHAT, body, 200, "application/json", [b'{"usage":{"prompt_tokens":5}}'])
+        got = md_of(s.process(victim, provider="openai")[1])["ai.gateway.kgateway.dev"]["prompt_tokens"]
+        assert got == llmtally.parse_request(body, "openai", CHAT).prompt_tokens  # the budget was not held
+        h.finish()
+        assert sample(s.metrics(), "ai_shed_total", reason="body_memory") is None  # nothing was shed
     finally:
         s.stop()
 

@@ -511,10 +511,12 @@ class Exchange:
                 self.host.shed("body_memory")
         if b.end_of_stream:
             return self._request_done("request_body")
-        if self.host.enforce and self.request is None and (self.body_over or self.host.partial_bodies):
+        if self.request is None and (self.body_over or self.host.partial_bodies):
             # the rest of the body passes unread (Envoy's BUFFERED_PARTIAL sends one message, its buffer's worth;
-            # maxRequestBodyBytes, the memory budget): the budget decides now, on what was read, before the
-            # upstream is called
+            # maxRequestBodyBytes, the memory budget): it is read now, and its bytes given back to the memory
+            # budget (kept until the response, a caller trickling the rest of large bodies to the upstream held
+            # the budget for streamIdleSeconds, and everyone else's prompts read as nothing); a budget decides
+            # now, on what was read, before the upstream is called
             return self._request_done("request_body")
         return PASS["request_body"]
 
