@@ -553,8 +553,8 @@ def test_concurrent_streams_beyond_the_cap_are_refused(tmp_path):
 
 
 def test_request_body_beyond_the_cap_is_read_up_to_it(tmp_path):
-
-    s = Sidecar(tmp_path, extra="maxRequestBodyBytes: 64\n")
+    # STREAMED: the body in several messages (BUFFERED_PARTIAL sends one, read as soon as it comes)
+    s = Sidecar(tmp_path, extra="maxRequestBodyBytes: 64\nrequestBodyMode: STREAMED\n")
     try:
         body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "word " * 500}]}).encode()
         chunks = [body[i : i + 50] for i in range(0, len(body), 50)]  # STREAMED request body
