@@ -81,3 +81,17 @@ def test_response_ids_and_finish_reasons_are_the_oracles():
         with_id += u["response_id"] is not None
         with_reasons += bool(u["finish_reasons"])
     assert (with_id, with_reasons) == (68, 59)
+
+
+SSE_CASES = [c for c in CASES if "event-stream" in c.get("content_type", "") and not c.get("binary")]
+
+
+@pytest.mark.parametrize("case", SSE_CASES, ids=[c["name"] for c in SSE_CASES])
+def test_an_event_stream_labelled_json_reads_as_one(case, backend):
+    """A proxy that relabels a stream `application/json` (or NDJSON): the body's first byte tells (no JSON
+    document starts with `d`, `e`, `i`, `r` or `:`); before, such a stream read as nothing."""
+    body = load(case["response"])
+    for ct in ("application/json", "application/x-ndjson"):
+        relabelled = {**case, "content_type": ct}
+        assert scan(relabelled, [body], backend) == case["usage"]
+        assert scan(relabelled, random_chunks(body, 1), backend) == case["usage"]

@@ -25,6 +25,8 @@ BOM = b"\xef\xbb\xbf"
 _WS = b" \t\n\r\x0c"  # Rust u8::is_ascii_whitespace
 
 SSE, JSON, NDJSON, EVENTSTREAM = "sse", "json", "ndjson", "eventstream"
+#: the first bytes of SSE lines (`data:`, `event:`, `id:`, `retry:`, a `:` comment), none a JSON value's
+SSE_STARTS = frozenset(b"deir:")
 
 
 class _Collector(UsageAcc):
@@ -196,6 +198,8 @@ class ResponseScanner:
 
     def _decide(self, first: int | None) -> None:
         kind = self.hint
+        if kind in (JSON, NDJSON) and first is not None and first in SSE_STARTS:
+            kind = SSE  # a JSON content type over an event stream: no JSON document starts so (scanner.rs)
         if kind is None:
             if first == 0x7B:
                 kind = self.format.brace_framing

@@ -384,12 +384,22 @@ impl Body {
     }
 
     fn decide(&mut self, hint: Option<Kind>, first: Option<u8>) {
-        let kind = hint.unwrap_or(match first {
-            Some(b'{') => self.format.brace_framing,
-            Some(b'[') => Kind::Json,
-            Some(0) => self.format.nul_framing.unwrap_or(Kind::Sse),
-            _ => Kind::Sse,
-        });
+        let kind = match hint {
+            // a JSON or NDJSON content type over an event stream (a proxy that relabels it): no JSON
+            // document starts with an SSE field's first byte (`data:`, `event:`, `id:`, `retry:`, `:`)
+            Some(Kind::Json | Kind::JsonArray | Kind::Ndjson)
+                if SSE_STARTS.contains(&first.unwrap_or(b'{')) =>
+            {
+                Kind::Sse
+            }
+            Some(k) => k,
+            None => match first {
+                Some(b'{') => self.format.brace_framing,
+                Some(b'[') => Kind::Json,
+                Some(0) => self.format.nul_framing.unwrap_or(Kind::Sse),
+                _ => Kind::Sse,
+            },
+        };
         self.framing = match kind {
             Kind::Sse => Framing::Sse(SseFramer::default()),
             Kind::Ndjson => Framing::Ndjson,
@@ -469,6 +479,9 @@ impl Body {
         )
     }
 }
+
+/// The first bytes of SSE lines (`data:`, `event:`, `id:`, `retry:`, a `:` comment), none a JSON value's.
+const SSE_STARTS: &[u8] = b"deir:";
 
 pub struct ResponseScanner {
     request: Option<RequestInfo>,
