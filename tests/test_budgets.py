@@ -600,6 +600,32 @@ def test_the_memory_store_stays_within_its_key_cap():
     assert overflow == [200]  # each settled from 5 to 1, on the shared counter
 
 
+def test_calls_charged_nothing_leave_no_counters_in_the_memory_store():
+    """Failing calls under a per-model limit (made-up names, a 404 each: charged 0) filled the 100,000 keys,
+    and every team's new window then shared the overflow counter (one team's use denied another). A counter
+    settled back to 0 is dropped; one that was charged stays."""
+    store = MemoryStore(clock=lambda: T0, max_keys=10)
+    b = Budgets([Limit(("team", "model"), tokens=1000, window=60)], store, clock=lambda: T0)
+
+    async def go():
+        for i in range(300):
+            res = await b.reserve({"team": "mallory", "model": f"made-up-{i}"}, 5)
+            assert res.decision.allowed
+            b.settle(res, 0)
+            await b.drain()
+        assert store.counts == {}
+        alice = await b.reserve({"team": "alice", "model": "gpt-4o"}, 900)
+        b.settle(alice, 900)
+        await b.drain()
+        bob = await b.reserve({"team": "bob", "model": "gpt-4o"}, 900)
+        assert bob.decision.allowed  # Bob's own counter, not one shared with Alice's 900
+        b.settle(bob, 900)
+        await b.drain()
+        assert sorted(v for v, _ in store.counts.values()) == [900, 900]
+
+    run(go())
+
+
 def _enforcing(tmp_path, redis, extra=""):
     from test_serve import Sidecar
 

@@ -198,7 +198,13 @@ class MemoryStore:
                 key = key if key in self.counts else _overflow(key)
                 v = self.counts.get(key)
                 if v is not None and v[1] > now:
-                    self.counts[key] = (v[0] + delta, v[1])
+                    if v[0] + delta == 0 and "#overflow" not in key:
+                        # back to nothing (a failed call is charged 0): the key goes, so that calls which cost
+                        # nothing (made-up model names answered 404) cannot fill the cap and fold every team's
+                        # new windows into the shared overflow counter
+                        del self.counts[key]
+                    else:
+                        self.counts[key] = (v[0] + delta, v[1])
 
     async def cancel(self, counters: Sequence[Counter], rid: str) -> None:
         await self.adjust([(c.key, -c.amount) for c in counters], rid)
