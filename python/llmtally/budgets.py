@@ -165,7 +165,9 @@ class MemoryStore:
             return key
         if now - self.purged >= 1.0:  # drop the expired ones, at most once a second
             self.purged = now
-            self.counts = {k: v for k, v in self.counts.items() if v[1] > now}
+            # and those back at 0 (failed calls are charged nothing: calls to made-up model names answered 404
+            # must not fill the cap and fold every team's new windows into the shared overflow counter)
+            self.counts = {k: v for k, v in self.counts.items() if v[1] > now and v[0] != 0}
             self.records = {k: t for k, t in self.records.items() if t > now}
             if len(self.counts) < self.max_keys:
                 return key
@@ -198,13 +200,7 @@ class MemoryStore:
                 key = key if key in self.counts else _overflow(key)
                 v = self.counts.get(key)
                 if v is not None and v[1] > now:
-                    if v[0] + delta == 0 and "#overflow" not in key:
-                        # back to nothing (a failed call is charged 0): the key goes, so that calls which cost
-                        # nothing (made-up model names answered 404) cannot fill the cap and fold every team's
-                        # new windows into the shared overflow counter
-                        del self.counts[key]
-                    else:
-                        self.counts[key] = (v[0] + delta, v[1])
+                    self.counts[key] = (v[0] + delta, v[1])
 
     async def cancel(self, counters: Sequence[Counter], rid: str) -> None:
         await self.adjust([(c.key, -c.amount) for c in counters], rid)
