@@ -431,9 +431,13 @@ def test_a_sentinel_urls_password_is_used_and_never_shown(tmp_path):
         ("redis+sentinel://:hunter2@a/main", "rateLimit.redis: 'a' is not host:port"),
         ("http://u:hunter2@a:6379/0", "rateLimit.redis: 'http://a:6379/0' is not a redis://"),
         # read as redis-py will: at the start, not at every request
-        ("redis://:hunter2@a:abc/0", "rateLimit.redis: 'redis://a:abc/0': Port could not be cast to integer"),
+        ("redis://:hunter2@a:abc/0", "rateLimit.redis: 'redis://a:***/0': Port could not be cast to integer"),
         ("redis://a:6379/0?socket_timeout=abc", "rateLimit.redis: 'redis://a:6379/0': Invalid value for 'socket_t"),
         ("redis://a:6379/notadb", "rateLimit.redis: 'redis://a:6379/notadb': the path 'notadb' is not a database"),
+        # mistyped: the password is still not shown
+        ("redis:/:hunter2@a:6379/0", "rateLimit.redis: 'a:6379/0' is not a redis://"),
+        ("redis://default:hunter2/0", "rateLimit.redis: 'redis://default:***/0': Port could not be cast"),
+        ("redis://:hunter2@[::1/0", "rateLimit.redis: 'redis://[::1/0': Invalid IPv6 URL"),
         (
             f"rediss://a:6379/0?ssl_ca_certs={tmp_path}/none.pem",
             f"rateLimit.redis: 'rediss://a:6379/0': ssl_ca_certs {tmp_path}/none.pem: no such file",

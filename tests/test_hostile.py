@@ -334,3 +334,26 @@ def test_a_model_name_with_control_characters_reaches_the_metadata_printable(tmp
         assert {dict(k[1])["model"] for k in m if k[0] == "ai_requests_total"} == {"overflow"}
     finally:
         s.stop()
+
+
+def test_a_body_streamed_against_buffered_partial_is_estimated_from_its_first_message_and_not_held():
+    """Envoy streaming the body while requestBodyMode says BUFFERED_PARTIAL: the first message is read at once;
+    the rest was appended and held against maxBufferedBodyBytes until the stream ended. Now nothing more is
+    held, and the mismatch is counted (ai_shed_total{reason="body_mode"}) and logged once a minute."""
+    from llmtally.config import Config
+    from llmtally.exchange import Exchange, Host
+    from llmtally.metrics import Metrics
+
+    cfg = Config().validate()
+    host = Host(cfg, Metrics(cfg))
+    body = _chat("word " * 3000)
+    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
+    msgs = messages(CHAT, b"", 200, "application/json", [b'{"usage":{"prompt_tokens":5}}'])
+    ex = Exchange(host, "openai")
+    ex.handle(msgs[0])
+    for i, c in enumerate(chunks):
+        ex.handle(pb.ProcessingRequest(request_body=pb.HttpBody(body=c, end_of_stream=i == len(chunks) - 1)))
+        assert host.buffered == 0
+    assert ex.request == llmtally.parse_request(chunks[0], "openai", CHAT)
+    shed = host.metrics.registry.get_sample_value("ai_shed_total", {"reason": "body_mode"})
+    assert shed == 1

@@ -1,5 +1,5 @@
-"""The worker threads of heavy messages (`llmtally.offload`): smaller first but none for ever, cancellation,
-shutdown."""
+"""The worker threads of heavy messages (`llmtally.offload`): the smallest and the oldest in turn,
+cancellation, shutdown."""
 
 import threading
 
@@ -8,41 +8,57 @@ import pytest
 from llmtally.offload import Offload
 
 
-def test_the_smallest_queued_call_runs_first():
-    pool = Offload(1, clock=lambda: 100.0)  # calls that come at once
+def _order(sizes):
+    """The order one thread runs calls of `sizes`, queued while it is busy."""
+    pool = Offload(1)
     gate, order = threading.Event(), []
     try:
         blocker = pool.submit(0, gate.wait)  # the one thread is busy until the gate opens
-        futures = [pool.submit(size, lambda size=size: order.append(size)) for size in (500, 100, 300, 100)]
+        futures = [pool.submit(size, lambda i=i, size=size: order.append((i, size))) for i, size in enumerate(sizes)]
         gate.set()
         blocker.result(5)
         [f.result(5) for f in futures]
-        assert order == [100, 100, 300, 500]  # by size; FIFO among equals
+        return order
     finally:
         pool.shutdown()
 
 
-def test_a_flood_of_smaller_calls_holds_a_large_one_only_its_sizes_share():
-    """A 1 MiB call is due 16 ms after it came: smaller calls that come later than that run after it (before,
-    strictly by size, a stream of 66 KB calls held it for ever)."""
-    from llmtally.offload import BYTES_PER_SECOND
+def test_a_lone_thread_takes_the_smallest_and_the_oldest_in_turn():
+    # after the blocker (the smallest): the oldest, the smallest (FIFO among equals), the oldest, the rest
+    assert _order([500, 100, 300, 100]) == [(0, 500), (1, 100), (2, 300), (3, 100)]
+    assert _order([500, 300, 100, 200]) == [(0, 500), (2, 100), (1, 300), (3, 200)]
 
-    now = [100.0]
-    pool = Offload(1, clock=lambda: now[0])
-    gate, order = threading.Event(), []
+
+def test_a_flood_of_smaller_calls_cannot_hold_a_large_one():
+    """Smallest first alone: 16 callers re-sending 66 KB prompts held another's 1 MiB prompt past Envoy's
+    message timeout. The oldest's turn takes it."""
+    order = _order([1 << 20, *[66_000] * 8])
+    assert order.index((0, 1 << 20)) == 0
+
+
+def test_a_flood_of_larger_calls_cannot_hold_a_smaller_one():
+    """Oldest first alone: a 128 KiB body waited 2.9 s behind 60 streams of 1 MiB. The smallest's turn takes
+    it second, whatever came before it."""
+    order = _order([*[1 << 20] * 8, 128 << 10])
+    assert order.index((8, 128 << 10)) == 1
+
+
+def test_two_threads_keep_one_order_each():
+    pool = Offload(2)
+    gates, order = [threading.Event(), threading.Event()], []
     try:
-        blocker = pool.submit(0, gate.wait)
-        large = 1 << 20
-        futures = [pool.submit(large, lambda: order.append("large"))]
-        share = large / BYTES_PER_SECOND  # 1/64 s
-        # due at `at` + 66 KB's share (about 1 ms): the first two before the large call, the rest after it
-        for i, at in enumerate((0.001, share / 2, share * 1.01, 0.5, 2.0)):
-            now[0] = 100.0 + at
-            futures.append(pool.submit(66_000, lambda i=i: order.append(i)))
-        gate.set()
-        blocker.result(5)
+        blockers = [pool.submit(0, g.wait) for g in gates]
+        while not all(b.running() for b in blockers):
+            threading.Event().wait(0.001)
+        futures = [pool.submit(size, lambda i=i: order.append(i)) for i, size in enumerate([900, 800, 100, 700])]
+        gates[0].set()  # one thread: it takes its order's first, then waits for the gate of the other
+        blockers[0].result(5)
+        while len(order) < 1:
+            threading.Event().wait(0.001)
+        gates[1].set()
         [f.result(5) for f in futures]
-        assert order == [0, 1, "large", 2, 3, 4]
+        assert order[0] in (0, 2)  # the oldest (900) or the smallest (100), by which thread was freed
+        assert sorted(order) == [0, 1, 2, 3]
     finally:
         pool.shutdown()
 

@@ -66,6 +66,13 @@ def test_gemini_latest_usage_object_replaces_earlier(backend):
             False,
         ),
         ("/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21", "azure", "gpt4o-prod", False),
+        # Claude on Vertex AI: the model only in the path (a body's `model` cannot pick another budget)
+        (
+            "/v1/projects/p/locations/l/publishers/anthropic/models/claude-opus-4@20250514:streamRawPredict",
+            "anthropic",
+            "claude-opus-4@20250514",
+            False,
+        ),
         ("/api/chat", "ollama", None, True),
         ("/v1/chat/completions", "openai", None, False),
     ],
@@ -335,3 +342,5 @@ def test_another_apis_paths_under_an_id(provider, path, want, backend):
     """A provider's OpenAI-compatible endpoint (and Claude on Vertex AI) is read in that API's format whatever
     id the route names: under `gemini`, Gemini's OpenAI endpoint read as zeros before."""
     assert llmtally.resolve_provider(provider, path, backend=backend) == want
+    if "/publishers/anthropic/models/" in path:  # the path's model stays the request's under every id
+        assert llmtally.parse_request(b"{}", provider, path, backend=backend).model == "claude-x@1"

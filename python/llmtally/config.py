@@ -617,6 +617,26 @@ def _limit(where: str, item: object, window: int) -> Limit:
     return Limit(tuple(by), tokens, requests, window, tuple(sorted(match.items())), microusd)
 
 
+def _redacted_url(url: str) -> str:
+    """`url` for an error line: without user information or query, and without anything before an `@` even
+    when the URL is mistyped (`redis:/:secret@host`)."""
+    from .otel import redact
+
+    shown = redact(url)
+    if "://" not in shown:
+        return shown.rpartition("@")[2]
+    scheme, _, rest = shown.partition("://")
+    authority, slash, path = rest.partition("/")
+    host, colon, port = authority.rpartition(":")
+    if colon and not port.isdigit() and "]" not in port:  # a password typed where the port goes
+        authority = f"{host}:***"
+    return f"{scheme}://{authority}{slash}{path}"
+
+
+def _host_of(rest: str) -> str:
+    return rest.split("/", 1)[0].rpartition("@")[2].split(":", 1)[0]
+
+
 def _check_redis_url(url: str) -> None:
     """Read the URL as redis-py will, so that a port or an option it cannot read, a database that is not a
     number, or a CA file that is not there stops the start with one line naming `rateLimit.redis`, not every
@@ -624,19 +644,23 @@ def _check_redis_url(url: str) -> None:
     import os
     from urllib.parse import urlsplit
 
-    from .otel import redact
-
     try:
         from redis.connection import parse_url
     except ImportError:  # without the serve extra the store cannot start anyway: it says so
         return
-    shown = redact(url)
+    shown = _redacted_url(url)
     try:
         opts: dict[str, object] = cast(Any, parse_url)(url)  # redis-py leaves it unannotated
         path = urlsplit(url).path.strip("/")
     except (ValueError, TypeError) as e:
-        password = urlsplit(url).password or "\0"
-        raise ConfigError(f"rateLimit.redis: {shown!r}: {str(e).replace(password, '***')}") from None
+        # redis-py's message may quote a part of the authority (a password typed where the port goes): each
+        # part of it but the host is masked
+        msg = str(e)
+        rest = url.partition("://")[2] or url
+        for part in re.split(r"[:@/?&=\[\]]+", rest.split("/", 1)[0]):
+            if len(part) >= 3 and not part.isdigit() and part != _host_of(rest):
+                msg = msg.replace(part, "***")
+        raise ConfigError(f"rateLimit.redis: {shown!r}: {msg}") from None
     if url.startswith(("redis://", "rediss://")) and path and not path.isdigit():
         raise ConfigError(f"rateLimit.redis: {shown!r}: the path {path!r} is not a database number (redis://host/0)")
     ca = opts.get("ssl_ca_certs")
@@ -665,9 +689,7 @@ def _rate_limit(doc: object) -> RateLimitConfig:
         listen = f"127.0.0.1:{m[1]}"
     redis = doc.get("redis", "")
     if not isinstance(redis, str) or (redis and not re.match(r"(rediss?|unix|redis\+sentinel)://", redis)):
-        from .otel import redact
-
-        shown = redact(redis) if isinstance(redis, str) else redis  # never the URL's password
+        shown = _redacted_url(redis) if isinstance(redis, str) else redis  # never the URL's password
         raise ConfigError(f"rateLimit.redis: {shown!r} is not a redis://, rediss://, unix:// or redis+sentinel:// URL")
     if redis and not redis.startswith("redis+sentinel://"):
         _check_redis_url(redis)

@@ -52,7 +52,7 @@ COMPRESSION_WEIGHT = 64
 #: the longest x-request-id kept (Envoy's are UUIDs)
 MAX_REQUEST_ID = 128
 #: what `Host.shed` counts: a stream refused at the cap, released when idle, a request body not buffered
-SHED_REASONS = ("stream_cap", "idle", "body_memory")
+SHED_REASONS = ("stream_cap", "idle", "body_memory", "body_mode")
 
 # Responses that change nothing, built once and reused.
 PASS = {
@@ -283,11 +283,14 @@ _SHED_WHY = {
     "idle": "an ext_proc stream received nothing for streamIdleSeconds and was released, counted as aborted",
     "body_memory": "a request body was estimated from its first bytes: the streams' buffered bodies reached "
     "maxBufferedBodyBytes",
+    "body_mode": "a request body came in several messages although requestBodyMode is BUFFERED_PARTIAL (one "
+    "message): it was estimated from its first",
 }
 _SHED_ADVICE = {
     "stream_cap": "raise maxConcurrentStreams, or add workers",
     "idle": "raise streamIdleSeconds above the longest pause between a provider's chunks",
     "body_memory": "raise maxBufferedBodyBytes, or lower maxRequestBodyBytes",
+    "body_mode": "set requestBodyMode to the ext_proc filter's request_body_mode",
 }
 
 
@@ -397,8 +400,8 @@ class Exchange:
     def heavy(self, req: pb.ProcessingRequest) -> int:
         """How heavy the message is, if it may cost milliseconds of CPU (a large body's prompt estimate, a
         large response chunk, any compressed chunk worth decoding: a few KiB can inflate to megabytes), else
-        0: the server hands a heavy one to a worker thread, smaller first but none for ever (`offload`), so
-        that other streams' answers are not delayed."""
+        0: the server hands a heavy one to a worker thread (the smallest and the oldest in turn: `offload`),
+        so that other streams' answers are not delayed."""
         kind = req.WhichOneof("request")
         if kind == "response_body":
             n = len(req.response_body.body)
@@ -502,7 +505,13 @@ class Exchange:
             got = self.host.take_body(min(len(b.body), cap + 1 - len(self.captured_in)))
             self.captured_in += b.body[:got]
             self.captured_taken += got
-        if not self.body_over and b.body:
+        if self.request is not None and not self.body:
+            # read already (a BUFFERED_PARTIAL message, or the cap): the rest passes unheld. A second message
+            # means Envoy streams the body against requestBodyMode: said once a minute
+            if b.body and self.host.partial_bodies and not self.body_over:
+                self.body_over = True
+                self.host.shed("body_mode")
+        elif not self.body_over and b.body:
             want = min(len(b.body), self.host.config.max_request_body_bytes - len(self.body))
             got = self.host.take_body(want)
             self.body += b.body[:got]

@@ -739,8 +739,13 @@ fn json_utf8(b: &[u8]) -> Cow<'_, [u8]> {
     let cut = !units.remainder().is_empty();
     let mut out = String::with_capacity(b.len());
     if unit == 2 {
+        let mut n = units.len();
+        // a high surrogate and then a cut unit at the end are one cut character to Python: one U+FFFD
+        if cut && n > 0 && (0xD800..0xDC00).contains(&word(&b[2 * (n - 1)..2 * n])) {
+            n -= 1;
+        }
         out.extend(
-            char::decode_utf16(units.map(|c| word(c) as u16))
+            char::decode_utf16(units.take(n).map(|c| word(c) as u16))
                 .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER)),
         );
     } else {
@@ -803,6 +808,13 @@ mod tests {
             &*json_utf8(&[b'"', 0, 0, 0, 0, 0, 0x11, 0, 1, 0]),
             "\"\u{FFFD}\u{FFFD}".as_bytes()
         );
+        // a high surrogate then a cut unit: one cut character, as Python's decoder sees it
+        for body in [
+            &[b'"', 0, 0x00, 0xD8, b'A'][..],
+            &[0, b'"', 0xD8, 0x00, b'A'],
+        ] {
+            assert_eq!(&*json_utf8(body), "\"\u{FFFD}".as_bytes());
+        }
     }
 
     /// The output limit of `body`, checked the same when fed in pieces of every size.

@@ -18,7 +18,7 @@
 //! `content_block_start`, each content block (`index`) its own text.
 
 use super::openai::{ERROR_OBJ, TEXT_OR_BLOCKS};
-use crate::descriptor::{Cond, Descriptor, Framing};
+use crate::descriptor::{Cond, Descriptor, Framing, ModelEnd, PathModel};
 use crate::field::*;
 use crate::json::Pat::{self, Arr, Leaf, Obj, Or, Raw};
 use crate::usage::Arithmetic;
@@ -289,7 +289,13 @@ pub static ANTHROPIC: Descriptor = Descriptor {
     arithmetic: Arithmetic::PROMPT_ADDS_CACHE,
     brace_framing: Framing::Json,
     nul_framing: None,
-    path_model: None,
+    // Claude on Vertex AI names the model in the path only (`.../models/claude-...@date:rawPredict`)
+    path_model: Some(PathModel {
+        after: "/publishers/anthropic/models/",
+        last: false,
+        end: ModelEnd::Char(':'),
+        percent_decoded: true,
+    }),
     streams_by_path: &[],
     usage_headers: &[],
     // the body: `stop_sequence` is a key no OpenAI-compatible response has
