@@ -421,6 +421,7 @@ def test_a_sentinel_urls_password_is_used_and_never_shown(tmp_path):
     u = parse_sentinel_url("redis+sentinel://:hunter%402@a:26379,b:26380/main/1")
     assert u == ([("a", 26379), ("b", 26380)], "main", 1, None, "hunter@2")
     assert parse_sentinel_url("redis+sentinel://ops:pw@a:26379/main")[3:] == ("ops", "pw")
+    assert parse_sentinel_url("redis+sentinel://ops@a:26379/main")[3:] == ("ops", None)  # as redis-py reads it
     store = RedisStore("redis+sentinel://ops:pw@a:26379/main", 0.05)
     kwargs = store.client.connection_pool.connection_kwargs
     assert (kwargs["username"], kwargs["password"]) == ("ops", "pw")

@@ -272,8 +272,8 @@ return values
 """
 
 
-#: `redis+sentinel://[[user]:password@]host:26379,host2:26379/service[/db]`: the master Redis Sentinel names
-#: `service`; the user and password (URL-encoded) are the master's and the sentinels'
+#: `redis+sentinel://[user[:password]@ or :password@]host:26379,host2:26379/service[/db]`: the master Redis
+#: Sentinel names `service`; the user and password (URL-encoded) are the master's and the sentinels'
 SENTINEL_SCHEME = "redis+sentinel://"
 
 
@@ -296,8 +296,8 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     username = password = None
     if "@" in hosts_part:
         userinfo, _, hosts_part = hosts_part.rpartition("@")
-        user, sep, pw = userinfo.partition(":")
-        username, password = (unquote(user) or None, unquote(pw)) if sep else (None, unquote(user))
+        user, sep, pw = userinfo.partition(":")  # as redis-py reads redis://user@host and redis://:pw@host
+        username, password = unquote(user) or None, unquote(pw) if sep else None
     service, _, db = path.partition("/")
     hosts = []
     for h in hosts_part.split(","):
@@ -327,7 +327,7 @@ class RedisStore:
             from redis.asyncio.sentinel import Sentinel
 
             u = parse_sentinel_url(url)
-            auth = {"username": u.username, "password": u.password} if u.password is not None else {}
+            auth = {"username": u.username, "password": u.password} if u.username or u.password else {}
             # called through Any: redis-py annotates Sentinel's constructor from 8.2 on, not before
             sentinel = cast(Any, Sentinel)(
                 u.hosts, sentinel_kwargs=auth or None, socket_timeout=timeout, socket_connect_timeout=timeout
