@@ -43,23 +43,24 @@ def test_a_flood_of_larger_calls_cannot_hold_a_smaller_one():
     assert order.index((8, 128 << 10)) == 1
 
 
-def test_two_threads_keep_one_order_each():
-    pool = Offload(2)
-    gates, order = [threading.Event(), threading.Event()], []
+@pytest.mark.parametrize("thread, want", [(0, [2, 3, 1, 0]), (1, [0, 1, 2, 3])])
+def test_two_threads_keep_one_order_each(thread, want):
+    """With two threads, the first always takes the smallest queued call, the second the oldest: with the other
+    held, each runs the whole queue in its own order."""
+    pool = Offload(2, name="t")
+    gates = {"t-0": threading.Event(), "t-1": threading.Event()}
+    order: list[int] = []
     try:
-        blockers = [pool.submit(0, g.wait) for g in gates]
+        blockers = [pool.submit(0, lambda: gates[threading.current_thread().name].wait()) for _ in gates]
         while not all(b.running() for b in blockers):
             threading.Event().wait(0.001)
         futures = [pool.submit(size, lambda i=i: order.append(i)) for i, size in enumerate([900, 800, 100, 700])]
-        gates[0].set()  # one thread: it takes its order's first, then waits for the gate of the other
-        blockers[0].result(5)
-        while len(order) < 1:
-            threading.Event().wait(0.001)
-        gates[1].set()
+        gates[f"t-{thread}"].set()
         [f.result(5) for f in futures]
-        assert order[0] in (0, 2)  # the oldest (900) or the smallest (100), by which thread was freed
-        assert sorted(order) == [0, 1, 2, 3]
+        assert order == want
     finally:
+        for g in gates.values():
+            g.set()
         pool.shutdown()
 
 

@@ -505,9 +505,9 @@ class Exchange:
             got = self.host.take_body(min(len(b.body), cap + 1 - len(self.captured_in)))
             self.captured_in += b.body[:got]
             self.captured_taken += got
-        if self.request is not None and not self.body:
-            # read already (a BUFFERED_PARTIAL message, or the cap): the rest passes unheld. A second message
-            # means Envoy streams the body against requestBodyMode: said once a minute
+        if self.request is not None:
+            # read already, its bytes given back (a BUFFERED_PARTIAL message, or the cap): the rest passes
+            # unheld. A second message means Envoy streams the body against requestBodyMode: said once a minute
             if b.body and self.host.partial_bodies and not self.body_over:
                 self.body_over = True
                 self.host.shed("body_mode")

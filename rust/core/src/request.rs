@@ -727,7 +727,7 @@ fn json_utf8(b: &[u8]) -> Cow<'_, [u8]> {
     let b = &b[skip..];
     let word = |c: &[u8]| -> u32 {
         let v = c.iter().fold(0u32, |v, &x| v << 8 | x as u32);
-        if be || unit == 1 {
+        if be {
             v
         } else if unit == 2 {
             (v as u16).swap_bytes() as u32

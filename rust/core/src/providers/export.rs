@@ -94,6 +94,18 @@ fn cond(out: &mut String, c: &Cond) {
     out.push(']');
 }
 
+/// A JSON array of strings.
+fn strings(out: &mut String, items: &[&str]) {
+    out.push('[');
+    for (i, s) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        string(out, s);
+    }
+    out.push(']');
+}
+
 fn conds(out: &mut String, cs: &[Cond]) {
     out.push('[');
     for (i, c) in cs.iter().enumerate() {
@@ -213,14 +225,9 @@ pub fn registry_json() -> String {
          \"eventstream_min_message\": {MIN_MESSAGE}}},\n \"models\": "
     );
     table(&mut out, &MODELS);
-    out.push_str(",\n \"encodings\": [");
-    for (i, name) in ENCODINGS.iter().enumerate() {
-        if i > 0 {
-            out.push_str(", ");
-        }
-        string(&mut out, name);
-    }
-    out.push_str("],\n \"default_encoding\": ");
+    out.push_str(",\n \"encodings\": ");
+    strings(&mut out, &ENCODINGS);
+    out.push_str(",\n \"default_encoding\": ");
     string(&mut out, default_encoding().name());
     out.push_str(",\n \"content_types\": [");
     for (i, (c, k)) in CONTENT_TYPES.iter().enumerate() {
@@ -243,14 +250,9 @@ pub fn registry_json() -> String {
         }
         out.push('[');
         conds(&mut out, rule);
-        out.push_str(", [");
-        for (j, id) in ids.iter().enumerate() {
-            if j > 0 {
-                out.push_str(", ");
-            }
-            string(&mut out, id);
-        }
-        out.push_str("], ");
+        out.push_str(", ");
+        strings(&mut out, ids);
+        out.push_str(", ");
         string(&mut out, d.id);
         out.push(']');
     }
